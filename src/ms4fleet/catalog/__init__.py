@@ -1,0 +1,110 @@
+"""The GPU and model catalog: data files read into typed, frozen records.
+
++ ``gpu_kinds()``: every GPU kind in ``gpus.toml``, keyed by id, e.g. ``gpu_kinds()["h200-sxm"]``.
++ ``model_profiles()``: every model profile in ``models.toml``, keyed by id.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB = 1024**2
+GIB = 1024**3
+
+
+class GpuKind(BaseModel):
+    """One GPU model as the toolkit needs to know it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    name: str
+    architecture: Literal["hopper", "blackwell"]
+    memory_mib: int
+    compute_capability: str
+    pci_device_ids: tuple[str, ...]
+    form_factor: Literal["sxm", "pcie"]
+    nvswitch_gpu_counts: tuple[int, ...]
+    nvlink5: bool
+    open_kernel_modules: Literal["required", "recommended"]
+    min_driver_branch: int
+    fp8_native: bool
+    fp4_native: bool
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.memory_mib * MIB
+
+    def has_nvswitch(self, gpu_count: int) -> bool:
+        """Whether a host with ``gpu_count`` of these GPUs sits on an NVSwitch baseboard."""
+        return gpu_count in self.nvswitch_gpu_counts
+
+
+class ModelProfile(BaseModel):
+    """One servable checkpoint: what to download, how big it is, how its KV cache grows."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    display_name: str
+    family: str
+    repo_id: str
+    checkpoint: str
+    weight_bytes: int
+    download_bytes: int
+    max_context: int
+    default_max_model_len: int
+    num_layers: int
+    kv: Literal["mla", "gqa"]
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    min_vllm: str
+    min_mistral_common: str | None = None
+    include_patterns: tuple[str, ...]
+    exclude_patterns: tuple[str, ...] = ()
+    tokenizer_mode: str | None = None
+    config_format: str | None = None
+    load_format: str | None = None
+    tool_call_parser: str
+    reasoning_parser: str | None = None
+    reasoning_efforts: tuple[str, ...] = ()
+    multimodal: bool = False
+    attention_backend: str | None = None
+    forbidden_attention_backends: tuple[str, ...] = ()
+    served_model_name: str
+    native_compute: tuple[str, ...] = Field(default=())
+    min_gpus: dict[str, int] = Field(default_factory=dict)
+    recommended_gpus: dict[str, int] = Field(default_factory=dict)
+
+
+def _load(name: str) -> dict[str, dict[str, object]]:
+    text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+@cache
+def gpu_kinds() -> dict[str, GpuKind]:
+    return {key: GpuKind(id=key, **value) for key, value in _load("gpus.toml").items()}  # type: ignore[arg-type]
+
+
+@cache
+def model_profiles() -> dict[str, ModelProfile]:
+    return {key: ModelProfile(id=key, **value) for key, value in _load("models.toml").items()}  # type: ignore[arg-type]
+
+
+def gpu_kind_by_pci_id(device_id: str) -> GpuKind | None:
+    """Map a PCI device id (``0x2335`` or ``2335``, any case) to its GPU kind."""
+    wanted = "0x" + device_id.lower().removeprefix("0x")[-4:]
+    return next((kind for kind in gpu_kinds().values() if wanted in kind.pci_device_ids), None)
+
+
+def gpu_kind_by_name(name: str) -> GpuKind | None:
+    """Map a product name as NVML or nvidia-smi reports it (``NVIDIA H200``) to its GPU kind."""
+    return next((kind for kind in gpu_kinds().values() if kind.name == name.strip()), None)
