@@ -380,7 +380,9 @@ class HostConfig(_Section):
             raw[section] = value
         if "gpu" not in raw:
             raise ConfigError(
-                name, "gpu", 'is missing: declare the host\'s GPUs, e.g. ms4fleet_gpu = {"kind": "h200-sxm", "count": 8}'
+                name,
+                "gpu",
+                'is missing: declare the host\'s GPUs, e.g. ms4fleet_gpu = {"kind": "h200-sxm", "count": 8}',
             )
         try:
             return cls.model_validate(raw)
@@ -406,7 +408,9 @@ def resolve_profile(model: str, checkpoint: str | None) -> ModelProfile:
         return profiles[key]
     if model in profiles and profiles[model].checkpoint == checkpoint:
         return profiles[model]
-    families = sorted({p.id.rsplit("-", 1)[0] if p.id.endswith(("-fp8", "-nvfp4")) else p.id for p in profiles.values()})
+    families = sorted(
+        {p.id.rsplit("-", 1)[0] if p.id.endswith(("-fp8", "-nvfp4")) else p.id for p in profiles.values()}
+    )
     raise KeyError(
         f"={model!r} (checkpoint {checkpoint or 'default'}) is not a known model profile; known: {', '.join(families)}"
     )

@@ -108,7 +108,7 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
 
 
 def _pyinfra_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    from pyinfra.api import State
+    from pyinfra.api.state import State
     from pyinfra.context import ctx_state
     from pyinfra_cli.inventory import make_inventory_from_files
 
@@ -187,11 +187,13 @@ def _check_yaml_duplicates(source: Path) -> None:
         keys = [loader.construct_object(k) for k, _ in node.value]
         dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
         if dupes:
-            raise ConfigError(dupes[0], "inventory", f"appears twice in the same YAML mapping (line {node.start_mark.line + 1})")
+            raise ConfigError(
+                dupes[0], "inventory", f"appears twice in the same YAML mapping (line {node.start_mark.line + 1})"
+            )
         return dict(loader.construct_mapping(node))
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     try:
-        yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - SafeLoader subclass
+        yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)
     except yaml.YAMLError as err:
         raise ConfigError(str(source), "", f"is not valid YAML: {err}") from None

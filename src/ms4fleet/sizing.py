@@ -106,9 +106,7 @@ def activation_bytes(max_num_batched_tokens: int) -> int:
 
 def reserve_bytes(max_num_batched_tokens: int, cuda_graphs: bool = True) -> int:
     """Everything vLLM keeps per GPU besides weights and KV cache."""
-    return (
-        activation_bytes(max_num_batched_tokens) + NON_TORCH_BYTES + (CUDA_GRAPH_BYTES if cuda_graphs else 0)
-    )
+    return activation_bytes(max_num_batched_tokens) + NON_TORCH_BYTES + (CUDA_GRAPH_BYTES if cuda_graphs else 0)
 
 
 def gib(n: float) -> str:
@@ -193,9 +191,7 @@ def size(req: SizingInput) -> Sizing:
         )
         verdict = "fits-with-reduced-context"
     else:
-        reasons.append(
-            f"{full} full-length ({req.max_model_len:,}-token) sequences fit in {kv_tokens:,} KV tokens"
-        )
+        reasons.append(f"{full} full-length ({req.max_model_len:,}-token) sequences fit in {kv_tokens:,} KV tokens")
         verdict = "fits"
     return Sizing(
         verdict=verdict,

@@ -91,12 +91,12 @@ def _load(name: str) -> dict[str, dict[str, object]]:
 
 @cache
 def gpu_kinds() -> dict[str, GpuKind]:
-    return {key: GpuKind(id=key, **value) for key, value in _load("gpus.toml").items()}  # type: ignore[arg-type]
+    return {key: GpuKind(id=key, **value) for key, value in _load("gpus.toml").items()}
 
 
 @cache
 def model_profiles() -> dict[str, ModelProfile]:
-    return {key: ModelProfile(id=key, **value) for key, value in _load("models.toml").items()}  # type: ignore[arg-type]
+    return {key: ModelProfile(id=key, **value) for key, value in _load("models.toml").items()}
 
 
 def gpu_kind_by_pci_id(device_id: str) -> GpuKind | None:

@@ -1,0 +1,73 @@
+"""The ``ms4fleet`` command: plan and size in the core; other subcommands register themselves.
+
+Exit codes: 0 done, 1 a check or verdict failed (where the command says so), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from ms4fleet import __version__
+from ms4fleet.config import ConfigError
+
+# Core subcommands living in their own modules; each exposes ``register(subparsers)``.
+_CORE_COMMANDS = ("ms4fleet.plan_cli",)
+
+
+class UsageError(Exception):
+    """Bad command-line input: printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ms4fleet",
+        description="Turn NVIDIA GPU hosts into a fleet serving Mistral Small 4 on vLLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"ms4fleet {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _CORE_COMMANDS:
+        importlib.import_module(module).register(subparsers)
+    # Extensions outside the core (the simulation) plug in here without the core importing them.
+    for entry in entry_points(group="ms4fleet.commands"):
+        try:
+            register = entry.load()
+        except ImportError:
+            continue  # an extension whose package is absent from this install
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (ConfigError, UsageError) as err:
+        print(f"ms4fleet: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def existing_file(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Where ms4fleet keeps things on a host. One place, so both engines write the same paths."""
+
+from __future__ import annotations
+
+from ms4fleet.catalog import ModelProfile
+
+ETC_DIR = "/etc/ms4fleet"
+# Secrets the deploying process supplies by environment variable land here, mode 0600, root only.
+SECRETS_DIR = f"{ETC_DIR}/secrets"
+# The service's secrets as an EnvironmentFile (VLLM_API_KEY=...), mode 0600, root only.
+ENV_FILE = f"{ETC_DIR}/vllm.env"
+# The rendered plan of the release running now, and the one before it (rollback).
+RELEASES_DIR = "/var/lib/ms4fleet/releases"
+SYSTEMD_DIR = "/etc/systemd/system"
+UNIT_PREFIX = "ms4fleet-vllm"
+# Where the weights directory is mounted inside the vLLM container.
+CONTAINER_MODEL_DIR = "/models"
+
+
+def unit_name(replica: int) -> str:
+    return f"{UNIT_PREFIX}-{replica}.service"
+
+
+def container_name(replica: int) -> str:
+    return f"{UNIT_PREFIX}-{replica}"
+
+
+def model_dir(weights_root: str, profile: ModelProfile, revision: str | None) -> str:
+    """``/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/<revision>``: one directory per pin,
+    so a new revision is staged beside the one serving and the switch is a unit change."""
+    return f"{weights_root}/{profile.repo_id.replace('/', '--')}/{revision or 'unversioned'}"

@@ -1,0 +1,178 @@
+"""``ms4fleet plan`` (what each host of an inventory will serve) and ``ms4fleet size`` (any HF config)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ms4fleet.catalog import GIB
+from ms4fleet.cli import UsageError, existing_file, print_json
+from ms4fleet.inventory import load_inventory
+from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, SizingInput, kv_bytes_per_token, size
+
+_VERDICT_STYLE = {"fits": "green", "fits-with-reduced-context": "yellow", "does-not-fit": "red"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    plan = subparsers.add_parser(
+        "plan",
+        help="show what every host of an inventory will serve, without touching any host",
+        description="Plan replicas, TP, KV capacity and a fit verdict per host from the inventory alone.",
+    )
+    plan.add_argument("inventory", type=existing_file, help="pyinfra .py or Ansible .yml inventory")
+    plan.add_argument("--limit", action="append", help="host or group (repeatable)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
+    plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
+    plan.set_defaults(func=run_plan)
+
+    sizer = subparsers.add_parser(
+        "size",
+        help="size the KV cache of any Hugging Face model config (GQA or MLA)",
+        description="KV bytes per token, KV budget and token capacity for one replica.",
+    )
+    sizer.add_argument("--model-config", required=True, type=existing_file, help="config.json or params.json")
+    sizer.add_argument("--gpu-mem-gib", type=float, help="memory of one GPU, GiB")
+    sizer.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
+    sizer.add_argument("--util", type=float, default=0.9, help="gpu_memory_utilization (default 0.9)")
+    sizer.add_argument("--weights-gib", type=float, help="weights of the whole model, GiB")
+    sizer.add_argument("--kv-cache-gib", type=float, help="a pinned KV budget per GPU, GiB: only converted to tokens")
+    sizer.add_argument("--kv-dtype", choices=["auto", "fp8"], default="auto")
+    sizer.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS)
+    sizer.add_argument("--max-model-len", type=int, help="context to judge against (default: the config's)")
+    sizer.add_argument("--json", action="store_true")
+    sizer.set_defaults(func=run_size)
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    fleet = load_inventory(args.inventory).select(args.limit)
+    plans = [plan_host(host.config) for host in fleet]
+    if args.json:
+        print_json({"inventory": str(args.inventory), "hosts": [p.to_dict() for p in plans]})
+    else:
+        _print_plans(plans, show_argv=args.argv)
+    failed = any(p.verdict == "does-not-fit" for p in plans)
+    return 1 if args.strict and failed else 0
+
+
+def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
+    # Piped output (CI logs, less) gets a readable width instead of rich's 80-column fallback.
+    probe = Console()
+    console = probe if probe.is_terminal else Console(width=max(probe.width, 110))
+    table = Table(title="ms4fleet plan", title_justify="left")
+    table.add_column("host", no_wrap=True)
+    table.add_column("GPUs", no_wrap=True)
+    table.add_column("replicas", no_wrap=True)
+    table.add_column("KV tokens", justify="right", no_wrap=True)
+    table.add_column("full ctx", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    for plan in plans:
+        style = _VERDICT_STYLE[plan.verdict]
+        table.add_row(
+            plan.host,
+            f"{plan.gpu_count}x {plan.gpu.id}",
+            f"{len(plan.replicas)} x TP{plan.tp}",
+            f"{plan.sizing.kv_tokens:,}",
+            str(plan.sizing.full_length_sequences),
+            f"[{style}]{plan.verdict}[/{style}]",
+        )
+    console.print(table)
+    models = sorted({f"{p.profile.display_name} @ {p.max_model_len:,} tokens" for p in plans})
+    console.print(f"model: {', '.join(models)}; KV tokens and full-context sequences are per replica")
+    for plan in plans:
+        style = _VERDICT_STYLE[plan.verdict]
+        console.print(f"[bold]{plan.host}[/bold] [{style}]{plan.verdict}[/{style}]")
+        for line in plan.sizing.reasons:
+            console.print(f"  - {line}", markup=False)
+        for line in plan.warnings:
+            console.print(f"  ! {line}", markup=False)
+        for line in plan.alternatives:
+            console.print(f"  > would fit: {line}", markup=False)
+    if show_argv:
+        for plan in plans:
+            for replica in plan.replicas:
+                console.print(f"{plan.host} replica {replica.index} (GPUs {replica.gpus}, port {replica.port}):")
+                console.print("  vllm serve " + " ".join(replica.argv), soft_wrap=True, markup=False)
+
+
+def run_size(args: argparse.Namespace) -> int:
+    path: Path = args.model_config
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+        shape = KvShape.from_model_config(config)
+    except (ValueError, OSError) as err:
+        raise UsageError(f"--model-config {path}: {err}") from None
+    if args.tp < 1:
+        raise UsageError("--tp must be 1 or more")
+    if not 0 < args.util <= 1:
+        raise UsageError(f"--util={args.util} must be in (0, 1]")
+    per_token = kv_bytes_per_token(shape, args.kv_dtype, args.tp)
+    max_model_len = args.max_model_len or _context_of(config)
+    result: dict[str, Any] = {
+        "model_config": str(path),
+        "kv": shape.kind,
+        "tp": args.tp,
+        "kv_bytes_per_token": per_token,
+    }
+    if args.kv_cache_gib is not None:
+        tokens = int(args.kv_cache_gib * GIB) // per_token
+        result |= {"kv_budget_gib": args.kv_cache_gib, "kv_tokens": tokens}
+    else:
+        if args.gpu_mem_gib is None:
+            raise UsageError("--gpu-mem-gib is required unless --kv-cache-gib pins the KV budget")
+        weights = args.weights_gib if args.weights_gib is not None else _weights_from_index(path)
+        sizing = size(
+            SizingInput(
+                gpu_memory_bytes=int(args.gpu_mem_gib * GIB),
+                tp=args.tp,
+                gpu_memory_utilization=args.util,
+                weight_bytes=int(weights * GIB),
+                kv=shape,
+                max_model_len=max_model_len,
+                kv_cache_dtype=args.kv_dtype,
+                max_num_batched_tokens=args.max_num_batched_tokens,
+            )
+        )
+        result |= {
+            "kv_budget_gib": round(sizing.kv_budget_bytes / GIB, 3),
+            "kv_tokens": sizing.kv_tokens,
+            "max_model_len": max_model_len,
+            "full_length_sequences": sizing.full_length_sequences,
+            "max_fitting_model_len": sizing.max_fitting_model_len,
+            "weights_per_gpu_gib": round(sizing.weights_per_gpu_bytes / GIB, 3),
+            "reserve_gib": round(sizing.reserve_bytes / GIB, 3),
+            "verdict": sizing.verdict,
+            "reasons": list(sizing.reasons),
+        }
+    if args.json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _context_of(config: dict[str, Any]) -> int:
+    cfg = config.get("text_config") or config
+    for key in ("max_position_embeddings", "max_seq_len", "seq_len"):
+        if isinstance(cfg.get(key), int):
+            return int(cfg[key])
+    return 8192
+
+
+def _weights_from_index(config_path: Path) -> float:
+    """Weights from the checkpoint's own safetensors index beside the config, when there is one."""
+    index = config_path.parent / "model.safetensors.index.json"
+    try:
+        total = json.loads(index.read_text(encoding="utf-8"))["metadata"]["total_size"]
+    except (OSError, ValueError, KeyError):
+        raise UsageError(
+            f"--weights-gib is required: no {index.name} beside {config_path} to read the weights size from"
+        ) from None
+    return float(total) / GIB

@@ -1,0 +1,365 @@
+"""The serving plan: from a host's GPUs and config, its vLLM replicas, their exact argv and environment,
+and the systemd unit text each engine writes byte for byte.
+
++ ``plan_host(config)``: e.g. 8 x H200 with Mistral Small 4 FP8 -> 4 replicas of TP=2 on ports 8000-8003.
++ ``plan_host(config, free_memory_bytes=...)``: the same, judged against memory actually free now.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+
+from ms4fleet import paths
+from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
+from ms4fleet.config import HostConfig
+from ms4fleet.sizing import KvShape, Sizing, SizingInput, size
+
+# Load time budget for TimeoutStartSec and VLLM_ENGINE_READY_TIMEOUT_S: reading weights from local NVMe
+# at a conservative 200 MB/s, plus torch.compile / CUDA-graph capture and start-up (measured 2-5 min on
+# H100 for large MoE models), plus slack. vLLM's own 600 s default is too short for 100+ GB checkpoints.
+LOAD_BYTES_PER_S = 200_000_000
+START_OVERHEAD_S = 600
+
+
+@dataclass(frozen=True)
+class Replica:
+    index: int
+    gpus: tuple[int, ...]
+    port: int
+    unit_name: str
+    container_name: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    unit_text: str
+
+
+@dataclass(frozen=True)
+class ServingPlan:
+    host: str
+    profile: ModelProfile
+    gpu: GpuKind
+    gpu_count: int
+    tp: int
+    max_model_len: int
+    model_dir: str
+    replicas: tuple[Replica, ...]
+    sizing: Sizing
+    warnings: tuple[str, ...] = ()
+    alternatives: tuple[str, ...] = field(default=())
+
+    @property
+    def verdict(self) -> str:
+        return self.sizing.verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "model": self.profile.id,
+            "gpu": {"kind": self.gpu.id, "count": self.gpu_count},
+            "tp": self.tp,
+            "replicas": [
+                {"index": r.index, "gpus": list(r.gpus), "port": r.port, "unit": r.unit_name, "argv": list(r.argv)}
+                for r in self.replicas
+            ],
+            "max_model_len": self.max_model_len,
+            "verdict": self.verdict,
+            "reasons": list(self.sizing.reasons),
+            "warnings": list(self.warnings),
+            "alternatives": list(self.alternatives),
+            "sizing": self.sizing.to_dict(),
+        }
+
+
+def timeout_start_s(profile: ModelProfile) -> int:
+    """Seconds a replica may take from start to healthy, derived from the weights it loads."""
+    return START_OVERHEAD_S + math.ceil(profile.weight_bytes / LOAD_BYTES_PER_S / 60) * 60
+
+
+def sizing_input(config: HostConfig, tp: int, free_memory_bytes: int | None = None) -> SizingInput:
+    profile = config.profile
+    serving = config.serving
+    return SizingInput(
+        gpu_memory_bytes=config.gpu.gpu.memory_bytes,
+        tp=tp,
+        gpu_memory_utilization=serving.gpu_memory_utilization,
+        weight_bytes=profile.weight_bytes,
+        kv=KvShape.from_profile(profile),
+        max_model_len=serving.max_model_len or profile.default_max_model_len,
+        kv_cache_dtype=serving.kv_cache_dtype,
+        max_num_batched_tokens=serving.max_num_batched_tokens,
+        free_memory_bytes=free_memory_bytes,
+    )
+
+
+def choose_tp(config: HostConfig) -> int:
+    """The tensor-parallel size per replica.
+
+    An explicit setting (or replica layout) wins. Otherwise: the smallest TP dividing the GPU count that
+    is at least the vendor's stated minimum for this GPU kind and holds the configured context; more
+    replicas of fewer GPUs serve more requests, since MLA's KV cache does not shrink with TP.
+    """
+    serving = config.serving
+    if serving.replicas:
+        return len(serving.replicas[0].gpus)
+    if serving.tensor_parallel_size:
+        return serving.tensor_parallel_size
+    count = config.gpu.count
+    floor = config.profile.min_gpus.get(config.gpu.kind, 1)
+    candidates = [tp for tp in range(1, count + 1) if count % tp == 0 and tp >= min(floor, count)]
+    for wanted in ("fits", "fits-with-reduced-context"):
+        for tp in candidates:
+            if size(sizing_input(config, tp)).verdict == wanted:
+                return tp
+    return candidates[-1]
+
+
+def plan_host(config: HostConfig, free_memory_bytes: int | None = None) -> ServingPlan:
+    profile = config.profile
+    gpu = config.gpu.gpu
+    tp = choose_tp(config)
+    sizing = size(sizing_input(config, tp, free_memory_bytes))
+    max_model_len = config.serving.max_model_len or profile.default_max_model_len
+    revision = config.weights.revision if config.weights else None
+    root = config.weights.dir if config.weights else "/srv/ms4fleet/models"
+    model_dir = paths.model_dir(root, profile, revision)
+    layout = (
+        [(tuple(r.gpus), r.port) for r in config.serving.replicas]
+        if config.serving.replicas
+        else [(tuple(range(i * tp, (i + 1) * tp)), config.serving.port + i) for i in range(config.gpu.count // tp)]
+    )
+    replicas = tuple(
+        _replica(config, index, gpus, port, tp, max_model_len, model_dir) for index, (gpus, port) in enumerate(layout)
+    )
+    alternatives = _alternatives(config) if sizing.verdict == "does-not-fit" else ()
+    return ServingPlan(
+        host=config.name,
+        profile=profile,
+        gpu=gpu,
+        gpu_count=config.gpu.count,
+        tp=tp,
+        max_model_len=max_model_len,
+        model_dir=model_dir,
+        replicas=replicas,
+        sizing=sizing,
+        warnings=tuple(_warnings(config, tp)),
+        alternatives=alternatives,
+    )
+
+
+def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_path: str) -> list[str]:
+    """``vllm serve`` arguments, in a fixed order so the unit text is stable."""
+    profile = config.profile
+    serving = config.serving
+    in_container = config.runtime.kind == "docker"
+    argv = [
+        model_path,
+        "--served-model-name",
+        serving.served_model_name or profile.served_model_name,
+        # In a container vLLM listens on all of the container's interfaces; Docker's -p binds the host side.
+        "--host",
+        "0.0.0.0" if in_container else serving.bind_address,
+        "--port",
+        str(port),
+        "--tensor-parallel-size",
+        str(tp),
+        "--max-model-len",
+        str(max_model_len),
+        "--max-num-seqs",
+        str(serving.max_num_seqs),
+        "--max-num-batched-tokens",
+        str(serving.max_num_batched_tokens),
+        "--gpu-memory-utilization",
+        f"{serving.gpu_memory_utilization:.2f}",
+    ]
+    if serving.kv_cache_dtype != "auto":
+        argv += ["--kv-cache-dtype", serving.kv_cache_dtype]
+    for flag, value in (
+        ("--tokenizer-mode", profile.tokenizer_mode),
+        ("--config-format", profile.config_format),
+        ("--load-format", profile.load_format),
+        ("--tool-call-parser", profile.tool_call_parser),
+    ):
+        if value:
+            argv += [flag, value]
+    argv.append("--enable-auto-tool-choice")
+    if profile.reasoning_parser:
+        argv += ["--reasoning-parser", profile.reasoning_parser]
+    backend = serving.attention_backend or profile.attention_backend
+    if backend:
+        argv += ["--attention-backend", backend]
+    if serving.default_reasoning_effort:
+        argv += [
+            "--default-chat-template-kwargs",
+            json.dumps({"reasoning_effort": serving.default_reasoning_effort}, separators=(",", ":")),
+        ]
+    gpu = config.gpu.gpu
+    if tp > 1 and gpu.form_factor == "pcie":
+        # vLLM's custom all-reduce hangs over plain PCIe peer-to-peer; NCCL's ring is safe there.
+        argv.append("--disable-custom-all-reduce")
+    argv += serving.extra_args
+    return argv
+
+
+def service_env(config: HostConfig) -> dict[str, str]:
+    """Non-secret environment of a replica. Secrets come from the 0600 EnvironmentFile only."""
+    env = {
+        # Weights are fetched and verified before the service starts: never reach the Hub at run time.
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_ENGINE_READY_TIMEOUT_S": str(timeout_start_s(config.profile)),
+        "VLLM_NO_USAGE_STATS": "1",
+    }
+    env.update(config.serving.env)
+    return dict(sorted(env.items()))
+
+
+def systemd_quote(arg: str) -> str:
+    """Quote one ExecStart word so systemd hands it to the program unchanged."""
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if escaped and not any(c in escaped for c in " \t\"'\\;"):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _replica(
+    config: HostConfig, index: int, gpus: tuple[int, ...], port: int, tp: int, max_model_len: int, model_dir: str
+) -> Replica:
+    docker = config.runtime.kind == "docker"
+    argv = vllm_argv(config, tp, port, max_model_len, paths.CONTAINER_MODEL_DIR if docker else model_dir)
+    env = service_env(config)
+    unit = _render_unit(config, index, gpus, port, argv, env, model_dir)
+    return Replica(
+        index=index,
+        gpus=gpus,
+        port=port,
+        unit_name=paths.unit_name(index),
+        container_name=paths.container_name(index),
+        argv=tuple(argv),
+        env=env,
+        unit_text=unit,
+    )
+
+
+def _render_unit(
+    config: HostConfig,
+    index: int,
+    gpus: tuple[int, ...],
+    port: int,
+    argv: list[str],
+    env: dict[str, str],
+    model_dir: str,
+) -> str:
+    runtime = config.runtime
+    serving = config.serving
+    devices = ",".join(str(g) for g in gpus)
+    if runtime.kind == "docker":
+        command = [
+            "/usr/bin/docker",
+            "run",
+            "--rm",
+            "--name",
+            paths.container_name(index),
+            "--gpus",
+            f'"device={devices}"',
+            "--ipc=host",
+            "--ulimit",
+            "memlock=-1",
+            "--ulimit",
+            "stack=67108864",
+            "-p",
+            f"{serving.bind_address}:{port}:{port}",
+            "-v",
+            f"{model_dir}:{paths.CONTAINER_MODEL_DIR}:ro",
+        ]
+        if runtime.shm_size:
+            command += ["--shm-size", runtime.shm_size]
+        for name in env:
+            command += ["-e", name]
+        if serving.api_key is not None:
+            # Passed by name: the value comes from the EnvironmentFile, never from this command line.
+            command += ["-e", "VLLM_API_KEY"]
+        command += [runtime.image, *argv]
+    else:
+        command = [f"{runtime.venv}/bin/vllm", "serve", *argv]
+    host = "127.0.0.1" if serving.bind_address in {"0.0.0.0", "::"} else serving.bind_address
+    text: str = _template().render(
+        index=index,
+        profile=config.profile,
+        devices=devices,
+        port=port,
+        docker=runtime.kind == "docker",
+        nvswitch=config.gpu.gpu.has_nvswitch(config.gpu.count),
+        env=env,
+        env_file=paths.ENV_FILE,
+        has_secrets=serving.api_key is not None,
+        container=paths.container_name(index),
+        exec_start=" ".join(systemd_quote(word) for word in command),
+        health_url=f"http://{_url_host(host)}:{port}/health",
+        timeout=timeout_start_s(config.profile),
+        user=config.provision.service_user,
+    )
+    return text
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+@cache
+def _template() -> Template:
+    environment = Environment(
+        loader=PackageLoader("ms4fleet", "templates"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    return environment.get_template("vllm.service.j2")
+
+
+def _warnings(config: HostConfig, tp: int) -> list[str]:
+    profile = config.profile
+    gpu = config.gpu.gpu
+    out = []
+    if profile.checkpoint == "nvfp4" and not gpu.fp4_native:
+        out.append(
+            f"NVFP4 on {gpu.architecture.title()}: vLLM falls back to weight-only FP4 Marlin kernels, "
+            "saving memory with no compute speed-up; FP8 is native here"
+        )
+    floor = profile.min_gpus.get(gpu.id)
+    if floor and tp < floor:
+        out.append(f"TP={tp} is below the vendor's minimum of {floor} x {gpu.id} for {profile.display_name}")
+    return out
+
+
+def _alternatives(config: HostConfig) -> tuple[str, ...]:
+    """For a host that cannot serve: what would, stated as GPUs of this kind per replica."""
+    out = []
+    gpu = config.gpu.gpu
+    for profile in model_profiles().values():
+        if profile.family != config.profile.family:
+            continue
+        probe = config.model_copy(
+            update={
+                "serving": config.serving.model_copy(update={"model": profile.id, "checkpoint": None}),
+            }
+        )
+        needed = next(
+            (tp for tp in (1, 2, 4, 8) if size(sizing_input(probe, tp)).verdict != "does-not-fit"),
+            None,
+        )
+        vendor = profile.min_gpus.get(gpu.id)
+        weights = f"{profile.weight_bytes / GIB:.0f} GiB of weights"
+        if needed is None:
+            out.append(f"{profile.display_name} ({weights}) does not fit on up to 8 x {gpu.id}")
+            continue
+        vendor_note = f" (vendor minimum {vendor})" if vendor and vendor > needed else ""
+        speed = "" if gpu.architecture in profile.native_compute else ", weight-only on this GPU"
+        out.append(f"{profile.display_name} ({weights}{speed}) needs {needed} x {gpu.id} per replica{vendor_note}")
+    return tuple(out)
