@@ -1,0 +1,470 @@
+#!/usr/bin/env python3
+"""Verify, prepare and finalize an ms4fleet weights directory. Standard library only: shipped to hosts.
+
+A weights directory holds the model files and ``.ms4fleet/manifest.json`` (every file's relative path, size
+and sha256, plus repo, revision and profile). ``.ms4fleet/stamp.json`` caches, per file, the stat tuple
+(size, mtime_ns, ctime_ns, inode, device) it had when its sha256 last matched: the quick check hashes only
+files whose stat changed since (any write, truncate, replace or chmod changes ctime), the full check hashes
+everything (schedule it to catch silent media errors, which change no stat field).
+
+Commands (exit 0: verified / done; 1: not verified; 2: usage, permission or I/O problem):
+
+    weights_verify.py verify DIR [--full] [--repo R] [--revision REV] [--json]
+    weights_verify.py prepare DIR [--repo R] [--revision REV] [--json]
+    weights_verify.py finalize DIR [--owner USER[:GROUP]] [--repo R] [--revision REV] [--json]
+
+``prepare`` readies ``DIR.partial`` for a transfer: nothing to do when DIR verifies; otherwise DIR's files are
+reused when DIR holds the same repo and revision (only bad files are removed), else an empty staging dir.
+``finalize`` verifies ``DIR.partial`` (hashing every file not proven by the stamp), drops downloader
+leftovers, sets owner and read-only modes, writes the stamp and renames it over DIR. DIR therefore never
+holds an unverified set of files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple, TypedDict
+
+META_DIR = ".ms4fleet"
+MANIFEST_NAME = "manifest.json"
+STAMP_NAME = "stamp.json"
+MANIFEST_FORMAT = 1
+STAGING_SUFFIX = ".partial"
+# Directories other tools leave in a download dir that never belong in a finalized one.
+LEFTOVER_DIRS = (".cache",)
+# Resumable transfers keep their unfinished bytes here (inside META_DIR, so never mistaken for a model file).
+PARTIAL_DIR = "partial"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_HASH_BUFFER = 8 * 1024 * 1024
+
+StatKey = Tuple[int, int, int, int, int]
+
+
+class ManifestError(Exception):
+    """The manifest is missing, unreadable or malformed."""
+
+
+class BadFile(TypedDict):
+    path: str
+    reason: str
+
+
+class Report(TypedDict):
+    ok: bool
+    dir: str
+    repo: str
+    revision: str
+    profile: str
+    files: int
+    bytes: int
+    hashed: List[str]
+    hashed_bytes: int
+    bad: List[BadFile]
+    stamp: str
+    action: str
+    error: str
+
+
+def _new_report(directory: str) -> Report:
+    return Report(
+        ok=False,
+        dir=directory,
+        repo="",
+        revision="",
+        profile="",
+        files=0,
+        bytes=0,
+        hashed=[],
+        hashed_bytes=0,
+        bad=[],
+        stamp="none",
+        action="",
+        error="",
+    )
+
+
+def staging_dir(directory: str) -> str:
+    return directory.rstrip("/") + STAGING_SUFFIX
+
+
+def manifest_path(directory: str) -> str:
+    return os.path.join(directory, META_DIR, MANIFEST_NAME)
+
+
+def stamp_path(directory: str) -> str:
+    return os.path.join(directory, META_DIR, STAMP_NAME)
+
+
+def check_relpath(path: str) -> None:
+    """Refuse manifest paths that could escape the directory or shadow its metadata."""
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\\" in path or any(p in ("", ".", "..") for p in parts):
+        raise ManifestError("manifest path %r is not a plain relative path" % path)
+    if parts[0] == META_DIR or parts[0] in LEFTOVER_DIRS:
+        raise ManifestError("manifest path %r lies in a reserved directory" % path)
+
+
+def load_manifest(directory: str) -> Tuple[Dict[str, Any], str]:
+    """Return the parsed manifest and the sha256 of its bytes (the stamp is bound to it)."""
+    path = manifest_path(directory)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise ManifestError("no manifest at %s" % path) from None
+    except OSError as err:
+        raise ManifestError("cannot read %s: %s" % (path, err.strerror)) from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as err:
+        raise ManifestError("%s is not valid JSON: %s" % (path, err)) from None
+    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+        raise ManifestError("%s is not an ms4fleet manifest of format %d" % (path, MANIFEST_FORMAT))
+    files = data.get("files")
+    if not isinstance(files, list) or not files:
+        raise ManifestError("%s lists no files" % path)
+    seen = set()
+    for entry in files:
+        if not isinstance(entry, dict):
+            raise ManifestError("%s: every file entry must be an object" % path)
+        rel, size, digest = entry.get("path"), entry.get("size"), entry.get("sha256")
+        if not isinstance(rel, str):
+            raise ManifestError("%s: a file entry has no path" % path)
+        check_relpath(rel)
+        if rel in seen:
+            raise ManifestError("%s: %s is listed twice" % (path, rel))
+        seen.add(rel)
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError("%s: %s has no valid size" % (path, rel))
+        if not isinstance(digest, str) or not _SHA256.match(digest):
+            raise ManifestError("%s: %s has no valid sha256" % (path, rel))
+    return data, hashlib.sha256(raw).hexdigest()
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    buffer = bytearray(_HASH_BUFFER)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while True:
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            digest.update(view[:count])
+    return digest.hexdigest()
+
+
+def stat_key(st: os.stat_result) -> StatKey:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
+    try:
+        with open(stamp_path(directory), encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("manifest_sha256") != manifest_digest:
+        return {}
+    files = data.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {k: tuple(v) for k, v in files.items() if isinstance(v, list) and len(v) == 5}
+
+
+def _write_stamp(directory: str, manifest_digest: str, keys: Dict[str, StatKey]) -> None:
+    path = stamp_path(directory)
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    body = {"manifest_sha256": manifest_digest, "files": {k: list(v) for k, v in sorted(keys.items())}}
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(body, handle, indent=1)
+        handle.write("\n")
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)
+
+
+def mark_verified(directory: str, paths: List[str]) -> None:
+    """Record that ``paths`` (just hashed against the manifest by the caller) match, as they stat now."""
+    _manifest, manifest_digest = load_manifest(directory)
+    keys = _load_stamp(directory, manifest_digest)
+    for rel in paths:
+        keys[rel] = stat_key(os.lstat(os.path.join(directory, rel)))
+    _write_stamp(directory, manifest_digest, keys)
+
+
+def _default_workers() -> int:
+    # Hashing is disk-bound past a few streams; hashlib releases the GIL, so threads run in parallel.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def verify(
+    directory: str,
+    full: bool = False,
+    repo: Optional[str] = None,
+    revision: Optional[str] = None,
+    update_stamp: bool = True,
+    workers: Optional[int] = None,
+) -> Report:
+    """Check every manifest file: present, regular, right size and (when its stat changed, or ``full``) sha256."""
+    report = _new_report(directory)
+    try:
+        manifest, manifest_digest = load_manifest(directory)
+    except ManifestError as err:
+        report["error"] = str(err)
+        return report
+    report["repo"] = str(manifest.get("repo", ""))
+    report["revision"] = str(manifest.get("revision", ""))
+    report["profile"] = str(manifest.get("profile", ""))
+    if repo is not None and report["repo"] != repo:
+        report["error"] = "holds repo %s, expected %s" % (report["repo"] or "?", repo)
+        return report
+    if revision is not None and report["revision"] != revision:
+        report["error"] = "holds revision %s, expected %s" % (report["revision"] or "?", revision)
+        return report
+
+    stamp = {} if full else _load_stamp(directory, manifest_digest)
+    good: Dict[str, StatKey] = {}
+    to_hash: List[Tuple[str, str, StatKey]] = []
+    for entry in manifest["files"]:
+        rel, size = entry["path"], entry["size"]
+        report["files"] += 1
+        report["bytes"] += size
+        try:
+            st = os.lstat(os.path.join(directory, rel))
+        except FileNotFoundError:
+            report["bad"].append(BadFile(path=rel, reason="missing"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            report["bad"].append(BadFile(path=rel, reason="not a regular file"))
+            continue
+        if st.st_size != size:
+            report["bad"].append(BadFile(path=rel, reason="size %d, expected %d" % (st.st_size, size)))
+            continue
+        key = stat_key(st)
+        if stamp.get(rel) == key:
+            good[rel] = key
+        else:
+            to_hash.append((rel, entry["sha256"], key))
+
+    def _hash(item: Tuple[str, str, StatKey]) -> Tuple[str, str, StatKey, str]:
+        rel, expected, key = item
+        try:
+            return rel, expected, key, sha256_file(os.path.join(directory, rel))
+        except OSError as err:
+            return rel, expected, key, "unreadable: %s" % err.strerror
+
+    with ThreadPoolExecutor(max_workers=workers or _default_workers()) as pool:
+        for rel, expected, key, actual in pool.map(_hash, to_hash):
+            report["hashed"].append(rel)
+            report["hashed_bytes"] += key[0]
+            if actual == expected:
+                good[rel] = key
+            elif actual.startswith("unreadable"):
+                report["bad"].append(BadFile(path=rel, reason=actual))
+            else:
+                report["bad"].append(BadFile(path=rel, reason="sha256 mismatch"))
+
+    report["ok"] = not report["bad"]
+    report["stamp"] = "current"
+    if to_hash and update_stamp:
+        try:
+            _write_stamp(directory, manifest_digest, good)
+            report["stamp"] = "updated"
+        except OSError:
+            # A reader without write access (the service user before a restart) still gets a correct answer.
+            report["stamp"] = "unwritable"
+    return report
+
+
+def make_writable_dirs(root: str) -> None:
+    for current, dirs, _files in os.walk(root):
+        os.chmod(current, stat.S_IMODE(os.lstat(current).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        for name in dirs:
+            path = os.path.join(current, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a (possibly read-only) tree."""
+    if os.path.lexists(path):
+        make_writable_dirs(path)
+        shutil.rmtree(path)
+
+
+def prepare(directory: str, repo: Optional[str] = None, revision: Optional[str] = None) -> Report:
+    """Make ``DIR.partial`` ready to receive files; keep whatever already verifies."""
+    report = verify(directory, repo=repo, revision=revision)
+    if report["ok"]:
+        report["action"] = "none"
+        return report
+    staging = staging_dir(directory)
+    same_source = not report["error"] and os.path.isdir(directory)
+    if same_source and not os.path.lexists(staging):
+        # DIR no longer verifies: move it aside so only its bad files travel again.
+        os.rename(directory, staging)
+        make_writable_dirs(staging)
+        for bad in report["bad"]:
+            path = os.path.join(staging, bad["path"])
+            if os.path.isdir(path) and not os.path.islink(path):
+                remove_tree(path)
+            elif os.path.lexists(path):
+                os.unlink(path)
+        report["action"] = "repair"
+    else:
+        os.makedirs(staging, exist_ok=True)
+        make_writable_dirs(staging)
+        report["action"] = "resume" if os.listdir(staging) else "fresh"
+    report["dir"] = staging
+    return report
+
+
+def _resolve_owner(owner: str) -> Tuple[int, int]:
+    import grp
+    import pwd
+
+    user, _, group = owner.partition(":")
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError("owner %r: no such user on this host" % user) from None
+    gid = entry.pw_gid
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError("owner %r: no such group on this host" % group) from None
+    return entry.pw_uid, gid
+
+
+def _seal(root: str, manifest: Dict[str, Any], ids: Optional[Tuple[int, int]]) -> Dict[str, StatKey]:
+    """Give the tree to its owner, make it read-only and return the files' final stat keys."""
+    keys: Dict[str, StatKey] = {}
+    for entry in manifest["files"]:
+        path = os.path.join(root, entry["path"])
+        if ids is not None:
+            os.chown(path, ids[0], ids[1])
+        os.chmod(path, 0o444)
+        keys[entry["path"]] = stat_key(os.lstat(path))
+    return keys
+
+
+def _seal_dirs(root: str, ids: Optional[Tuple[int, int]]) -> None:
+    # Directories only: touching a listed file again would change its ctime and void the fresh stamp.
+    # Deepest first, so that a directory made read-only is never written to again.
+    for current, _dirs, _files in os.walk(root, topdown=False):
+        if ids is not None:
+            os.chown(current, ids[0], ids[1])
+        os.chmod(current, 0o555)
+
+
+def finalize(
+    directory: str,
+    owner: Optional[str] = None,
+    repo: Optional[str] = None,
+    revision: Optional[str] = None,
+) -> Report:
+    """Verify ``DIR.partial``, seal it and rename it over ``DIR``."""
+    staging = staging_dir(directory)
+    ids = _resolve_owner(owner) if owner else None
+    if not os.path.isdir(staging):
+        report = _new_report(directory)
+        report["error"] = "no staging directory %s to finalize" % staging
+        return report
+    make_writable_dirs(staging)
+    report = verify(staging, repo=repo, revision=revision)
+    if not report["ok"]:
+        return report
+    for name in LEFTOVER_DIRS:
+        remove_tree(os.path.join(staging, name))
+    remove_tree(os.path.join(staging, META_DIR, PARTIAL_DIR))
+    manifest, manifest_digest = load_manifest(staging)
+    listed = {entry["path"] for entry in manifest["files"]}
+    for current, _dirs, files in os.walk(staging):
+        for name in files:
+            rel = os.path.relpath(os.path.join(current, name), staging).replace(os.sep, "/")
+            if rel not in listed and not rel.startswith(META_DIR + "/"):
+                # Unlisted files (an excluded pattern, an older revision's file) are not part of the set.
+                os.unlink(os.path.join(current, name))
+    keys = _seal(staging, manifest, ids)
+    _write_stamp(staging, manifest_digest, keys)
+    for meta in (manifest_path(staging), stamp_path(staging)):
+        if ids is not None:
+            os.chown(meta, ids[0], ids[1])
+        os.chmod(meta, 0o444)
+    _seal_dirs(staging, ids)
+    old = "%s.old.%d" % (directory.rstrip("/"), os.getpid())
+    if os.path.lexists(directory):
+        os.rename(directory, old)
+    os.rename(staging, directory)
+    remove_tree(old)
+    report["dir"] = directory
+    report["stamp"] = "updated"
+    report["action"] = "finalized"
+    return report
+
+
+def _summary(report: Report, command: str) -> str:
+    if report["error"]:
+        return "%s: %s" % (report["dir"], report["error"])
+    if report["ok"]:
+        hashed = len(report["hashed"])
+        return "%s: %s verified (%d files, %d bytes, %d hashed)%s" % (
+            report["dir"],
+            report["revision"][:12],
+            report["files"],
+            report["bytes"],
+            hashed,
+            (", " + report["action"]) if report["action"] else "",
+        )
+    bad = "; ".join("%s: %s" % (b["path"], b["reason"]) for b in report["bad"])
+    prefix = "%s: %s" % (report["dir"], report["action"]) if command == "prepare" else report["dir"]
+    return "%s: NOT verified: %s" % (prefix, bad)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="weights_verify.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("verify", "prepare", "finalize"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("dir")
+        cmd.add_argument("--repo")
+        cmd.add_argument("--revision")
+        cmd.add_argument("--json", action="store_true", help="print the report as one JSON object")
+        if name == "verify":
+            cmd.add_argument("--full", action="store_true", help="hash every file, ignoring the stamp")
+        if name == "finalize":
+            cmd.add_argument("--owner", help="USER[:GROUP] that owns the finalized directory")
+    args = parser.parse_args(argv)
+    directory = os.path.abspath(args.dir)
+    try:
+        if args.command == "verify":
+            report = verify(directory, full=args.full, repo=args.repo, revision=args.revision)
+        elif args.command == "prepare":
+            report = prepare(directory, repo=args.repo, revision=args.revision)
+        else:
+            report = finalize(directory, owner=args.owner, repo=args.repo, revision=args.revision)
+    except (OSError, ValueError, ManifestError) as err:
+        report = _new_report(directory)
+        report["error"] = str(err)
+        code = 2
+    else:
+        code = 0 if report["ok"] or (args.command == "prepare" and not report["error"]) else 1
+    if args.json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    else:
+        stream = sys.stdout if code == 0 else sys.stderr
+        stream.write(_summary(report, args.command) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
