@@ -12,7 +12,6 @@ Either way a top-level ``ms4fleet_*`` key set at a narrower level replaces the b
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,45 +107,72 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
 
 
 def _pyinfra_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    from pyinfra.api.state import State
-    from pyinfra.context import ctx_state
-    from pyinfra_cli.inventory import make_inventory_from_files
+    """Groups and data as ``pyinfra inventory.py deploy.py`` sees them, merged by pyinfra's Inventory.
 
-    _check_python_duplicates(source)
-    # pyinfra warns through its logger while importing group data; the CLI output stays ours.
-    logging.getLogger("pyinfra").setLevel(logging.ERROR)
-    try:
-        # pyinfra's loader records the file being executed on the current state: give it a throwaway one.
-        with ctx_state.use(State(check_for_changes=False)):
-            inventory = make_inventory_from_files(str(source), cwd=str(source.parent))
-    except Exception as err:  # pyinfra raises plain exceptions for unreadable inventories
-        raise ConfigError(str(source), "", f"cannot be read by pyinfra: {err}") from None
+    pyinfra's CLI loader is not used: importing ``pyinfra_cli`` monkey-patches the whole process with
+    gevent, which a library must not do to its caller.
+    """
+    from pyinfra.api.inventory import Inventory
+
+    groups = {name: value for name, value in _exec(source).items() if _is_host_group(name, value)}
+    for name, value in groups.items():
+        _check_python_duplicates(name, _hosts_of(value))
+    group_data: dict[str, dict[str, Any]] = {}
+    data_dir = source.parent / "group_data"
+    if data_dir.is_dir():
+        for path in sorted(data_dir.glob("*.py")):
+            group_data[path.stem] = {k: v for k, v in _exec(path).items() if not k.startswith("_")}
+    all_group = groups.pop("all", None)
+    # Without an explicit "all" group, pyinfra's is every host name, once, in first-seen order.
+    all_hosts = _hosts_of(all_group) if all_group is not None else list(dict.fromkeys(_names(groups.values())))
+    all_data = {**group_data.pop("all", {}), **(all_group[1] if isinstance(all_group, tuple) else {})}
     file_group = source.stem
+    groups.setdefault(file_group, all_hosts)
+    merged = {
+        name: (_hosts_of(value), {**group_data.get(name, {}), **(value[1] if isinstance(value, tuple) else {})})
+        for name, value in groups.items()
+    }
+    try:
+        inventory = Inventory((all_hosts, all_data), **merged)  # type: ignore[no-untyped-call]
+    except Exception as err:  # pyinfra raises plain exceptions for malformed host entries
+        raise ConfigError(str(source), "", f"cannot be read by pyinfra: {err}") from None
     for host in inventory:
-        groups = tuple(g for g in host.groups if g not in {"all", file_group})
-        yield host.name, groups, dict(host.data.dict())
+        yield host.name, tuple(g for g in host.groups if g not in {"all", file_group}), dict(host.data.dict())  # type: ignore[no-untyped-call]
 
 
-def _check_python_duplicates(source: Path) -> None:
-    """pyinfra silently merges a host listed twice in one group; flag that as the mistake it is."""
+def _exec(path: Path) -> dict[str, Any]:
     import runpy
 
     try:
-        module = runpy.run_path(str(source))
+        return runpy.run_path(str(path))
     except Exception as err:
-        raise ConfigError(str(source), "", f"fails to import: {err}") from None
-    for group, value in module.items():
-        if group.startswith("_"):
-            continue
-        hosts = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict) else value
-        if not isinstance(hosts, list):
-            continue
-        names = [h[0] if isinstance(h, tuple) else h for h in hosts]
-        if not all(isinstance(n, str) for n in names):
-            continue
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ConfigError(dupes[0], "inventory", f"is listed twice in group {group!r}: list each host once")
+        raise ConfigError(str(path), "", f"fails to import: {type(err).__name__}: {err}") from None
+
+
+def _is_host_group(name: str, value: Any) -> bool:
+    """pyinfra's rule: a public module attribute holding a list of hosts, or a (hosts, data) tuple."""
+    if name.startswith("_"):
+        return False
+    hosts = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict) else value
+    return isinstance(hosts, list) and all(isinstance(h, (str, tuple)) for h in hosts)
+
+
+def _names(groups: Any) -> Iterator[str]:
+    for value in groups:
+        for host in _hosts_of(value):
+            yield host[0] if isinstance(host, tuple) else host
+
+
+def _hosts_of(value: Any) -> list[Any]:
+    return list(value[0] if isinstance(value, tuple) else value)
+
+
+def _check_python_duplicates(group: str, hosts: list[Any]) -> None:
+    """pyinfra silently merges a host listed twice in one group; flag that as the mistake it is."""
+    names = [h[0] if isinstance(h, tuple) else h for h in hosts]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(dupes[0], "inventory", f"is listed twice in group {group!r}: list each host once")
 
 
 def _ansible_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
@@ -163,7 +189,7 @@ def _ansible_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[st
         raise ConfigError(str(source), "", f"cannot be read by Ansible: {err}") from None
     variables = VariableManager(loader=loader, inventory=inventory)
     for host in inventory.get_hosts():
-        data = variables.get_vars(host=host, include_hostvars=False, include_delegate_to=False)
+        data = variables.get_vars(host=host, include_hostvars=False)
         groups = tuple(g.name for g in host.get_groups() if g.name not in {"all", "ungrouped"})
         yield host.name, groups, _plain(data)
 
