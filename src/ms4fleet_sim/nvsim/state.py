@@ -140,9 +140,7 @@ def select_gpus(visible: str | None, prof: dict[str, Any]) -> list[dict[str, Any
     return chosen
 
 
-def gpu_views(
-    selected: list[dict[str, Any]], prof: dict[str, Any], exclude: str | None = None
-) -> list[GpuView]:
+def gpu_views(selected: list[dict[str, Any]], prof: dict[str, Any], exclude: str | None = None) -> list[GpuView]:
     """``gpus.json`` entries for the selected GPUs: free = total - driver reservation - live processes."""
     used = used_bytes_by_gpu(exclude=exclude)
     total = int(prof["memory_total_bytes"])

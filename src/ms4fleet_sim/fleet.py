@@ -1,0 +1,333 @@
+"""Bringing a simulated fleet up, reporting on it and tearing it down.
+
+A fleet is one private Docker network, one apt repository container and N host containers, all named
+``ms4fleet-sim-…`` and labelled ``io.ms4fleet.sim`` (+ ``io.ms4fleet.sim.fleet=<name>``) so that
+``down`` can find and remove every one of them, including their volumes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ms4fleet_sim import aptrepo, dockercli, hostfiles, hostimage, keys, signing
+from ms4fleet_sim.cache import recipe_hash
+from ms4fleet_sim.profiles import GpuSpec, render_profile
+from ms4fleet_sim.ssh import Endpoint, wait_until_ready
+
+PREFIX = "ms4fleet-sim"
+DEFAULT_FLEET = "gpu"
+FIRST_PORT = 2201
+CONFIG_LABEL = "io.ms4fleet.sim.config"
+PORT_LABEL = "io.ms4fleet.sim.ssh_port"
+GPUS_LABEL = "io.ms4fleet.sim.gpus"
+
+# What a container needs to run systemd as PID 1 and Docker nested inside (see test-world.md).
+SYSTEMD_FLAGS = (
+    "--cap-add", "SYS_ADMIN",
+    "--cap-add", "NET_ADMIN",
+    "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run",
+    "--tmpfs", "/run/lock",
+    "--stop-signal", "SIGRTMIN+3",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """One sim host as ``up`` leaves it (also what the inventories are rendered from)."""
+
+    name: str
+    container: str
+    ssh_port: int
+    gpu_kind: str
+    gpu_count: int
+    nvswitch: bool
+
+
+@dataclass(frozen=True)
+class FleetRecord:
+    """Everything about an up fleet that later commands and the inventories need."""
+
+    fleet: str
+    network: str
+    repo_container: str
+    user: str
+    key_file: str
+    known_hosts: str
+    host_image: str
+    repo_dir: str
+    hosts: list[HostRecord]
+
+    def endpoint(self, host: HostRecord) -> Endpoint:
+        return Endpoint(host.name, host.ssh_port, self.user, Path(self.key_file), Path(self.known_hosts))
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Names and paths of one fleet; ``root`` is the project directory holding ``.sim/``."""
+
+    root: Path
+    name: str = DEFAULT_FLEET
+
+    @property
+    def network(self) -> str:
+        return f"{PREFIX}-{self.name}"
+
+    @property
+    def repo_container(self) -> str:
+        return f"{PREFIX}-{self.name}-repo"
+
+    @property
+    def sim_dir(self) -> Path:
+        return self.root / ".sim"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.sim_dir / self.name
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / "fleet.json"
+
+    def host_name(self, index: int) -> str:
+        return f"{self.name}-{index}"
+
+    def container(self, host: str) -> str:
+        return f"{PREFIX}-{host}"
+
+    def volume(self, host: str) -> str:
+        return f"{PREFIX}-{host}-docker"
+
+    def labels(self, role: str) -> list[str]:
+        return ["--label", f"{dockercli.LABEL}={role}", "--label", f"{dockercli.FLEET_LABEL}={self.name}"]
+
+    def load(self) -> FleetRecord | None:
+        if not self.record_path.exists():
+            return None
+        data = json.loads(self.record_path.read_text(encoding="utf-8"))
+        data["hosts"] = [HostRecord(**h) for h in data["hosts"]]
+        return FleetRecord(**data)
+
+    def save(self, record: FleetRecord) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.record_path.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports_in_use_by_sim() -> set[int]:
+    ports: set[int] = set()
+    for cid in dockercli.list_ids("container", dockercli.LABEL):
+        info = dockercli.inspect("container", cid)
+        if info and PORT_LABEL in info["Config"]["Labels"]:
+            ports.add(int(info["Config"]["Labels"][PORT_LABEL]))
+    return ports
+
+
+def _ensure_network(fleet: Fleet) -> None:
+    if dockercli.inspect("network", fleet.network) is None:
+        dockercli.run(["network", "create", *fleet.labels("network"), fleet.network])
+
+
+def _ensure_repo_container(fleet: Fleet, host_image: str, repo_dir: Path) -> None:
+    config = recipe_hash(host_image, str(repo_dir))
+    info = dockercli.inspect("container", fleet.repo_container)
+    if info is not None and info["Config"]["Labels"].get(CONFIG_LABEL) == config:
+        if not info["State"]["Running"]:
+            dockercli.run(["start", fleet.repo_container])
+        return
+    if info is not None:
+        dockercli.run(["rm", "-f", fleet.repo_container])
+    dockercli.run(
+        [
+            "run", "-d", "--name", fleet.repo_container, *fleet.labels("repo"),
+            "--label", f"{CONFIG_LABEL}={config}",
+            "--network", fleet.network, "--network-alias", aptrepo.REPO_ALIAS,
+            "--restart", "unless-stopped",
+            "-v", f"{repo_dir}:/srv/repo:ro",
+            host_image, "python3", "-m", "http.server", "80", "--directory", "/srv/repo",
+        ]
+    )  # fmt: skip
+
+
+def _host_files(fleet: Fleet, host: str, spec: GpuSpec, client_pub: str) -> bytes:
+    host_key = fleet.state_dir / "hostkeys" / f"{host}_ed25519"
+    host_pub = keys.ensure_keypair(host_key, f"root@{host}")
+    tar = hostfiles.TarBuilder()
+    hostfiles.add_hardware(tar, render_profile(host, spec))
+    hostfiles.add_identity(tar, host_key.read_bytes(), host_pub, client_pub)
+    hostfiles.add_apt_sources(tar, aptrepo.DEBIAN_URL, signing.public_key(armor=False))
+    return tar.render()
+
+
+def _create_host(fleet: Fleet, host: str, spec: GpuSpec, port: int, image: str, config: str, files: bytes) -> None:
+    container = fleet.container(host)
+    volume = fleet.volume(host)
+    if dockercli.inspect("volume", volume) is None:
+        dockercli.run(["volume", "create", *fleet.labels("volume"), volume])
+    dockercli.run(
+        [
+            "create", "--name", container, "--hostname", host, *fleet.labels("host"),
+            "--label", f"{CONFIG_LABEL}={config}", "--label", f"{PORT_LABEL}={port}",
+            "--label", f"{GPUS_LABEL}={spec.label()}",
+            "--network", fleet.network, "--restart", "unless-stopped",
+            *SYSTEMD_FLAGS,
+            # Nested Docker keeps its data on a volume (a real filesystem, not the container's overlay).
+            "-v", f"{volume}:/var/lib/docker",
+            "-p", f"127.0.0.1:{port}:22",
+            image,
+        ]
+    )  # fmt: skip
+    dockercli.run(["cp", "-a", "-", f"{container}:/"], input_bytes=files)
+    dockercli.run(["start", container])
+
+
+def _known_hosts(fleet: Fleet, hosts: list[HostRecord]) -> Path:
+    path = fleet.state_dir / "known_hosts"
+    lines = []
+    for host in hosts:
+        pub = (fleet.state_dir / "hostkeys" / f"{host.name}_ed25519.pub").read_text(encoding="utf-8").split()
+        lines.append(f"[127.0.0.1]:{host.ssh_port} {pub[0]} {pub[1]}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def remove_fleet_hosts(fleet: Fleet, keep: set[str]) -> None:
+    """Remove host containers (and their volumes) of ``fleet`` whose names are not in ``keep``."""
+    for cid in dockercli.list_ids("container", f"{dockercli.FLEET_LABEL}={fleet.name}"):
+        info = dockercli.inspect("container", cid)
+        if info is None or info["Config"]["Labels"].get(dockercli.LABEL) != "host":
+            continue
+        host = info["Config"]["Hostname"]
+        if host not in keep:
+            dockercli.run(["rm", "-f", cid])
+            dockercli.run(["volume", "rm", "-f", fleet.volume(host)], check=False)
+
+
+def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -> FleetRecord:
+    """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]); reuse hosts whose config is unchanged."""
+    if not dockercli.daemon_ok():
+        raise RuntimeError("dockerd is not reachable: run scripts/ensure-docker.sh")
+    messages: list[str] = []
+    image = hostimage.ensure_host_image(messages)
+    repo_dir = aptrepo.ensure_repo(image, messages)
+    for message in messages:
+        log(message)
+    client_key = fleet.sim_dir / "id_ed25519"
+    client_pub = keys.ensure_keypair(client_key, "ms4fleet-sim")
+    _ensure_network(fleet)
+    _ensure_repo_container(fleet, image, repo_dir)
+
+    names = [fleet.host_name(i + 1) for i in range(len(specs))]
+    remove_fleet_hosts(fleet, keep=set(names))
+    used_ports = _ports_in_use_by_sim()
+    hosts: list[HostRecord] = []
+    to_create: list[tuple[str, GpuSpec, int, str]] = []
+    next_port = FIRST_PORT
+    for name, spec in zip(names, specs, strict=True):
+        config = recipe_hash(image, spec.label(), client_pub, repo_dir.name, hostfiles.hardware_hash())
+        info = dockercli.inspect("container", fleet.container(name))
+        if info is not None and info["Config"]["Labels"].get(CONFIG_LABEL) == config:
+            port = int(info["Config"]["Labels"][PORT_LABEL])
+            if not info["State"]["Running"]:
+                dockercli.run(["start", fleet.container(name)])
+        else:
+            if info is not None:
+                dockercli.run(["rm", "-f", fleet.container(name)])
+                dockercli.run(["volume", "rm", "-f", fleet.volume(name)], check=False)
+            while next_port in used_ports or not _port_free(next_port):
+                next_port += 1
+            port = next_port
+            used_ports.add(port)
+            to_create.append((name, spec, port, config))
+        profile = render_profile(name, spec)
+        hosts.append(HostRecord(name, fleet.container(name), port, spec.kind, spec.count, bool(profile["nvswitch"])))
+
+    def create(item: tuple[str, GpuSpec, int, str]) -> None:
+        name, spec, port, config = item
+        _create_host(fleet, name, spec, port, image, config, _host_files(fleet, name, spec, client_pub))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(create, to_create))
+    record = FleetRecord(
+        fleet=fleet.name,
+        network=fleet.network,
+        repo_container=fleet.repo_container,
+        user=hostimage.SIM_USER,
+        key_file=str(client_key),
+        known_hosts=str(_known_hosts(fleet, hosts)),
+        host_image=image,
+        repo_dir=str(repo_dir),
+        hosts=hosts,
+    )
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        states = list(pool.map(lambda h: wait_until_ready(record.endpoint(h)), hosts))
+    for host, system_state in zip(hosts, states, strict=True):
+        if system_state not in ("running", "degraded"):
+            raise RuntimeError(f"{host.name}: systemd reports {system_state!r} after boot")
+    fleet.save(record)
+    return record
+
+
+def status(fleet: Fleet) -> list[dict[str, Any]]:
+    """One row per container of the fleet: name, role, state, SSH port, GPUs, systemd state."""
+    rows = []
+    for cid in dockercli.list_ids("container", f"{dockercli.FLEET_LABEL}={fleet.name}"):
+        info = dockercli.inspect("container", cid)
+        if info is None:
+            continue
+        labels = info["Config"]["Labels"]
+        running = bool(info["State"]["Running"])
+        system = ""
+        if running and labels.get(dockercli.LABEL) == "host":
+            proc = dockercli.exec_in(cid, ["systemctl", "is-system-running"], check=False)
+            system = proc.stdout.decode().strip()
+        rows.append(
+            {
+                "name": info["Name"].lstrip("/"),
+                "role": labels.get(dockercli.LABEL, ""),
+                "state": info["State"]["Status"],
+                "ssh": f"127.0.0.1:{labels[PORT_LABEL]}" if PORT_LABEL in labels else "",
+                "gpus": labels.get(GPUS_LABEL, ""),
+                "systemd": system,
+            }
+        )
+    return sorted(rows, key=lambda row: (row["role"] != "host", row["name"]))
+
+
+def down(fleet: Fleet | None) -> dict[str, int]:
+    """Remove every container, network and volume of ``fleet`` (or of every sim fleet when None)."""
+    label = dockercli.LABEL if fleet is None else f"{dockercli.FLEET_LABEL}={fleet.name}"
+    removed = {"containers": 0, "networks": 0, "volumes": 0}
+    containers = dockercli.list_ids("container", label)
+    if containers:
+        dockercli.run(["rm", "-f", "-v", *containers])
+    removed["containers"] = len(containers)
+    networks = dockercli.list_ids("network", label)
+    for network in networks:
+        dockercli.run(["network", "rm", network])
+    removed["networks"] = len(networks)
+    volumes = dockercli.list_ids("volume", label)
+    if volumes:
+        dockercli.run(["volume", "rm", "-f", *volumes])
+    removed["volumes"] = len(volumes)
+    if fleet is not None and fleet.record_path.exists():
+        fleet.record_path.unlink()
+    return removed

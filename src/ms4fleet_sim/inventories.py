@@ -1,0 +1,123 @@
+"""Inventories of an up fleet for both engines: pyinfra (``.py``) and Ansible (YAML).
+
+Both carry the same data: how to reach each host (127.0.0.1:<port>, the fleet key, a strict
+known_hosts file) and the ms4fleet host config keys the core's loader reads (``ms4fleet_gpu`` per host;
+``ms4fleet_provision`` and ``ms4fleet_runtime`` for the group, pointing provisioning at the sim's apt
+repository and serving at the stand-in image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ms4fleet_sim import aptrepo
+from ms4fleet_sim.fleet import DEFAULT_FLEET, Fleet, FleetRecord
+
+GROUP = "sim"
+# The stand-in is tagged as the production image the core names by default, so the unit runs unchanged.
+STANDIN_IMAGE = "vllm/vllm-openai:v0.20.1"
+STANDIN_VLLM_VERSION = "0.20.1"
+
+
+def group_data(record: FleetRecord) -> dict[str, Any]:
+    """ms4fleet settings every sim host shares."""
+    return {
+        "ms4fleet_provision": {
+            "nvidia_apt_repo": {
+                "url": aptrepo.NVIDIA_URL,
+                "suite": "/",
+                "components": [],
+                "key_url": aptrepo.KEY_URL,
+            },
+        },
+        "ms4fleet_runtime": {"kind": "docker", "image": STANDIN_IMAGE, "vllm_version": STANDIN_VLLM_VERSION},
+    }
+
+
+def host_data(record: FleetRecord) -> dict[str, dict[str, Any]]:
+    return {
+        host.name: {
+            "ssh_port": host.ssh_port,
+            "ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count},
+        }
+        for host in record.hosts
+    }
+
+
+def paths(fleet: Fleet) -> tuple[Path, Path]:
+    """Where the inventories go: ``inventory/sim.{py,yml}`` for the default fleet, else under ``.sim/<fleet>/``."""
+    if fleet.name == DEFAULT_FLEET:
+        base = fleet.root / "inventory"
+        return base / "sim.py", base / "sim.yml"
+    return fleet.state_dir / "inventory.py", fleet.state_dir / "inventory.yml"
+
+
+def py_literal(value: Any, indent: int = 0) -> str:
+    """A Python literal for JSON-like data, one key per line (readable and diff-friendly)."""
+    pad, inner = " " * indent, " " * (indent + 4)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{key!r}: {py_literal(item, indent + 4)}," for key, item in value.items()]
+        return "{\n" + "\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list | tuple) and value:
+        items = [f"{inner}{py_literal(item, indent + 4)}," for item in value]
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")")
+        return opening + "\n" + "\n".join(items) + f"\n{pad}{closing}"
+    return repr(value)
+
+
+def render_pyinfra(record: FleetRecord) -> str:
+    hosts = [
+        (
+            name,
+            {"ssh_hostname": "127.0.0.1", "ssh_port": data["ssh_port"], "ms4fleet_gpu": data["ms4fleet_gpu"]},
+        )
+        for name, data in host_data(record).items()
+    ]
+    shared = {
+        "ssh_user": record.user,
+        "ssh_key": record.key_file,
+        "ssh_known_hosts_file": record.known_hosts,
+        "ssh_strict_host_key_checking": "yes",
+        "ssh_connect_retries": 3,
+        **group_data(record),
+    }
+    return (
+        f'"""pyinfra inventory of the ms4fleet sim fleet {record.fleet!r}.\n\n'
+        'Written by `ms4fleet sim up`; do not edit.\n"""\n\n'
+        f"{GROUP} = {py_literal((hosts, shared))}\n"
+    )
+
+
+def render_ansible(record: FleetRecord) -> str:
+    hosts = {
+        name: {"ansible_host": "127.0.0.1", "ansible_port": data["ssh_port"], "ms4fleet_gpu": data["ms4fleet_gpu"]}
+        for name, data in host_data(record).items()
+    }
+    shared = {
+        "ansible_user": record.user,
+        "ansible_ssh_private_key_file": record.key_file,
+        "ansible_ssh_common_args": f"-o UserKnownHostsFile={record.known_hosts} -o StrictHostKeyChecking=yes",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        **group_data(record),
+    }
+    doc = {"all": {"children": {GROUP: {"hosts": hosts, "vars": shared}}}}
+    header = (
+        f"# Ansible inventory of the ms4fleet sim fleet {record.fleet!r}: written by `ms4fleet sim up`, do not edit.\n"
+    )
+    return header + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def write(fleet: Fleet, record: FleetRecord) -> tuple[Path, Path]:
+    py_path, yml_path = paths(fleet)
+    py_path.parent.mkdir(parents=True, exist_ok=True)
+    py_path.write_text(render_pyinfra(record), encoding="utf-8")
+    yml_path.write_text(render_ansible(record), encoding="utf-8")
+    return py_path, yml_path
+
+
+def remove(fleet: Fleet) -> None:
+    for path in paths(fleet):
+        path.unlink(missing_ok=True)

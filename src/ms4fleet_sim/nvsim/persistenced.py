@@ -1,0 +1,23 @@
+"""``nvidia-persistenced`` of the simulated driver: runs only while a driver module is loaded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ms4fleet_sim.nvsim import state
+from ms4fleet_sim.nvsim.daemon import daemonize
+
+PID_FILE = Path("/var/run/nvidia-persistenced/nvidia-persistenced.pid")
+
+
+def main() -> int:
+    if state.loaded_module() is None:
+        sys.stderr.write("nvidia-persistenced failed to initialize. Check syslog for more details.\n")
+        sys.stderr.write(
+            "Failed to query NVIDIA devices. Please ensure that the NVIDIA device files (/dev/nvidia*) exist\n"
+        )
+        return 1
+    sys.stderr.write("Started (ms4fleet sim)\n")
+    daemonize(PID_FILE)
+    return 0
