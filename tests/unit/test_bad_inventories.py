@@ -34,49 +34,159 @@ def _with(section: str, **values: Any) -> dict[str, Any]:
 # (case id, hosts as [(name, data)], expected host, expected field, a phrase of the fix)
 CASES: list[tuple[str, list[tuple[str, dict[str, Any]]], str, str, str]] = [
     ("unknown-gpu-kind", [("gpu-01", _with("gpu", kind="h300-sxm"))], "gpu-01", "gpu.kind", "known: h100-sxm"),
-    ("tp-above-gpus", [("gpu-02", _with("serving", tensor_parallel_size=16))], "gpu-02",
-     "serving.tensor_parallel_size", "more than the host's 8 GPUs"),
-    ("tp-not-dividing", [("gpu-02", _with("serving", tensor_parallel_size=3))], "gpu-02",
-     "serving.tensor_parallel_size", "does not divide"),
-    ("context-above-model", [("gpu-07", _with("serving", max_model_len=300000))], "gpu-07",
-     "serving.max_model_len=300000", "exceeds Mistral Small 4's 262144"),
-    ("utilization-zero", [("gpu-03", _with("serving", gpu_memory_utilization=0))], "gpu-03",
-     "serving.gpu_memory_utilization=0", "must be in (0, 1]"),
-    ("utilization-above-one", [("gpu-03", _with("serving", gpu_memory_utilization=1.2))], "gpu-03",
-     "serving.gpu_memory_utilization=1.2", "must be in (0, 1]"),
-    ("reasoning-effort", [("gpu-04", _with("serving", default_reasoning_effort="medium"))], "gpu-04",
-     "serving.default_reasoning_effort='medium'", "accepts none|high"),
-    ("api-key-by-value", [("gpu-05", _with("serving", api_key="sk-live-0123456789"))], "gpu-05",
-     "serving.api_key", "given by value"),
-    ("hf-token-by-value", [("gpu-05", _with("weights", hf_token="hf_abcdefghijklmnop"))], "gpu-05",
-     "weights.hf_token", "given by value"),
-    ("secret-in-env", [("gpu-05", _with("serving", env={"HF_TOKEN": "hf_abc"}))], "gpu-05",
-     "serving.env", "looks like a secret"),
-    ("unknown-model", [("gpu-06", _with("serving", model="llama-4-maverick"))], "gpu-06",
-     "serving.model='llama-4-maverick'", "not a known model profile"),
-    ("port-clash", [("gpu-08", _with("serving", replicas=[{"gpus": [0, 1, 2, 3], "port": 8000},
-                                                         {"gpus": [4, 5, 6, 7], "port": 8000}]))],
-     "gpu-08", "serving.replicas[1].port=8000", "clashes"),
-    ("gpu-in-two-replicas", [("gpu-08", _with("serving", replicas=[{"gpus": [0, 1, 2, 3], "port": 8000},
-                                                                  {"gpus": [3, 4, 5, 6], "port": 8001}]))],
-     "gpu-08", "serving.replicas[1].gpus", "reuses GPU 3"),
-    ("unpinned-image", [("gpu-09", _with("runtime", image="vllm/vllm-openai:latest"))], "gpu-09",
-     "runtime.image", "is not pinned"),
-    ("unpinned-revision", [("gpu-09", _with("weights", revision="main"))], "gpu-09", "weights.revision",
-     "40-character commit"),
-    ("triton-mla", [("gpu-10", _with("serving", attention_backend="TRITON_MLA"))], "gpu-10",
-     "serving.attention_backend", "crashes Mistral Small 4"),
-    ("typo-in-setting", [("gpu-11", _with("serving", max_modle_len=4096))], "gpu-11",
-     "serving.max_modle_len", "did you mean max_model_len"),
-    ("typo-in-section", [("gpu-11", {**GOOD, "ms4fleet_servng": {}})], "gpu-11", "ms4fleet_servng",
-     "did you mean ms4fleet_serving"),
-    ("missing-gpu", [("gpu-12", {k: v for k, v in GOOD.items() if k != "ms4fleet_gpu"})], "gpu-12", "gpu",
-     "declare the host's GPUs"),
-    ("driver-off-branch", [("gpu-13", _with("provision", driver_version="570.172.08"))], "gpu-13",
-     "provision.driver_version", "not on driver_branch 580"),
-    ("same-machine-twice", [("gpu-14", {**GOOD, "ssh_hostname": "10.0.0.5", "ansible_host": "10.0.0.5"}),
-                            ("gpu-15", {**GOOD, "ssh_hostname": "10.0.0.5", "ansible_host": "10.0.0.5"})],
-     "gpu-15", "address", "also host gpu-14"),
+    (
+        "tp-above-gpus",
+        [("gpu-02", _with("serving", tensor_parallel_size=16))],
+        "gpu-02",
+        "serving.tensor_parallel_size",
+        "more than the host's 8 GPUs",
+    ),
+    (
+        "tp-not-dividing",
+        [("gpu-02", _with("serving", tensor_parallel_size=3))],
+        "gpu-02",
+        "serving.tensor_parallel_size",
+        "does not divide",
+    ),
+    (
+        "context-above-model",
+        [("gpu-07", _with("serving", max_model_len=300000))],
+        "gpu-07",
+        "serving.max_model_len=300000",
+        "exceeds Mistral Small 4's 262144",
+    ),
+    (
+        "utilization-zero",
+        [("gpu-03", _with("serving", gpu_memory_utilization=0))],
+        "gpu-03",
+        "serving.gpu_memory_utilization=0",
+        "must be in (0, 1]",
+    ),
+    (
+        "utilization-above-one",
+        [("gpu-03", _with("serving", gpu_memory_utilization=1.2))],
+        "gpu-03",
+        "serving.gpu_memory_utilization=1.2",
+        "must be in (0, 1]",
+    ),
+    (
+        "reasoning-effort",
+        [("gpu-04", _with("serving", default_reasoning_effort="medium"))],
+        "gpu-04",
+        "serving.default_reasoning_effort='medium'",
+        "accepts none|high",
+    ),
+    (
+        "api-key-by-value",
+        [("gpu-05", _with("serving", api_key="sk-live-0123456789"))],
+        "gpu-05",
+        "serving.api_key",
+        "given by value",
+    ),
+    (
+        "hf-token-by-value",
+        [("gpu-05", _with("weights", hf_token="hf_abcdefghijklmnop"))],
+        "gpu-05",
+        "weights.hf_token",
+        "given by value",
+    ),
+    (
+        "secret-in-env",
+        [("gpu-05", _with("serving", env={"HF_TOKEN": "hf_abc"}))],
+        "gpu-05",
+        "serving.env",
+        "looks like a secret",
+    ),
+    (
+        "unknown-model",
+        [("gpu-06", _with("serving", model="llama-4-maverick"))],
+        "gpu-06",
+        "serving.model='llama-4-maverick'",
+        "not a known model profile",
+    ),
+    (
+        "port-clash",
+        [
+            (
+                "gpu-08",
+                _with("serving", replicas=[{"gpus": [0, 1, 2, 3], "port": 8000}, {"gpus": [4, 5, 6, 7], "port": 8000}]),
+            )
+        ],
+        "gpu-08",
+        "serving.replicas[1].port=8000",
+        "clashes",
+    ),
+    (
+        "gpu-in-two-replicas",
+        [
+            (
+                "gpu-08",
+                _with("serving", replicas=[{"gpus": [0, 1, 2, 3], "port": 8000}, {"gpus": [3, 4, 5, 6], "port": 8001}]),
+            )
+        ],
+        "gpu-08",
+        "serving.replicas[1].gpus",
+        "reuses GPU 3",
+    ),
+    (
+        "unpinned-image",
+        [("gpu-09", _with("runtime", image="vllm/vllm-openai:latest"))],
+        "gpu-09",
+        "runtime.image",
+        "is not pinned",
+    ),
+    (
+        "unpinned-revision",
+        [("gpu-09", _with("weights", revision="main"))],
+        "gpu-09",
+        "weights.revision",
+        "40-character commit",
+    ),
+    (
+        "triton-mla",
+        [("gpu-10", _with("serving", attention_backend="TRITON_MLA"))],
+        "gpu-10",
+        "serving.attention_backend",
+        "crashes Mistral Small 4",
+    ),
+    (
+        "typo-in-setting",
+        [("gpu-11", _with("serving", max_modle_len=4096))],
+        "gpu-11",
+        "serving.max_modle_len",
+        "did you mean max_model_len",
+    ),
+    (
+        "typo-in-section",
+        [("gpu-11", {**GOOD, "ms4fleet_servng": {}})],
+        "gpu-11",
+        "ms4fleet_servng",
+        "did you mean ms4fleet_serving",
+    ),
+    (
+        "missing-gpu",
+        [("gpu-12", {k: v for k, v in GOOD.items() if k != "ms4fleet_gpu"})],
+        "gpu-12",
+        "gpu",
+        "declare the host's GPUs",
+    ),
+    (
+        "driver-off-branch",
+        [("gpu-13", _with("provision", driver_version="570.172.08"))],
+        "gpu-13",
+        "provision.driver_version",
+        "not on driver_branch 580",
+    ),
+    (
+        "same-machine-twice",
+        [
+            ("gpu-14", {**GOOD, "ssh_hostname": "10.0.0.5", "ansible_host": "10.0.0.5"}),
+            ("gpu-15", {**GOOD, "ssh_hostname": "10.0.0.5", "ansible_host": "10.0.0.5"}),
+        ],
+        "gpu-15",
+        "address",
+        "also host gpu-14",
+    ),
 ]
 
 
@@ -146,7 +256,9 @@ def test_host_listed_twice_in_a_pyinfra_group(tmp_path: Path) -> None:
     inventory.write_text(f"gpus = [('gpu-01', {GOOD!r}), ('gpu-01', {GOOD!r})]\n")
     done = _plan(inventory)
     assert done.returncode == 2
-    assert done.stderr.strip() == "ms4fleet: error: gpu-01: inventory is listed twice in group 'gpus': list each host once"
+    assert (
+        done.stderr.strip() == "ms4fleet: error: gpu-01: inventory is listed twice in group 'gpus': list each host once"
+    )
 
 
 def test_host_written_twice_in_yaml(tmp_path: Path) -> None:

@@ -1,0 +1,160 @@
+"""The serving plan: replica layout, the exact vLLM argv, and the systemd unit bytes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ms4fleet.config import HostConfig
+from ms4fleet.inventory import load_inventory
+from ms4fleet.serving import plan_host, systemd_quote, timeout_start_s
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "data" / "golden"
+REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+
+
+def host(kind: str = "h200-sxm", count: int = 8, **sections: dict[str, Any]) -> HostConfig:
+    data: dict[str, Any] = {
+        "ms4fleet_gpu": {"kind": kind, "count": count},
+        "ms4fleet_weights": {"revision": REVISION, "hf_token": {"env": "HF_TOKEN"}},
+    }
+    data.update({f"ms4fleet_{k}": v for k, v in sections.items()})
+    return HostConfig.from_host_data("gpu-1", data)
+
+
+@pytest.mark.parametrize(
+    ("kind", "count", "tp", "replicas"),
+    [("h200-sxm", 8, 2, 4), ("h100-sxm", 8, 4, 2), ("b200", 8, 2, 4), ("h200-nvl", 2, 2, 1), ("h100-sxm", 4, 4, 1)],
+)
+def test_every_gpu_serves_exactly_one_replica(kind: str, count: int, tp: int, replicas: int) -> None:
+    plan = plan_host(host(kind, count))
+    assert (plan.tp, len(plan.replicas)) == (tp, replicas)
+    assert sorted(g for r in plan.replicas for g in r.gpus) == list(range(count))
+    assert [r.port for r in plan.replicas] == [8000 + i for i in range(replicas)]
+    assert len({r.unit_name for r in plan.replicas}) == replicas
+
+
+def test_mistral_small_4_argv() -> None:
+    argv = plan_host(host()).replicas[0].argv
+    assert argv[0] == "/models"
+    text = " ".join(argv)
+    for pair in (
+        "--tensor-parallel-size 2",
+        "--max-model-len 262144",
+        "--tokenizer-mode mistral",
+        "--config-format mistral",
+        "--load-format mistral",
+        "--tool-call-parser mistral",
+        "--reasoning-parser mistral",
+        "--attention-backend FLASH_ATTN_MLA",
+        "--gpu-memory-utilization 0.90",
+    ):
+        assert pair in text
+    assert "--enable-auto-tool-choice" in argv
+    assert "TRITON_MLA" not in text
+
+
+def test_triton_mla_never_reaches_an_argv_even_via_extra_args() -> None:
+    with pytest.raises(ValueError, match="attention_backend"):
+        host(serving={"attention_backend": "triton_mla"})
+    with pytest.raises(ValueError, match="--attention-backend"):
+        host(serving={"extra_args": ["--attention-backend=TRITON_MLA"]})
+
+
+def test_reasoning_effort_default_is_passed_as_chat_template_kwargs() -> None:
+    argv = plan_host(host(serving={"default_reasoning_effort": "high"})).replicas[0].argv
+    i = argv.index("--default-chat-template-kwargs")
+    assert argv[i + 1] == '{"reasoning_effort":"high"}'
+
+
+def test_nvfp4_on_hopper_warns_and_on_blackwell_does_not() -> None:
+    hopper = plan_host(host("h200-sxm", 8, serving={"checkpoint": "nvfp4"}))
+    assert any("weight-only FP4 Marlin" in w for w in hopper.warnings)
+    blackwell = plan_host(host("b200", 8, serving={"checkpoint": "nvfp4"}))
+    assert blackwell.warnings == ()
+    assert blackwell.tp == 1 and len(blackwell.replicas) == 8
+
+
+def test_pcie_tensor_parallel_disables_custom_all_reduce() -> None:
+    plan = plan_host(host("h100-pcie", 4))
+    assert plan.tp == 4
+    assert "--disable-custom-all-reduce" in plan.replicas[0].argv
+    assert "--disable-custom-all-reduce" not in plan_host(host("h100-sxm", 8)).replicas[0].argv
+
+
+def test_a_gqa_profile_is_served_by_the_same_code() -> None:
+    plan = plan_host(host("h200-sxm", 8, serving={"model": "gpt-oss-120b"}))
+    assert plan.profile.kv == "gqa"
+    assert plan.tp == 1 and len(plan.replicas) == 8
+    argv = plan.replicas[0].argv
+    assert "--tool-call-parser" in argv and argv[argv.index("--tool-call-parser") + 1] == "openai"
+    assert "--tokenizer-mode" not in argv and "--attention-backend" not in argv
+    assert plan.sizing.kv_bytes_per_token == 73_728
+
+
+def test_docker_unit_keeps_secrets_out_and_binds_loopback() -> None:
+    plan = plan_host(host(serving={"api_key": {"file": "/etc/ms4fleet/api-key"}}))
+    unit = plan.replicas[1].unit_text
+    assert "EnvironmentFile=/etc/ms4fleet/vllm.env\n" in unit
+    assert " -e VLLM_API_KEY " in unit
+    assert "VLLM_API_KEY=" not in unit and "--api-key" not in unit
+    assert "-p 127.0.0.1:8001:8001" in unit
+    assert f"/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/{REVISION}:/models:ro" in unit
+    assert '--gpus "\\"device=2,3\\""' in unit
+    assert "--ipc=host" in unit
+    assert "Restart=on-failure\n" in unit
+    assert f"TimeoutStartSec={timeout_start_s(plan.profile)}\n" in unit
+    assert "Requires=nvidia-fabricmanager.service" in unit  # 8 x H200 SXM sits on NVSwitch
+
+
+def test_timeout_is_derived_from_the_weights() -> None:
+    # 600 s + 111 GB at 200 MB/s = 555 s, rounded up to whole minutes -> 600 + 600
+    assert timeout_start_s(host().profile) == 1200
+    assert timeout_start_s(host(serving={"checkpoint": "nvfp4"}).profile) == 600 + 360
+
+
+def test_native_unit_runs_the_venv_as_the_service_user() -> None:
+    plan = plan_host(host("h100-nvl", 2, runtime={"kind": "native", "venv": "/opt/vllm"}))
+    unit = plan.replicas[0].unit_text
+    assert "ExecStart=/opt/vllm/bin/vllm serve /srv/ms4fleet/models/" in unit
+    assert "--host 127.0.0.1" in unit
+    assert "Environment=CUDA_VISIBLE_DEVICES=0,1\n" in unit
+    assert "User=ms4fleet\n" in unit
+    assert "docker" not in unit
+    assert "nvidia-fabricmanager" not in unit  # NVL cards: no NVSwitch
+
+
+def test_systemd_quoting() -> None:
+    assert systemd_quote("plain") == "plain"
+    assert systemd_quote('{"a":1}') == '"{\\"a\\":1}"'
+    assert systemd_quote("50%") == "50%%"
+    assert systemd_quote("$HOME") == "$$HOME"
+    assert systemd_quote("a b") == '"a b"'
+
+
+def test_unit_bytes_match_the_golden_file() -> None:
+    """Both engines write exactly these bytes; a change here is a change on every host."""
+    fleet = load_inventory(ROOT / "inventory" / "example.py")
+    h200 = next(h for h in fleet if h.name == "gpu-h200-01")
+    unit = plan_host(h200.config).replicas[1].unit_text
+    golden = GOLDEN / "gpu-h200-01.ms4fleet-vllm-1.service"
+    if os.environ.get("MS4FLEET_UPDATE_GOLDEN"):
+        golden.write_text(unit)
+    assert unit == golden.read_text()
+
+
+def test_plans_from_pyinfra_and_ansible_inventories_are_identical() -> None:
+    py = {h.name: plan_host(h.config).to_dict() for h in load_inventory(ROOT / "inventory" / "example.py")}
+    yml = {h.name: plan_host(h.config).to_dict() for h in load_inventory(ROOT / "inventory" / "example.yml")}
+    assert py == yml
+    units_py = [
+        r.unit_text for h in load_inventory(ROOT / "inventory" / "example.py") for r in plan_host(h.config).replicas
+    ]
+    units_yml = [
+        r.unit_text for h in load_inventory(ROOT / "inventory" / "example.yml") for r in plan_host(h.config).replicas
+    ]
+    assert units_py == units_yml
