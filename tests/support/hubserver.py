@@ -101,6 +101,7 @@ class HubServer:
         self.mirror_root = mirror_root
         self.hits: list[Hit] = []
         self._drops: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._httpd.daemon_threads = True
@@ -126,6 +127,19 @@ class HubServer:
         """The next GET whose URL path ends with ``key`` is cut after ``nbytes`` body bytes."""
         with self._lock:
             self._drops[key] = nbytes
+
+    def fail_next(self, key: str, status: int = 500) -> None:
+        """The next GET whose URL path ends with ``key`` answers ``status`` with no body."""
+        with self._lock:
+            self._failures[key] = status
+
+    def _take_failure(self, path: str) -> int | None:
+        with self._lock:
+            for key, status in list(self._failures.items()):
+                if path.endswith(key):
+                    del self._failures[key]
+                    return status
+        return None
 
     def _take_drop(self, path: str) -> int | None:
         with self._lock:
@@ -179,23 +193,26 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             return ("valid" if token in server.known_tokens else "invalid"), token
 
         def _send(self, status: int, headers: dict[str, str], body: bytes = b"", sent: int | None = None) -> None:
+            cut = len(body) if sent is None else min(sent, len(body))
+            written = cut if self.command != "HEAD" else 0
+            # Log before replying: a client may act on the reply before this thread runs again.
+            self._record(status, written)
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             if "Content-Length" not in headers:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            written = 0
-            if self.command != "HEAD" and body:
-                cut = sent if sent is not None else len(body)
+            if written:
                 self.wfile.write(body[:cut])
-                written = cut
-                if cut < len(body):
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(2)
+            if cut < len(body) and self.command != "HEAD":
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+
+        def _record(self, status: int, body_bytes: int) -> None:
             server.record(
-                Hit(self.command, self.path, self.headers.get("Range"), self._token_state()[0], status, written)
+                Hit(self.command, self.path, self.headers.get("Range"), self._token_state()[0], status, body_bytes)
             )
 
         def _error(self, status: int, code: str | None, message: str) -> None:
@@ -254,6 +271,10 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             path = unquote(url.path)
+            failure = server._take_failure(path) if self.command == "GET" else None
+            if failure is not None:
+                self._error(failure, None, "Injected failure")
+                return
             if path.startswith("/cdn/"):
                 self._cdn(path.removeprefix("/cdn/"))
             elif path.startswith("/mirror/"):
@@ -352,23 +373,23 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 return
             start, end, headers, status = ranged
             cut = server._take_drop(rel) if self.command == "GET" else None
+            count = 0 if self.command != "GET" else (end - start if cut is None else min(cut, end - start))
+            self._record(status, count)
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
+            self.wfile.flush()
             sent = 0
-            if self.command == "GET":
-                count = end - start if cut is None else min(cut, end - start)
-                with target.open("rb") as handle:
-                    while sent < count:
-                        n = os.sendfile(self.connection.fileno(), handle.fileno(), start + sent, count - sent)
-                        if n == 0:
-                            break
-                        sent += n
-                if cut is not None:
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-            server.record(Hit(self.command, self.path, self.headers.get("Range"), self._token_state()[0], status, sent))
+            with target.open("rb") as handle:
+                while sent < count:
+                    n = os.sendfile(self.connection.fileno(), handle.fileno(), start + sent, count - sent)
+                    if n == 0:
+                        break
+                    sent += n
+            if cut is not None:
+                self.close_connection = True
+                self.connection.shutdown(2)
 
     return Handler
 

@@ -457,7 +457,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         report["error"] = str(err)
         code = 2
     else:
-        code = 0 if report["ok"] or (args.command == "prepare" and not report["error"]) else 1
+        code = 0 if report["ok"] or (args.command == "prepare" and report["action"]) else 1
     if args.json:
         sys.stdout.write(json.dumps(report) + "\n")
     else:

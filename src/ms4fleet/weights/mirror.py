@@ -19,7 +19,7 @@ from ms4fleet.weights.errors import SourceError
 from ms4fleet.weights.manifest import Manifest
 from ms4fleet.weights.secret import Secret
 from ms4fleet.weights.source import RemoteFile, SourceKind
-from ms4fleet.weights.transfer import Progress, http_download
+from ms4fleet.weights.transfer import RETRIES, Progress, http_download
 
 TIMEOUT = httpx.Timeout(30.0, read=120.0)
 
@@ -27,8 +27,11 @@ TIMEOUT = httpx.Timeout(30.0, read=120.0)
 class MirrorSource:
     kind: SourceKind = "mirror"
 
-    def __init__(self, base_url: str, repo_id: str, revision: str, token: Secret | None = None) -> None:
+    def __init__(
+        self, base_url: str, repo_id: str, revision: str, token: Secret | None = None, retries: int = RETRIES
+    ) -> None:
         self.repo_id = repo_id
+        self.retries = retries
         self.revision = revision
         self.root = f"{base_url.rstrip('/')}/{repo_id}/{revision}"
         headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else {}
@@ -73,5 +76,7 @@ class MirrorSource:
     def fetch(self, item: RemoteFile, staging: Path, progress: Progress) -> tuple[str, int]:
         assert item.sha256 is not None, "mirror manifests always carry sha256"
         url = self.url(item.path)
-        received = http_download(self._client, url, staging, item.path, item.size, item.sha256, progress)
+        received = http_download(
+            self._client, url, staging, item.path, item.size, item.sha256, progress, retries=self.retries
+        )
         return item.sha256, received

@@ -106,6 +106,8 @@ class _ScrubFilter(logging.Filter):
 
 def _all_handlers() -> list[logging.Handler]:
     handlers = list(logging.getLogger().handlers)
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
     for logger in logging.Logger.manager.loggerDict.values():
         if isinstance(logger, logging.Logger):
             handlers.extend(logger.handlers)

@@ -161,7 +161,7 @@ def http_download(
                         target.restart()
                     elif response.status_code not in (200, 206):
                         raise SourceError(f"{rel}: {url} answered HTTP {response.status_code}")
-                    for data in response.iter_raw(CHUNK):
+                    for data in response.iter_raw():
                         target.write(data)
                         received += len(data)
                         progress.advance(rel, len(data))

@@ -1,0 +1,292 @@
+"""``ms4fleet weights fetch|verify|stage``: ``register(subparsers)`` adds them to the ms4fleet CLI.
+
+Exit codes: 0 done / verified, 1 a fetch, a verification or a host failed, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
+from rich.progress import Progress as RichBar
+
+from ms4fleet import paths
+from ms4fleet.catalog import model_profiles
+from ms4fleet.config import ConfigError
+from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.fetch import fetch_weights
+from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
+from ms4fleet.weights.secret import TokenRef, scrubbed
+from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts
+
+DEFAULT_ROOT = "/srv/ms4fleet/models"
+DEFAULT_STAGING = Path("/var/cache/ms4fleet/weights")
+
+
+class _BarProgress:
+    """Per-file byte bars on stderr (mirror and path sources; the Hub client draws its own)."""
+
+    def __init__(self, bar: RichBar) -> None:
+        self._bar = bar
+        self._tasks: dict[str, TaskID] = {}
+        self._lock = threading.Lock()
+
+    def start(self, path: str, total: int, done: int) -> None:
+        with self._lock:
+            self._tasks[path] = self._bar.add_task(path, total=total, completed=done)
+
+    def advance(self, path: str, nbytes: int) -> None:
+        self._bar.advance(self._tasks[path], nbytes)
+
+    def finish(self, path: str) -> None:
+        self._bar.update(self._tasks[path], visible=False)
+
+
+def _bar(console: Console) -> RichBar:
+    return RichBar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
+def _token_ref(args: argparse.Namespace) -> TokenRef | None:
+    if args.token_file and args.token_env:
+        raise WeightsError("use one of --token-file or --token-env")
+    if args.token_file:
+        return TokenRef(file=args.token_file)
+    if args.token_env:
+        return TokenRef(env=args.token_env)
+    return None
+
+
+def _explicit_request(args: argparse.Namespace) -> WeightsRequest:
+    profiles = model_profiles()
+    if args.profile not in profiles:
+        raise WeightsError(f"--profile {args.profile!r} is not in the catalog: one of {', '.join(sorted(profiles))}")
+    if not args.revision:
+        raise WeightsError("--revision is required: a 40-character commit hash")
+    profile = profiles[args.profile]
+    return WeightsRequest(
+        profile=profile.id,
+        repo_id=profile.repo_id,
+        revision=args.revision,
+        include=profile.include_patterns,
+        exclude=profile.exclude_patterns,
+        dest=args.dest or paths.model_dir(DEFAULT_ROOT, profile, args.revision),
+        source=args.source,
+        owner=args.owner,
+        mirror_url=args.mirror_url,
+        path=args.path,
+        token=_token_ref(args),
+    )
+
+
+def _host_request(args: argparse.Namespace) -> WeightsRequest:
+    from ms4fleet.inventory import load_inventory
+
+    fleet = load_inventory(args.inventory).select([args.host])
+    if len(fleet) != 1:
+        raise WeightsError(f"--host {args.host!r} names no single host of {args.inventory}")
+    request = request_for_host(fleet.hosts[0].config)
+    override = _token_ref(args)
+    changes: dict[str, Any] = {"token": override} if override is not None else {}
+    if args.dest:
+        changes["dest"] = args.dest
+    if args.owner:
+        changes["owner"] = args.owner
+    return replace(request, **changes)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    try:
+        request = _host_request(args) if args.inventory else _explicit_request(args)
+        source, secret = open_source(request, endpoint=args.endpoint)
+        with scrubbed(secret), _bar(console) as bar:
+            result = fetch_weights(
+                source,
+                Path(request.dest),
+                profile=request.profile,
+                include=request.include,
+                exclude=request.exclude,
+                owner=request.owner,
+                full=args.full,
+                workers=args.workers,
+                progress=_BarProgress(bar),
+            )
+    except (WeightsError, ConfigError) as err:
+        print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    summary: dict[str, Any] = {
+        "dest": str(result.dest),
+        "action": result.action,
+        "repo": result.manifest.repo,
+        "revision": result.manifest.revision,
+        "files": len(result.manifest.files),
+        "bytes": result.manifest.total_bytes,
+        "fetched": list(result.fetched),
+        "bytes_transferred": result.bytes_transferred,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{result.dest}: {result.action}, {summary['files']} files verified "
+            f"({summary['bytes'] / 1024**3:.2f} GiB), {len(result.fetched)} fetched "
+            f"({result.bytes_transferred / 1024**3:.2f} GiB transferred)"
+        )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    argv = ["verify", args.dir] + (["--full"] if args.full else []) + (["--json"] if args.json else [])
+    argv += ["--repo", args.repo] if args.repo else []
+    argv += ["--revision", args.revision] if args.revision else []
+    return hv.main(argv)
+
+
+def target_for(name: str, connection: dict[str, Any], data: dict[str, Any]) -> HostTarget:
+    """SSH connection data from an inventory host (pyinfra or Ansible keys)."""
+    if name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local":
+        return HostTarget.local(name)
+    options: list[str] = []
+    if data.get("ssh_known_hosts_file"):
+        options += ["-o", f"UserKnownHostsFile={data['ssh_known_hosts_file']}"]
+    strict = data.get("ssh_strict_host_key_checking")
+    if strict is not None:
+        options += ["-o", f"StrictHostKeyChecking={strict}"]
+    if data.get("ansible_ssh_common_args"):
+        options += shlex.split(str(data["ansible_ssh_common_args"]))
+    return HostTarget(
+        name=name,
+        hostname=str(connection.get("hostname", name)),
+        port=int(connection.get("port", 22)),
+        user=str(connection["user"]) if connection.get("user") else None,
+        key=str(connection["key"]) if connection.get("key") else None,
+        ssh_options=tuple(options),
+    )
+
+
+def _stage(args: argparse.Namespace) -> int:
+    from ms4fleet.inventory import load_inventory
+
+    try:
+        fleet = load_inventory(args.inventory).select(args.limit)
+        if not len(fleet):
+            raise WeightsError(f"{args.inventory}: no host matches --limit {' '.join(args.limit or [])}")
+        requests = [(spec, request_for_host(spec.config)) for spec in fleet]
+        override = _token_ref(args)
+    except (WeightsError, ConfigError) as err:
+        print(f"ms4fleet weights stage: {err}", file=sys.stderr)
+        return 2
+    groups: list[list[tuple[Any, WeightsRequest]]] = []
+    for spec, request in requests:
+        group = next((g for g in groups if g[0][1].same_files(request)), None)
+        if group is None:
+            groups.append([(spec, request)])
+        else:
+            group.append((spec, request))
+
+    console = Console(stderr=True)
+    failed = 0
+    for group in groups:
+        first = group[0][1]
+        if override is not None:
+            first = replace(first, token=override)
+        staged = Path(args.staging_dir) / first.repo_id.replace("/", "--") / first.revision
+        try:
+            source, secret = open_source(first, endpoint=args.endpoint)
+            with scrubbed(secret), _bar(console) as bar:
+                result = fetch_weights(
+                    source,
+                    staged,
+                    profile=first.profile,
+                    include=first.include,
+                    exclude=first.exclude,
+                    progress=_BarProgress(bar),
+                )
+        except WeightsError as err:
+            print(f"ms4fleet weights stage: fetch for {len(group)} host(s) failed: {err}", file=sys.stderr)
+            failed += len(group)
+            continue
+        print(f"staged {first.repo_id}@{first.revision[:12]} at {staged}: {result.action}")
+        jobs = [
+            StageJob(target_for(spec.name, dict(spec.connection), dict(spec.data)), request.dest, request.owner)
+            for spec, request in group
+        ]
+        for outcome in stage_to_hosts(staged, jobs, parallel=args.parallel):
+            gib = outcome.bytes_sent / 1024**3
+            print(f"{outcome.host}: {outcome.status}: {outcome.detail} ({gib:.2f} GiB sent)")
+            failed += outcome.status == "failed"
+    return 1 if failed else 0
+
+
+def _token_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", help="file holding the Hub READ token (mode 0600)")
+    parser.add_argument("--token-env", help="name of the environment variable holding the Hub READ token")
+    parser.add_argument("--endpoint", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+
+
+def register(subparsers: Any) -> None:
+    weights = subparsers.add_parser("weights", help="fetch, verify and stage model weights", description=__doc__)
+    sub = weights.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+
+    fetch = sub.add_parser("fetch", help="fetch a profile's weights at a pinned revision into a directory")
+    fetch.add_argument("--inventory", help="take everything from this inventory's --host config")
+    fetch.add_argument("--host", help="the inventory host whose weights config to use")
+    fetch.add_argument("--profile", help="catalog model profile, e.g. mistral-small-4-fp8")
+    fetch.add_argument("--revision", help="40-character commit hash to pin")
+    fetch.add_argument("--dest", help=f"weights directory (default {DEFAULT_ROOT}/<repo>/<revision>)")
+    fetch.add_argument("--source", choices=("hub", "mirror", "path"), default="hub")
+    fetch.add_argument("--mirror-url", help="mirror base URL (source mirror)")
+    fetch.add_argument("--path", help="directory or NFS mount holding a weights directory (source path)")
+    fetch.add_argument("--owner", help="USER[:GROUP] owning the finished directory (the service user)")
+    fetch.add_argument("--full", action="store_true", help="hash every file already present")
+    fetch.add_argument("--workers", type=int, default=4, help="files fetched in parallel (default 4)")
+    fetch.add_argument("--json", action="store_true", help="print the result as JSON")
+    _token_options(fetch)
+    fetch.set_defaults(func=_fetch)
+
+    verify = sub.add_parser("verify", help="verify a weights directory against its manifest")
+    verify.add_argument("dir")
+    verify.add_argument("--full", action="store_true", help="hash every file, ignoring the stat stamp")
+    verify.add_argument("--repo", help="fail unless the directory holds this repo")
+    verify.add_argument("--revision", help="fail unless the directory holds this revision")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(func=_verify)
+
+    stage = sub.add_parser("stage", help="fetch once, copy to every host over SSH, verify on each host")
+    stage.add_argument("inventory", help="pyinfra .py or Ansible .yml inventory")
+    stage.add_argument("--limit", nargs="*", help="host or group names (default: all hosts)")
+    stage.add_argument("--staging-dir", default=str(DEFAULT_STAGING), help=f"default {DEFAULT_STAGING}")
+    stage.add_argument("--parallel", type=int, default=8, help="hosts copied to at once (default 8)")
+    _token_options(stage)
+    stage.set_defaults(func=_stage)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as ``python -m ms4fleet.weights.cli ...`` (same commands as ``ms4fleet weights ...``)."""
+    parser = argparse.ArgumentParser(prog="ms4fleet")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

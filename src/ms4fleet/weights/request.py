@@ -1,0 +1,90 @@
+"""What to fetch for one host, from its validated config, and the source object that fetches it.
+
++ ``WeightsRequest``: plain typed fields (repo, revision, patterns, dest, owner, source, token ref).
++ ``request_for_host(config)``: maps a ``HostConfig`` onto it (``weights`` section, catalog profile,
+  ``provision.service_user``, ``paths.model_dir``).
++ ``open_source(request, endpoint=None)``: reads the token (if the source needs one) and builds the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ms4fleet import paths
+from ms4fleet.config import HostConfig
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.hub import HubSource
+from ms4fleet.weights.localpath import PathSource
+from ms4fleet.weights.manifest import COMMIT
+from ms4fleet.weights.mirror import MirrorSource
+from ms4fleet.weights.secret import Secret, TokenRef, read_token
+from ms4fleet.weights.source import Source, SourceKind
+
+
+@dataclass(frozen=True)
+class WeightsRequest:
+    profile: str
+    repo_id: str
+    revision: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    dest: str
+    source: SourceKind = "hub"
+    owner: str | None = None
+    mirror_url: str | None = None
+    path: str | None = None
+    token: TokenRef | None = None
+
+    def __post_init__(self) -> None:
+        if not COMMIT.match(self.revision):
+            raise WeightsError(f"revision {self.revision!r} is not pinned: use a 40-character commit hash")
+        if self.source == "mirror" and not self.mirror_url:
+            raise WeightsError("mirror_url is required when the source is a mirror")
+        if self.source == "path" and not self.path:
+            raise WeightsError("path is required when the source is a path")
+
+    def same_files(self, other: WeightsRequest) -> bool:
+        """Whether ``other`` wants the same bytes from the same source (so one fetch serves both)."""
+        return replace(self, dest="", owner=None) == replace(other, dest="", owner=None)
+
+
+def request_for_host(config: HostConfig) -> WeightsRequest:
+    weights = config.weights
+    if weights is None:
+        raise WeightsError(f"{config.name}: weights section is missing: set ms4fleet_weights with a revision")
+    if weights.revision is None or not COMMIT.match(weights.revision):
+        raise WeightsError(
+            f"{config.name}: weights.revision={weights.revision!r} is not pinned: use a 40-character commit hash "
+            "(mirror and path sources are laid out per revision too)"
+        )
+    profile = config.profile
+    token = None
+    if weights.hf_token is not None:
+        token = TokenRef(file=weights.hf_token.file, env=weights.hf_token.env)
+    return WeightsRequest(
+        profile=profile.id,
+        repo_id=profile.repo_id,
+        revision=weights.revision,
+        include=profile.include_patterns,
+        exclude=profile.exclude_patterns,
+        dest=paths.model_dir(weights.dir, profile, weights.revision),
+        source=weights.source,
+        owner=config.provision.service_user,
+        mirror_url=weights.mirror_url,
+        path=weights.path,
+        token=token,
+    )
+
+
+def open_source(request: WeightsRequest, endpoint: str | None = None) -> tuple[Source, Secret | None]:
+    """Build the source and return the secret it holds (to scrub from logs); a Hub source reads its token
+    now, so a missing or exposed token fails before anything is transferred."""
+    if request.source == "hub":
+        secret = read_token(request.token) if request.token is not None else None
+        return HubSource(request.repo_id, request.revision, secret, endpoint=endpoint), secret
+    if request.source == "mirror":
+        assert request.mirror_url is not None
+        # The Hub token is never sent to a mirror: it is a different service with its own access control.
+        return MirrorSource(request.mirror_url, request.repo_id, request.revision), None
+    assert request.path is not None
+    return PathSource(request.path, request.repo_id, request.revision), None

@@ -1,0 +1,183 @@
+"""Fleet staging: fetch once, fan the verified files out over SSH with rsync, let each host verify itself.
+
+For each host, in parallel:
+
+1. ``weights_verify.py prepare DIR`` (the stdlib script piped to the host's python3 over SSH): nothing to do
+   when DIR already verifies; otherwise ``DIR.partial`` is readied, keeping DIR's good files when it holds
+   the same revision (only bad files travel again).
+2. ``rsync`` over the same SSH connection data into ``DIR.partial``: no compression (weights do not
+   compress), ``--append-verify`` so an interrupted file resumes where it stopped and is then checked.
+3. ``weights_verify.py finalize DIR``: the host hashes what arrived, seals it (owner, read-only) and renames
+   it into place.
+
+rsync over ssh is used rather than SFTP: it is the fastest robust option (kernel-side I/O, resumable,
+checksummed) and every provisioned host has it.
+
++ ``HostTarget``: how to reach a host (``local()`` for the controller itself).
++ ``stage_to_hosts(staged_dir, jobs, parallel)`` -> ``list[HostOutcome]``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.manifest import read_manifest
+
+SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
+RSYNC_OPTIONS = (
+    "--recursive",
+    "--times",
+    "--partial",
+    "--append-verify",
+    "--chmod=Du+w,Fu+w",
+    "--exclude=/.ms4fleet/stamp.json",
+    "--exclude=/.ms4fleet/partial/",
+    "--exclude=/.cache/",
+    "--stats",
+)
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """One host as SSH sees it; ``hostname=None`` means this machine (no SSH)."""
+
+    name: str
+    hostname: str | None = None
+    port: int = 22
+    user: str | None = None
+    key: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    python: str = "python3"
+
+    @classmethod
+    def local(cls, name: str = "localhost") -> HostTarget:
+        return cls(name=name)
+
+    @property
+    def needs_sudo(self) -> bool:
+        return self.hostname is not None and self.user not in (None, "root")
+
+    def ssh_argv(self) -> list[str]:
+        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port)]
+        if self.key:
+            argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        argv += list(self.ssh_options)
+        if self.user:
+            argv += ["-l", self.user]
+        return argv
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        """``argv`` as run on the host (through ssh and sudo when needed)."""
+        if self.hostname is None:
+            return list(argv)
+        remote = (["sudo", "-n"] if self.needs_sudo else []) + list(argv)
+        return [*self.ssh_argv(), self.hostname, "--", shlex.join(remote)]
+
+    def rsync_argv(self, source: Path, dest: str) -> list[str]:
+        argv = ["rsync", *RSYNC_OPTIONS]
+        if self.hostname is None:
+            return [*argv, f"{source}/", f"{dest}/"]
+        argv += ["-e", shlex.join(self.ssh_argv())]
+        if self.needs_sudo:
+            argv += ["--rsync-path=sudo -n rsync"]
+        return [*argv, f"{source}/", f"{self.hostname}:{shlex.quote(dest)}/"]
+
+
+@dataclass(frozen=True)
+class StageJob:
+    host: HostTarget
+    dest: str
+    owner: str | None = None
+
+
+@dataclass
+class HostOutcome:
+    host: str
+    status: Literal["present", "staged", "failed"]
+    detail: str = ""
+    bytes_sent: int = 0
+    hashed_on_host: int = 0
+    steps: list[str] = field(default_factory=list)
+
+
+def verifier_source() -> bytes:
+    """The stdlib verifier script, as shipped to hosts over SSH stdin."""
+    return resources.files("ms4fleet.hostside").joinpath("weights_verify.py").read_bytes()
+
+
+def _run_verifier(job: StageJob, args: Sequence[str], timeout: float) -> hv.Report:
+    argv = job.host.command([job.host.python, "-", *args, "--json"])
+    done = subprocess.run(argv, input=verifier_source(), capture_output=True, timeout=timeout, check=False)
+    lines = done.stdout.decode(errors="replace").strip().splitlines()
+    try:
+        report: hv.Report = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        stderr = done.stderr.decode(errors="replace").strip().splitlines()
+        last = stderr[-1] if stderr else "no output"
+        raise RuntimeError(f"{args[0]} failed (exit {done.returncode}): {last}") from None
+    return report
+
+
+def _bytes_sent(stats: str) -> int:
+    for line in stats.splitlines():
+        # File data actually sent (an appended file counts only its missing tail).
+        if line.startswith("Literal data:"):
+            return int(line.split(":", 1)[1].split()[0].replace(",", ""))
+    return 0
+
+
+def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: float) -> HostOutcome:
+    outcome = HostOutcome(job.host.name, "failed")
+    expect = ["--repo", repo, "--revision", revision]
+    try:
+        prepared = _run_verifier(job, ["prepare", job.dest, *expect], timeout)
+        if prepared["error"] and not prepared["action"]:
+            outcome.detail = f"prepare: {prepared['error']}"
+            return outcome
+        outcome.steps.append(f"prepare: {prepared['action']}")
+        if prepared["action"] == "none":
+            outcome.status, outcome.detail = "present", "already verified"
+            return outcome
+        rsync = subprocess.run(
+            job.host.rsync_argv(staged, hv.staging_dir(job.dest)),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        if rsync.returncode != 0:
+            err = rsync.stderr.decode(errors="replace").strip().splitlines()
+            outcome.detail = f"rsync exit {rsync.returncode}: {err[-1] if err else ''}; re-run to resume"
+            return outcome
+        outcome.bytes_sent = _bytes_sent(rsync.stdout.decode(errors="replace"))
+        args = ["finalize", job.dest, *expect] + (["--owner", job.owner] if job.owner else [])
+        final = _run_verifier(job, args, timeout)
+        outcome.hashed_on_host = len(final["hashed"])
+        if not final["ok"]:
+            bad = ", ".join(f"{b['path']}: {b['reason']}" for b in final["bad"])
+            outcome.detail = f"verification on the host failed: {final['error'] or bad}"
+            return outcome
+        outcome.status, outcome.detail = "staged", f"verified on host ({final['files']} files)"
+    except subprocess.TimeoutExpired as err:
+        outcome.detail = f"timed out after {err.timeout:.0f} s; re-run to resume"
+    except (OSError, RuntimeError) as err:
+        outcome.detail = str(err)
+    return outcome
+
+
+def stage_to_hosts(
+    staged: Path, jobs: Sequence[StageJob], parallel: int = 8, timeout: float = 6 * 3600
+) -> list[HostOutcome]:
+    """Copy the verified directory ``staged`` to every job's host and have each host verify it."""
+    manifest = read_manifest(staged)
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = [pool.submit(_stage_one, staged, manifest.repo, manifest.revision, job, timeout) for job in jobs]
+        return [future.result() for future in futures]

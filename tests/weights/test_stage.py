@@ -1,0 +1,119 @@
+"""Fleet staging with real rsync and the real stdlib verifier; hosts here are local directories
+(``HostTarget.local``), so everything but the ssh hop runs as on a fleet. The ssh hop is covered by the
+``sim`` test against the simulated fleet."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
+
+from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.fetch import fetch_weights
+from ms4fleet.weights.hub import HubSource
+from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts
+
+SYSTEM_PYTHON = "/usr/bin/python3"  # no venv, no ms4fleet: the verifier must be stdlib only
+
+
+@pytest.fixture
+def staged(hub_world: HubWorld, tmp_path: Path) -> Path:
+    staged = tmp_path / "controller" / REPO_ID.replace("/", "--") / hub_world.pinned
+    source = HubSource(REPO_ID, hub_world.pinned, hub_world.token, endpoint=hub_world.hub.url)
+    fetch_weights(source, staged, profile=PROFILE, include=INCLUDE)
+    return staged
+
+
+def _jobs(tmp_path: Path, revision: str, count: int = 3) -> list[StageJob]:
+    return [
+        StageJob(
+            HostTarget(name=f"gpu-{i}", python=SYSTEM_PYTHON),
+            str(tmp_path / f"gpu-{i}" / "srv/ms4fleet/models" / REPO_ID.replace("/", "--") / revision),
+        )
+        for i in range(count)
+    ]
+
+
+def test_stage_fetches_once_and_every_host_verifies(hub_world: HubWorld, staged: Path, tmp_path: Path) -> None:
+    jobs = _jobs(tmp_path, hub_world.pinned)
+    outcomes = stage_to_hosts(staged, jobs, parallel=3)
+    total = sum(len(hub_world.files[r]) for r in WANTED) + (staged / ".ms4fleet/manifest.json").stat().st_size
+    assert [(o.host, o.status) for o in outcomes] == [(f"gpu-{i}", "staged") for i in range(3)]
+    assert all(o.bytes_sent == total and o.hashed_on_host == len(WANTED) for o in outcomes)
+    for job in jobs:
+        assert hv.verify(job.dest, full=True, repo=REPO_ID, revision=hub_world.pinned)["ok"]
+        assert {p.name for p in Path(job.dest).iterdir()} == WANTED | {".ms4fleet"}
+        assert not Path(hv.staging_dir(job.dest)).exists()
+    # One download per file from the source, whatever the number of hosts.
+    per_file = [h.path for h in hub_world.hub.gets()]
+    assert len(per_file) == len(WANTED) == len(set(per_file))
+
+    again = stage_to_hosts(staged, jobs, parallel=3)
+    assert [o.status for o in again] == ["present"] * 3 and all(o.bytes_sent == 0 for o in again)
+
+
+def test_stage_repairs_only_the_damaged_file_on_the_damaged_host(
+    staged: Path, tmp_path: Path, hub_world: HubWorld
+) -> None:
+    jobs = _jobs(tmp_path, hub_world.pinned)
+    stage_to_hosts(staged, jobs, parallel=3)
+    broken = Path(jobs[1].dest)
+    shard = "consolidated-00002-of-00002.safetensors"
+    os.chmod(broken, 0o755)
+    (broken / shard).chmod(0o644)
+    with (broken / shard).open("r+b") as handle:
+        handle.write(b"\0\0\0\0")
+
+    outcomes = stage_to_hosts(staged, jobs, parallel=3)
+    assert [o.status for o in outcomes] == ["present", "staged", "present"]
+    assert outcomes[1].bytes_sent == len(hub_world.files[shard])
+    assert outcomes[1].steps == ["prepare: repair"]
+    # Only the re-sent file needed hashing on the host: the others kept their stamp.
+    assert outcomes[1].hashed_on_host == 1
+    assert hv.verify(str(broken), full=True)["ok"]
+
+
+def test_interrupted_transfer_resumes_and_never_leaves_a_verifying_dest(
+    staged: Path, tmp_path: Path, hub_world: HubWorld
+) -> None:
+    job = _jobs(tmp_path, hub_world.pinned, count=1)[0]
+    # A transfer that died mid-file: the host holds the staging dir with a truncated shard.
+    prepared = hv.prepare(job.dest)
+    assert prepared["action"] == "fresh"
+    shard = "consolidated-00001-of-00002.safetensors"
+    partial = Path(hv.staging_dir(job.dest))
+    (partial / shard).write_bytes(hub_world.files[shard][:1_000_000])
+    assert not hv.verify(job.dest)["ok"]
+
+    (outcome,) = stage_to_hosts(staged, [job])
+    assert outcome.status == "staged", outcome.detail
+    total = sum(len(hub_world.files[r]) for r in WANTED) + (staged / ".ms4fleet/manifest.json").stat().st_size
+    # rsync's append mode sent only the missing tail of the shard.
+    assert outcome.bytes_sent == total - 1_000_000
+    assert hv.verify(job.dest, full=True)["ok"]
+    assert (Path(job.dest) / shard).read_bytes() == hub_world.files[shard]
+
+
+def test_unreachable_host_is_reported_not_raised(staged: Path, tmp_path: Path, hub_world: HubWorld) -> None:
+    bad = StageJob(
+        HostTarget(name="ghost", hostname="127.0.0.1", port=1, ssh_options=("-o", "ConnectTimeout=2")),
+        "/srv/ms4fleet/models/x",
+    )
+    good = _jobs(tmp_path, hub_world.pinned, count=1)[0]
+    outcomes = stage_to_hosts(staged, [bad, good])
+    assert outcomes[0].status == "failed" and "prepare failed" in outcomes[0].detail
+    assert outcomes[1].status == "staged"
+
+
+def test_ssh_and_rsync_command_lines() -> None:
+    target = HostTarget("gpu-1", hostname="10.0.0.5", port=2222, user="deploy", key="/k/id", ssh_options=("-o", "X=y"))
+    argv = target.command(["python3", "-", "verify", "/srv/m dir"])
+    assert argv[:1] == ["ssh"] and argv[-3:] == ["10.0.0.5", "--", "sudo -n python3 - verify '/srv/m dir'"]
+    assert argv[argv.index("-p") : argv.index("-p") + 2] == ["-p", "2222"] and "-l" in argv
+    rsync = target.rsync_argv(Path("/stage/x"), "/srv/m dir.partial")
+    assert rsync[-2:] == ["/stage/x/", "10.0.0.5:'/srv/m dir.partial'/"]
+    assert "--rsync-path=sudo -n rsync" in rsync and "--append-verify" in rsync
+    root = HostTarget("gpu-2", hostname="h", user="root")
+    assert not root.needs_sudo and "sudo" not in root.command(["true"])[-1]

@@ -1,0 +1,161 @@
+"""The stdlib host-side verifier, run as hosts run it: ``/usr/bin/python3 weights_verify.py`` (no venv)."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.manifest import FileEntry, Manifest, write_manifest
+
+SCRIPT = Path(hv.__file__)
+REV = "a" * 40
+
+
+def _make(directory: Path, files: dict[str, bytes]) -> Path:
+    directory.mkdir(parents=True)
+    entries = []
+    for rel, data in files.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_bytes(data)
+        entries.append(FileEntry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
+    write_manifest(directory, Manifest(repo="o/r", revision=REV, profile="p", source="path", files=tuple(entries)))
+    return directory
+
+
+def _run(*args: str) -> tuple[int, dict[str, object]]:
+    done = subprocess.run(
+        ["/usr/bin/python3", "-I", str(SCRIPT), *args, "--json"], capture_output=True, text=True, check=False
+    )
+    return done.returncode, json.loads(done.stdout)
+
+
+@pytest.fixture
+def wdir(tmp_path: Path) -> Path:
+    return _make(tmp_path / "w", {"a.bin": os.urandom(300_000), "sub/b.json": b"{}", "c.safetensors": b"x" * 10})
+
+
+def test_quick_check_hashes_only_what_changed_and_full_hashes_all(wdir: Path) -> None:
+    code, first = _run("verify", str(wdir))
+    assert code == 0 and first["ok"] and sorted(first["hashed"]) == ["a.bin", "c.safetensors", "sub/b.json"]
+    assert first["stamp"] == "updated"
+    code, second = _run("verify", str(wdir))
+    assert code == 0 and second["hashed"] == [] and second["stamp"] == "current"
+
+    # Same size, same mtime restored: ctime still moves, so the file is hashed and the flip found.
+    path = wdir / "a.bin"
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    code, third = _run("verify", str(wdir))
+    assert code == 1 and third["hashed"] == ["a.bin"]
+    assert third["bad"] == [{"path": "a.bin", "reason": "sha256 mismatch"}]
+
+    code, full = _run("verify", str(wdir), "--full")
+    assert code == 1 and len(full["hashed"]) == 3
+
+
+def test_missing_resized_and_replaced_by_symlink(wdir: Path) -> None:
+    (wdir / "sub/b.json").unlink()
+    (wdir / "c.safetensors").write_bytes(b"x" * 11)
+    (wdir / "a.bin").rename(wdir / "a.real")
+    (wdir / "a.bin").symlink_to(wdir / "a.real")
+    code, report = _run("verify", str(wdir))
+    assert code == 1
+    assert {b["path"]: b["reason"] for b in report["bad"]} == {
+        "sub/b.json": "missing",
+        "c.safetensors": "size 11, expected 10",
+        "a.bin": "not a regular file",
+    }
+
+
+def test_expected_revision_and_bad_manifests(wdir: Path, tmp_path: Path) -> None:
+    code, report = _run("verify", str(wdir), "--revision", "b" * 40)
+    assert code == 1 and report["error"] == f"holds revision {REV}, expected {'b' * 40}"
+    code, report = _run("verify", str(tmp_path / "nothing"))
+    assert code == 1 and report["error"].startswith("no manifest at ")
+    manifest = Path(hv.manifest_path(str(wdir)))
+    data = json.loads(manifest.read_text())
+    data["files"][0]["path"] = "../../etc/passwd"
+    manifest.write_text(json.dumps(data))
+    code, report = _run("verify", str(wdir))
+    assert code == 1 and "is not a plain relative path" in report["error"]
+
+
+def test_finalize_seals_and_renames_and_quick_check_needs_no_hashing(tmp_path: Path) -> None:
+    dest = tmp_path / "models" / "m"
+    staging = _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 1000, "b.bin": b"b"})
+    (staging / ".cache" / "huggingface").mkdir(parents=True)
+    (staging / "stray.txt").write_text("not listed")
+    code, report = _run("finalize", str(dest), "--owner", "nobody")
+    assert code == 0 and report["action"] == "finalized"
+    assert not staging.exists() and sorted(p.name for p in dest.iterdir()) == [".ms4fleet", "a.bin", "b.bin"]
+    st = (dest / "a.bin").stat()
+    assert oct(st.st_mode & 0o777) == "0o444" and st.st_uid == 65534 and dest.stat().st_uid == 65534
+    assert oct(dest.stat().st_mode & 0o777) == "0o555"
+    code, report = _run("verify", str(dest))
+    assert code == 0 and report["hashed"] == []
+
+
+def test_finalize_refuses_unverified_staging_and_keeps_old_dest(tmp_path: Path) -> None:
+    dest = _make(tmp_path / "m", {"a.bin": b"old"})
+    staging = _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"new"})
+    (staging / "a.bin").write_bytes(b"bad")
+    code, report = _run("finalize", str(dest))
+    assert code == 1 and report["bad"] == [{"path": "a.bin", "reason": "sha256 mismatch"}]
+    assert (dest / "a.bin").read_bytes() == b"old"
+
+
+def test_service_user_without_write_access_gets_a_correct_answer() -> None:
+    # pytest's tmp dirs are 0700; the service user needs a traversable path, as under /srv.
+    root = Path(tempfile.mkdtemp(prefix="ms4fleet-verify-"))
+    try:
+        root.chmod(0o755)
+        wdir = _make(root / "w", {"a.bin": b"a" * 100, "b.json": b"{}"})
+        assert hv.verify(str(wdir))["stamp"] == "updated"
+        os.chmod(wdir / "b.json", 0o600)  # moves ctime: the stamp no longer proves b.json
+        os.chmod(wdir / "b.json", 0o644)
+        os.chmod(wdir / ".ms4fleet", 0o555)
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/usr/bin/python3",
+                "-I",
+                str(SCRIPT),
+                "verify",
+                str(wdir),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        report = json.loads(done.stdout)
+        assert done.returncode == 0 and report["ok"] and report["hashed"] == ["b.json"]
+        assert report["stamp"] == "unwritable"
+    finally:
+        hv.remove_tree(str(root))
+
+
+def test_script_imports_only_the_standard_library() -> None:
+    tree = ast.parse(SCRIPT.read_text())
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module.split(".")[0])
+    assert modules - {"__future__"} <= set(sys.stdlib_module_names)
