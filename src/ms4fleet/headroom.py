@@ -1,0 +1,173 @@
+"""Headroom gate: would a replica start on this host NOW, given what its GPUs hold?
+
++ ``check_headroom(report, profile, tp=..., gpu_indices=..., replacing=...)``: the core's sizing run on
+  probe data -> ``Headroom`` (verdict fits | fits-with-reduced-context | does-not-fit, reasons, per-GPU
+  figures).
++ ``ReplacedService``: the units/containers of the replica being replaced; GPU memory they hold counts as
+  available (it is freed when they stop), memory held by anything else does not.
+
+The gate is pure: it runs on probe data before anything is stopped, so a host that cannot fit the new
+replica fails on its own while the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ms4fleet.catalog import ModelProfile
+from ms4fleet.probe import GpuProcess, ProbeReport
+from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, Sizing, SizingInput, Verdict, gib, size
+
+
+@dataclass(frozen=True)
+class ReplacedService:
+    """What runs the replica being replaced: systemd units, container names or ids (any may be empty)."""
+
+    systemd_units: frozenset[str] = frozenset()
+    container_names: frozenset[str] = frozenset()
+    container_ids: frozenset[str] = frozenset()
+
+    def owns(self, proc: GpuProcess) -> bool:
+        if proc.systemd_unit and proc.systemd_unit in self.systemd_units:
+            return True
+        if proc.container_name and proc.container_name.lstrip("/") in self.container_names:
+            return True
+        return bool(proc.container_id and proc.container_id in self.container_ids)
+
+
+@dataclass(frozen=True)
+class GpuHeadroom:
+    index: int
+    total_bytes: int | None
+    free_bytes: int | None
+    reclaimable_bytes: int
+    available_bytes: int | None
+    others: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "total_bytes": self.total_bytes,
+            "free_bytes": self.free_bytes,
+            "reclaimable_bytes": self.reclaimable_bytes,
+            "available_bytes": self.available_bytes,
+            "others": list(self.others),
+        }
+
+
+@dataclass(frozen=True)
+class Headroom:
+    host: str
+    verdict: Verdict
+    reasons: tuple[str, ...]
+    gpus: tuple[GpuHeadroom, ...]
+    sizing: Sizing | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict != "does-not-fit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "notes": list(self.notes),
+            "gpus": [gpu.to_dict() for gpu in self.gpus],
+            "sizing": self.sizing.to_dict() if self.sizing else None,
+        }
+
+
+def _describe(proc: GpuProcess) -> str:
+    owner = proc.systemd_unit or proc.container_name or (proc.container_id or "")[:12] or "no unit"
+    held = gib(proc.used_bytes) if proc.used_bytes is not None else "an unknown amount"
+    return f"pid {proc.pid} {proc.name or '?'} ({owner}) holds {held}"
+
+
+def check_headroom(
+    report: ProbeReport,
+    profile: ModelProfile,
+    *,
+    tp: int,
+    gpu_indices: Sequence[int] | None = None,
+    gpu_memory_utilization: float = 0.92,
+    max_model_len: int | None = None,
+    kv_cache_dtype: str = "auto",
+    max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    replacing: ReplacedService | None = None,
+) -> Headroom:
+    """Size one replica of ``profile`` on ``tp`` GPUs of the probed host, counting only memory that is
+    free or held by ``replacing`` as available."""
+    host = report.hostname
+    indices = list(gpu_indices) if gpu_indices is not None else list(range(tp))
+    if len(indices) != tp:
+        raise ValueError(f"host {host}: gpu_indices {indices} do not match tp={tp}")
+    missing = [index for index in indices if index not in {gpu.index for gpu in report.gpus}]
+    if missing:
+        reason = f"GPU(s) {missing} not found: the probe ({report.source}) saw {len(report.gpus)} GPU(s)"
+        return Headroom(host, "does-not-fit", (reason,), ())
+    owner = replacing or ReplacedService()
+    reasons: list[str] = []
+    notes: list[str] = []
+    gpus: list[GpuHeadroom] = []
+    mig_blocked = False
+    for index in indices:
+        gpu = report.gpu(index)
+        reclaim = 0
+        others = []
+        for proc in report.processes_on(index):
+            if owner.owns(proc):
+                if proc.used_bytes is None:
+                    notes.append(f"GPU {index}: {_describe(proc)}, not counted as available")
+                else:
+                    reclaim += proc.used_bytes
+            else:
+                others.append(_describe(proc))
+        total = gpu.memory_total_bytes
+        if total is None:
+            kind = report.gpu_kind(gpu)
+            total = kind.memory_bytes if kind else None
+        available = None
+        if gpu.memory_free_bytes is not None:
+            ceiling = (gpu.memory_total_bytes or 0) - (gpu.memory_reserved_bytes or 0)
+            available = min(gpu.memory_free_bytes + reclaim, ceiling) if ceiling > 0 else gpu.memory_free_bytes
+        gpus.append(GpuHeadroom(index, total, gpu.memory_free_bytes, reclaim, available, tuple(others)))
+        if gpu.mig_mode == "enabled":
+            mig_blocked = True
+            reasons.append(f"GPU {index} has MIG enabled: vLLM needs whole GPUs (nvidia-smi -i {index} -mig 0)")
+
+    totals = [g.total_bytes for g in gpus]
+    if any(total is None for total in totals):
+        reasons.append("GPU memory unknown: neither the driver nor the catalog knows these GPUs")
+        return Headroom(host, "does-not-fit", tuple(reasons), tuple(gpus), notes=tuple(notes))
+    known = [g.available_bytes for g in gpus if g.available_bytes is not None]
+    least = min(known) if len(known) == len(gpus) else None
+    if least is None:
+        notes.append(f"no live memory figures (probe source {report.source}): the start gate was not checked")
+    sizing = size(
+        SizingInput(
+            gpu_memory_bytes=min(t for t in totals if t is not None),
+            tp=tp,
+            gpu_memory_utilization=gpu_memory_utilization,
+            weight_bytes=profile.weight_bytes,
+            kv=KvShape.from_profile(profile),
+            max_model_len=max_model_len or profile.default_max_model_len,
+            kv_cache_dtype=kv_cache_dtype,
+            max_num_batched_tokens=max_num_batched_tokens,
+            free_memory_bytes=least,
+        )
+    )
+    reasons.extend(sizing.reasons)
+    if sizing.start_gate_ok is False:
+        for gpu_headroom in gpus:
+            if gpu_headroom.available_bytes is not None and gpu_headroom.available_bytes < sizing.requested_bytes:
+                held = "; ".join(gpu_headroom.others) or "memory not freed by the replaced service"
+                reasons.append(
+                    f"GPU {gpu_headroom.index}: {gib(gpu_headroom.available_bytes)} available of "
+                    f"{gib(sizing.requested_bytes)} needed: {held}"
+                )
+    verdict: Verdict = "does-not-fit" if mig_blocked else sizing.verdict
+    return Headroom(host, verdict, tuple(reasons), tuple(gpus), sizing, tuple(notes))

@@ -1,0 +1,461 @@
+"""Endpoint verification: does a vLLM OpenAI endpoint really serve, not just answer /health?
+
++ ``verify(url, model, ...)``: run the checks in order (health, models, completion, tools, reasoning,
+  streaming, image, metrics) and return a ``VerifyReport`` with pass/fail/skip, latency and TTFT per
+  check, and the named causes when a log is given (or an error body names one).
++ ``checks_for_profile(profile)``: the checks a catalog model can pass (image only when multimodal,
+  reasoning only when it has reasoning efforts).
+
+Exit codes (``VerifyReport.exit_code``): 0 every selected check passed, 1 a check failed, 2 the endpoint
+was unreachable. A /health 200 proves little (vLLM answers it, then dies on the first decode), so the
+completion check requires generated tokens and a finish reason.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+import time
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import jsonschema  # type: ignore[import-untyped]
+
+from ms4fleet.catalog import ModelProfile
+from ms4fleet.causes import Cause, name_causes
+
+Status = Literal["pass", "fail", "skip"]
+CHECKS: tuple[str, ...] = (
+    "health",
+    "models",
+    "completion",
+    "tools",
+    "reasoning",
+    "streaming",
+    "image",
+    "metrics",
+)
+EXIT_PASS, EXIT_FAIL, EXIT_UNREACHABLE = 0, 1, 2
+# Gauges every vLLM V1 server exports; the KV usage gauge was renamed (gpu_cache -> kv_cache).
+RUNNING_GAUGE = "vllm:num_requests_running"
+KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city.",
+        # OpenAI strict mode: vLLM (0.32) pins the argument schema in structured decoding only for strict
+        # tools; without it a forced call may carry any JSON as arguments.
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                # Enums keep a forced call short and valid even from a model that knows no cities.
+                "city": {"type": "string", "enum": ["Paris", "Berlin", "Tokyo"]},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+class Unreachable(Exception):
+    """The endpoint did not accept a connection (or timed out)."""
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: Status
+    detail: str
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    # Text the server returned with a failure (error bodies often name the cause).
+    body: str = field(default="", repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "detail": self.detail,
+            "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
+            "ttft_s": None if self.ttft_s is None else round(self.ttft_s, 4),
+        }
+
+
+@dataclass
+class VerifyReport:
+    url: str
+    model: str
+    checks: list[CheckResult]
+    unreachable: bool = False
+    causes: list[Cause] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unreachable and all(check.status != "fail" for check in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        if self.unreachable:
+            return EXIT_UNREACHABLE
+        return EXIT_PASS if self.ok else EXIT_FAIL
+
+    def check(self, name: str) -> CheckResult:
+        return next(check for check in self.checks if check.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "model": self.model,
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "unreachable": self.unreachable,
+            "checks": [check.to_dict() for check in self.checks],
+            "causes": [cause.to_dict() for cause in self.causes],
+        }
+
+
+def checks_for_profile(profile: ModelProfile) -> frozenset[str]:
+    """The checks a model of this catalog profile can pass when served correctly."""
+    selected = set(CHECKS)
+    if not profile.multimodal:
+        selected.discard("image")
+    if not {"none", "high"} <= set(profile.reasoning_efforts):
+        selected.discard("reasoning")
+    return frozenset(selected)
+
+
+DEFAULT_CHECKS = frozenset(CHECKS) - {"image"}
+
+
+@dataclass
+class _Context:
+    client: httpx.Client
+    url: str
+    model: str
+    max_tokens: int
+
+
+def verify(
+    url: str,
+    model: str,
+    *,
+    api_key: str | None = None,
+    checks: Iterable[str] = DEFAULT_CHECKS,
+    logs: str | None = None,
+    timeout_s: float = 120.0,
+    max_tokens: int = 16,
+    transport: httpx.BaseTransport | None = None,
+) -> VerifyReport:
+    """Run the selected checks against ``url`` (e.g. ``http://10.0.0.5:8000``) serving ``model``.
+
+    ``logs``: the service's journal or container log; when a check fails it is scanned for known
+    failure signatures (``ms4fleet.causes``). Error bodies returned by the server are scanned too.
+    """
+    selected = set(checks)
+    unknown = selected - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown check(s) {sorted(unknown)}: choose from {', '.join(CHECKS)}")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    base = url.rstrip("/")
+    results: list[CheckResult] = []
+    unreachable = False
+    with httpx.Client(headers=headers, timeout=timeout_s, transport=transport) as client:
+        context = _Context(client, base, model, max_tokens)
+        for name in CHECKS:
+            if name not in selected:
+                results.append(CheckResult(name, "skip", "not selected"))
+                continue
+            if unreachable:
+                results.append(CheckResult(name, "skip", "endpoint unreachable"))
+                continue
+            started = time.perf_counter()
+            try:
+                result = _RUNNERS[name](context)
+            except Unreachable as exc:
+                unreachable = True
+                result = CheckResult(name, "fail", f"unreachable: {exc}")
+            except httpx.HTTPError as exc:
+                result = CheckResult(name, "fail", f"{type(exc).__name__}: {exc}")
+            if result.latency_s is None:
+                result.latency_s = time.perf_counter() - started
+            results.append(result)
+    report = VerifyReport(base, model, results, unreachable=unreachable)
+    if not report.ok:
+        evidence = "\n".join(check.body for check in results if check.body)
+        report.causes = name_causes("\n".join(part for part in (logs, evidence) if part))
+    return report
+
+
+# ------------------------------------------------------------------------------------------- checks
+
+
+def _request(context: _Context, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    try:
+        return context.client.request(method, context.url + path, **kwargs)
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise Unreachable(f"{context.url}{path}: {exc}") from exc
+
+
+def _failed_response(name: str, what: str, response: httpx.Response) -> CheckResult:
+    body = response.text
+    return CheckResult(name, "fail", f"{what}: HTTP {response.status_code}: {_short(body)}", body=body)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def check_health(context: _Context) -> CheckResult:
+    response = _request(context, "GET", "/health")
+    if response.status_code != 200:
+        return _failed_response("health", "GET /health", response)
+    return CheckResult("health", "pass", "GET /health 200")
+
+
+def check_models(context: _Context) -> CheckResult:
+    response = _request(context, "GET", "/v1/models")
+    if response.status_code != 200:
+        return _failed_response("models", "GET /v1/models", response)
+    data = _json(response)
+    served = [str(item.get("id")) for item in (data or {}).get("data", []) if isinstance(item, dict)]
+    if context.model not in served:
+        return CheckResult(
+            "models", "fail", f"/v1/models lists {served or 'nothing'}, not {context.model!r}", body=response.text
+        )
+    return CheckResult("models", "pass", f"serves {context.model!r}")
+
+
+def _chat(context: _Context, payload: Mapping[str, Any]) -> httpx.Response:
+    body = {"model": context.model, **payload}
+    return _request(context, "POST", "/v1/chat/completions", json=body)
+
+
+def check_completion(context: _Context) -> CheckResult:
+    response = _chat(
+        context,
+        {
+            "messages": [{"role": "user", "content": "Reply with one short sentence."}],
+            "max_tokens": context.max_tokens,
+            "temperature": 0,
+        },
+    )
+    if response.status_code != 200:
+        return _failed_response("completion", "chat completion", response)
+    data = _json(response) or {}
+    choices = data.get("choices") or []
+    if not choices:
+        return CheckResult("completion", "fail", "200 without choices", body=response.text)
+    message = choices[0].get("message") or {}
+    content = message.get("content") or ""
+    tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+    finish = choices[0].get("finish_reason")
+    if not content and tokens == 0:
+        return CheckResult(
+            "completion", "fail", "no content and no completion tokens: nothing decoded", body=response.text
+        )
+    if finish not in ("stop", "length"):
+        return CheckResult("completion", "fail", f"finish_reason {finish!r}", body=response.text)
+    return CheckResult(
+        "completion", "pass", f"{tokens} tokens, finish_reason {finish}, content {_short(content, 60)!r}"
+    )
+
+
+def check_tools(context: _Context) -> CheckResult:
+    response = _chat(
+        context,
+        {
+            "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}],
+            "tools": [WEATHER_TOOL],
+            "tool_choice": "required",
+            "max_tokens": 128,
+            "temperature": 0,
+        },
+    )
+    if response.status_code != 200:
+        return _failed_response("tools", "tool-call request", response)
+    data = _json(response) or {}
+    message = ((data.get("choices") or [{}])[0]).get("message") or {}
+    calls = message.get("tool_calls") or []
+    if not calls:
+        return CheckResult("tools", "fail", "no tool_calls in the answer", body=response.text)
+    function = WEATHER_TOOL["function"]
+    for call in calls:
+        called = call.get("function") or {}
+        if called.get("name") != function["name"]:
+            return CheckResult("tools", "fail", f"called unknown tool {called.get('name')!r}", body=response.text)
+        try:
+            arguments = json.loads(called.get("arguments") or "")
+            jsonschema.validate(arguments, function["parameters"])
+        except ValueError as exc:
+            return CheckResult("tools", "fail", f"arguments are not JSON: {exc}", body=response.text)
+        except jsonschema.ValidationError as exc:
+            return CheckResult("tools", "fail", f"arguments break the tool schema: {exc.message}", body=response.text)
+    return CheckResult("tools", "pass", f"{len(calls)} valid call(s): {_short(json.dumps(calls[0]['function']), 120)}")
+
+
+def _reasoning_text(message: Mapping[str, Any]) -> str:
+    # vLLM renamed the field from reasoning_content to reasoning (PR #33402); accept both.
+    return str(message.get("reasoning") or message.get("reasoning_content") or "")
+
+
+def check_reasoning(context: _Context) -> CheckResult:
+    texts: dict[str, str] = {}
+    for effort in ("high", "none"):
+        response = _chat(
+            context,
+            {
+                "messages": [{"role": "user", "content": "What is 17 * 23? Think first."}],
+                "reasoning_effort": effort,
+                "max_tokens": 512,
+                "temperature": 0,
+            },
+        )
+        if response.status_code != 200:
+            return _failed_response("reasoning", f"reasoning_effort {effort!r}", response)
+        message = (((_json(response) or {}).get("choices") or [{}])[0]).get("message") or {}
+        texts[effort] = _reasoning_text(message)
+    if not texts["high"]:
+        return CheckResult(
+            "reasoning", "fail", "reasoning_effort 'high' returned no reasoning (is --reasoning-parser set?)"
+        )
+    if texts["none"]:
+        return CheckResult("reasoning", "fail", "reasoning_effort 'none' still returned reasoning")
+    return CheckResult("reasoning", "pass", f"'high' reasoned ({len(texts['high'])} chars), 'none' did not")
+
+
+def check_streaming(context: _Context) -> CheckResult:
+    payload = {
+        "model": context.model,
+        "messages": [{"role": "user", "content": "Count from one to five."}],
+        "max_tokens": context.max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    started = time.perf_counter()
+    ttft: float | None = None
+    chunks = 0
+    tokens = 0
+    done = False
+    try:
+        with context.client.stream("POST", context.url + "/v1/chat/completions", json=payload) as response:
+            if response.status_code != 200:
+                response.read()
+                return _failed_response("streaming", "streaming request", response)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    done = True
+                    break
+                event = json.loads(data)
+                if event.get("error"):
+                    return CheckResult("streaming", "fail", f"error event: {_short(data)}", body=data)
+                tokens = int((event.get("usage") or {}).get("completion_tokens") or tokens)
+                for choice in event.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content") or _reasoning_text(delta) or delta.get("tool_calls"):
+                        chunks += 1
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+        raise Unreachable(str(exc)) from exc
+    total = time.perf_counter() - started
+    if not done:
+        return CheckResult("streaming", "fail", "stream ended without [DONE]", total, ttft)
+    if chunks == 0 and tokens == 0:
+        return CheckResult("streaming", "fail", "stream carried no tokens", total, ttft)
+    return CheckResult("streaming", "pass", f"{chunks} content chunks, {tokens} tokens", total, ttft)
+
+
+def _png(width: int = 64, height: int = 64) -> bytes:
+    """A small RGB gradient PNG, built with the standard library (vision encoders reject 1x1 images)."""
+    rows = b"".join(
+        b"\x00" + bytes(channel for x in range(width) for channel in (x * 4 % 256, y * 4 % 256, 128))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def check_image(context: _Context) -> CheckResult:
+    image = "data:image/png;base64," + base64.b64encode(_png()).decode()
+    response = _chat(
+        context,
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Describe this image in five words."},
+                        {"type": "image_url", "image_url": {"url": image}},
+                    ],
+                }
+            ],
+            "max_tokens": context.max_tokens,
+            "temperature": 0,
+        },
+    )
+    if response.status_code != 200:
+        return _failed_response("image", "image request", response)
+    data = _json(response) or {}
+    message = ((data.get("choices") or [{}])[0]).get("message") or {}
+    tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
+    if not message.get("content") and tokens == 0:
+        return CheckResult("image", "fail", "image request decoded nothing", body=response.text)
+    return CheckResult("image", "pass", f"{tokens} tokens about a 64x64 image")
+
+
+_METRIC_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
+
+
+def check_metrics(context: _Context) -> CheckResult:
+    response = _request(context, "GET", "/metrics")
+    if response.status_code != 200:
+        return _failed_response("metrics", "GET /metrics", response)
+    values: dict[str, float] = {}
+    for match in _METRIC_RE.finditer(response.text):
+        try:
+            values.setdefault(match.group("name"), float(match.group("value")))
+        except ValueError:
+            continue
+    kv = next((name for name in KV_GAUGES if name in values), None)
+    if kv is None or RUNNING_GAUGE not in values:
+        missing = [name for name, found in ((RUNNING_GAUGE, RUNNING_GAUGE in values), (KV_GAUGES[0], kv)) if not found]
+        return CheckResult("metrics", "fail", f"/metrics lacks {', '.join(missing)}: not a vLLM server?")
+    return CheckResult("metrics", "pass", f"{RUNNING_GAUGE}={values[RUNNING_GAUGE]:g}, {kv}={values[kv]:g}")
+
+
+_RUNNERS: dict[str, Callable[[_Context], CheckResult]] = {
+    "health": check_health,
+    "models": check_models,
+    "completion": check_completion,
+    "tools": check_tools,
+    "reasoning": check_reasoning,
+    "streaming": check_streaming,
+    "image": check_image,
+    "metrics": check_metrics,
+}
