@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import plan_host
-from tests.support.vllm_cpu import ArgvCheck, vllm_argv_parser  # noqa: F401 - the fixture
+from tests.support.vllm_cpu import ArgvCheck, VllmUnavailable, parse_vllm_argv
 
 pytestmark = pytest.mark.vllm
 
@@ -45,12 +44,15 @@ BAD_FLAG = "--no-such-flag"
 
 
 @pytest.fixture(scope="module")
-def checks(vllm_argv_parser: Callable[[Sequence[Sequence[str]]], list[ArgvCheck]]) -> list[ArgvCheck]:
+def checks() -> list[ArgvCheck]:
     """One vLLM import for the whole module (it takes ~30 s on 2 cores): every argv plus a bad one."""
     argvs = [r.argv for h in load_inventory(ROOT / "inventory" / "example.py") for r in plan_host(h.config).replicas]
     argvs += _variant_argvs()
     argvs.append((*argvs[0], BAD_FLAG, "1"))
-    return vllm_argv_parser(argvs)
+    try:
+        return parse_vllm_argv(argvs)
+    except VllmUnavailable as err:  # a missing vLLM fails the suite: this proof is not optional
+        pytest.fail(str(err))
 
 
 def test_every_generated_argv_parses(checks: list[ArgvCheck]) -> None:
