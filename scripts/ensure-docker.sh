@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Make this machine ready for the ms4fleet sim, idempotently:
+#   - install what the sim builds with, when missing: docker.io, debootstrap, dpkg-dev (dpkg-scanpackages),
+#     gnupg (archive signing);
+#   - start dockerd when it is not running (CI machines have no systemd: it is started in the background,
+#     logging to /var/log/dockerd.log) and wait until it answers.
+# With --cleanup it instead removes every container, network and volume the sim made (label
+# io.ms4fleet.sim), for CI to run on exit even after a failure; images and the build cache stay.
+set -euo pipefail
+
+LABEL=io.ms4fleet.sim
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+cleanup() {
+    command -v docker >/dev/null 2>&1 || return 0
+    docker info >/dev/null 2>&1 || return 0
+    local ids
+    ids=$(docker ps -aq --filter "label=${LABEL}")
+    if [ -n "$ids" ]; then docker rm -f -v $ids >/dev/null; fi
+    ids=$(docker network ls -q --filter "label=${LABEL}")
+    if [ -n "$ids" ]; then docker network rm $ids >/dev/null; fi
+    ids=$(docker volume ls -q --filter "label=${LABEL}")
+    if [ -n "$ids" ]; then docker volume rm -f $ids >/dev/null; fi
+    echo "ensure-docker: removed every ${LABEL} container, network and volume"
+}
+
+if [ "${1:-}" = "--cleanup" ]; then
+    cleanup
+    exit 0
+fi
+
+missing=()
+command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v dpkg-scanpackages >/dev/null 2>&1 || missing+=(dpkg-dev)
+command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "ensure-docker: installing ${missing[*]}"
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! docker info >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+        $SUDO systemctl start docker
+    else
+        echo "ensure-docker: starting dockerd (log: /var/log/dockerd.log)"
+        $SUDO setsid sh -c 'exec dockerd >>/var/log/dockerd.log 2>&1' </dev/null &
+    fi
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+    if ! docker info >/dev/null 2>&1; then
+        echo "ensure-docker: dockerd did not come up in 60 s; see /var/log/dockerd.log" >&2
+        exit 1
+    fi
+fi
+echo "ensure-docker: dockerd $(docker version --format '{{.Server.Version}}') ready"

@@ -1,0 +1,113 @@
+"""A fleet from `ms4fleet sim up`: real systemd hosts over SSH, inventories for both engines, reboots,
+and a `down` that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ms4fleet.inventory import load_inventory
+from ms4fleet_sim import dockercli, fleet, inventories
+from ms4fleet_sim.testing import SimFleet, bring_up
+
+pytestmark = pytest.mark.sim
+
+
+def test_hosts_answer_ssh_with_systemd_running(sim_fleet: SimFleet) -> None:
+    for name, host in sim_fleet.hosts.items():
+        out = host.run("systemctl is-system-running; hostname; id -un; sudo -n id -un").stdout.split()
+        assert out == ["running", name, "ms4fleet", "root"]
+        assert host.run("ps -p 1 -o comm=").stdout.strip() == "systemd"
+
+
+def test_each_host_has_its_gpu_profile(sim_fleet: SimFleet) -> None:
+    for host in sim_fleet.hosts.values():
+        profile = json.loads(host.run("cat /etc/nvidia-sim/profile.json").stdout)
+        assert (profile["kind"], profile["count"], profile["host"]) == (host.gpu_kind, host.gpu_count, host.name)
+        assert len(profile["gpus"]) == host.gpu_count
+        assert len({gpu["uuid"] for gpu in profile["gpus"]}) == host.gpu_count
+    hgx = json.loads(sim_fleet["pytest-1"].run("cat /etc/nvidia-sim/profile.json").stdout)
+    pcie = json.loads(sim_fleet["pytest-2"].run("cat /etc/nvidia-sim/profile.json").stdout)
+    assert (hgx["nvswitch"], len(hgx["nvswitches"])) == (True, 4)
+    assert (pcie["nvswitch"], pcie["nvswitches"]) == (False, [])
+
+
+def test_before_the_driver_lspci_shows_the_gpus_and_nvidia_smi_is_absent(sim_fleet: SimFleet) -> None:
+    host = sim_fleet["pytest-3"]
+    lines = host.run("lspci -Dn -d 10de:").stdout.splitlines()
+    assert lines == ["0000:18:00.0 0302: 10de:2331 (rev a1)", "0000:2a:00.0 0302: 10de:2331 (rev a1)"]
+    assert host.run("command -v nvidia-smi", check=False).rc == 1
+    assert host.run("lspci -d 10de: -nn").stdout.startswith(
+        "18:00.0 3D controller [0302]: NVIDIA Corporation GH100 [H100 PCIe] [10de:2331]"
+    )
+    # The real devices of the machine are still listed by the real lspci.
+    assert host.run("lspci -n").stdout.count("\n") > 2
+
+
+def test_inventories_load_with_the_core_loader(sim_fleet: SimFleet) -> None:
+    py_path, yml_path = inventories.write(sim_fleet.fleet, sim_fleet.record)
+    for path in (py_path, yml_path):
+        loaded = {spec.name: spec for spec in load_inventory(path)}
+        assert sorted(loaded) == ["pytest-1", "pytest-2", "pytest-3"]
+        for name, host in sim_fleet.hosts.items():
+            spec = loaded[name]
+            assert spec.address == ("127.0.0.1", host.endpoint.port)
+            assert (spec.config.gpu.kind, spec.config.gpu.count) == (host.gpu_kind, host.gpu_count)
+            repo = spec.config.provision.nvidia_apt_repo
+            assert repo is not None and repo.url == "http://ms4fleet-sim-repo/nvidia/"
+            assert spec.config.runtime.image == inventories.STANDIN_IMAGE
+
+
+def test_pyinfra_inventory_connects_with_strict_host_keys(sim_fleet: SimFleet) -> None:
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.facts import get_facts
+    from pyinfra.facts.server import Hostname
+
+    py_path, _ = inventories.write(sim_fleet.fleet, sim_fleet.record)
+    namespace: dict[str, object] = {}
+    exec(compile(py_path.read_text(), str(py_path), "exec"), namespace)
+    hosts, data = namespace["sim"]  # type: ignore[misc]
+    inventory = Inventory((list(hosts), data))
+    state = State(inventory, Config())
+    connect_all(state)
+    assert not state.failed_hosts
+    names = {host.name: value for host, value in get_facts(state, Hostname).items()}
+    assert names == {name: name for name in sim_fleet.hosts}
+
+
+def test_reboot_keeps_disk_state_and_clears_run(sim_fleet: SimFleet) -> None:
+    host = sim_fleet["pytest-3"]
+    host.sudo("echo kept > /var/lib/ms4fleet-reboot-marker && echo lost > /run/ms4fleet-reboot-marker")
+    boot_before = host.run("systemctl show -p UserspaceTimestampMonotonic --value").stdout
+    host.reboot()
+    assert host.run("cat /var/lib/ms4fleet-reboot-marker").stdout == "kept\n"
+    assert host.run("test -e /run/ms4fleet-reboot-marker", check=False).rc == 1
+    assert host.run("systemctl is-system-running --wait").stdout.strip() == "running"
+    assert host.run("systemctl show -p UserspaceTimestampMonotonic --value").stdout != boot_before
+    host.sudo("rm /var/lib/ms4fleet-reboot-marker")
+
+
+def _fleet_objects(name: str) -> dict[str, list[str]]:
+    label = f"{dockercli.FLEET_LABEL}={name}"
+    return {kind: dockercli.list_ids(kind, label) for kind in ("container", "network", "volume")}
+
+
+def test_down_leaves_no_container_network_or_volume(tmp_path: Path) -> None:
+    sim = bring_up(tmp_path, name="pytest-down", specs=("b200x8",))
+    try:
+        host = sim["pytest-down-1"]
+        assert host.run("systemctl is-system-running --wait").stdout.strip() == "running"
+        objects = _fleet_objects("pytest-down")
+        assert (len(objects["container"]), len(objects["network"]), len(objects["volume"])) == (2, 1, 1)
+    finally:
+        host.close()
+        removed = fleet.down(sim.fleet)
+    assert removed == {"containers": 2, "networks": 1, "volumes": 1}
+    assert _fleet_objects("pytest-down") == {"container": [], "network": [], "volume": []}
+    for name in ("ms4fleet-sim-pytest-down-1", "ms4fleet-sim-pytest-down-repo"):
+        assert dockercli.inspect("container", name) is None
+    assert dockercli.inspect("network", "ms4fleet-sim-pytest-down") is None
+    assert dockercli.inspect("volume", "ms4fleet-sim-pytest-down-1-docker") is None
