@@ -25,7 +25,8 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with ``command``, extensions other than that one are not imported (start-up time)."""
     parser = argparse.ArgumentParser(
         prog="ms4fleet",
         description="Turn NVIDIA GPU hosts into a fleet serving Mistral Small 4 on vLLM.",
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(module).register(subparsers)
     # Extensions outside the core (the simulation) plug in here without the core importing them.
     for entry in entry_points(group="ms4fleet.commands"):
+        if command is not None and entry.name != command and command in subparsers.choices:
+            continue
         try:
             register = entry.load()
         except ImportError:
@@ -45,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(words)
     try:
         result: int = args.func(args)
     except (ConfigError, UsageError) as err:
@@ -58,8 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False)
-    sys.stdout.write("\n")
+    """Indented for a person at a terminal; compact (and several times faster to encode) for programs."""
+    indent = 2 if sys.stdout.isatty() else None
+    # json.dumps, unlike json.dump, uses the C encoder.
+    sys.stdout.write(json.dumps(data, indent=indent) + "\n")
 
 
 def existing_file(value: str) -> Path:

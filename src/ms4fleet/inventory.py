@@ -12,6 +12,7 @@ Either way a top-level ``ms4fleet_*`` key set at a narrower level replaces the b
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +170,8 @@ def _hosts_of(value: Any) -> list[Any]:
 
 def _check_python_duplicates(group: str, hosts: list[Any]) -> None:
     """pyinfra silently merges a host listed twice in one group; flag that as the mistake it is."""
-    names = [h[0] if isinstance(h, tuple) else h for h in hosts]
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(h[0] if isinstance(h, tuple) else h for h in hosts)
+    dupes = sorted(name for name, seen in counts.items() if seen > 1)
     if dupes:
         raise ConfigError(dupes[0], "inventory", f"is listed twice in group {group!r}: list each host once")
 

