@@ -56,7 +56,9 @@ def main() -> int:
             elapsed = time.perf_counter() - start
             times.append(elapsed)
             kind = "JSON" if args.json else "table"
-            print(f"run {run + 1}: {args.hosts} hosts planned in {elapsed:.2f} s ({len(done.stdout) // 1024} KiB {kind})")
+            print(
+                f"run {run + 1}: {args.hosts} hosts planned in {elapsed:.2f} s ({len(done.stdout) // 1024} KiB {kind})"
+            )
     best = min(times)
     verdict = "ok" if best < TARGET_S else "MISSED"
     print(f"best {best:.2f} s for {args.hosts} hosts; target < {TARGET_S:.1f} s: {verdict}")
