@@ -1,5 +1,5 @@
 """The vLLM stand-in: ``vllm serve`` for the simulated fleet, standard library only.
 
-It is installed as ``/usr/local/bin/vllm`` in the sim's stand-in image (see ``bin/vllm``) and accepts
+The sim's stand-in image runs it as ``/usr/local/bin/vllm`` (``ms4fleet_sim.standin_image``) and accepts
 exactly the flags of the real vLLM it mirrors (``flags.json``, extracted by ``flagdump.py``).
 """

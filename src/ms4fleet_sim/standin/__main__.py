@@ -45,13 +45,17 @@ def _fail(error: StartupError) -> int:
     if error.engine_core:
         vlog.error("core.py:1012", "EngineCore failed to start.", "EngineCore_DP0")
         vlog.error("core.py:1012", f"{error.exc_type}: {error.message}", "EngineCore_DP0")
-        final = ("RuntimeError: Engine core initialization failed. See root cause above. "
-                 "Failed core proc(s): {'EngineCore_DP0': 1}")
+        final = (
+            "RuntimeError: Engine core initialization failed. See root cause above. "
+            "Failed core proc(s): {'EngineCore_DP0': 1}"
+        )
     else:
         final = f"{error.exc_type}: {error.message}"
-    sys.stderr.write("Traceback (most recent call last):\n"
-                     '  File "/usr/local/bin/vllm", line 10, in <module>\n    sys.exit(main())\n'
-                     f"{final}\n")
+    sys.stderr.write(
+        "Traceback (most recent call last):\n"
+        '  File "/usr/local/bin/vllm", line 10, in <module>\n    sys.exit(main())\n'
+        f"{final}\n"
+    )
     sys.stderr.flush()
     return 1
 
@@ -62,13 +66,18 @@ def _log_plan(args: ServeArgs, info: model.ModelInfo, plan: memory.Plan, load_s:
     weights_gib = memory.format_gib(info.weight_bytes // ranks)
     for process in processes:
         vlog.info("default_loader.py:314", f"Loading weights took {load_s:.2f} seconds", process)
-        vlog.info("gpu_model_runner.py:4012",
-                  f"Model loading took {weights_gib} GiB memory and {load_s:.6f} seconds", process)
-        vlog.info("gpu_worker.py:760",
-                  f"Available KV cache memory: {memory.format_gib(plan.kv_budget_bytes)} GiB", process)
-    vlog.info("kv_cache_utils.py:2328",
-              f"GPU KV cache size: {plan.kv_tokens:,} tokens, Maximum concurrency for "
-              f"{plan.max_model_len:,} tokens per request: {plan.max_concurrency:.2f}x", "EngineCore_DP0")
+        vlog.info(
+            "gpu_model_runner.py:4012", f"Model loading took {weights_gib} GiB memory and {load_s:.6f} seconds", process
+        )
+        vlog.info(
+            "gpu_worker.py:760", f"Available KV cache memory: {memory.format_gib(plan.kv_budget_bytes)} GiB", process
+        )
+    vlog.info(
+        "kv_cache_utils.py:2328",
+        f"GPU KV cache size: {plan.kv_tokens:,} tokens, Maximum concurrency for "
+        f"{plan.max_model_len:,} tokens per request: {plan.max_concurrency:.2f}x",
+        "EngineCore_DP0",
+    )
 
 
 def serve(argv: Sequence[str], env: Mapping[str, str]) -> int:
@@ -97,9 +106,13 @@ def serve(argv: Sequence[str], env: Mapping[str, str]) -> int:
         vlog.info("model.py:561", f"Resolved architecture: {info.architecture}")
         source = gpus_mod.discover(env)
         faults = faults_mod.read(source.faults_file)
-        vlog.info("core.py:101", f"Initializing a V1 LLM engine (v{version}) with config: model={args.model!r}, "
-                  f"tensor_parallel_size={args.tensor_parallel_size}, kv_cache_dtype={args.kv_cache_dtype}, "
-                  f"served_model_name={args.served_model_names[0]}", "EngineCore_DP0")
+        vlog.info(
+            "core.py:101",
+            f"Initializing a V1 LLM engine (v{version}) with config: model={args.model!r}, "
+            f"tensor_parallel_size={args.tensor_parallel_size}, kv_cache_dtype={args.kv_cache_dtype}, "
+            f"served_model_name={args.served_model_names[0]}",
+            "EngineCore_DP0",
+        )
         overhead = _seconds(env, "MS4FLEET_SIM_START_OVERHEAD_S", 2.0)
         bandwidth = _seconds(env, "MS4FLEET_SIM_LOAD_BYTES_PER_S", 4e9)
         if faults.refuse_start:

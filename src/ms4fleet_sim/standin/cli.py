@@ -13,10 +13,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 FLAGS_FILE = Path(__file__).with_name("flags.json")
 
+# Options whose values are credentials: never echoed to the log.
+SECRET_DESTS = frozenset({"api_key", "hf_token"})
 _DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -33,6 +35,28 @@ class StartupError(Exception):
         self.exc_type = exc_type
         self.message = message
         self.engine_core = engine_core
+
+
+TASK_HINT = (
+    "\n\nHint: --task is not a vllm serve option. For embedding, reranking, or reward models, use "
+    "--runner pooling. To adapt a generative model for pooling, also use --convert embed, --convert "
+    "classify, or --convert reward."
+)
+
+
+class VllmArgumentParser(argparse.ArgumentParser):
+    """argparse with vLLM's one addition to its errors: the hint for the removed ``--task`` flag."""
+
+    task_hint = False
+
+    def error(self, message: str) -> NoReturn:
+        if (
+            self.task_hint
+            and message.startswith("unrecognized arguments:")
+            and re.search(r"(^|\s)--task(=|\s|$)", message)
+        ):
+            message += TASK_HINT
+        super().error(message)
 
 
 def load_flags(path: Path = FLAGS_FILE) -> dict[str, Any]:
@@ -86,18 +110,22 @@ def _converter(type_name: str) -> Callable[[str], Any]:
     inner = _BASE_TYPES[type_name.removeprefix("optional_")]
 
     def convert(value: str) -> Any:
-        return None if value in ("", "None") else inner(value)
+        if value in ("", "None"):
+            return None
+        try:
+            return inner(value)
+        except ValueError as exc:
+            # vLLM's parse_type wording; for a function it includes its repr (name and address).
+            raise argparse.ArgumentTypeError(f"Value {value} cannot be converted to {inner}.") from exc
 
     # argparse names the converter in "invalid X value" errors; vLLM's is called _optional_type.
     convert.__name__ = "_optional_type"
     return convert
 
 
-def build_parser(flags: dict[str, Any]) -> argparse.ArgumentParser:
+def build_parser(flags: dict[str, Any]) -> VllmArgumentParser:
     """The top-level ``vllm`` parser with its ``serve`` subcommand."""
-    top = argparse.ArgumentParser(
-        prog="vllm", usage=flags["top_usage"].removeprefix("usage: ").rstrip("\n"), add_help=True
-    )
+    top = VllmArgumentParser(prog="vllm", usage=flags["top_usage"].removeprefix("usage: ").rstrip("\n"), add_help=True)
     top.add_argument("-v", "--version", action="version", version=flags["vllm_version"])
     subparsers = top.add_subparsers(dest="subparser")
     serve = subparsers.add_parser(
@@ -254,6 +282,7 @@ def parse_serve(argv: Sequence[str], flags: dict[str, Any] | None = None) -> Ser
     parser = build_parser(flags)
     rewritten = rewrite_argv(argv)
     defaults = vars(parser.parse_args(["serve"]))
+    parser.task_hint = list(argv[:1]) == ["serve"] and any(re.match(r"^--task(=.+|$)", a) for a in argv[1:])
     namespace = parser.parse_args(rewritten)
     if namespace.subparser != "serve":
         parser.print_help()
@@ -270,7 +299,11 @@ def parse_serve(argv: Sequence[str], flags: dict[str, Any] | None = None) -> Ser
             "ValueError",
             f"Unknown attention backend: '{backend}'. Valid options are: {', '.join(backends)}",
         )
-    non_default = {k: v for k, v in ns.items() if k in defaults and v != defaults[k] and k != "subparser"}
+    non_default = {
+        k: ("<redacted>" if k in SECRET_DESTS else v)
+        for k, v in ns.items()
+        if k in defaults and v != defaults[k] and k != "subparser"
+    }
     model: str = ns["model_tag"]
     max_model_len = ns["max_model_len"]
     return ServeArgs(

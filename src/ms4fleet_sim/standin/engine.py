@@ -49,8 +49,7 @@ class ApiError(Exception):
         self.param = param
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.err_type, "param": self.param,
-                          "code": self.status}}
+        return {"error": {"message": self.message, "type": self.err_type, "param": self.param, "code": self.status}}
 
 
 def bad_request(message: str, param: str | None = None) -> ApiError:
@@ -132,17 +131,23 @@ class Engine:
             self._dead = True
         core = "EngineCore_DP0"
         vlog.error("core.py:1132", "EngineCore encountered a fatal error.", core)
-        vlog.error("core.py:1132", "\n".join([
-            "Traceback (most recent call last):",
-            '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 1123, '
-            "in run_engine_core",
-            "    engine_core.run_busy_loop()",
-            '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 1162, '
-            "in run_busy_loop",
-            "    self._process_engine_step()",
-            f'  File "/usr/local/lib/python3.12/dist-packages/vllm/{frame[0]}", line {frame[1]}, in forward',
-            f"{exc_type}: {message}",
-        ]), core)
+        vlog.error(
+            "core.py:1132",
+            "\n".join(
+                [
+                    "Traceback (most recent call last):",
+                    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 1123, '
+                    "in run_engine_core",
+                    "    engine_core.run_busy_loop()",
+                    '  File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 1162, '
+                    "in run_busy_loop",
+                    "    self._process_engine_step()",
+                    f'  File "/usr/local/lib/python3.12/dist-packages/vllm/{frame[0]}", line {frame[1]}, in forward',
+                    f"{exc_type}: {message}",
+                ]
+            ),
+            core,
+        )
         vlog.error("async_llm.py:708", "AsyncLLM output_handler failed.")
         vlog.error("async_llm.py:708", f"vllm.v1.engine.exceptions.EngineDeadError: {ENGINE_DEAD_MESSAGE}")
         self._on_dead()
@@ -151,16 +156,15 @@ class Engine:
         """The step where the real engine would run its first decode kernel."""
         if self._dead:
             raise engine_dead()
-        if (
-            self.args.attention_backend == "TRITON_MLA"
-            and self.model.mla
-            and self.model.kv_lora_rank == 256
-        ):
+        if self.args.attention_backend == "TRITON_MLA" and self.model.mla and self.model.kv_lora_rank == 256:
             self._die("ValueError", TRITON_MLA_ERROR, ("v1/attention/ops/triton_decode_attention.py", 612))
             raise engine_dead()
         if self.faults().crash_on_first_decode:
-            self._die("RuntimeError", "simulated engine core failure (fault switch crash_on_first_decode)",
-                      ("v1/worker/gpu_model_runner.py", 2488))
+            self._die(
+                "RuntimeError",
+                "simulated engine core failure (fault switch crash_on_first_decode)",
+                ("v1/worker/gpu_model_runner.py", 2488),
+            )
             raise engine_dead()
 
     # -- request validation --------------------------------------------------------------------
@@ -169,8 +173,11 @@ class Engine:
         if name is None or name == "":
             return self.served_names[0]
         if name not in self.served_names:
-            raise ApiError(404, "NotFoundError",
-                           f"The model `{name}` does not exist. Valid aliases: {', '.join(self.served_names)}.")
+            raise ApiError(
+                404,
+                "NotFoundError",
+                f"The model `{name}` does not exist. Valid aliases: {', '.join(self.served_names)}.",
+            )
         return str(name)
 
     def _max_tokens(self, body: dict[str, Any], prompt_tokens: int) -> int:
@@ -179,7 +186,8 @@ class Engine:
         if room <= 0:
             raise bad_request(
                 f"This model's maximum context length is {self.plan.max_model_len} tokens. However, your "
-                f"request has {prompt_tokens} input tokens. Please reduce the length of the input messages.")
+                f"request has {prompt_tokens} input tokens. Please reduce the length of the input messages."
+            )
         if requested is None:
             return room
         if not isinstance(requested, int) or requested < 1:
@@ -223,10 +231,10 @@ class Engine:
         if parser is None and not self.mistral_tokenizer:
             # vllm/renderers/online_renderer.py, verbatim.
             if choice == "auto":
-                raise bad_request('"auto" tool choice requires --enable-auto-tool-choice and '
-                                  "--tool-call-parser to be set")
-            described = (f'function "{choice["function"]["name"]}"' if isinstance(choice, dict)
-                         else f'"{choice}"')
+                raise bad_request(
+                    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+                )
+            described = f'function "{choice["function"]["name"]}"' if isinstance(choice, dict) else f'"{choice}"'
             raise bad_request(f"tool_choice={described} requires --tool-call-parser to be set")
         if isinstance(choice, dict):
             name = choice.get("function", {}).get("name")
@@ -245,30 +253,37 @@ class Engine:
         effort = body.get("reasoning_effort")
         if effort is not None and effort not in REASONING_EFFORTS:
             allowed = ", ".join(f"'{e}'" for e in REASONING_EFFORTS[:-1])
-            raise bad_request(f"1 validation error for ChatCompletionRequest\nreasoning_effort\n  Input "
-                              f"should be {allowed} or '{REASONING_EFFORTS[-1]}'", "reasoning_effort")
+            raise bad_request(
+                f"1 validation error for ChatCompletionRequest\nreasoning_effort\n  Input "
+                f"should be {allowed} or '{REASONING_EFFORTS[-1]}'",
+                "reasoning_effort",
+            )
         if self.mistral_tokenizer:
             if effort is not None and effort not in MISTRAL_REASONING_EFFORTS:
                 # mistral_common's model settings check, raised while applying the chat template.
-                raise bad_request(f"reasoning_effort should be one of {list(MISTRAL_REASONING_EFFORTS)}, "
-                                  f"got {effort}.")
+                raise bad_request(f"reasoning_effort should be one of {list(MISTRAL_REASONING_EFFORTS)}, got {effort}.")
             return effort == "high"
         return effort is not None and effort != "none"
 
     def _tool_call(self, tool: dict[str, Any]) -> dict[str, Any]:
         function = tool["function"]
         arguments = example(function.get("parameters") or {"type": "object", "properties": {}})
-        call_id = ("".join(secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-                           for _ in range(9)) if self.mistral_tokenizer else f"chatcmpl-tool-{uuid.uuid4().hex}")
-        return {"id": call_id, "type": "function",
-                "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)}}
+        call_id = (
+            "".join(secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(9))
+            if self.mistral_tokenizer
+            else f"chatcmpl-tool-{uuid.uuid4().hex}"
+        )
+        return {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": function.get("name", ""), "arguments": json.dumps(arguments)},
+        }
 
     def plan_chat(self, body: dict[str, Any]) -> tuple[str, Generation]:
         """Validate a chat request and decide its output (nothing is decoded yet)."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise bad_request("1 validation error for ChatCompletionRequest\nmessages\n  Field required",
-                              "messages")
+            raise bad_request("1 validation error for ChatCompletionRequest\nmessages\n  Field required", "messages")
         name = self.check_model(body.get("model"))
         tool_mode, tool = self._tool_plan(body)
         thinking = self._thinking(body)

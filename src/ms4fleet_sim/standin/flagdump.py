@@ -18,8 +18,10 @@ metadata entry for ``vllm`` is provided from a temporary directory.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
+import io
 import json
 import sys
 import tempfile
@@ -73,6 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     def capture(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
         raise _Captured(self)
 
+    original = flexible.parse_args
     flexible.parse_args = capture
     saved_argv = sys.argv
     sys.argv = ["vllm", "serve"]
@@ -82,7 +85,31 @@ def _build_parser() -> argparse.ArgumentParser:
         return captured.parser
     finally:
         sys.argv = saved_argv
+        flexible.parse_args = original
     raise RuntimeError("vllm's main() returned without parsing arguments")
+
+
+def parse_outcomes(top: argparse.ArgumentParser, argvs: list[list[str]]) -> list[dict[str, Any]]:
+    """What real ``vllm`` does with each argv up to serving: exit status and the error it prints.
+
+    Parse errors are argparse's (status 2, text on stderr); the checks vLLM runs right after parsing
+    (``validate_parsed_serve_args``) raise, which ends ``vllm`` with status 1 and ``Type: message``.
+    """
+    cli_args = importlib.import_module("vllm.entrypoints.launchers.cli_args")
+    outcomes: list[dict[str, Any]] = []
+    for argv in argvs:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                args = top.parse_args(argv)
+                cli_args.validate_parsed_serve_args(args)
+            outcomes.append({"argv": argv, "status": 0, "error": ""})
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+            outcomes.append({"argv": argv, "status": code, "error": err.getvalue()})
+        except Exception as exc:
+            outcomes.append({"argv": argv, "status": 1, "error": f"{type(exc).__name__}: {exc}"})
+    return outcomes
 
 
 def _action_kind(action: argparse.Action) -> str:
@@ -129,9 +156,8 @@ def _nargs(action: argparse.Action) -> int | str | None:
     return nargs if nargs is None or isinstance(nargs, int) else str(nargs)
 
 
-def dump(version: str) -> dict[str, Any]:
+def dump(top: argparse.ArgumentParser, version: str) -> dict[str, Any]:
     """The flag set of ``vllm serve`` as JSON-able data."""
-    top = _build_parser()
     sub_actions = [a for a in top._actions if isinstance(a, argparse._SubParsersAction)]
     serve = sub_actions[0].choices["serve"]
     registry = importlib.import_module("vllm.v1.attention.backends.registry")
@@ -159,13 +185,19 @@ def dump(version: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    """Print flags.json; with ``--parse``, print ``{"flags": ..., "outcomes": ...}`` for the argvs
+    (a JSON list of lists) read from stdin, the input of the stand-in's drift test."""
+    argvs: list[list[str]] | None = json.load(sys.stdin) if argv == ["--parse"] else None
     with tempfile.TemporaryDirectory(prefix="vllm-meta-") as tmp:
         version = _prepare_environment(Path(tmp))
-        data = dump(version)
+        top = _build_parser()
+        data = dump(top, version)
+        if argvs is not None:
+            data = {"flags": data, "outcomes": parse_outcomes(top, argvs)}
     sys.stdout.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

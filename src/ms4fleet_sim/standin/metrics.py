@@ -10,12 +10,74 @@ import bisect
 import threading
 from dataclasses import dataclass, field
 
-TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
-ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-               40.0, 80.0)
-E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
-               240.0, 480.0, 960.0, 1920.0, 7680.0)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+    2560.0,
+)
+ITL_BUCKETS = (
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+)
+E2E_BUCKETS = (
+    0.3,
+    0.5,
+    0.8,
+    1.0,
+    1.5,
+    2.0,
+    2.5,
+    5.0,
+    10.0,
+    15.0,
+    20.0,
+    30.0,
+    40.0,
+    50.0,
+    60.0,
+    120.0,
+    240.0,
+    480.0,
+    960.0,
+    1920.0,
+    7680.0,
+)
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 
 
@@ -73,7 +135,7 @@ class Metrics:
         self._family(lines, name, "histogram", doc)
         for bound, count in zip(hist.buckets, hist.counts, strict=True):
             lines.append(f"{name}_bucket{self._labelset(le=str(bound))} {_fmt(count)}")
-        lines.append(f'{name}_bucket{self._labelset(le="+Inf")} {_fmt(hist.observations)}')
+        lines.append(f"{name}_bucket{self._labelset(le='+Inf')} {_fmt(hist.observations)}")
         lines.append(f"{name}_count{self._labelset()} {_fmt(hist.observations)}")
         lines.append(f"{name}_sum{self._labelset()} {_fmt(hist.total)}")
 
@@ -91,8 +153,7 @@ class Metrics:
             counters = (
                 ("vllm:num_preemptions_total", "Cumulative number of preemption from the engine.", 0),
                 ("vllm:prompt_tokens_total", "Number of prefill tokens processed.", self.prompt_tokens),
-                ("vllm:generation_tokens_total", "Number of generation tokens processed.",
-                 self.generation_tokens),
+                ("vllm:generation_tokens_total", "Number of generation tokens processed.", self.generation_tokens),
             )
             for name, doc, value in counters:
                 self._family(lines, name, "counter", doc)
@@ -101,10 +162,13 @@ class Metrics:
             self._family(lines, name, "counter", "Count of successfully processed requests.")
             for reason, count in self.success.items():
                 lines.append(f"{name}{self._labelset(finished_reason=reason)} {_fmt(count)}")
-            self._histogram(lines, "vllm:time_to_first_token_seconds",
-                            "Histogram of time to first token in seconds.", self.ttft)
-            self._histogram(lines, "vllm:inter_token_latency_seconds",
-                            "Histogram of inter-token latency in seconds.", self.itl)
-            self._histogram(lines, "vllm:e2e_request_latency_seconds",
-                            "Histogram of e2e request latency in seconds.", self.e2e)
+            self._histogram(
+                lines, "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", self.ttft
+            )
+            self._histogram(
+                lines, "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", self.itl
+            )
+            self._histogram(
+                lines, "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", self.e2e
+            )
         return "\n".join(lines) + "\n"

@@ -151,12 +151,22 @@ class Handler(BaseHTTPRequestHandler):
                 "root": engine.args.model,
                 "parent": None,
                 "max_model_len": engine.plan.max_model_len,
-                "permission": [{
-                    "id": f"modelperm-{uuid.uuid4().hex}", "object": "model_permission",
-                    "created": engine.created, "allow_create_engine": False, "allow_sampling": True,
-                    "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
-                    "allow_fine_tuning": False, "organization": "*", "group": None, "is_blocking": False,
-                }],
+                "permission": [
+                    {
+                        "id": f"modelperm-{uuid.uuid4().hex}",
+                        "object": "model_permission",
+                        "created": engine.created,
+                        "allow_create_engine": False,
+                        "allow_sampling": True,
+                        "allow_logprobs": True,
+                        "allow_search_indices": False,
+                        "allow_view": True,
+                        "allow_fine_tuning": False,
+                        "organization": "*",
+                        "group": None,
+                        "is_blocking": False,
+                    }
+                ],
             }
             for name in engine.served_names
         ]
@@ -166,8 +176,11 @@ class Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
-            raise ApiError(500, "InternalServerError", "EngineCore encountered an issue. See stack trace "
-                           "(above) for the root cause.")
+            raise ApiError(
+                500,
+                "InternalServerError",
+                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+            )
         model, gen = engine.plan_chat(body)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -194,20 +207,43 @@ class Handler(BaseHTTPRequestHandler):
         }
         if calls:
             message["tool_calls"] = calls
-        self._json(200, {
-            "id": request_id, "object": "chat.completion", "created": created, "model": model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": gen.finish_reason,
-                         "stop_reason": None, "token_ids": None}],
-            "service_tier": None, "system_fingerprint": None, "usage": _usage(gen),
-            "prompt_logprobs": None, "prompt_token_ids": None, "kv_transfer_params": None,
-        })
+        self._json(
+            200,
+            {
+                "id": request_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": gen.finish_reason,
+                        "stop_reason": None,
+                        "token_ids": None,
+                    }
+                ],
+                "service_tier": None,
+                "system_fingerprint": None,
+                "usage": _usage(gen),
+                "prompt_logprobs": None,
+                "prompt_token_ids": None,
+                "kv_transfer_params": None,
+            },
+        )
 
     def _chat_chunks(
         self, request_id: str, created: int, model: str, gen: Generation, include_usage: bool
     ) -> Iterator[dict[str, Any]]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
 
         decoded = self.engine.decode(gen)
         # Decode starts before the first chunk, so an engine that dies on its first token fails the
@@ -224,14 +260,23 @@ class Handler(BaseHTTPRequestHandler):
                 yield chunk({kind: value})
         yield chunk({}, gen.finish_reason)
         if include_usage:
-            yield {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [], "usage": _usage(gen)}
+            yield {
+                "id": request_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(gen),
+            }
 
     def _completion(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
-            raise ApiError(500, "InternalServerError", "EngineCore encountered an issue. See stack trace "
-                           "(above) for the root cause.")
+            raise ApiError(
+                500,
+                "InternalServerError",
+                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+            )
         model, gen = engine.plan_completion(body)
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -240,22 +285,43 @@ class Handler(BaseHTTPRequestHandler):
             self._stream(self._completion_chunks(request_id, created, model, gen, include_usage))
             return
         text = "".join(value for _, value in engine.decode(gen))
-        self._json(200, {
-            "id": request_id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": gen.finish_reason,
-                         "stop_reason": None, "token_ids": None, "prompt_logprobs": None,
-                         "prompt_token_ids": None}],
-            "service_tier": None, "system_fingerprint": None, "usage": _usage(gen),
-            "kv_transfer_params": None,
-        })
+        self._json(
+            200,
+            {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "text": text,
+                        "logprobs": None,
+                        "finish_reason": gen.finish_reason,
+                        "stop_reason": None,
+                        "token_ids": None,
+                        "prompt_logprobs": None,
+                        "prompt_token_ids": None,
+                    }
+                ],
+                "service_tier": None,
+                "system_fingerprint": None,
+                "usage": _usage(gen),
+                "kv_transfer_params": None,
+            },
+        )
 
     def _completion_chunks(
         self, request_id: str, created: int, model: str, gen: Generation, include_usage: bool
     ) -> Iterator[dict[str, Any]]:
         def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
-            return {"id": request_id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                                 "stop_reason": None}]}
+            return {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}],
+            }
 
         decoded = self.engine.decode(gen)
         first = next(decoded, None)
@@ -264,8 +330,14 @@ class Handler(BaseHTTPRequestHandler):
             yield chunk(text)
         yield chunk("", gen.finish_reason)
         if include_usage:
-            yield {"id": request_id, "object": "text_completion", "created": created, "model": model,
-                   "choices": [], "usage": _usage(gen)}
+            yield {
+                "id": request_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": _usage(gen),
+            }
 
     def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
         """Server-sent events, chunked: ``data: {...}`` per chunk, then ``data: [DONE]``."""
@@ -303,5 +375,9 @@ def _chain(first: tuple[str, Any], rest: Iterator[tuple[str, Any]]) -> Iterator[
 
 
 def _usage(gen: Generation) -> dict[str, Any]:
-    return {"prompt_tokens": gen.prompt_tokens, "total_tokens": gen.prompt_tokens + gen.completion_tokens,
-            "completion_tokens": gen.completion_tokens, "prompt_tokens_details": None}
+    return {
+        "prompt_tokens": gen.prompt_tokens,
+        "total_tokens": gen.prompt_tokens + gen.completion_tokens,
+        "completion_tokens": gen.completion_tokens,
+        "prompt_tokens_details": None,
+    }

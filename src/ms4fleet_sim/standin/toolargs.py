@@ -56,8 +56,13 @@ def _number(schema: dict[str, Any], integer: bool) -> int | float:
 
 
 def _string(schema: dict[str, Any]) -> str:
-    formats = {"date": "2026-01-01", "date-time": "2026-01-01T00:00:00Z", "email": "user@example.com",
-               "uri": "https://example.com", "uuid": "00000000-0000-0000-0000-000000000000"}
+    formats = {
+        "date": "2026-01-01",
+        "date-time": "2026-01-01T00:00:00Z",
+        "email": "user@example.com",
+        "uri": "https://example.com",
+        "uuid": "00000000-0000-0000-0000-000000000000",
+    }
     text = formats.get(str(schema.get("format")), _PLACEHOLDER_STRING)
     min_length = int(schema.get("minLength", 0))
     if len(text) < min_length:
