@@ -1,0 +1,217 @@
+"""What a GPU host must have before vLLM can serve: packages (named, pinned, held), the NVIDIA apt source,
+and the exact bytes of every file ms4fleet manages for provisioning. Both engines apply this plan.
+
++ ``provision_plan(config, os)``: e.g. 8 x H200 on Ubuntu 24.04 -> open driver 580 pinned and held, fabric
+  manager at the driver's exact version (NVSwitch), CUDA toolkit, docker.io, nvidia-container-toolkit.
++ ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ms4fleet.config import AptRepo, ConfigError, HostConfig
+
+HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
+KEYRING = "/etc/apt/keyrings/ms4fleet-nvidia.asc"
+SOURCES_FILE = "/etc/apt/sources.list.d/ms4fleet-nvidia.sources"
+PREFERENCES_FILE = "/etc/apt/preferences.d/ms4fleet-nvidia"
+NOUVEAU_FILE = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
+DAEMON_JSON = "/etc/docker/daemon.json"
+REBOOT_REQUIRED = "/var/run/reboot-required"
+# NVIDIA's CUDA network repositories: one flat repository per distribution release.
+_CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/"
+_CUDA_KEY = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
+SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
+# Tools the service and the engines call on the host: curl (the unit's readiness wait), rsync (weights).
+BASE_PACKAGES = ("ca-certificates", "curl", "rsync", "python3")
+
+
+@dataclass(frozen=True)
+class OsRelease:
+    """The host's /etc/os-release, reduced to what selects packages."""
+
+    id: str
+    version_id: str
+
+    @property
+    def key(self) -> str:
+        """``ubuntu2404``, ``debian12``: NVIDIA's name for the release in repository URLs."""
+        return f"{self.id}{self.version_id.replace('.', '')}"
+
+    @classmethod
+    def parse(cls, text: str) -> OsRelease:
+        fields = {}
+        for line in text.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                fields[key.strip()] = value.strip().strip('"')
+        return cls(fields.get("ID", ""), fields.get("VERSION_ID", ""))
+
+
+@dataclass(frozen=True)
+class ManagedFile:
+    path: str
+    content: str
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Packages:
+    """Packages installed together; ``hold`` keeps apt from moving them behind ms4fleet's back."""
+
+    names: tuple[str, ...]
+    hold: bool = False
+
+
+@dataclass(frozen=True)
+class ProvisionPlan:
+    os: OsRelease
+    nvidia_repo: AptRepo
+    base: Packages
+    driver: Packages | None
+    fabric_manager: Packages | None
+    cuda: Packages | None
+    docker: Packages | None
+    container_toolkit: Packages | None
+    files: tuple[ManagedFile, ...]
+    enabled_services: tuple[str, ...]
+    service_user: str
+    driver_version: str
+    notes: tuple[str, ...] = field(default=())
+
+    def packages(self) -> list[Packages]:
+        """Install order: base tools, driver, fabric manager, CUDA, Docker, container toolkit."""
+        groups = (self.base, self.driver, self.fabric_manager, self.cuda, self.docker, self.container_toolkit)
+        return [g for g in groups if g is not None]
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        return tuple(name for group in self.packages() if group.hold for name in group.names)
+
+
+def check_os(host: str, os: OsRelease) -> None:
+    versions = SUPPORTED_OS.get(os.id)
+    if versions is None or os.version_id not in versions:
+        supported = ", ".join(f"{name} {v}" for name, vs in SUPPORTED_OS.items() for v in vs)
+        raise ConfigError(
+            host, "os", f"{os.id or '?'} {os.version_id or '?'} is not supported: ms4fleet provisions {supported}"
+        )
+
+
+def default_repo(os: OsRelease) -> AptRepo:
+    return AptRepo(url=_CUDA_REPO.format(key=os.key), suite="/", components=[], key_url=_CUDA_KEY.format(key=os.key))
+
+
+def driver_package(config: HostConfig) -> str:
+    """Open kernel modules on every Hopper and Blackwell GPU: required on Blackwell, NVIDIA's default
+    and recommendation on Hopper since R560. The proprietary flavour is only for GPUs that need it."""
+    branch = config.provision.driver_branch
+    return f"nvidia-driver-{branch}-open" if config.gpu.gpu.open_kernel_modules else f"nvidia-driver-{branch}"
+
+
+def fabric_manager_packages(config: HostConfig) -> tuple[str, ...]:
+    """NVSwitch baseboards only. From R580 the package drops the branch from its name; NVLink5 (B200)
+    also needs the NVLink subnet manager."""
+    gpu = config.gpu.gpu
+    if not gpu.has_nvswitch(config.gpu.count):
+        return ()
+    branch = config.provision.driver_branch
+    names = ["nvidia-fabricmanager" if branch >= 580 else f"nvidia-fabricmanager-{branch}"]
+    if gpu.nvlink5:
+        names.append("nvlsm")
+    return tuple(names)
+
+
+def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
+    check_os(config.name, os)
+    provision = config.provision
+    repo = provision.nvidia_apt_repo or default_repo(os)
+    manage = provision.manage_driver
+    fm = fabric_manager_packages(config)
+    docker_runtime = config.runtime.kind == "docker"
+    pinned = (driver_package(config), *(n for n in fm if n != "nvlsm"))
+    files = [_sources_file(repo)]
+    if manage:
+        files += [_preferences_file(pinned, provision.driver_version), _nouveau_file()]
+    services = []
+    if manage and provision.persistence_mode:
+        services.append("nvidia-persistenced")
+    if fm:
+        services.append("nvidia-fabricmanager")
+    if docker_runtime:
+        services.append("docker")
+    return ProvisionPlan(
+        os=os,
+        nvidia_repo=repo,
+        base=Packages(BASE_PACKAGES),
+        driver=Packages((driver_package(config),), hold=True) if manage else None,
+        fabric_manager=Packages(fm, hold=True) if fm else None,
+        cuda=Packages((f"cuda-toolkit-{provision.cuda_toolkit}",)),
+        docker=Packages(("docker.io",)) if docker_runtime else None,
+        container_toolkit=Packages(("nvidia-container-toolkit",)) if docker_runtime else None,
+        files=tuple(files),
+        enabled_services=tuple(services),
+        service_user=provision.service_user,
+        driver_version=provision.driver_version,
+        notes=() if manage else ("driver management is off: the installed driver is left as it is",),
+    )
+
+
+def _sources_file(repo: AptRepo) -> ManagedFile:
+    lines = [HEADER.rstrip("\n"), "Types: deb", f"URIs: {repo.url}", f"Suites: {repo.suite}"]
+    if repo.components:
+        lines.append(f"Components: {' '.join(repo.components)}")
+    lines.append(f"Signed-By: {KEYRING}")
+    return ManagedFile(SOURCES_FILE, "\n".join(lines) + "\n")
+
+
+def _preferences_file(packages: tuple[str, ...], version: str) -> ManagedFile:
+    # The driver and the fabric manager must be the same version or CUDA fails with error 802: pin both
+    # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
+    body = f"{HEADER}Package: {' '.join(packages)}\nPin: version {version}-*\nPin-Priority: 1001\n"
+    return ManagedFile(PREFERENCES_FILE, body)
+
+
+def _nouveau_file() -> ManagedFile:
+    return ManagedFile(NOUVEAU_FILE, f"{HEADER}blacklist nouveau\noptions nouveau modeset=0\n")
+
+
+def daemon_json(current: str | None, config: HostConfig) -> str:
+    """daemon.json with ms4fleet's keys MERGED into whatever the host already has.
+
+    Keys ms4fleet does not own are kept as they are. The nvidia runtime entry is the one
+    ``nvidia-ctk runtime configure --runtime=docker`` writes; the default runtime is left alone because
+    the units select GPUs with ``--gpus``.
+    """
+    try:
+        data: dict[str, Any] = json.loads(current) if current and current.strip() else {}
+    except ValueError:
+        raise ConfigError(
+            config.name, DAEMON_JSON, "is not valid JSON: fix or remove it, ms4fleet will not overwrite it blindly"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(config.name, DAEMON_JSON, "is not a JSON object: fix or remove it")
+    data.update(config.provision.docker_daemon_options)
+    if config.runtime.kind == "docker":
+        runtimes = dict(data.get("runtimes") or {})
+        runtimes["nvidia"] = {"args": [], "path": "nvidia-container-runtime"}
+        data["runtimes"] = runtimes
+    return json.dumps(data, indent=4, sort_keys=True) + "\n"
+
+
+def needs_reboot(driver_changed: bool, reboot_required: bool, loaded: str | None, installed: str | None) -> bool:
+    """Reboot only when it does something: the driver changed and the OS asks for it, or the kernel
+    module loaded now is not the installed driver (nvidia-smi then fails with a version mismatch)."""
+    if driver_changed and reboot_required:
+        return True
+    return loaded is not None and installed is not None and loaded != installed

@@ -1,0 +1,54 @@
+"""Secrets on the host: where each referenced secret lives, and the script that turns them into the
+service's 0600 EnvironmentFile without a secret ever appearing in an argv, a unit or a log.
+
++ ``secret_path(ref, name)``: the host file holding the secret (the referenced file, or where the engine
+  uploads a value taken from its own environment).
++ ``env_file_script(config)``: a POSIX shell script, run as root on the host, that prints ``changed`` or
+  ``unchanged``.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from ms4fleet import paths
+from ms4fleet.config import HostConfig, SecretRef
+
+# Environment variable -> which secret of the config feeds it.
+SERVICE_SECRETS = {"VLLM_API_KEY": "api_key"}
+
+
+def secret_path(ref: SecretRef, name: str) -> str:
+    return ref.file if ref.file is not None else f"{paths.SECRETS_DIR}/{name}"
+
+
+def service_secret_refs(config: HostConfig) -> dict[str, tuple[str, SecretRef]]:
+    """``{"VLLM_API_KEY": ("api_key", ref)}`` for the secrets this host's service needs."""
+    refs = {}
+    if config.serving.api_key is not None:
+        refs["VLLM_API_KEY"] = ("api_key", config.serving.api_key)
+    return refs
+
+
+def env_file_script(config: HostConfig) -> str:
+    """Build ENV_FILE from the secret files, atomically, replacing it only when the bytes differ."""
+    env_file = shlex.quote(paths.ENV_FILE)
+    lines = [
+        "set -eu",
+        "umask 077",
+        f"mkdir -p {shlex.quote(paths.ETC_DIR)}",
+        f"tmp=$(mktemp {shlex.quote(paths.ETC_DIR)}/.vllm.env.XXXXXX)",
+        "trap 'rm -f \"$tmp\"' EXIT",
+    ]
+    for variable, (name, ref) in service_secret_refs(config).items():
+        source = shlex.quote(secret_path(ref, name))
+        lines += [
+            f"test -s {source} || {{ echo 'secret file {secret_path(ref, name)} is missing or empty' >&2; exit 3; }}",
+            # printf and read are shell builtins: the value never becomes a process argument.
+            f"IFS= read -r value < {source} || true",
+            f'printf \'%s=%s\\n\' {variable} "$value" >> "$tmp"',
+        ]
+    lines += [
+        f'if cmp -s "$tmp" {env_file}; then echo unchanged; else mv "$tmp" {env_file}; echo changed; fi',
+    ]
+    return "\n".join(lines) + "\n"

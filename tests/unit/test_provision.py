@@ -1,0 +1,133 @@
+"""Provisioning decisions: packages per GPU kind and OS, pins, managed file bytes, daemon.json merge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ms4fleet import paths
+from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.provision import (
+    DAEMON_JSON,
+    KEYRING,
+    OsRelease,
+    daemon_json,
+    needs_reboot,
+    provision_plan,
+)
+from ms4fleet.secrets import env_file_script
+
+UBUNTU_2404 = OsRelease("ubuntu", "24.04")
+
+
+def host(kind: str = "h200-sxm", count: int = 8, **sections: dict[str, Any]) -> HostConfig:
+    data: dict[str, Any] = {"ms4fleet_gpu": {"kind": kind, "count": count}}
+    data.update({f"ms4fleet_{k}": v for k, v in sections.items()})
+    return HostConfig.from_host_data("gpu-1", data)
+
+
+def test_os_release_parsing() -> None:
+    text = 'PRETTY_NAME="Ubuntu 24.04.3 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\n'
+    assert OsRelease.parse(text) == UBUNTU_2404
+    assert OsRelease.parse(text).key == "ubuntu2404"
+
+
+def test_hgx_h200_gets_open_driver_and_fabric_manager_pinned_together() -> None:
+    plan = provision_plan(host(), UBUNTU_2404)
+    assert plan.driver is not None and plan.driver.names == ("nvidia-driver-580-open",)
+    assert plan.fabric_manager is not None and plan.fabric_manager.names == ("nvidia-fabricmanager",)
+    assert plan.held == ("nvidia-driver-580-open", "nvidia-fabricmanager")
+    prefs = next(f for f in plan.files if f.path == "/etc/apt/preferences.d/ms4fleet-nvidia")
+    assert "Package: nvidia-driver-580-open nvidia-fabricmanager\nPin: version 580.95.05-*\nPin-Priority: 1001\n" in (
+        prefs.content
+    )
+    assert "nvidia-fabricmanager" in plan.enabled_services
+
+
+def test_b200_adds_nvlsm_and_older_branches_name_the_fabric_manager_by_branch() -> None:
+    b200 = provision_plan(host("b200", 8), UBUNTU_2404)
+    assert b200.fabric_manager is not None and b200.fabric_manager.names == ("nvidia-fabricmanager", "nvlsm")
+    old = provision_plan(host(provision={"driver_branch": 570, "driver_version": "570.172.08"}), UBUNTU_2404)
+    assert old.fabric_manager is not None and old.fabric_manager.names == ("nvidia-fabricmanager-570",)
+
+
+@pytest.mark.parametrize(("kind", "count"), [("h100-pcie", 4), ("h200-nvl", 2), ("h100-sxm", 4)])
+def test_no_fabric_manager_without_nvswitch(kind: str, count: int) -> None:
+    plan = provision_plan(host(kind, count), UBUNTU_2404)
+    assert plan.fabric_manager is None
+    assert "nvidia-fabricmanager" not in plan.enabled_services
+
+
+def test_nvidia_repo_per_os_and_signed_by_keyring() -> None:
+    for os_release, key in [(OsRelease("ubuntu", "22.04"), "ubuntu2204"), (OsRelease("debian", "12"), "debian12")]:
+        sources = provision_plan(host(), os_release).files[0]
+        assert sources.content.endswith(
+            f"Types: deb\nURIs: https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/\n"
+            f"Suites: /\nSigned-By: {KEYRING}\n"
+        )
+
+
+def test_unsupported_os_is_refused_with_the_host_named() -> None:
+    with pytest.raises(ConfigError, match=r"^gpu-1: os centos 9 is not supported"):
+        provision_plan(host(), OsRelease("centos", "9"))
+
+
+def test_native_runtime_needs_no_docker() -> None:
+    plan = provision_plan(host(runtime={"kind": "native"}), UBUNTU_2404)
+    assert plan.docker is None and plan.container_toolkit is None
+    assert "docker" not in plan.enabled_services
+
+
+def test_daemon_json_is_merged_not_overwritten() -> None:
+    current = json.dumps({"log-driver": "journald", "runtimes": {"runc-custom": {"path": "/x"}}})
+    merged = json.loads(daemon_json(current, host(provision={"docker_daemon_options": {"live-restore": True}})))
+    assert merged == {
+        "live-restore": True,
+        "log-driver": "journald",
+        "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}, "runc-custom": {"path": "/x"}},
+    }
+    # idempotent: merging into the merged file changes no byte
+    once = daemon_json(current, host())
+    assert daemon_json(once, host()) == once
+
+
+def test_daemon_json_that_is_not_json_is_refused() -> None:
+    with pytest.raises(ConfigError, match=DAEMON_JSON):
+        daemon_json("{broken", host())
+
+
+def test_reboot_only_when_it_does_something() -> None:
+    assert needs_reboot(True, True, None, None)
+    assert not needs_reboot(False, True, "580.95.05", "580.95.05")
+    assert not needs_reboot(True, False, "580.95.05", "580.95.05")
+    assert needs_reboot(False, False, "570.172.08", "580.95.05")
+
+
+def test_env_file_script_writes_0600_and_reports_changes(tmp_path: Path) -> None:
+    config = host(serving={"api_key": {"file": str(tmp_path / "api-key")}})
+    (tmp_path / "api-key").write_text("sk-test-123\n")
+    script = env_file_script(config).replace(paths.ETC_DIR, str(tmp_path / "etc"))
+    run = lambda: subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)  # noqa: E731
+    assert run().stdout == "changed\n"
+    assert run().stdout == "unchanged\n"
+    env_file = tmp_path / "etc" / "vllm.env"
+    assert env_file.read_text() == "VLLM_API_KEY=sk-test-123\n"
+    assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
+    assert "sk-test-123" not in script
+    (tmp_path / "api-key").write_text("sk-rotated\n")
+    assert run().stdout == "changed\n"
+    assert env_file.read_text() == "VLLM_API_KEY=sk-rotated\n"
+
+
+def test_env_file_script_fails_on_a_missing_secret(tmp_path: Path) -> None:
+    config = host(serving={"api_key": {"file": str(tmp_path / "absent")}})
+    script = env_file_script(config).replace(paths.ETC_DIR, str(tmp_path / "etc"))
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    assert done.returncode == 3
+    assert "is missing or empty" in done.stderr
+    assert not (tmp_path / "etc" / "vllm.env").exists()
