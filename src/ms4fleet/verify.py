@@ -151,15 +151,16 @@ def verify(
     *,
     api_key: str | None = None,
     checks: Iterable[str] = DEFAULT_CHECKS,
-    logs: str | None = None,
+    logs: str | Callable[[], str] | None = None,
     timeout_s: float = 120.0,
     max_tokens: int = 16,
     transport: httpx.BaseTransport | None = None,
 ) -> VerifyReport:
     """Run the selected checks against ``url`` (e.g. ``http://10.0.0.5:8000``) serving ``model``.
 
-    ``logs``: the service's journal or container log; when a check fails it is scanned for known
-    failure signatures (``ms4fleet.causes``). Error bodies returned by the server are scanned too.
+    ``logs``: the service's journal or container log, or a callable reading it (called only after a
+    failure, so it sees what the failing request made the service print); it is scanned for known failure
+    signatures (``ms4fleet.causes``). Error bodies returned by the server are scanned too.
     """
     selected = set(checks)
     unknown = selected - set(CHECKS)
@@ -192,7 +193,8 @@ def verify(
     report = VerifyReport(base, model, results, unreachable=unreachable)
     if not report.ok:
         evidence = "\n".join(check.body for check in results if check.body)
-        report.causes = name_causes("\n".join(part for part in (logs, evidence) if part))
+        log_text = logs() if callable(logs) else logs
+        report.causes = name_causes("\n".join(part for part in (log_text, evidence) if part))
     return report
 
 
@@ -285,6 +287,7 @@ def check_tools(context: _Context) -> CheckResult:
             "messages": [{"role": "user", "content": "What is the weather in Paris? Use the tool."}],
             "tools": [WEATHER_TOOL],
             "tool_choice": "required",
+            "parallel_tool_calls": False,
             "max_tokens": 128,
             "temperature": 0,
         },

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,15 @@ def _read_secret(path: Path) -> str:
     return key
 
 
+def _log_reader(path: Path) -> Callable[[], str]:
+    """Read the log only when a check failed, after the failing request made the service write to it."""
+    if str(path) == "-":
+        return sys.stdin.read
+    if not path.is_file():
+        raise ValueError(f"--log-file: {path} is not a readable file")
+    return lambda: path.read_text(encoding="utf-8", errors="replace")
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         selected = set(checks_for_profile(model_profiles()[args.profile])) if args.profile else set(DEFAULT_CHECKS)
@@ -64,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
             selected = _names(args.checks, "--checks")
         selected -= _names(args.skip, "--skip")
         api_key = _read_secret(args.api_key_file) if args.api_key_file else None
-        logs = None
-        if args.log_file is not None:
-            logs = sys.stdin.read() if str(args.log_file) == "-" else args.log_file.read_text(errors="replace")
+        logs = _log_reader(args.log_file) if args.log_file is not None else None
     except (ValueError, OSError) as exc:
         print(f"ms4fleet verify: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

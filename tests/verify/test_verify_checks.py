@@ -7,9 +7,8 @@ import json
 import socket
 from typing import Any
 
-from conftest import MODEL, FakeVllm, Reply, completion, sse, tool_call
-
 from ms4fleet.verify import CHECKS, verify
+from tests.verify.fakevllm import MODEL, FakeVllm, Reply, completion, sse, tool_call
 
 ALL = set(CHECKS)
 
