@@ -520,10 +520,13 @@ def test_api_key_enforced_on_v1_only(launcher: Launcher, tmp_path: Path, how: st
     standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, *flags, **env)
     denied = httpx.get(f"{standin.url}/v1/models")
     assert (denied.status_code, denied.json()) == (401, {"error": "Unauthorized"})
-    wrong = chat(standin.url).request
-    assert (
-        httpx.post(str(wrong.url), content=wrong.content, headers={"Authorization": "Bearer nope"}).status_code == 401
-    )
+    with httpx.Client(base_url=standin.url) as client:
+        # One kept-alive connection: a refused POST must not leave its body behind for the next request.
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+        refused = client.post("/v1/chat/completions", json=body, headers={"Authorization": "Bearer no"})
+        assert refused.status_code == 401
+        accepted = client.post("/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"})
+        assert accepted.status_code == 200
     allowed = httpx.get(f"{standin.url}/v1/models", headers={"Authorization": f"Bearer {key}"})
     assert allowed.status_code == 200
     assert httpx.get(f"{standin.url}/health").status_code == 200, "/health is not guarded"
@@ -697,6 +700,18 @@ def test_refuses_when_max_model_len_does_not_fit(launcher: Launcher, tmp_path: P
         f"({format_gib(needed)} GiB KV cache is needed, which is larger than the available KV cache memory "
         f"(4.0 GiB). Based on the available memory, the estimated maximum model length is {estimated}. "
     ) in output
+
+
+def test_max_model_len_beyond_the_model(launcher: Launcher, tmp_path: Path) -> None:
+    model = gqa_model(tmp_path / "model")
+    status, output = launcher.run(model, "--max-model-len", "200000")
+    assert status == 1
+    assert (
+        "ValueError: User-specified max_model_len (200000) is greater than the derived max_model_len "
+        "(max_position_embeddings=131072 or model_max_length=None in model's config.json)."
+    ) in output
+    allowed = launcher.start(model, "--max-model-len", "200000", VLLM_ALLOW_LONG_MAX_MODEL_LEN="1")
+    assert httpx.get(f"{allowed.url}/v1/models").json()["data"][0]["max_model_len"] == 200000
 
 
 def test_no_room_for_kv_cache(launcher: Launcher, tmp_path: Path) -> None:

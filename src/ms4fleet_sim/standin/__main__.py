@@ -104,6 +104,7 @@ def serve(argv: Sequence[str], env: Mapping[str, str]) -> int:
             ) from exc
         info = model.load(args.model, args.revision, args.load_format, env)
         vlog.info("model.py:561", f"Resolved architecture: {info.architecture}")
+        model.check_max_model_len(args.max_model_len, info, env)
         source = gpus_mod.discover(env)
         faults = faults_mod.read(source.faults_file)
         vlog.info(

@@ -22,6 +22,7 @@ DEFAULT_HIDDEN = 4096
 DEFAULT_LAYERS = 32
 DEFAULT_KV_HEADS = 8
 DEFAULT_MAX_POSITIONS = 32768
+MISTRAL_DEFAULT_MAX_POSITIONS = 128_000
 
 
 @dataclass(frozen=True)
@@ -109,29 +110,25 @@ def _int(config: Mapping[str, Any], *keys: str, default: int) -> int:
 
 
 def _mistral_params(params: dict[str, Any]) -> dict[str, Any]:
-    """params.json keys mapped to the Hugging Face names used below."""
+    """params.json keys mapped to Hugging Face names, as vllm/transformers_utils/configs/mistral.py does."""
     mapping = {
         "dim": "hidden_size",
         "n_layers": "num_hidden_layers",
         "n_heads": "num_attention_heads",
         "n_kv_heads": "num_key_value_heads",
         "head_dim": "head_dim",
-        "max_position_embeddings": "max_position_embeddings",
-        "max_seq_len": "max_position_embeddings",
         "kv_lora_rank": "kv_lora_rank",
         "qk_rope_head_dim": "qk_rope_head_dim",
     }
-    out = {hf: params[key] for key, hf in mapping.items() if key in params}
-    mla = params.get("mla") if isinstance(params.get("mla"), dict) else None
-    if mla:
-        out.update({k: v for k, v in mla.items() if k in ("kv_lora_rank", "qk_rope_head_dim")})
-    yarn = params.get("yarn") if isinstance(params.get("yarn"), dict) else None
-    if yarn and "max_position_embeddings" not in out:
-        factor = yarn.get("factor")
-        base = yarn.get("original_max_position_embeddings")
-        if isinstance(factor, int | float) and isinstance(base, int):
-            out["max_position_embeddings"] = int(factor * base)
-    out["architectures"] = ["MistralForCausalLM" if "kv_lora_rank" not in out else "Mistral3ForConditionalGeneration"]
+    out: dict[str, Any] = {hf: params[key] for key, hf in mapping.items() if key in params}
+    # vLLM defaults max_position_embeddings to 128000 and derives the model length as the smallest of
+    # the length keys present (max_seq_len included).
+    lengths = [params.get("max_position_embeddings", MISTRAL_DEFAULT_MAX_POSITIONS)]
+    if isinstance(params.get("max_seq_len"), int):
+        lengths.append(params["max_seq_len"])
+    out["max_position_embeddings"] = min(lengths)
+    vision = bool(params.get("vision_encoder") or (params.get("multimodal") or {}).get("vision_encoder_args"))
+    out["architectures"] = ["PixtralForConditionalGeneration" if vision else "MistralForCausalLM"]
     return out
 
 
@@ -168,4 +165,20 @@ def load(model: str, revision: str | None, load_format: str, env: Mapping[str, s
         num_kv_heads=_int(text, "num_key_value_heads", "num_attention_heads", default=DEFAULT_KV_HEADS),
         head_dim=_int(text, "head_dim", default=hidden // heads if heads else 128),
         mistral_tokenizer=(path / "tekken.json").is_file() or mistral_native,
+    )
+
+
+def check_max_model_len(requested: int | None, info: ModelInfo, env: Mapping[str, str]) -> None:
+    """vLLM's refusal of a --max-model-len beyond the model's positions (vllm/config/model.py)."""
+    derived = info.max_position_embeddings
+    if requested is None or requested <= derived or env.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") in ("1", "true"):
+        return
+    raise StartupError(
+        "ValueError",
+        f"User-specified max_model_len ({requested}) is greater than the derived max_model_len "
+        f"(max_position_embeddings={derived} or model_max_length=None in model's config.json). To allow "
+        "overriding this maximum, set the env var VLLM_ALLOW_LONG_MAX_MODEL_LEN=1. VLLM_ALLOW_LONG_MAX_MODEL_LEN "
+        "must be used with extreme caution. If the model uses relative position encoding (RoPE), positions "
+        "exceeding derived_max_model_len lead to nan. If the model uses absolute position encoding, positions "
+        "exceeding derived_max_model_len will cause a CUDA array out-of-bounds error.",
     )

@@ -97,9 +97,12 @@ class Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def _body(self) -> dict[str, Any]:
+    def _read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _json_body(raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw or b"null")
         except ValueError as exc:
@@ -125,6 +128,8 @@ class Handler(BaseHTTPRequestHandler):
             self._json(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
+        # Read the body first, whatever the answer: unread bytes would corrupt a kept-alive connection.
+        raw = self._read_body()
         if self._guarded():
             return
         path = self.path.split("?", 1)[0]
@@ -132,9 +137,9 @@ class Handler(BaseHTTPRequestHandler):
             if path == "/ping":
                 self._send(200 if self.engine.healthy() else 503, b"")
             elif path == "/v1/chat/completions":
-                self._chat(self._body())
+                self._chat(self._json_body(raw))
             elif path == "/v1/completions":
-                self._completion(self._body())
+                self._completion(self._json_body(raw))
             else:
                 self._json(404, {"detail": "Not Found"})
         except ApiError as error:
