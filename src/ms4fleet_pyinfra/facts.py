@@ -1,0 +1,422 @@
+"""Facts about a GPU host, one cheap read-only command each (pyinfra re-runs a fact every time it is asked
+for, and evaluates every operation twice, so each fact batches what it needs into one shell command).
+
++ ``OsReleaseFact`` -> ``OsRelease``; ``Probe`` -> ``ProbeResult`` (the core's probe run on the host);
++ ``DriverState``, ``FabricManagerState``, ``CudaToolkit``, ``ContainerToolkit``: packages, holds, services;
++ ``DockerState`` (daemon.json bytes, service, runtimes) and ``DockerImage`` (image id or None);
++ ``WeightsState`` (the host-side verifier's report), ``VllmUnits`` (unit files, content hashes, states),
+  ``FileSha256`` (hash of one root-only file), ``EnvFileState`` (would the EnvironmentFile change).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyinfra.api import FactBase
+from typing_extensions import override
+
+from ms4fleet import paths
+from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
+from ms4fleet.provision import DAEMON_JSON, REBOOT_REQUIRED, OsRelease
+from ms4fleet_pyinfra.hostscripts import python_command
+
+# nvidia-smi is outside PATH on some images (GPU containers and VMs keep it in /usr/local/nvidia/bin).
+_SMI = "PATH=$PATH:/usr/local/nvidia/bin nvidia-smi"
+_SEP = "--ms4fleet--"
+_DRIVER_PACKAGE = re.compile(r"nvidia-driver-\d+(-open|-server|-server-open)?")
+_DPKG_FORMAT = r"${Package}\t${Version}\t${db:Status-Abbrev}\n"
+
+
+def _sections(output: list[str]) -> list[list[str]]:
+    """Split a batched fact's output on the separator lines its command prints."""
+    parts: list[list[str]] = [[]]
+    for line in output:
+        if line.strip() == _SEP:
+            parts.append([])
+        else:
+            parts[-1].append(line)
+    return parts
+
+
+def _section(output: list[str], index: int) -> list[str]:
+    parts = _sections(output)
+    return parts[index] if index < len(parts) else []
+
+
+def _dpkg_query(*patterns: str) -> str:
+    quoted = " ".join(shlex.quote(p) for p in patterns)
+    return f"dpkg-query -W -f={shlex.quote(_DPKG_FORMAT)} {quoted} 2>/dev/null || true"
+
+
+def _installed(lines: list[str]) -> dict[str, str]:
+    """dpkg-query lines -> {package: version} for packages actually installed (status ``ii``)."""
+    out = {}
+    for line in lines:
+        bits = line.split("\t")
+        if len(bits) == 3 and bits[2].strip().startswith("ii"):
+            out[bits[0]] = bits[1]
+    return out
+
+
+def upstream_version(version: str) -> str:
+    """``1:580.95.05-0ubuntu1`` -> ``580.95.05``: the driver's own version from a Debian package version."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0] if "-" in version else version.split(":", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    report: ProbeReport | None
+    error: str = ""
+
+
+class OsReleaseFact(FactBase[OsRelease]):
+    """``/etc/os-release`` reduced to what selects packages (``ubuntu`` + ``24.04``)."""
+
+    command = "cat /etc/os-release 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> OsRelease:
+        return OsRelease("", "")
+
+    @override
+    def process(self, output: list[str]) -> OsRelease:
+        return OsRelease.parse("\n".join(output))
+
+
+class Probe(FactBase[ProbeResult]):
+    """The core's GPU probe (``ms4fleet/hostside/probe.py``), run on the host and parsed by the core."""
+
+    @override
+    def command(self) -> str:
+        return python_command("probe.py")
+
+    @override
+    def requires_command(self) -> str:
+        return "python3"
+
+    @staticmethod
+    def default() -> ProbeResult:
+        return ProbeResult(None, "python3 is missing on the host: the probe cannot run")
+
+    @override
+    def process(self, output: list[str]) -> ProbeResult:
+        try:
+            return ProbeResult(parse_probe("\n".join(output)))
+        except ProbeError as err:
+            return ProbeResult(None, str(err))
+
+
+@dataclass(frozen=True)
+class DriverInfo:
+    """The NVIDIA driver as apt installed it and as the kernel runs it."""
+
+    package: str | None = None
+    version: str | None = None
+    held: bool = False
+    loaded_version: str | None = None
+    open_modules: bool | None = None
+    reboot_required: bool = False
+
+    @property
+    def branch(self) -> int | None:
+        return int(self.version.split(".", 1)[0]) if self.version else None
+
+    @property
+    def installed_version(self) -> str | None:
+        return self.version
+
+
+class DriverState(FactBase[DriverInfo]):
+    """Installed driver package (``nvidia-driver-<branch>[-open]``), hold, loaded version and flavour."""
+
+    command = " ; ".join(
+        [
+            _dpkg_query("nvidia-driver-*"),
+            f"echo {_SEP}",
+            "apt-mark showhold 2>/dev/null || true",
+            f"echo {_SEP}",
+            f"{_SMI} --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true",
+            f"echo {_SEP}",
+            "head -n1 /proc/driver/nvidia/version 2>/dev/null || true",
+            f"echo {_SEP}",
+            f"test -e {REBOOT_REQUIRED} && echo reboot-required || true",
+        ]
+    )
+
+    @staticmethod
+    def default() -> DriverInfo:
+        return DriverInfo()
+
+    @override
+    def process(self, output: list[str]) -> DriverInfo:
+        installed = _installed(_section(output, 0))
+        drivers = {n: v for n, v in installed.items() if _DRIVER_PACKAGE.fullmatch(n)}
+        held = {line.strip() for line in _section(output, 1)}
+        loaded = next((line.strip() for line in _section(output, 2) if line.strip()), None)
+        proc = " ".join(_section(output, 3))
+        package = sorted(drivers)[-1] if drivers else None
+        flavor: bool | None = None
+        if proc:
+            flavor = "Open Kernel Module" in proc
+            if loaded is None:
+                match = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", proc)
+                loaded = match.group(1) if match else None
+        elif package is not None:
+            flavor = package.endswith("-open")
+        return DriverInfo(
+            package=package,
+            version=upstream_version(drivers[package]) if package else None,
+            held=package in held if package else False,
+            loaded_version=loaded if loaded and re.match(r"^\d+\.\d+", loaded) else None,
+            open_modules=flavor,
+            reboot_required=any(line.strip() == "reboot-required" for line in _section(output, 4)),
+        )
+
+
+@dataclass(frozen=True)
+class FabricManagerInfo:
+    packages: dict[str, str] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+    active: bool = False
+
+    @property
+    def version(self) -> str | None:
+        for name, version in sorted(self.packages.items()):
+            if name.startswith("nvidia-fabricmanager"):
+                return upstream_version(version)
+        return None
+
+
+class FabricManagerState(FactBase[FabricManagerInfo]):
+    """Fabric manager (and nvlsm) packages, their holds, and whether the service runs."""
+
+    command = " ; ".join(
+        [
+            _dpkg_query("nvidia-fabricmanager*", "nvlsm"),
+            f"echo {_SEP}",
+            "apt-mark showhold 2>/dev/null || true",
+            f"echo {_SEP}",
+            "systemctl is-active nvidia-fabricmanager 2>/dev/null || true",
+        ]
+    )
+
+    @staticmethod
+    def default() -> FabricManagerInfo:
+        return FabricManagerInfo()
+
+    @override
+    def process(self, output: list[str]) -> FabricManagerInfo:
+        installed = _installed(_section(output, 0))
+        held = frozenset(line.strip() for line in _section(output, 1)) & frozenset(installed)
+        state = " ".join(_section(output, 2)).strip()
+        return FabricManagerInfo(installed, held, state == "active")
+
+
+class CudaToolkit(FactBase[dict[str, str]]):
+    """Installed ``cuda-toolkit-<series>`` packages -> their versions (``{"13-0": "13.0.88-1"}``)."""
+
+    command = _dpkg_query("cuda-toolkit-*")
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str]:
+        return {
+            name.removeprefix("cuda-toolkit-"): version
+            for name, version in _installed(output).items()
+            if re.fullmatch(r"cuda-toolkit-\d+-\d+", name)
+        }
+
+
+@dataclass(frozen=True)
+class ContainerToolkitInfo:
+    version: str | None = None
+    runtime: str | None = None
+
+
+class ContainerToolkit(FactBase[ContainerToolkitInfo]):
+    """nvidia-container-toolkit's package version and where its runtime binary is."""
+
+    command = " ; ".join(
+        [
+            _dpkg_query("nvidia-container-toolkit"),
+            f"echo {_SEP}",
+            "command -v nvidia-container-runtime || true",
+        ]
+    )
+
+    @staticmethod
+    def default() -> ContainerToolkitInfo:
+        return ContainerToolkitInfo()
+
+    @override
+    def process(self, output: list[str]) -> ContainerToolkitInfo:
+        version = _installed(_section(output, 0)).get("nvidia-container-toolkit")
+        runtime = next((line.strip() for line in _section(output, 1) if line.strip()), None)
+        return ContainerToolkitInfo(upstream_version(version) if version else None, runtime)
+
+
+@dataclass(frozen=True)
+class DockerInfo:
+    daemon_json: str | None = None
+    active: bool = False
+    installed: bool = False
+
+    @property
+    def runtimes(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.daemon_json or "{}")
+        except ValueError:
+            return {}
+        runtimes = data.get("runtimes") if isinstance(data, dict) else None
+        return dict(runtimes) if isinstance(runtimes, dict) else {}
+
+
+class DockerState(FactBase[DockerInfo]):
+    """daemon.json (exact bytes, base64 on the wire), whether dockerd is installed and active."""
+
+    command = " ; ".join(
+        [
+            f"base64 -w0 {DAEMON_JSON} 2>/dev/null && echo || echo absent",
+            f"echo {_SEP}",
+            "command -v dockerd >/dev/null && echo installed || true",
+            f"echo {_SEP}",
+            "systemctl is-active docker 2>/dev/null || true",
+        ]
+    )
+
+    @staticmethod
+    def default() -> DockerInfo:
+        return DockerInfo()
+
+    @override
+    def process(self, output: list[str]) -> DockerInfo:
+        encoded = "".join(_section(output, 0)).strip()
+        content: str | None = None
+        if encoded != "absent":
+            try:
+                content = base64.b64decode(encoded, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                content = None
+        return DockerInfo(
+            daemon_json=content,
+            installed="installed" in " ".join(_section(output, 1)),
+            active=" ".join(_section(output, 2)).strip() == "active",
+        )
+
+
+class DockerImage(FactBase[str | None]):
+    """The local image id of ``image`` (None when absent or Docker is not installed)."""
+
+    @override
+    def command(self, image: str) -> str:
+        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+
+    @override
+    def requires_command(self, image: str) -> str:
+        return "docker"
+
+    @override
+    def process(self, output: list[str]) -> str | None:
+        first = next((line.strip() for line in output if line.strip()), "")
+        return first if first.startswith("sha256:") else None
+
+
+class WeightsState(FactBase[dict[str, Any]]):
+    """The host-side verifier's quick check of a weights directory (``ok``, ``files``, ``bad``, ``error``)."""
+
+    @override
+    def command(self, directory: str, repo: str, revision: str) -> str:
+        verify = python_command(
+            "weights_verify.py", "verify", directory, "--repo", repo, "--revision", revision, "--json"
+        )
+        return f"{verify} || true"
+
+    @override
+    def requires_command(self, directory: str, repo: str, revision: str) -> str:
+        return "python3"
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"ok": False, "error": "python3 is missing on the host"}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        for line in reversed(output):
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                return report
+        return {"ok": False, "error": "the verifier printed no report: " + " ".join(output)[-200:]}
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    sha256: str
+    active: str
+    enabled: str
+
+
+class VllmUnits(FactBase[dict[str, UnitInfo]]):
+    """Every ms4fleet vLLM unit file: content sha256, ``is-active`` and ``is-enabled``."""
+
+    command = (
+        f"for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do "
+        '[ -f "$f" ] || continue; u=$(basename "$f"); '
+        'printf "%s %s %s %s\\n" "$u" "$(sha256sum < "$f" | cut -d" " -f1)" '
+        '"$(systemctl is-active "$u" 2>/dev/null || true)" "$(systemctl is-enabled "$u" 2>/dev/null || true)"; '
+        "done"
+    )
+
+    @staticmethod
+    def default() -> dict[str, UnitInfo]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, UnitInfo]:
+        units = {}
+        for line in output:
+            bits = line.split()
+            if len(bits) >= 2:
+                units[bits[0]] = UnitInfo(bits[1], bits[2] if len(bits) > 2 else "", bits[3] if len(bits) > 3 else "")
+        return units
+
+
+class FileSha256(FactBase[str | None]):
+    """sha256 of one file (root-only files included, with sudo); None when it does not exist."""
+
+    @override
+    def command(self, path: str) -> str:
+        quoted = shlex.quote(path)
+        return f"test -f {quoted} && sha256sum {quoted} | cut -d' ' -f1 || true"
+
+    @override
+    def process(self, output: list[str]) -> str | None:
+        first = next((line.strip() for line in output if line.strip()), "")
+        return first if re.fullmatch(r"[0-9a-f]{64}", first) else None
+
+
+class EnvFileState(FactBase[str]):
+    """Would the service's EnvironmentFile change? Runs the core's script in check mode: ``changed``,
+    ``unchanged``, or ``missing-secret: <path>``."""
+
+    @override
+    def command(self, script: str) -> str:
+        return f"sh -c {shlex.quote(script)} 2>&1 || true"
+
+    @override
+    def process(self, output: list[str]) -> str:
+        text = " ".join(line.strip() for line in output if line.strip())
+        if text in ("changed", "unchanged"):
+            return text
+        return f"missing-secret: {text}"
