@@ -3,8 +3,8 @@ service's 0600 EnvironmentFile without a secret ever appearing in an argv, a uni
 
 + ``secret_path(ref, name)``: the host file holding the secret (the referenced file, or where the engine
   uploads a value taken from its own environment).
-+ ``env_file_script(config)``: a POSIX shell script, run as root on the host, that prints ``changed`` or
-  ``unchanged``.
++ ``env_file_script(config, check=False)``: a POSIX shell script, run as root on the host, that prints
+  ``changed`` or ``unchanged``; with ``check=True`` it only reports (the engines' read-only fact).
 """
 
 from __future__ import annotations
@@ -30,14 +30,18 @@ def service_secret_refs(config: HostConfig) -> dict[str, tuple[str, SecretRef]]:
     return refs
 
 
-def env_file_script(config: HostConfig) -> str:
-    """Build ENV_FILE from the secret files, atomically, replacing it only when the bytes differ."""
+def env_file_script(config: HostConfig, check: bool = False) -> str:
+    """Build ENV_FILE from the secret files, atomically, replacing it only when the bytes differ.
+
+    ``check``: report ``changed``/``unchanged`` without writing anything under ETC_DIR (the candidate is
+    built in a private temporary file and removed)."""
     env_file = shlex.quote(paths.ENV_FILE)
-    lines = [
-        "set -eu",
-        "umask 077",
-        f"mkdir -p {shlex.quote(paths.ETC_DIR)}",
-        f"tmp=$(mktemp {shlex.quote(paths.ETC_DIR)}/.vllm.env.XXXXXX)",
+    workdir = '"${TMPDIR:-/tmp}"' if check else shlex.quote(paths.ETC_DIR)
+    lines = ["set -eu", "umask 077"]
+    if not check:
+        lines.append(f"mkdir -p {shlex.quote(paths.ETC_DIR)}")
+    lines += [
+        f"tmp=$(mktemp {workdir}/.vllm.env.XXXXXX)",
         "trap 'rm -f \"$tmp\"' EXIT",
     ]
     for variable, (name, ref) in service_secret_refs(config).items():
@@ -48,7 +52,6 @@ def env_file_script(config: HostConfig) -> str:
             f"IFS= read -r value < {source} || true",
             f'printf \'%s=%s\\n\' {variable} "$value" >> "$tmp"',
         ]
-    lines += [
-        f'if cmp -s "$tmp" {env_file}; then echo unchanged; else mv "$tmp" {env_file}; echo changed; fi',
-    ]
+    replace = "" if check else f'mv "$tmp" {env_file}; '
+    lines.append(f'if cmp -s "$tmp" {env_file}; then echo unchanged; else {replace}echo changed; fi')
     return "\n".join(lines) + "\n"
