@@ -420,3 +420,29 @@ class EnvFileState(FactBase[str]):
         if text in ("changed", "unchanged"):
             return text
         return f"missing-secret: {text}"
+
+
+class AptHolds(FactBase[frozenset[str]]):
+    """Packages on hold (``apt-mark showhold``)."""
+
+    command = "apt-mark showhold 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> frozenset[str]:
+        return frozenset()
+
+    @override
+    def process(self, output: list[str]) -> frozenset[str]:
+        return frozenset(line.strip() for line in output if line.strip())
+
+
+class UserExists(FactBase[bool]):
+    """Whether a local account exists (``getent passwd``)."""
+
+    @override
+    def command(self, user: str) -> str:
+        return f"getent passwd {shlex.quote(user)} >/dev/null && echo yes || echo no"
+
+    @override
+    def process(self, output: list[str]) -> bool:
+        return "yes" in (line.strip() for line in output)

@@ -1,0 +1,51 @@
+"""The core's validated configuration for pyinfra hosts: every host is checked before any is touched.
+
++ ``validate_inventory(inventory)``: ``{host name: HostConfig}`` for all hosts, or ``ConfigError`` naming the
+  first bad host and field.
++ ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host).
++ ``use_sudo(host_data)``: whether commands need sudo (an explicit ``_sudo`` wins; else any SSH user but root).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ms4fleet.config import ConfigError, HostConfig
+
+
+def host_data(host: Any) -> dict[str, Any]:
+    return dict(host.data.dict())
+
+
+def validate_inventory(hosts: Iterable[Any]) -> dict[str, HostConfig]:
+    """Validate every inventory host's ``ms4fleet_*`` data; the engines require weights before serving."""
+    configs = {}
+    for host in hosts:
+        config = HostConfig.from_host_data(host.name, host_data(host))
+        if config.weights is None:
+            raise ConfigError(
+                host.name,
+                "weights",
+                "is missing: set ms4fleet_weights (source, revision, ...) so the host can be given its model",
+            )
+        configs[host.name] = config
+    return configs
+
+
+_validated: dict[int, dict[str, HostConfig]] = {}
+
+
+def validated(inventory: Any) -> dict[str, HostConfig]:
+    key = id(inventory)
+    if key not in _validated:
+        _validated.clear()
+        _validated[key] = validate_inventory(inventory)
+    return _validated[key]
+
+
+def use_sudo(data: Mapping[str, Any]) -> bool:
+    if "_sudo" in data:
+        return bool(data["_sudo"])
+    user = data.get("ssh_user")
+    return user is not None and user != "root"

@@ -1,0 +1,48 @@
+"""Docker for the vLLM containers: daemon.json merged by the core, and the pinned vLLM image present."""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Generator
+from io import StringIO
+from typing import Any
+
+from pyinfra.api import FileUploadCommand, FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.operations import files
+
+from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.provision import DAEMON_JSON, daemon_json
+from ms4fleet_pyinfra.facts import DockerImage, DockerState
+from ms4fleet_pyinfra.report import fail
+from pyinfra import host
+
+
+@operation()
+def daemon_config(config: HostConfig) -> Generator[Any, None, None]:
+    """Write daemon.json as the core merges it into what the host has; keys ms4fleet does not own stay."""
+    info = host.get_fact(DockerState)
+    try:
+        desired = daemon_json(info.daemon_json, config)
+    except ConfigError as err:
+        yield FunctionCommand(fail, (str(err),), {})
+        return
+    if desired == info.daemon_json:
+        host.noop(f"{DAEMON_JSON} already has ms4fleet's keys (runtimes: {', '.join(sorted(info.runtimes))})")
+        return
+    yield from files.put._inner(src=StringIO(desired), dest=DAEMON_JSON, mode="644", user="root", group="root")
+
+
+@operation()
+def image(ref: str, archive: str | None = None) -> Generator[Any, None, None]:
+    """The vLLM image: ``docker pull``, or ``docker load`` of an image archive from the controller (air-gapped
+    hosts; the data key ``vllm_image_archive``) when the host has no image of that name."""
+    current = host.get_fact(DockerImage, image=ref)
+    if current:
+        host.noop(f"image {ref} present ({current[:19]})")
+        return
+    if archive is None:
+        yield StringCommand("docker", "pull", QuoteString(ref))
+        return
+    remote = posixpath.join("/var/tmp", f"ms4fleet-image-{posixpath.basename(archive)}")
+    yield FileUploadCommand(archive, remote)
+    yield StringCommand("docker", "load", "--input", QuoteString(remote), "&&", "rm", "-f", QuoteString(remote))

@@ -1,0 +1,191 @@
+"""Serving: the secrets EnvironmentFile, vLLM unit files from the core, stale units, and the two per-host
+gates (headroom before any replica (re)starts, endpoint verification after)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from collections.abc import Callable, Generator
+from typing import Any
+
+from pyinfra.api import FunctionCommand, StringCommand, operation
+
+from ms4fleet import paths
+from ms4fleet.config import HostConfig
+from ms4fleet.headroom import ReplacedService, check_headroom
+from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
+from ms4fleet.serving import ServingPlan
+from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
+from ms4fleet_pyinfra.report import fail, say
+from ms4fleet_pyinfra.tunnel import forwarded
+from pyinfra import host
+
+VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
+
+
+@operation()
+def uploaded_secrets(config: HostConfig) -> Generator[Any, None, None]:
+    """Secrets referenced by environment variable: the deploying process's value, written to the host's
+    0600 secret file through stdin (never an argument, a log line or a --diff)."""
+    pending = False
+    for variable, (name, ref) in service_secret_refs(config).items():
+        if ref.env is None:
+            continue
+        value = os.environ.get(ref.env)
+        if not value:
+            yield FunctionCommand(fail, (f"{variable}: environment variable {ref.env} is not set here",), {})
+            return
+        dest = secret_path(ref, name)
+        wanted = hashlib.sha256(f"{value}\n".encode()).hexdigest()
+        if host.get_fact(FileSha256, path=dest) == wanted:
+            continue
+        pending = True
+        script = (
+            f"umask 077; mkdir -p {shlex.quote(paths.SECRETS_DIR)}; "
+            f"cat > {shlex.quote(dest)}.tmp && mv {shlex.quote(dest)}.tmp {shlex.quote(dest)}"
+        )
+        yield StringCommand("sh", "-c", shlex.quote(script), _stdin=f"{value}\n")
+    if not pending:
+        host.noop("secret files up to date")
+
+
+@operation()
+def env_file(config: HostConfig) -> Generator[Any, None, None]:
+    """The service's EnvironmentFile, built on the host by the core's script (changes only when bytes differ)."""
+    state = host.get_fact(EnvFileState, script=env_file_script(config, check=True))
+    if state == "unchanged":
+        host.noop(f"{paths.ENV_FILE} up to date")
+        return
+    yield StringCommand("sh", "-c", shlex.quote(env_file_script(config)))
+
+
+@operation()
+def stale_units(wanted: tuple[str, ...]) -> Generator[Any, None, None]:
+    """Stop, disable and remove ms4fleet vLLM units the plan no longer has (fewer replicas than before)."""
+    stale = sorted(set(host.get_fact(VllmUnits)) - set(wanted))
+    if not stale:
+        host.noop("no stale vLLM units")
+        return
+    for unit in stale:
+        yield StringCommand("systemctl", "disable", "--now", unit, "||", "true")
+        yield StringCommand("rm", "-f", f"{paths.SYSTEMD_DIR}/{unit}")
+    yield StringCommand("systemctl", "daemon-reload")
+
+
+def _inactive(plan: ServingPlan) -> bool:
+    units = host.get_fact(VllmUnits)
+    return any(units.get(r.unit_name) is None or units[r.unit_name].active != "active" for r in plan.replicas)
+
+
+def headroom_verdicts(config: HostConfig, plan: ServingPlan, report: Any) -> list[tuple[int, str, list[str]]]:
+    """The core's headroom check for every replica: ``(replica, verdict, reasons)``; a replica's own memory
+    (its unit and container) counts as available since it is freed when the replica is replaced."""
+    serving = config.serving
+    out = []
+    for replica in plan.replicas:
+        result = check_headroom(
+            report,
+            plan.profile,
+            tp=plan.tp,
+            gpu_indices=replica.gpus,
+            gpu_memory_utilization=serving.gpu_memory_utilization,
+            max_model_len=plan.max_model_len,
+            kv_cache_dtype=serving.kv_cache_dtype,
+            max_num_batched_tokens=serving.max_num_batched_tokens,
+            replacing=ReplacedService(
+                systemd_units=frozenset({replica.unit_name}), container_names=frozenset({replica.container_name})
+            ),
+        )
+        out.append((replica.index, result.verdict, list(result.reasons)))
+    return out
+
+
+def _headroom_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    probe = host.get_fact(Probe, _sudo=sudo)
+    if probe.report is None:
+        return fail(state, host, f"headroom: the probe failed: {probe.error}")
+    verdicts = headroom_verdicts(config, plan, probe.report)
+    blocked = [(index, reasons) for index, verdict, reasons in verdicts if verdict == "does-not-fit"]
+    if blocked:
+        details = "; ".join(f"replica {index}: {' '.join(reasons[-2:])}" for index, reasons in blocked)
+        return fail(state, host, f"headroom: does-not-fit, nothing restarted: {details}")
+    say(host, "headroom: " + ", ".join(f"replica {i} {v}" for i, v, _ in verdicts))
+    return True
+
+
+@operation(is_idempotent=False)
+def headroom_gate(
+    config: HostConfig, plan: ServingPlan, restarting: Callable[[], bool], sudo: bool
+) -> Generator[Any, None, None]:
+    """Fail this host (only) when a replica about to (re)start would not fit in the GPU memory free now."""
+    if not (restarting() or _inactive(plan)):
+        host.noop("no replica (re)starts: headroom gate not needed")
+        return
+    yield FunctionCommand(_headroom_gate, (config, plan, sudo), {})
+
+
+def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:
+    refs = service_secret_refs(config)
+    if "VLLM_API_KEY" not in refs:
+        return None
+    name, ref = refs["VLLM_API_KEY"]
+    if ref.env is not None and os.environ.get(ref.env):
+        return os.environ[ref.env]
+    ok, output = host.run_shell_command(
+        StringCommand("cat", secret_path(ref, name)), _sudo=sudo, print_output=False, print_input=False
+    )
+    return output.stdout.strip() if ok else None
+
+
+def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    api_key = _read_host_secret(host, config, sudo)
+    checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
+    model = config.serving.served_model_name or plan.profile.served_model_name
+    results = []
+    for replica in plan.replicas:
+        with forwarded(host, replica.port) as url:
+            report = verify(url, model, api_key=api_key, checks=checks, timeout_s=120.0)
+        failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
+        causes = [cause.to_dict().get("name", "") for cause in report.causes]
+        results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
+        if not report.ok:
+            return fail(
+                state,
+                host,
+                f"verify: replica {replica.index} (port {replica.port}) failed: {'; '.join(failed)}"
+                + (f" (causes: {', '.join(causes)})" if causes else ""),
+            )
+    record = json.dumps({"model": model, "checks": sorted(checks), "replicas": results}, sort_keys=True)
+    script = f"umask 022; mkdir -p {shlex.quote(os.path.dirname(VERIFIED_FILE))}; cat > {shlex.quote(VERIFIED_FILE)}"
+    host.run_shell_command(StringCommand("sh", "-c", shlex.quote(script)), _sudo=sudo, _stdin=record + "\n")
+    say(host, f"verify: {len(results)} replica(s) passed {', '.join(sorted(checks))}")
+    return True
+
+
+@operation(is_idempotent=False)
+def verify_gate(
+    config: HostConfig, plan: ServingPlan, restarted: Callable[[], bool], sudo: bool
+) -> Generator[Any, None, None]:
+    """Fail this host (only) unless every replica really serves (decode, tools, streaming, metrics, ...)."""
+    if not (restarted() or host.get_fact(FileSha256, path=VERIFIED_FILE) is None):
+        host.noop("nothing restarted and the last verification passed: not re-verified")
+        return
+    yield FunctionCommand(_verify_gate, (config, plan, sudo), {})
+
+
+@operation()
+def replica(unit: str, restart: Callable[[], bool]) -> Generator[Any, None, None]:
+    """Enable the unit; start it when not running; restart it only when ``restart()`` (its unit file, the
+    image, the weights or the secrets changed). One operation, so a fresh unit is started exactly once."""
+    info = host.get_fact(VllmUnits).get(unit)
+    if info is None or info.enabled != "enabled":
+        yield StringCommand("systemctl", "enable", unit)
+    if info is None or info.active != "active":
+        yield StringCommand("systemctl", "start", unit)
+    elif restart():
+        yield StringCommand("systemctl", "restart", unit)
+    elif info.enabled == "enabled":
+        host.noop(f"{unit} active and unchanged")
