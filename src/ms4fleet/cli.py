@@ -17,8 +17,14 @@ from typing import Any
 from ms4fleet import __version__
 from ms4fleet.config import ConfigError
 
-# Core subcommands living in their own modules; each exposes ``register(subparsers)``.
-_CORE_COMMANDS = ("ms4fleet.plan_cli",)
+# Core subcommands and the module that registers each (``register(subparsers)``). Only the module of the
+# command being run is imported: start-up time is paid per command, not for all of them.
+_CORE_COMMANDS = {
+    "plan": "ms4fleet.plan_cli",
+    "size": "ms4fleet.plan_cli",
+    "verify": "ms4fleet.verify_cli",
+    "weights": "ms4fleet.weights.cli",
+}
 
 
 class UsageError(Exception):
@@ -26,18 +32,21 @@ class UsageError(Exception):
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The full parser; with ``command``, extensions other than that one are not imported (start-up time)."""
+    """The parser; with a known ``command``, only the module registering it is imported (start-up time)."""
     parser = argparse.ArgumentParser(
         prog="ms4fleet",
         description="Turn NVIDIA GPU hosts into a fleet serving Mistral Small 4 on vLLM.",
     )
     parser.add_argument("--version", action="version", version=f"ms4fleet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in _CORE_COMMANDS:
+    extensions = {entry.name: entry for entry in entry_points(group="ms4fleet.commands")}
+    # An unknown or absent command gets every subcommand, so help and "did you mean" list them all.
+    wanted = command if command in _CORE_COMMANDS or command in extensions else None
+    for module in sorted({m for name, m in _CORE_COMMANDS.items() if wanted in (None, name)}):
         importlib.import_module(module).register(subparsers)
     # Extensions outside the core (the simulation) plug in here without the core importing them.
-    for entry in entry_points(group="ms4fleet.commands"):
-        if command is not None and entry.name != command and command in subparsers.choices:
+    for name, entry in extensions.items():
+        if wanted not in (None, name):
             continue
         try:
             register = entry.load()
