@@ -27,7 +27,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -149,9 +149,16 @@ class HubServer:
                     return nbytes
         return None
 
-    def record(self, hit: Hit) -> None:
+    def record(self, hit: Hit) -> int:
         with self._lock:
             self.hits.append(hit)
+            return len(self.hits) - 1
+
+    def correct(self, index: int, body_bytes: int) -> None:
+        """Set the bytes a logged reply really carried (the peer may have gone away mid-body)."""
+        with self._lock:
+            if index < len(self.hits):
+                self.hits[index] = replace(self.hits[index], body_bytes=body_bytes)
 
     def clear(self) -> None:
         with self._lock:
@@ -210,8 +217,8 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 self.connection.shutdown(2)
 
-        def _record(self, status: int, body_bytes: int) -> None:
-            server.record(
+        def _record(self, status: int, body_bytes: int) -> int:
+            return server.record(
                 Hit(self.command, self.path, self.headers.get("Range"), self._token_state()[0], status, body_bytes)
             )
 
@@ -374,20 +381,25 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
             start, end, headers, status = ranged
             cut = server._take_drop(rel) if self.command == "GET" else None
             count = 0 if self.command != "GET" else (end - start if cut is None else min(cut, end - start))
-            self._record(status, count)
+            index = self._record(status, count)
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
-            self.wfile.flush()
             sent = 0
-            with target.open("rb") as handle:
-                while sent < count:
-                    n = os.sendfile(self.connection.fileno(), handle.fileno(), start + sent, count - sent)
-                    if n == 0:
-                        break
-                    sent += n
-            if cut is not None:
+            try:
+                with target.open("rb") as handle:
+                    while sent < count:
+                        n = os.sendfile(self.connection.fileno(), handle.fileno(), start + sent, count - sent)
+                        if n == 0:
+                            break
+                        sent += n
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+            finally:
+                if sent != count:
+                    server.correct(index, sent)
+            if cut is not None and not self.close_connection:
                 self.close_connection = True
                 self.connection.shutdown(2)
 

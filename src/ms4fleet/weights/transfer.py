@@ -5,7 +5,7 @@ Bytes land in ``<staging>/.ms4fleet/partial/<path>``; an interrupted transfer re
 once its size and sha256 match. A file at its final staging path is therefore always complete and correct.
 
 + ``Progress``: the callback protocol fetchers report to; ``NullProgress`` ignores it.
-+ ``PartialFile``: the writer; ``http_download(...)`` and ``copy_file(...)`` drive it.
++ ``PartialFile``: the writer; ``copy_file(...)`` and ``ranged.ranged_download(...)`` drive it.
 """
 
 from __future__ import annotations
@@ -15,12 +15,9 @@ import logging
 import os
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
-
-import httpx
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import IntegrityError, SourceError, WeightsError
@@ -29,7 +26,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 4 * 1024 * 1024
 RETRIES = 5
-_TRANSIENT = (httpx.TransportError,)
 
 
 class Progress(Protocol):
@@ -135,57 +131,6 @@ class PartialFile:
             os.close(self._fd)
             self._fd = -1
             self._hasher.abandon()
-
-
-def http_download(
-    client: httpx.Client,
-    url: str,
-    staging: Path,
-    rel: str,
-    size: int,
-    sha256: str,
-    progress: Progress,
-    retries: int = RETRIES,
-) -> int:
-    """Fetch ``url`` into the staging dir, resuming with Range; returns the bytes received over the wire."""
-    received = 0
-    target = PartialFile(staging, rel, size, sha256)
-    try:
-        progress.start(rel, size, target.offset)
-        attempt = 0
-        while target.offset < size:
-            headers = {"Range": f"bytes={target.offset}-"} if target.offset else {}
-            try:
-                with client.stream("GET", url, headers=headers) as response:
-                    if response.status_code == 200 and target.offset:
-                        target.restart()
-                    elif response.status_code not in (200, 206):
-                        raise SourceError(f"{rel}: {url} answered HTTP {response.status_code}")
-                    for data in response.iter_raw():
-                        target.write(data)
-                        received += len(data)
-                        progress.advance(rel, len(data))
-                        attempt = 0
-                if target.offset < size:
-                    raise httpx.RemoteProtocolError("body ended early")
-            except _TRANSIENT as err:
-                attempt += 1
-                if attempt > retries:
-                    raise SourceError(f"{rel}: {url} keeps failing ({type(err).__name__}); re-run to resume") from None
-                log.warning(
-                    "%s: %s at byte %d; resuming (attempt %d/%d)",
-                    rel,
-                    type(err).__name__,
-                    target.offset,
-                    attempt,
-                    retries,
-                )
-                time.sleep(min(0.2 * 2**attempt, 5.0))
-        target.commit()
-        progress.finish(rel)
-        return received
-    finally:
-        target.close()
 
 
 def _read_from(path: Path, offset: int) -> Iterator[bytes]:
