@@ -108,13 +108,13 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
 
 
 def _pyinfra_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    """Groups and data as ``pyinfra inventory.py deploy.py`` sees them, merged by pyinfra's Inventory.
+    """Groups and data as ``pyinfra inventory.py deploy.py`` sees them.
 
-    pyinfra's CLI loader is not used: importing ``pyinfra_cli`` monkey-patches the whole process with
-    gevent, which a library must not do to its caller.
+    pyinfra's own loader is not used: importing ``pyinfra_cli`` monkey-patches the whole process with
+    gevent, and ``pyinfra.api`` alone costs a second of start-up (paramiko, invoke). The merge below is
+    pyinfra's (``Inventory.make_hosts_and_groups`` and ``HostData``): host data > group data, later
+    groups first > ``all``; tests/unit/test_inventory.py checks it against pyinfra itself.
     """
-    from pyinfra.api.inventory import Inventory
-
     groups = {name: value for name, value in _exec(source).items() if _is_host_group(name, value)}
     for name, value in groups.items():
         _check_python_duplicates(name, _hosts_of(value))
@@ -129,16 +129,23 @@ def _pyinfra_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[st
     all_data = {**group_data.pop("all", {}), **(all_group[1] if isinstance(all_group, tuple) else {})}
     file_group = source.stem
     groups.setdefault(file_group, all_hosts)
-    merged = {
-        name: (_hosts_of(value), {**group_data.get(name, {}), **(value[1] if isinstance(value, tuple) else {})})
-        for name, value in groups.items()
-    }
-    try:
-        inventory = Inventory((all_hosts, all_data), **merged)  # type: ignore[no-untyped-call]
-    except Exception as err:  # pyinfra raises plain exceptions for malformed host entries
-        raise ConfigError(str(source), "", f"cannot be read by pyinfra: {err}") from None
-    for host in inventory:
-        yield host.name, tuple(g for g in host.groups if g not in {"all", file_group}), dict(host.data.dict())  # type: ignore[no-untyped-call]
+    host_data: dict[str, dict[str, Any]] = {}
+    host_groups: dict[str, list[str]] = {}
+    merged_groups: dict[str, dict[str, Any]] = {}
+    for name, value in groups.items():
+        merged_groups[name] = {**group_data.get(name, {}), **(value[1] if isinstance(value, tuple) else {})}
+        for entry in _hosts_of(value):
+            host, data = (entry[0], entry[1]) if isinstance(entry, tuple) else (entry, {})
+            host_data.setdefault(host, {}).update(data)
+            host_groups.setdefault(host, []).append(name)
+    for entry in all_hosts:
+        host, data = (entry[0], entry[1]) if isinstance(entry, tuple) else (entry, {})
+        host_data.setdefault(host, {}).update(data)
+        merged: dict[str, Any] = dict(all_data)
+        for group in host_groups.get(host, []):
+            merged.update(merged_groups[group])
+        merged.update(host_data[host])
+        yield host, tuple(g for g in host_groups.get(host, []) if g != file_group), merged
 
 
 def _exec(path: Path) -> dict[str, Any]:
