@@ -8,6 +8,9 @@ was bound early but refuses connections until the engine is ready, as vLLM's soc
 Timing knobs (environment): ``MS4FLEET_SIM_START_OVERHEAD_S`` (default 2), ``MS4FLEET_SIM_LOAD_BYTES_PER_S``
 (default 4e9, a fast NVMe read), ``MS4FLEET_SIM_DEAD_EXIT_S`` (seconds between engine death and exit,
 default 2). GPU and fault file locations: see ``gpus.py``.
+
+Exit status: 2 for a bad command line, 1 when start-up fails, 0 after SIGTERM/SIGINT and also after the
+engine died, as vLLM 0.32 does (vllm-project/vllm#48966).
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ from . import memory, model, vlog
 from .cli import ServeArgs, StartupError, load_flags, parse_serve
 from .engine import Engine
 from .server import ROUTES, StandinServer
-
-EXIT_ENGINE_DEAD = 1
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -139,14 +140,14 @@ def serve(argv: Sequence[str], env: Mapping[str, str]) -> int:
         _stop_later(server, exit_delay)
 
     server.engine = Engine(args, info, plan, source.faults_file, on_dead, version)
-    return _run(server, server.engine, source)
+    return _run(server, source)
 
 
 def _stop_later(server: StandinServer, delay: float) -> None:
     threading.Timer(delay, server.shutdown).start()
 
 
-def _run(server: StandinServer, engine: Engine, source: gpus_mod.GpuSource) -> int:
+def _run(server: StandinServer, source: gpus_mod.GpuSource) -> int:
     """Listen, serve until SIGTERM/SIGINT or engine death, then clean up like vLLM's shutdown."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -171,8 +172,12 @@ def _run(server: StandinServer, engine: Engine, source: gpus_mod.GpuSource) -> i
         server.server_close()
         source.unregister()
         vlog.uvicorn("Shutting down")
+        vlog.uvicorn("Waiting for application shutdown.")
+        vlog.uvicorn("Application shutdown complete.")
         vlog.uvicorn(f"Finished server process [{os.getpid()}]")
-    return EXIT_ENGINE_DEAD if engine.dead else 0
+    # Also 0 after the engine died: vLLM's API server then shuts down gracefully and exits 0, so
+    # systemd's Restart=on-failure does not restart it (vllm-project/vllm#48966, open). Reproduced.
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 
 * ``health_503`` (bool): ``/health`` and ``/ping`` answer 503 while set;
 * ``crash_on_first_decode`` (bool): the next completion fails with EngineDeadError, ``/health`` turns 503
-  and the process exits non-zero shortly after, as vLLM does when its engine core dies;
+  and the server shuts down shortly after, exiting 0, as vLLM does when its engine core dies;
 * ``slow_start_s`` (number): extra seconds before the port is bound;
 * ``refuse_start`` (bool or message): start-up fails with that message, exit status 1;
 * ``decode_delay_ms`` (number): delay per generated token.
