@@ -547,6 +547,12 @@ def test_auto_tool_choice_needs_flags_with_hf_tokenizer(launcher: Launcher, tmp_
     assert required.json()["error"]["message"] == 'tool_choice="required" requires --tool-call-parser to be set'
     # An HF-tokenizer model accepts any OpenAI reasoning effort.
     assert chat(standin.url, reasoning_effort="low").status_code == 200
+    too_long = chat(standin.url, messages=[{"role": "user", "content": "word " * 9000}])
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["message"] == (
+        "This model's maximum context length is 8192 tokens. However, your prompt contains 9003 input tokens, "
+        "which exceeds this limit even without any output tokens. Please reduce the length of the input prompt."
+    )
 
 
 def test_mistral_tokenizer_without_parsers_leaves_markup_in_content(launcher: Launcher, tmp_path: Path) -> None:

@@ -184,9 +184,12 @@ class Engine:
         requested = body.get("max_completion_tokens", body.get("max_tokens"))
         room = self.plan.max_model_len - prompt_tokens
         if room <= 0:
+            # vllm/renderers/params.py, verbatim.
             raise bad_request(
                 f"This model's maximum context length is {self.plan.max_model_len} tokens. However, your "
-                f"request has {prompt_tokens} input tokens. Please reduce the length of the input messages."
+                f"prompt contains {prompt_tokens} input tokens, which exceeds this limit even without any "
+                "output tokens. Please reduce the length of the input prompt.",
+                "input_tokens",
             )
         if requested is None:
             return room
