@@ -1,0 +1,63 @@
+"""The rollout and status command lines, shared by every engine that drives a rollout.
+
+The core cannot run a rollout itself (that takes an engine's connection to the hosts), so the engine's
+command registers its subparser with ``add_rollout_arguments`` / ``add_status_arguments`` and turns the
+parsed options into a ``Policy`` with ``policy_from_args``; bad values fail with one line before any
+host is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ms4fleet.rollout.waves import Policy, WaveSize
+
+DEFAULT_REPORT_DIR = Path("rollout-report")
+
+
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    return number
+
+
+def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inventory", help="pyinfra inventory (.py) of the GPU hosts")
+    parser.add_argument(
+        "--canary", type=_non_negative, default=1, metavar="N", help="hosts changed first, alone (default 1)"
+    )
+    parser.add_argument(
+        "--wave", default="25%", metavar="SIZE", help="hosts per wave after the canary: a count or a share (25%%)"
+    )
+    parser.add_argument(
+        "--max-unavailable",
+        type=_non_negative,
+        default=1,
+        metavar="K",
+        help="hosts out of the load balancer at once (default 1)",
+    )
+    parser.add_argument(
+        "--lb-inventory",
+        metavar="FILE",
+        help="pyinfra inventory of the nginx load balancer host(s) to drain and rejoin replicas on",
+    )
+    parser.add_argument(
+        "--report-dir",
+        type=Path,
+        default=DEFAULT_REPORT_DIR,
+        metavar="D",
+        help=f"where rollout.json and rollout.html go (default {DEFAULT_REPORT_DIR})",
+    )
+    parser.add_argument("--dry", action="store_true", help="print the waves and stop")
+
+
+def add_status_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inventory", help="pyinfra inventory (.py) of the GPU hosts")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def policy_from_args(args: argparse.Namespace) -> Policy:
+    return Policy(canary=args.canary, wave=WaveSize.parse(args.wave), max_unavailable=args.max_unavailable)

@@ -1,0 +1,144 @@
+"""The load balancer in front of the fleet: Debian's nginx, with its config text rendered here only.
+
++ ``nginx_conf(backends, down=...)``: the ``upstream`` of every replica (passive health: ``max_fails`` /
+  ``fail_timeout``; a failed attempt moves to the next replica) and the ``server`` proxying to it. A host
+  being drained has its replicas marked ``down``; ms4fleet writes the file and runs ``nginx -s reload``.
++ ``in_flight(metrics_text)``: requests a replica is still running or holding (vLLM's gauges).
++ ``wait_drained(poll, ...)``: poll until nothing is in flight, before the replica is stopped.
+
+nginx's reload is graceful: new workers use the new upstream, old workers finish the requests they hold,
+then exit. So "drained" = no old worker left (``nginx_old_workers``) and the replicas' gauges at zero.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+CONF_PATH = "/etc/nginx/conf.d/ms4fleet.conf"
+UPSTREAM = "ms4fleet_vllm"
+LISTEN_PORT = 8080
+# Gauges vLLM (V1) exports per model: requests decoding now, and queued ones it has accepted.
+IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
+# Old nginx workers rename themselves while they finish their requests after a reload.
+OLD_WORKER_TITLE = "nginx: worker process is shutting down"
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One replica behind the load balancer: its host (inventory name), address and port."""
+
+    host: str
+    address: str
+    port: int
+
+    @property
+    def server(self) -> str:
+        address = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LbSettings:
+    listen_port: int = LISTEN_PORT
+    # Passive health: one failed attempt takes a replica out for fail_timeout seconds.
+    max_fails: int = 1
+    fail_timeout_s: int = 10
+    # Long generations stream for minutes; nginx's 60 s default would cut them.
+    read_timeout_s: int = 900
+
+
+def nginx_conf(backends: Sequence[Backend], down: Collection[str] = (), settings: LbSettings | None = None) -> str:
+    """The whole of ``CONF_PATH``. ``down``: hosts whose replicas take no new requests (drained)."""
+    if not backends:
+        raise ValueError("the load balancer needs at least one replica")
+    s = settings or LbSettings()
+    if all(b.host in down for b in backends):
+        raise ValueError("every replica would be down: the load balancer would refuse all requests")
+    servers = []
+    for backend in backends:
+        flags = " down" if backend.host in down else ""
+        servers.append(
+            f"    server {backend.server} max_fails={s.max_fails} fail_timeout={s.fail_timeout_s}s{flags};"
+            f"  # {backend.host}"
+        )
+    return "\n".join(
+        [
+            "# Managed by ms4fleet: rewritten on every rollout step (drain, rejoin).",
+            f"upstream {UPSTREAM} {{",
+            *servers,
+            "    keepalive 32;",
+            "}",
+            "",
+            "server {",
+            f"    listen {s.listen_port};",
+            "    client_max_body_size 64m;",
+            "    location / {",
+            f"        proxy_pass http://{UPSTREAM};",
+            "        proxy_http_version 1.1;",
+            '        proxy_set_header Connection "";',
+            "        proxy_set_header Host $host;",
+            # Server-sent events (stream=true) must reach the client token by token.
+            "        proxy_buffering off;",
+            f"        proxy_read_timeout {s.read_timeout_s}s;",
+            f"        proxy_send_timeout {s.read_timeout_s}s;",
+            # A replica that refuses the connection or answers 502/503 (dying, starting) is skipped; a
+            # completion has no side effect beyond compute, so resending a POST to another replica is safe.
+            "        proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+            f"        proxy_next_upstream_tries {min(len(backends), 3)};",
+            "    }",
+            "}",
+            "",
+        ]
+    )
+
+
+def in_flight(metrics_text: str) -> float:
+    """Sum of the in-flight gauges over every model a replica's /metrics reports."""
+    total = 0.0
+    found = False
+    for match in _SAMPLE.finditer(metrics_text):
+        if match.group("name") in IN_FLIGHT_GAUGES:
+            try:
+                total += float(match.group("value"))
+            except ValueError:
+                continue
+            found = True
+    if not found:
+        raise ValueError(f"/metrics has none of {', '.join(IN_FLIGHT_GAUGES)}: not a vLLM server?")
+    return total
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    drained: bool
+    waited_s: float
+    last_in_flight: float | None
+    detail: str
+
+
+def wait_drained(
+    poll: Callable[[], float | None],
+    timeout_s: float = 300.0,
+    interval_s: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DrainResult:
+    """Poll ``poll()`` (requests in flight, or None when the replicas cannot be read) until it reads 0 twice
+    in a row, so a request handed over between two polls is not missed. Unreadable counts as not drained."""
+    started = clock()
+    zeros = 0
+    last: float | None = None
+    while True:
+        last = poll()
+        zeros = zeros + 1 if last == 0 else 0
+        waited = clock() - started
+        if zeros >= 2:
+            return DrainResult(True, waited, last, f"no request in flight after {waited:.1f}s")
+        if waited >= timeout_s:
+            shown = "unreadable" if last is None else f"{last:g}"
+            return DrainResult(False, waited, last, f"still {shown} request(s) in flight after {timeout_s:g}s")
+        sleep(interval_s)

@@ -1,0 +1,103 @@
+"""Wave planning: canary first, waves in inventory order, max-unavailable batches, and the edge cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from ms4fleet.rollout.waves import Policy, PolicyError, WaveSize, plan_waves
+
+FLEET = [f"gpu-{i}" for i in range(1, 9)]
+
+
+def waves(plan: object) -> list[tuple[str, list[list[str]]]]:
+    return [(w.kind, [list(b) for b in w.batches]) for w in plan.waves]  # type: ignore[attr-defined]
+
+
+def test_canary_then_quarter_waves_in_inventory_order() -> None:
+    plan = plan_waves(FLEET, set(FLEET), Policy(canary=1, wave=WaveSize.parse("25%"), max_unavailable=2))
+    assert waves(plan) == [
+        ("canary", [["gpu-1"]]),
+        ("wave", [["gpu-2", "gpu-3"]]),
+        ("wave", [["gpu-4", "gpu-5"]]),
+        ("wave", [["gpu-6", "gpu-7"]]),
+        ("wave", [["gpu-8"]]),
+    ]
+    assert plan.hosts == tuple(FLEET)
+
+
+def test_max_unavailable_splits_a_wave_into_batches() -> None:
+    plan = plan_waves(FLEET, set(FLEET), Policy(canary=2, wave=WaveSize.parse("6"), max_unavailable=4))
+    assert waves(plan) == [
+        ("canary", [["gpu-1", "gpu-2"]]),
+        ("wave", [["gpu-3", "gpu-4", "gpu-5", "gpu-6"], ["gpu-7", "gpu-8"]]),
+    ]
+    one = plan_waves(FLEET[:4], set(FLEET[:4]), Policy(canary=1, wave=WaveSize.parse("100%"), max_unavailable=1))
+    assert waves(one) == [("canary", [["gpu-1"]]), ("wave", [["gpu-2"], ["gpu-3"], ["gpu-4"]])]
+
+
+def test_inventory_order_not_the_order_of_the_changing_set() -> None:
+    changing = ["gpu-7", "gpu-3", "gpu-5"]
+    plan = plan_waves(FLEET, changing, Policy(canary=1, wave=WaveSize.parse("1")))
+    assert [w.hosts for w in plan.waves] == [("gpu-3",), ("gpu-5",), ("gpu-7",)]
+    assert plan.unchanged == ("gpu-1", "gpu-2", "gpu-4", "gpu-6", "gpu-8")
+
+
+def test_second_rollout_of_the_same_release_plans_zero_waves() -> None:
+    plan = plan_waves(FLEET, set(), Policy())
+    assert plan.waves == ()
+    assert plan.unchanged == tuple(FLEET)
+
+
+def test_no_canary() -> None:
+    plan = plan_waves(FLEET[:3], set(FLEET[:3]), Policy(canary=0, wave=WaveSize.parse("2")))
+    assert waves(plan) == [("wave", [["gpu-1"], ["gpu-2"]]), ("wave", [["gpu-3"]])]
+
+
+def test_canary_covering_every_changing_host_leaves_no_wave() -> None:
+    plan = plan_waves(FLEET[:4], {"gpu-2"}, Policy(canary=3))
+    assert waves(plan) == [("canary", [["gpu-2"]])]
+
+
+def test_percentage_rounds_up_and_never_to_zero() -> None:
+    assert WaveSize.parse("25%").hosts(3) == 1
+    assert WaveSize.parse("1%").hosts(8) == 1
+    assert WaveSize.parse("30%").hosts(8) == 3
+    assert WaveSize.parse("100%").hosts(8) == 8
+    assert WaveSize.parse("3").hosts(2) == 3
+
+
+@pytest.mark.parametrize(
+    ("policy", "size", "message"),
+    [
+        (Policy(canary=5), 4, "--canary 5: more than the fleet's 4 host(s); use at most 4"),
+        (Policy(canary=-1), 4, "--canary -1"),
+        (Policy(max_unavailable=0), 4, "--max-unavailable 0: at least 1 host"),
+        (Policy(max_unavailable=4), 4, "would take all 4 hosts out of the load balancer at once; use at most 3"),
+        (Policy(max_unavailable=9), 4, "use at most 3"),
+    ],
+)
+def test_bad_policy_is_refused_with_the_option_named(policy: Policy, size: int, message: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        plan_waves(FLEET[:size], set(FLEET[:size]), policy)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["0", "0%", "101%", "-1", "two", "1.5", "", "%"])
+def test_bad_wave_size(text: str) -> None:
+    with pytest.raises(PolicyError, match="--wave"):
+        WaveSize.parse(text)
+
+
+def test_single_host_fleet_is_allowed_with_a_warning() -> None:
+    plan = plan_waves(["gpu-1"], {"gpu-1"}, Policy(canary=1, max_unavailable=1))
+    assert waves(plan) == [("canary", [["gpu-1"]])]
+    assert "stops serving" in plan.warnings[0]
+
+
+def test_unknown_or_duplicate_hosts() -> None:
+    with pytest.raises(PolicyError, match="not in the inventory"):
+        plan_waves(FLEET, {"gpu-99"}, Policy())
+    with pytest.raises(PolicyError, match="twice"):
+        plan_waves(["a", "a"], set(), Policy())
+    with pytest.raises(PolicyError, match="no hosts"):
+        plan_waves([], set(), Policy())
