@@ -6,9 +6,10 @@
 + ``checks_for_profile(profile)``: the checks a catalog model can pass (image only when multimodal,
   reasoning only when it has reasoning efforts).
 
-Exit codes (``VerifyReport.exit_code``): 0 every selected check passed, 1 a check failed, 2 the endpoint
-was unreachable. A /health 200 proves little (vLLM answers it, then dies on the first decode), so the
-completion check requires generated tokens and a finish reason.
+Exit codes (``VerifyReport.exit_code``): 0 every selected check passed, 1 a check failed (also when the
+server answered and then went away: a crash a check provoked), 2 the endpoint never answered. A /health
+200 proves little (vLLM answers it, then dies on the first decode), so the completion check requires
+generated tokens and a finish reason.
 """
 
 from __future__ import annotations
@@ -154,7 +155,6 @@ def verify(
     logs: str | Callable[[], str] | None = None,
     timeout_s: float = 120.0,
     max_tokens: int = 16,
-    transport: httpx.BaseTransport | None = None,
 ) -> VerifyReport:
     """Run the selected checks against ``url`` (e.g. ``http://10.0.0.5:8000``) serving ``model``.
 
@@ -169,23 +169,31 @@ def verify(
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     base = url.rstrip("/")
     results: list[CheckResult] = []
-    unreachable = False
-    with httpx.Client(headers=headers, timeout=timeout_s, transport=transport) as client:
+    unreachable = False  # never answered: exit 2
+    answered = False
+    stopped: str | None = None  # answered, then stopped answering (a crash the checks provoked): exit 1
+    with httpx.Client(headers=headers, timeout=timeout_s) as client:
         context = _Context(client, base, model, max_tokens)
         for name in CHECKS:
             if name not in selected:
                 results.append(CheckResult(name, "skip", "not selected"))
                 continue
-            if unreachable:
-                results.append(CheckResult(name, "skip", "endpoint unreachable"))
+            if unreachable or stopped:
+                results.append(CheckResult(name, "skip", stopped or "endpoint unreachable"))
                 continue
             started = time.perf_counter()
             try:
                 result = _RUNNERS[name](context)
+                answered = True
             except Unreachable as exc:
-                unreachable = True
-                result = CheckResult(name, "fail", f"unreachable: {exc}")
+                if answered:
+                    stopped = f"the server stopped answering during the {name!r} check"
+                    result = CheckResult(name, "fail", f"{stopped}: {exc}")
+                else:
+                    unreachable = True
+                    result = CheckResult(name, "fail", f"unreachable: {exc}")
             except httpx.HTTPError as exc:
+                answered = True
                 result = CheckResult(name, "fail", f"{type(exc).__name__}: {exc}")
             if result.latency_s is None:
                 result.latency_s = time.perf_counter() - started

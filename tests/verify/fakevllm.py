@@ -80,6 +80,7 @@ class FakeVllm:
     api_key: str | None = None
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    listener: ThreadingHTTPServer | None = None
 
     def __post_init__(self) -> None:
         self.routes.update(
@@ -90,6 +91,13 @@ class FakeVllm:
                 ("GET", "/metrics"): lambda _: Reply(body=METRICS, content_type="text/plain; version=0.0.4"),
             }
         )
+
+    def stop_listening(self) -> None:
+        """Close the port, as vLLM's API server does after its engine died. Called from a route: handlers
+        run on their own threads, so waiting for the accept loop to end cannot deadlock."""
+        if self.listener is not None:
+            self.listener.shutdown()
+            self.listener.server_close()
 
     def route(self, method: str, path: str, route: Route) -> None:
         self.routes[(method, path)] = route
@@ -168,6 +176,7 @@ def running_fake() -> Iterator[FakeVllm]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(server_state))
     server.daemon_threads = True
     server_state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    server_state.listener = server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:

@@ -235,3 +235,21 @@ def test_unselected_checks_are_skipped(fake: FakeVllm) -> None:
     report = run(fake, {"health"})
     assert {c.name for c in report.checks if c.status == "skip"} == ALL - {"health"}
     assert [path for _, path, _ in fake.requests] == ["/health"]
+
+
+def test_server_that_dies_mid_run_is_a_failure_not_unreachable(fake: FakeVllm) -> None:
+    """vLLM's API server exits after an EngineDeadError: later checks find the port closed. The endpoint
+    was reachable, so this is a failed verification (exit 1) with the rest skipped, not exit 2."""
+
+    def crash(_: dict[str, Any]) -> Reply:
+        fake.stop_listening()
+        return Reply(500, {"error": {"message": "EngineCore encountered an issue."}})
+
+    fake.chat_route("plain", crash)
+    report = run(fake, {"health", "completion", "streaming", "metrics"})
+    assert report.exit_code == 1 and not report.unreachable
+    assert report.check("completion").status == "fail"
+    assert report.check("streaming").status == "fail"
+    assert "stopped answering during the 'streaming' check" in report.check("streaming").detail
+    assert report.check("metrics").status == "skip"
+    assert [cause.id for cause in report.causes] == ["engine-dead"]
