@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import string
 import threading
 import time
 import uuid
@@ -272,7 +273,8 @@ class Engine:
         function = tool["function"]
         arguments = example(function.get("parameters") or {"type": "object", "properties": {}})
         call_id = (
-            "".join(secrets.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(9))
+            # Mistral's tokenizer requires 9-character alphanumeric tool call ids.
+            "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(9))
             if self.mistral_tokenizer
             else f"chatcmpl-tool-{uuid.uuid4().hex}"
         )

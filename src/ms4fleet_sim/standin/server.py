@@ -385,4 +385,5 @@ def _usage(gen: Generation) -> dict[str, Any]:
         "total_tokens": gen.prompt_tokens + gen.completion_tokens,
         "completion_tokens": gen.completion_tokens,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
