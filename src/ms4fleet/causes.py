@@ -89,6 +89,15 @@ SIGNATURES: tuple[Signature, ...] = (
         "do not use --attention-backend TRITON_MLA for this model: use FLASH_ATTN_MLA (the recipe default)",
     ),
     Signature(
+        "attention-unsupported",
+        "the attention backend cannot run this model's head size (fails on the first decode, after /health)",
+        _compile(
+            r"Unsupported CPU attention configuration: head_dim=(?P<head_dim>\d+)",
+            r"Head size (?P<head_dim>\d+) is not supported by",
+        ),
+        "pick an --attention-backend that supports the model's head size (the recipe default for the model)",
+    ),
+    Signature(
         "start-gate",
         "other processes hold GPU memory: free memory is below gpu_memory_utilization x total at start",
         _compile(

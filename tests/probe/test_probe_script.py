@@ -32,7 +32,9 @@ case "$1" in
       cat "$REDUCED_CSV"; exit 0
     fi
     cat "$CAPTURE_DIR/query-gpu-$PHASE.csv" ;;
-  --query-compute-apps=*) cat "$CAPTURE_DIR/query-apps-$PHASE.csv" 2>/dev/null ;;
+  --query-compute-apps=*)
+    [ -n "$FAIL_APPS" ] && { echo "Failed to query compute applications"; exit 15; }
+    cat "$CAPTURE_DIR/query-apps-$PHASE.csv" 2>/dev/null ;;
   "") cat "$CAPTURE_DIR/nvidia-smi-$PHASE.txt" ;;
   *) echo "unexpected arguments: $*" >&2; exit 9 ;;
 esac
@@ -119,6 +121,17 @@ def test_older_driver_without_compute_cap_is_asked_again(tmp_path: Path) -> None
     assert gpu["compute_capability"] is None
     assert (gpu["mig_mode"], gpu["ecc_enabled"], gpu["persistence_mode"]) == ("disabled", True, True)
     assert gpu["memory_free_bytes"] == 143156 * hostprobe.MIB
+
+
+def test_process_list_falls_back_to_the_table(tmp_path: Path) -> None:
+    bindir = fake_bin(tmp_path, nvidia_smi=FAKE_SMI)
+    done = run_probe(sys.executable, bindir, "--source", "nvidia-smi", PHASE="cotenant", FAIL_APPS="1")
+    report = parse_probe(done.stdout)
+    (proc,) = report.processes
+    # The table truncates the co-tenant's memory to "10301...": known process, unknown amount.
+    assert (proc.pid, proc.gpu_index, proc.name, proc.used_bytes) == (471, 0, "python3", None)
+    assert proc.gpu_uuid == report.gpus[0].uuid
+    assert any("query-compute-apps" in error for error in report.errors)
 
 
 def test_no_driver_falls_back_to_pci_ids_and_sees_nvswitches(tmp_path: Path) -> None:

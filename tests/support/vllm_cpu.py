@@ -135,6 +135,9 @@ def serve(
         "127.0.0.1",
         "--port",
         str(port),
+        # No torch.compile: the engine is ready in about a second instead of a minute of compiling, and
+        # requests take the same serving paths.
+        "-O0",
         *extra_args,
     ]
     with log_path.open("wb") as log:

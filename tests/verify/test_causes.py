@@ -12,6 +12,8 @@ LINES = {
     "driver-too-old": "RuntimeError: The NVIDIA driver on your system is too old (found version 12080). "
     "Please update your GPU driver",
     "triton-mla": "ValueError: Cannot make_shape_compatible: incompatible dimensions at index 1: 256 and 512",
+    "attention-unsupported": "RuntimeError: Worker failed with error 'Unsupported CPU attention configuration: "
+    "head_dim=16 isa=2 kv_cache_idx=0', please check the stack trace above for the root cause",
     "start-gate": "ValueError: Free memory on device (39.2/140.4 GiB) on startup is less than desired GPU memory "
     "utilization (0.92, 129.2 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
     "kv-cache-too-small": "ValueError: To serve at least one request with the models's max seq len (262144), "

@@ -36,5 +36,7 @@ def test_healthy_but_cannot_decode_fails_with_a_named_cause(broken_server: Serve
     assert "HTTP 500" in report.check("completion").detail
     # vLLM's API server exits after the engine died: a failure (exit 1), not an unreachable endpoint (2).
     assert report.exit_code == 1 and not report.unreachable
-    assert [cause.id for cause in report.causes][-1] == "engine-dead", report.to_dict()
-    assert "EngineDeadError" in broken_server.log_text() or "EngineCore" in report.causes[-1].evidence
+    # The specific cause, read off the server's log, before the generic engine death it explains.
+    assert [cause.id for cause in report.causes] == ["attention-unsupported", "engine-dead"], report.to_dict()
+    assert report.causes[0].details == {"head_dim": "16"}
+    assert "Unsupported CPU attention configuration" in report.causes[0].evidence

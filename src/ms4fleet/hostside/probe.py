@@ -396,8 +396,6 @@ def collect_nvidia_smi(smi: str, errors: List[str]) -> Json:
 
     gpus: List[Json] = []
     for row in rows:
-        reserved = _mib_to_bytes(row.get("memory.reserved"))
-        used = _mib_to_bytes(row.get("memory.used"))
         gpus.append(
             {
                 "index": int(row.get("index") or len(gpus)),
@@ -406,8 +404,8 @@ def collect_nvidia_smi(smi: str, errors: List[str]) -> Json:
                 "pci_bus_id": normalize_bus_id(row.get("pci.bus_id") or ""),
                 "pci_device_id": normalize_device_id(row.get("pci.device_id")),
                 "memory_total_bytes": _mib_to_bytes(row.get("memory.total")),
-                "memory_reserved_bytes": reserved,
-                "memory_used_bytes": used,
+                "memory_reserved_bytes": _mib_to_bytes(row.get("memory.reserved")),
+                "memory_used_bytes": _mib_to_bytes(row.get("memory.used")),
                 "memory_free_bytes": _mib_to_bytes(row.get("memory.free")),
                 "compute_capability": row.get("compute_cap"),
                 "mig_mode": _mig_mode(row.get("mig.mode.current")),
@@ -436,7 +434,7 @@ def collect_nvidia_smi(smi: str, errors: List[str]) -> Json:
         errors.append("nvidia-smi --query-compute-apps: %s" % (done.stdout + done.stderr).strip()[:300])
         uuids = {gpu["index"]: gpu["uuid"] for gpu in gpus}
         for proc in table["processes"]:
-            if proc["type"] in ("G",):
+            if proc["type"] == "G":  # graphics-only clients (a desktop) are not compute co-tenants
                 continue
             processes.append(
                 {
