@@ -12,8 +12,9 @@ It implements what huggingface_hub 1.x calls to download a model at a revision:
 - Errors with the headers the client maps: ``X-Error-Code: GatedRepo`` (401 without a token, 403 with a
   token that was not granted access), ``RevisionNotFound``, ``EntryNotFound``, ``RepoNotFound``; an unknown
   token gets 401 ``X-Error-Message: Invalid credentials in Authorization header``.
-- ``HEAD|GET /mirror/<path>``: files under ``mirror_root`` (an ms4fleet mirror tree), with Range, sent with
-  ``sendfile`` so a benchmark measures the client, not this server.
+- ``HEAD|GET /mirror/<path>``: files under ``mirror_root`` (an ms4fleet mirror tree), with Range (unless
+  ``ignore_range``), sent with ``sendfile`` so a benchmark measures the client, not this server;
+  ``/mirror-redirect/<path>`` answers 302 to the same file on the "CDN" host name.
 
 Faults: ``drop_after(path_or_sha256, n)`` makes the next GET of that file close the connection after ``n``
 body bytes. Every request is logged as a ``Hit`` (method, path, range, whether a token was sent and whether it
@@ -25,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 import threading
 from dataclasses import dataclass, field, replace
@@ -100,6 +102,8 @@ class HubServer:
         self.known_tokens = set(known_tokens or ())
         self.mirror_root = mirror_root
         self.hits: list[Hit] = []
+        # Act like a server without Range support (always 200 with the whole file) on /mirror/.
+        self.ignore_range = False
         self._drops: dict[str, int] = {}
         self._failures: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -286,6 +290,10 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 self._cdn(path.removeprefix("/cdn/"))
             elif path.startswith("/mirror/"):
                 self._mirror(path.removeprefix("/mirror/"))
+            elif path.startswith("/mirror-redirect/"):
+                # A mirror front that sends clients to a storage host under another name.
+                location = f"{server.cdn_url}/mirror/{path.removeprefix('/mirror-redirect/')}"
+                self._send(302, {"Location": location})
             elif match := _API.match(path):
                 self._api(match, parse_qs(url.query))
             elif match := _RESOLVE.match(path):
@@ -375,7 +383,7 @@ def _make_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
                 self._error(404, None, "Not found")
                 return
             size = target.stat().st_size
-            ranged = self._ranged(size)
+            ranged = self._ranged(size) if not server.ignore_range else (0, size, {"Content-Length": str(size)}, 200)
             if ranged is None:
                 return
             start, end, headers, status = ranged
@@ -434,13 +442,9 @@ def synthetic_checkpoint(seed: int = 0, shard_bytes: int = 3 * 1024 * 1024) -> d
     """A Mistral-native checkpoint plus the HF-format copy a profile must NOT download."""
 
     def blob(tag: str, size: int) -> bytes:
-        out = bytearray()
-        counter = 0
-        while len(out) < size:
-            out += hashlib.sha256(f"{seed}:{tag}:{counter}".encode()).digest() * 64
-            counter += 1
         header = json.dumps({"__metadata__": {"format": "pt", "tag": tag}}).encode()
-        return (len(header).to_bytes(8, "little") + header + bytes(out))[:size]
+        body = random.Random(f"{seed}:{tag}").randbytes(size)
+        return (len(header).to_bytes(8, "little") + header + body)[:size]
 
     params = {"dim": 256, "n_layers": 2, "head_dim": 64, "n_heads": 4, "vocab_size": 1024, "seed": seed}
     return {

@@ -95,6 +95,7 @@ def test_unknown_revision_and_repo_and_bad_token(hub_world: HubWorld, tmp_path: 
     assert not dest.exists()
 
 
+@pytest.mark.slow
 def test_connection_dropped_mid_file_is_resumed_with_range(hub_world: HubWorld, tmp_path: Path) -> None:
     # huggingface_hub writes in DOWNLOAD_CHUNK_SIZE (10 MiB) pieces and resumes after the last whole one.
     chunk = constants.DOWNLOAD_CHUNK_SIZE

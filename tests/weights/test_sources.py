@@ -66,6 +66,31 @@ def test_mirror_drop_resumes_at_the_exact_byte(hub_world: HubWorld, mirror: Path
     assert result.bytes_transferred == sum(len(hub_world.files[r]) for r in WANTED)
 
 
+def test_mirror_without_range_support_restarts_the_file(hub_world: HubWorld, mirror: Path, tmp_path: Path) -> None:
+    size, cut = len(hub_world.files[SHARD]), 1_000_000
+    hub_world.hub.ignore_range = True
+    hub_world.hub.drop_after(SHARD, cut)
+    dest = tmp_path / "models" / PROFILE
+    fetch_weights(
+        MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned), dest, profile=PROFILE, include=INCLUDE
+    )
+    assert [(h.status, h.body_bytes) for h in hub_world.hub.gets(SHARD)] == [(200, cut), (200, size)]
+    assert (dest / SHARD).read_bytes() == hub_world.files[SHARD]
+
+
+def test_mirror_redirect_to_another_host_does_not_carry_the_token(
+    hub_world: HubWorld, mirror: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "models" / PROFILE
+    source = MirrorSource(f"{hub_world.hub.url}/mirror-redirect", REPO_ID, hub_world.pinned, token=hub_world.token)
+    fetch_weights(source, dest, profile=PROFILE, include=INCLUDE)
+    assert hv.verify(str(dest), full=True)["ok"]
+    hops: dict[str, set[str]] = {}
+    for hit in hub_world.hub.hits:
+        hops.setdefault(hit.path.split("/")[1], set()).add(hit.token)
+    assert hops == {"mirror-redirect": {"valid"}, "mirror": {"none"}}
+
+
 def test_interrupted_fetch_leaves_nothing_that_verifies_and_rerun_resumes(
     hub_world: HubWorld, mirror: Path, tmp_path: Path
 ) -> None:

@@ -36,6 +36,7 @@ def _jobs(tmp_path: Path, revision: str, count: int = 3) -> list[StageJob]:
     ]
 
 
+@pytest.mark.slow
 def test_stage_fetches_once_and_every_host_verifies(hub_world: HubWorld, staged: Path, tmp_path: Path) -> None:
     jobs = _jobs(tmp_path, hub_world.pinned)
     outcomes = stage_to_hosts(staged, jobs, parallel=3)
@@ -54,6 +55,7 @@ def test_stage_fetches_once_and_every_host_verifies(hub_world: HubWorld, staged:
     assert [o.status for o in again] == ["present"] * 3 and all(o.bytes_sent == 0 for o in again)
 
 
+@pytest.mark.slow
 def test_stage_repairs_only_the_damaged_file_on_the_damaged_host(
     staged: Path, tmp_path: Path, hub_world: HubWorld
 ) -> None:

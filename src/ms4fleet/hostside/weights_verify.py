@@ -300,6 +300,14 @@ def remove_tree(path: str) -> None:
         shutil.rmtree(path)
 
 
+def remove_entry(path: str) -> None:
+    """Remove whatever is at ``path`` (file, link or directory), if anything."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        remove_tree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+
+
 def prepare(directory: str, repo: Optional[str] = None, revision: Optional[str] = None) -> Report:
     """Make ``DIR.partial`` ready to receive files; keep whatever already verifies."""
     report = verify(directory, repo=repo, revision=revision)
@@ -313,11 +321,7 @@ def prepare(directory: str, repo: Optional[str] = None, revision: Optional[str] 
         os.rename(directory, staging)
         make_writable_dirs(staging)
         for bad in report["bad"]:
-            path = os.path.join(staging, bad["path"])
-            if os.path.isdir(path) and not os.path.islink(path):
-                remove_tree(path)
-            elif os.path.lexists(path):
-                os.unlink(path)
+            remove_entry(os.path.join(staging, bad["path"]))
         report["action"] = "repair"
     else:
         os.makedirs(staging, exist_ok=True)

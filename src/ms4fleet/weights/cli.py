@@ -117,6 +117,10 @@ def _fetch(args: argparse.Namespace) -> int:
     try:
         request = _host_request(args) if args.inventory else _explicit_request(args)
         source, secret = open_source(request, endpoint=args.endpoint)
+    except (WeightsError, ConfigError) as err:
+        print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
+        return 2
+    try:
         with scrubbed(secret), _bar(console) as bar:
             result = fetch_weights(
                 source,
@@ -129,9 +133,9 @@ def _fetch(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 progress=_BarProgress(bar),
             )
-    except (WeightsError, ConfigError) as err:
+    except WeightsError as err:
         print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
+        return 1
     summary: dict[str, Any] = {
         "dest": str(result.dest),
         "action": result.action,

@@ -16,7 +16,6 @@ the next run resumes from it.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -29,10 +28,11 @@ from typing import Literal
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import IntegrityError, SourceError, WeightsError
+from ms4fleet.weights.hub import file_digests
 from ms4fleet.weights.manifest import FileEntry, Manifest, read_manifest, write_manifest
 from ms4fleet.weights.preflight import DiskUsage, check_disk, check_owner
 from ms4fleet.weights.source import RemoteFile, Source, select
-from ms4fleet.weights.transfer import CHUNK, NullProgress, Progress, partial_path
+from ms4fleet.weights.transfer import NullProgress, Progress, partial_path
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +71,6 @@ def _matches(manifest: Manifest, source: Source, profile: str, include: Sequence
     )
 
 
-def _git_blob_sha1_and_sha256(path: Path) -> tuple[str, str]:
-    size = path.stat().st_size
-    sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
-    sha256 = hashlib.sha256()
-    with path.open("rb") as handle:
-        while data := handle.read(CHUNK):
-            sha1.update(data)
-            sha256.update(data)
-    return sha1.hexdigest(), sha256.hexdigest()
-
-
 def _remaining_bytes(staging: Path, wanted: Sequence[RemoteFile]) -> int:
     """Bytes still to transfer, judged by stat alone (before any byte moves)."""
     remaining = 0
@@ -105,7 +94,7 @@ def _open_staging(dest: Path, staging: Path, dest_report: hv.Report | None) -> A
         os.rename(dest, staging)
         hv.make_writable_dirs(str(staging))
         for bad in dest_report["bad"]:
-            (staging / bad["path"]).unlink(missing_ok=True)
+            hv.remove_entry(str(staging / bad["path"]))
         log.warning(
             "%s: %d bad file(s) (%s); refetching only those",
             dest,
@@ -181,7 +170,7 @@ def _fill(
             continue
         target = staging / item.path
         if target.is_file() and target.stat().st_size == item.size:
-            sha1, sha256 = _git_blob_sha1_and_sha256(target)
+            sha256, sha1 = file_digests(target)
             if sha1 == item.git_sha1:
                 entries[item.path] = FileEntry(path=item.path, size=item.size, sha256=sha256)
                 continue
@@ -214,7 +203,7 @@ def _fill(
         raise WeightsError(f"{staging}: {report['error']}")
     todo = [item for item in wanted if item.path in {b["path"] for b in report["bad"]}]
     for item in todo:
-        (staging / item.path).unlink(missing_ok=True)
+        hv.remove_entry(str(staging / item.path))
 
     def _one(item: RemoteFile) -> tuple[str, int]:
         try:

@@ -64,8 +64,9 @@ def translate(err: BaseException, repo_id: str, revision: str, endpoint: str, se
     return SourceError(secret.scrub(message) if secret is not None else message)
 
 
-def _digests(path: Path, size: int) -> tuple[str, str]:
-    """sha256 and git blob sha1 of one file, in one read."""
+def file_digests(path: Path) -> tuple[str, str]:
+    """sha256 and git blob sha1 (what the Hub lists for a non-LFS file) of one file, in one read."""
+    size = path.stat().st_size
     sha256 = hashlib.sha256()
     sha1 = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
     with path.open("rb", buffering=0) as handle:
@@ -127,7 +128,7 @@ class HubSource:
             raise self._error(err) from None
         path = Path(local)
         size = path.stat().st_size
-        sha256, sha1 = _digests(path, size)
+        sha256, sha1 = file_digests(path)
         expected = item.sha256 or item.git_sha1
         actual = sha256 if item.sha256 else sha1
         if size != item.size or actual != expected:
