@@ -581,6 +581,11 @@ def test_health_503_switch_flips_live(launcher: Launcher, tmp_path: Path) -> Non
 DEAD_BODY = {"error": {"message": ENGINE_DEAD, "type": "InternalServerError", "param": None, "code": 500}}
 
 
+# Long enough for a test to see the dead engine (503, 500) before the server shuts down, even on a
+# loaded machine.
+SLOW_DEATH = {"MS4FLEET_SIM_DEAD_EXIT_S": "3"}
+
+
 def _assert_dead_after(standin: Standin) -> None:
     """After the engine died: 503 health, 500 completions, a graceful shutdown and exit status 0."""
     assert httpx.get(f"{standin.url}/health").status_code == 503
@@ -595,7 +600,8 @@ def _verify_fails_completion(standin: Standin, cause: str) -> None:
     """ms4fleet's verification: health passes, the first decode fails, the log names the cause."""
     from ms4fleet.verify import verify
 
-    report = verify(standin.url, "mistral-small-4", logs=standin.output, timeout_s=30)
+    checks = ("health", "models", "completion")
+    report = verify(standin.url, "mistral-small-4", checks=checks, logs=standin.output, timeout_s=30)
     assert report.check("health").status == "pass"
     completion = report.check("completion")
     assert completion.status == "fail" and json.loads(completion.body) == DEAD_BODY
@@ -603,7 +609,7 @@ def _verify_fails_completion(standin: Standin, cause: str) -> None:
 
 
 def test_crash_on_first_decode_switch(launcher: Launcher, tmp_path: Path) -> None:
-    standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS)
+    standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, **SLOW_DEATH)
     assert chat(standin.url).status_code == 200
     standin.set_faults(crash_on_first_decode=True)
     assert httpx.get(f"{standin.url}/health").status_code == 200, "healthy until it decodes"
@@ -612,7 +618,9 @@ def test_crash_on_first_decode_switch(launcher: Launcher, tmp_path: Path) -> Non
 
 
 def test_crash_on_first_decode_streaming_fails_the_request(launcher: Launcher, tmp_path: Path) -> None:
-    standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, faults={"crash_on_first_decode": True})
+    standin = launcher.start(
+        ms4_model(tmp_path / "model"), *MS4_FLAGS, faults={"crash_on_first_decode": True}, **SLOW_DEATH
+    )
     assert httpx.get(f"{standin.url}/health").status_code == 200
     response = chat(standin.url, stream=True)
     assert (response.status_code, response.json()) == (500, DEAD_BODY)
@@ -621,7 +629,7 @@ def test_crash_on_first_decode_streaming_fails_the_request(launcher: Launcher, t
 
 def test_triton_mla_crashes_on_first_decode(launcher: Launcher, tmp_path: Path) -> None:
     flags = [*MS4_FLAGS[:-1], "TRITON_MLA"]
-    standin = launcher.start(ms4_model(tmp_path / "model"), *flags)
+    standin = launcher.start(ms4_model(tmp_path / "model"), *flags, **SLOW_DEATH)
     assert httpx.get(f"{standin.url}/v1/models").status_code == 200
     _verify_fails_completion(standin, "triton-mla")
     _assert_dead_after(standin)
