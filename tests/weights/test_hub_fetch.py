@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,12 @@ def test_flipped_byte_and_missing_file_refetch_only_those(hub_world: HubWorld, t
     assert downloaded == {f"/cdn/{commit[name].sha256}?repo={REPO_ID}" for name in (flipped, missing)}
     assert hv.verify(str(dest), full=True)["ok"]
     assert (dest / flipped).read_bytes() == hub_world.files[flipped]
+
+
+def test_concurrent_fetches_into_one_dir_wait_and_download_once(hub_world: HubWorld, tmp_path: Path) -> None:
+    dest = tmp_path / "models" / PROFILE
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda _: _fetch(hub_world, dest), range(3)))
+    assert sorted(r.action for r in results) == ["fetched", "present", "present"]
+    downloads = [h.path for h in hub_world.hub.gets()]
+    assert len(downloads) == len(WANTED) == len(set(downloads))

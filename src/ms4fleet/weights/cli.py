@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import threading
 from collections.abc import Sequence
@@ -27,10 +26,12 @@ from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
-from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts
+from ms4fleet.weights.stage import DEFAULT_STAGING, StageJob, stage_to_hosts, target_for
+
+# target_for and DEFAULT_STAGING live in ``stage``; re-exported for the engines that import them from here.
+__all__ = ["DEFAULT_ROOT", "DEFAULT_STAGING", "main", "register", "target_for"]
 
 DEFAULT_ROOT = "/srv/ms4fleet/models"
-DEFAULT_STAGING = Path("/var/cache/ms4fleet/weights")
 
 
 class _BarProgress:
@@ -162,28 +163,6 @@ def _verify(args: argparse.Namespace) -> int:
     argv += ["--repo", args.repo] if args.repo else []
     argv += ["--revision", args.revision] if args.revision else []
     return hv.main(argv)
-
-
-def target_for(name: str, connection: dict[str, Any], data: dict[str, Any]) -> HostTarget:
-    """SSH connection data from an inventory host (pyinfra or Ansible keys)."""
-    if name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local":
-        return HostTarget.local(name)
-    options: list[str] = []
-    if data.get("ssh_known_hosts_file"):
-        options += ["-o", f"UserKnownHostsFile={data['ssh_known_hosts_file']}"]
-    strict = data.get("ssh_strict_host_key_checking")
-    if strict is not None:
-        options += ["-o", f"StrictHostKeyChecking={strict}"]
-    if data.get("ansible_ssh_common_args"):
-        options += shlex.split(str(data["ansible_ssh_common_args"]))
-    return HostTarget(
-        name=name,
-        hostname=str(connection.get("hostname", name)),
-        port=int(connection.get("port", 22)),
-        user=str(connection["user"]) if connection.get("user") else None,
-        key=str(connection["key"]) if connection.get("key") else None,
-        ssh_options=tuple(options),
-    )
 
 
 def _stage(args: argparse.Namespace) -> int:

@@ -51,13 +51,15 @@ class FetchResult:
 
 @contextmanager
 def _locked(dest: Path) -> Iterator[None]:
-    """One fetch per destination at a time (engines, timers and humans may all try)."""
+    """One fetch per destination at a time (engines, timers and humans may all try); later ones wait."""
     lock = dest.parent / f".{dest.name}.lock"
     with lock.open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise WeightsError(f"{dest}: another fetch into this directory is running; wait for it") from None
+            # Engines fetch for many hosts at once: the first does the work, the others then find it done.
+            log.warning("%s: another fetch into this directory is running; waiting for it", dest)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
 

@@ -13,7 +13,8 @@ For each host, in parallel:
 rsync over ssh is used rather than SFTP: it is the fastest robust option (kernel-side I/O, resumable,
 checksummed) and every provisioned host has it.
 
-+ ``HostTarget``: how to reach a host (``local()`` for the controller itself).
++ ``HostTarget``: how to reach a host (``local()`` for the controller itself); ``target_for(name, connection,
+  data)`` builds one from an inventory host's SSH settings (pyinfra or Ansible keys).
 + ``stage_to_hosts(staged_dir, jobs, parallel)`` -> ``list[HostOutcome]``.
 """
 
@@ -27,11 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.manifest import read_manifest
 
+# Where the controller keeps the one verified copy it fans out (one directory per repo and revision).
+DEFAULT_STAGING = Path("/var/cache/ms4fleet/weights")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
 RSYNC_OPTIONS = (
     "--recursive",
@@ -107,6 +110,28 @@ class HostOutcome:
     bytes_sent: int = 0
     hashed_on_host: int = 0
     steps: list[str] = field(default_factory=list)
+
+
+def target_for(name: str, connection: dict[str, Any], data: dict[str, Any]) -> HostTarget:
+    """SSH connection data from an inventory host (pyinfra or Ansible keys)."""
+    if name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local":
+        return HostTarget.local(name)
+    options: list[str] = []
+    if data.get("ssh_known_hosts_file"):
+        options += ["-o", f"UserKnownHostsFile={data['ssh_known_hosts_file']}"]
+    strict = data.get("ssh_strict_host_key_checking")
+    if strict is not None:
+        options += ["-o", f"StrictHostKeyChecking={strict}"]
+    if data.get("ansible_ssh_common_args"):
+        options += shlex.split(str(data["ansible_ssh_common_args"]))
+    return HostTarget(
+        name=name,
+        hostname=str(connection.get("hostname", name)),
+        port=int(connection.get("port", 22)),
+        user=str(connection["user"]) if connection.get("user") else None,
+        key=str(connection["key"]) if connection.get("key") else None,
+        ssh_options=tuple(options),
+    )
 
 
 def verifier_source() -> bytes:
