@@ -897,3 +897,23 @@ def test_memory_refusal_is_named_by_causes(launcher: Launcher, tmp_path: Path) -
     status, output = launcher.run(ms4_model(tmp_path / "model"), *MS4_FLAGS, gpu_list=gpus(2, free=50 * GIB))
     assert status == 1
     assert "start-gate" in [c.id for c in name_causes(output)]
+
+
+def test_the_planners_argv_serves_and_verifies(launcher: Launcher, tmp_path: Path) -> None:
+    """What ms4fleet.serving renders for an 8x H200 host starts the stand-in and passes every check."""
+    from ms4fleet.config import HostConfig
+    from ms4fleet.serving import plan_host
+    from ms4fleet.verify import CHECKS, verify
+
+    config = HostConfig.from_host_data("gpu-1", {"ms4fleet_gpu": {"kind": "h200-sxm", "count": 8}})
+    argv = list(plan_host(config).replicas[0].argv)
+    # Serve on loopback: drop the replica's own address (the launcher adds a free loopback port).
+    for flag in ("--host", "--port"):
+        if flag in argv:
+            del argv[argv.index(flag) : argv.index(flag) + 2]
+    model, flags = argv[0], argv[1:]
+    assert model.startswith("/"), "the unit serves a mounted weights directory"
+    standin = launcher.start(ms4_model(tmp_path / "model"), *flags)
+    served = config.serving.served_model_name or config.profile.served_model_name
+    report = verify(standin.url, served, checks=CHECKS, timeout_s=30)
+    assert report.ok, report.to_dict()
