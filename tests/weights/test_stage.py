@@ -13,7 +13,7 @@ from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.hub import HubSource
-from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts
+from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, target_for
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # no venv, no ms4fleet: the verifier must be stdlib only
 
@@ -119,3 +119,17 @@ def test_ssh_and_rsync_command_lines() -> None:
     assert "--rsync-path=sudo -n rsync" in rsync and "--append-verify" in rsync
     root = HostTarget("gpu-2", hostname="h", user="root")
     assert not root.needs_sudo and "sudo" not in root.command(["true"])[-1]
+
+
+def test_targets_from_pyinfra_and_ansible_host_data() -> None:
+    pyinfra = target_for(
+        "gpu-1",
+        {"hostname": "10.0.0.5", "port": 2201, "user": "ms4fleet", "key": "/k"},
+        {"ssh_known_hosts_file": "/kh", "ssh_strict_host_key_checking": "yes"},
+    )
+    assert (pyinfra.hostname, pyinfra.port, pyinfra.user, pyinfra.key) == ("10.0.0.5", 2201, "ms4fleet", "/k")
+    assert pyinfra.ssh_options == ("-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=yes")
+    ansible = target_for("gpu-2", {"hostname": "h"}, {"ansible_ssh_common_args": "-o UserKnownHostsFile=/kh"})
+    assert ansible.ssh_options == ("-o", "UserKnownHostsFile=/kh") and ansible.port == 22
+    assert target_for("@local", {}, {}).hostname is None
+    assert target_for("x", {}, {"ansible_connection": "local"}).command(["true"]) == ["true"]

@@ -122,8 +122,9 @@ def target_for(name: str, connection: dict[str, Any], data: dict[str, Any]) -> H
     strict = data.get("ssh_strict_host_key_checking")
     if strict is not None:
         options += ["-o", f"StrictHostKeyChecking={strict}"]
-    if data.get("ansible_ssh_common_args"):
-        options += shlex.split(str(data["ansible_ssh_common_args"]))
+    for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+        if data.get(key):
+            options += shlex.split(str(data[key]))
     return HostTarget(
         name=name,
         hostname=str(connection.get("hostname", name)),
