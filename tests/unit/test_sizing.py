@@ -142,8 +142,9 @@ def test_size_cli_on_a_gqa_config(tmp_path) -> None:  # type: ignore[no-untyped-
             }
         )
     )
-    out = _size_cli("--model-config", str(config), "--gpu-mem-gib", "80", "--tp", "4", "--util", "0.9",
-                    "--weights-gib", "131.4")
+    out = _size_cli(
+        "--model-config", str(config), "--gpu-mem-gib", "80", "--tp", "4", "--util", "0.9", "--weights-gib", "131.4"
+    )
     # 2 x (8/4 heads) x 128 x 80 x 2 B = 81,920 B per token per GPU
     assert out["kv_bytes_per_token"] == 81_920
     budget = 0.9 * 80 - 131.4 / 4 - reserve_bytes(8192) / GIB
