@@ -11,6 +11,7 @@ import hashlib
 import json
 import secrets
 import socket
+import socketserver
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from . import vlog
-from .engine import ApiError, Engine, Generation, bad_request
+from .engine import ApiError, Engine, Generation, bad_request, engine_dead
 
 GUARDED_PREFIX = ("/v1", "/v2", "/inference", "/cohere")
 ROUTES = ("/health", "/ping", "/version", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
@@ -36,6 +37,12 @@ class StandinServer(ThreadingHTTPServer):
         super().__init__(address, Handler, bind_and_activate=False)
         self.engine = engine
         self._token_hashes = [hashlib.sha256(k.encode()).digest() for k in api_keys]
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the host name (getfqdn), which can hang on a host without DNS.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def authorized(self, header: str | None) -> bool:
         """vLLM's AuthenticationMiddleware: ``Authorization: Bearer <key>``, compared in constant time."""
@@ -181,11 +188,7 @@ class Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
-            raise ApiError(
-                500,
-                "InternalServerError",
-                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-            )
+            raise engine_dead()
         model, gen = engine.plan_chat(body)
         request_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -277,11 +280,7 @@ class Handler(BaseHTTPRequestHandler):
     def _completion(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
-            raise ApiError(
-                500,
-                "InternalServerError",
-                "EngineCore encountered an issue. See stack trace (above) for the root cause.",
-            )
+            raise engine_dead()
         model, gen = engine.plan_completion(body)
         request_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
