@@ -22,7 +22,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -46,7 +46,7 @@ class FetchResult:
     action: Action
     fetched: tuple[str, ...] = ()
     bytes_transferred: int = 0
-    hashed: tuple[str, ...] = field(default=())
+    hashed: tuple[str, ...] = ()
 
 
 @contextmanager

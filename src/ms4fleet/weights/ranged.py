@@ -144,11 +144,11 @@ def ranged_download(session: HttpSession, url: str, target: PartialFile, progres
                 raise http.client.IncompleteRead(b"", target.size - target.offset)
             if not whole_body and target.offset <= end:
                 raise http.client.IncompleteRead(b"", end + 1 - target.offset)
-            if target.offset > start:
-                attempt = 0
+            attempt = 0
         except _TRANSIENT as err:
             session.forget(url)
-            attempt += 1
+            # A failure after some progress starts a fresh count: only a stuck transfer runs out of retries.
+            attempt = 1 if target.offset > start else attempt + 1
             if attempt > retries:
                 raise SourceError(
                     f"{target.rel}: {url} keeps failing ({type(err).__name__}); re-run to resume"

@@ -1,8 +1,8 @@
 """Resumable, hash-checked transfer of one file into a staging directory (mirror and local-path sources).
 
-Bytes land in ``<staging>/.ms4fleet/partial/<path>``; an interrupted transfer resumes from that file's length
-(so at most the data in flight when it stopped is sent again) and the file moves to ``<staging>/<path>`` only
-once its size and sha256 match. A file at its final staging path is therefore always complete and correct.
+Bytes land in ``<staging>/.ms4fleet/partial/<path>`` as they arrive; an interrupted transfer resumes from that
+file's length, and the file moves to ``<staging>/<path>`` only once its size and sha256 match. A file at its
+final staging path is therefore always complete and correct.
 
 + ``Progress``: the callback protocol fetchers report to; ``NullProgress`` ignores it.
 + ``PartialFile``: the writer; ``copy_file(...)`` and ``ranged.ranged_download(...)`` drive it.
@@ -11,7 +11,6 @@ once its size and sha256 match. A file at its final staging path is therefore al
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import queue
 import threading
@@ -21,8 +20,6 @@ from typing import Protocol
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import IntegrityError, SourceError, WeightsError
-
-log = logging.getLogger(__name__)
 
 CHUNK = 4 * 1024 * 1024
 RETRIES = 5
