@@ -653,6 +653,22 @@ def test_decode_delay_switch(launcher: Launcher, tmp_path: Path) -> None:
     assert metric(text, "vllm:time_to_first_token_seconds_bucket", le="0.1") == 0
 
 
+def test_client_leaving_a_stream_ends_its_request(launcher: Launcher, tmp_path: Path) -> None:
+    # 300 ms a token: the ~20-token reply streams for seconds, so the request is still running below.
+    standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, faults={"decode_delay_ms": 300})
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", f"{standin.url}/v1/chat/completions", json=body) as response:
+        next(response.iter_lines())
+        running = metric(httpx.get(f"{standin.url}/metrics").text, "vllm:num_requests_running")
+        assert running == 1
+    deadline = time.monotonic() + 15
+    while metric(httpx.get(f"{standin.url}/metrics").text, "vllm:num_requests_running") != 0:
+        assert time.monotonic() < deadline, "the abandoned request never finished"
+        time.sleep(0.1)
+    assert "Traceback" not in standin.output()
+    assert chat(standin.url, max_tokens=2).status_code == 200
+
+
 def test_slow_start_switch_keeps_port_closed(launcher: Launcher, tmp_path: Path) -> None:
     standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, faults={"slow_start_s": 2.5}, wait=False)
     while standin.proc.poll() is None and "Starting to load model" not in standin.output():

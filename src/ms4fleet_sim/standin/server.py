@@ -14,7 +14,7 @@ import socket
 import socketserver
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -243,7 +243,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _chat_chunks(
         self, request_id: str, created: int, model: str, gen: Generation, include_usage: bool
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             return {
                 "id": request_id,
@@ -317,7 +317,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _completion_chunks(
         self, request_id: str, created: int, model: str, gen: Generation, include_usage: bool
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Generator[dict[str, Any], None, None]:
         def chunk(text: str, finish: str | None = None) -> dict[str, Any]:
             return {
                 "id": request_id,
@@ -343,7 +343,7 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": _usage(gen),
             }
 
-    def _stream(self, chunks: Iterator[dict[str, Any]]) -> None:
+    def _stream(self, chunks: Generator[dict[str, Any], None, None]) -> None:
         """Server-sent events, chunked: ``data: {...}`` per chunk, then ``data: [DONE]``."""
         try:
             first = next(chunks)
@@ -355,13 +355,19 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("transfer-encoding", "chunked")
         self.end_headers()
         self._access_log(200)
-        self._write_event(first)
         try:
+            self._write_event(first)
             for item in chunks:
                 self._write_event(item)
         except ApiError as error:
             # After the 200 is sent, vLLM reports a failure as an error event in the stream.
             self._write_event(error.body())
+        except (BrokenPipeError, ConnectionResetError):
+            # The client went away: vLLM aborts the request; here the decode generator is closed below.
+            self.close_connection = True
+            return
+        finally:
+            chunks.close()
         self._write_chunk(b"data: [DONE]\n\n")
         self._write_chunk(b"")
 
