@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -177,26 +178,56 @@ def _host_files(fleet: Fleet, host: str, spec: GpuSpec, client_pub: str) -> byte
     return tar.render()
 
 
-def _create_host(fleet: Fleet, host: str, spec: GpuSpec, port: int, image: str, config: str, files: bytes) -> None:
+class PortAllocator:
+    """Hands out free 127.0.0.1 ports for SSH, never one another sim container already publishes."""
+
+    def __init__(self, used: set[int]) -> None:
+        self._used = set(used)
+        self._next = FIRST_PORT
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            while self._next in self._used or not _port_free(self._next):
+                self._next += 1
+            self._used.add(self._next)
+            return self._next
+
+
+def _create_host(
+    fleet: Fleet, host: str, spec: GpuSpec, ports: PortAllocator, image: str, config: str, files: bytes
+) -> int:
+    """Create, fill and start one host container; return its SSH port."""
     container = fleet.container(host)
     volume = fleet.volume(host)
     if dockercli.inspect("volume", volume) is None:
         dockercli.run(["volume", "create", *fleet.labels("volume"), volume])
-    dockercli.run(
-        [
-            "create", "--name", container, "--hostname", host, *fleet.labels("host"),
-            "--label", f"{CONFIG_LABEL}={config}", "--label", f"{PORT_LABEL}={port}",
-            "--label", f"{GPUS_LABEL}={spec.label()}",
-            "--network", fleet.network, "--restart", "unless-stopped",
-            *SYSTEMD_FLAGS,
-            # Nested Docker keeps its data on a volume (a real filesystem, not the container's overlay).
-            "-v", f"{volume}:/var/lib/docker",
-            "-p", f"127.0.0.1:{port}:22",
-            image,
-        ]
-    )  # fmt: skip
-    dockercli.run(["cp", "-a", "-", f"{container}:/"], input_bytes=files)
-    dockercli.run(["start", container])
+    for _ in range(20):
+        port = ports.take()
+        dockercli.run(
+            [
+                "create", "--name", container, "--hostname", host, *fleet.labels("host"),
+                "--label", f"{CONFIG_LABEL}={config}", "--label", f"{PORT_LABEL}={port}",
+                "--label", f"{GPUS_LABEL}={spec.label()}",
+                "--network", fleet.network, "--restart", "unless-stopped",
+                *SYSTEMD_FLAGS,
+                # Nested Docker keeps its data on a volume (a real filesystem, not the container's overlay).
+                "-v", f"{volume}:/var/lib/docker",
+                "-p", f"127.0.0.1:{port}:22",
+                image,
+            ]
+        )  # fmt: skip
+        dockercli.run(["cp", "-a", "-", f"{container}:/"], input_bytes=files)
+        try:
+            dockercli.run(["start", container])
+        except dockercli.DockerError as exc:
+            # dockerd can keep a port reserved after a failed start: take the next one.
+            if "port is already allocated" not in str(exc):
+                raise
+            dockercli.run(["rm", "-f", container])
+            continue
+        return port
+    raise RuntimeError(f"{host}: no free SSH port found after 20 attempts")
 
 
 def _known_hosts(fleet: Fleet, hosts: list[HostRecord]) -> Path:
@@ -237,12 +268,11 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
 
     names = [fleet.host_name(i + 1) for i in range(len(specs))]
     remove_fleet_hosts(fleet, keep=set(names))
-    used_ports = _ports_in_use_by_sim()
-    hosts: list[HostRecord] = []
-    to_create: list[tuple[str, GpuSpec, int, str]] = []
-    next_port = FIRST_PORT
-    for name, spec in zip(names, specs, strict=True):
-        config = recipe_hash(image, spec.label(), client_pub, repo_dir.name, hostfiles.hardware_hash())
+    ports = PortAllocator(_ports_in_use_by_sim())
+
+    def ensure_host(item: tuple[str, GpuSpec]) -> HostRecord:
+        name, spec = item
+        config = recipe_hash(image, spec.label(), client_pub, repo_dir.name, hostfiles.hardware_hash(), SYSTEMD_FLAGS)
         info = dockercli.inspect("container", fleet.container(name))
         if info is not None and info["Config"]["Labels"].get(CONFIG_LABEL) == config:
             port = int(info["Config"]["Labels"][PORT_LABEL])
@@ -252,20 +282,12 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
             if info is not None:
                 dockercli.run(["rm", "-f", fleet.container(name)])
                 dockercli.run(["volume", "rm", "-f", fleet.volume(name)], check=False)
-            while next_port in used_ports or not _port_free(next_port):
-                next_port += 1
-            port = next_port
-            used_ports.add(port)
-            to_create.append((name, spec, port, config))
-        profile = render_profile(name, spec)
-        hosts.append(HostRecord(name, fleet.container(name), port, spec.kind, spec.count, bool(profile["nvswitch"])))
-
-    def create(item: tuple[str, GpuSpec, int, str]) -> None:
-        name, spec, port, config = item
-        _create_host(fleet, name, spec, port, image, config, _host_files(fleet, name, spec, client_pub))
+            port = _create_host(fleet, name, spec, ports, image, config, _host_files(fleet, name, spec, client_pub))
+        nvswitch = bool(render_profile(name, spec)["nvswitch"])
+        return HostRecord(name, fleet.container(name), port, spec.kind, spec.count, nvswitch)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(create, to_create))
+        hosts = list(pool.map(ensure_host, zip(names, specs, strict=True)))
     record = FleetRecord(
         fleet=fleet.name,
         network=fleet.network,

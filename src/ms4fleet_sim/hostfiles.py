@@ -21,7 +21,7 @@ NVSIM_ROOT = "/usr/lib/nvidia-sim"
 KERNEL_UNIT = "nvidia-sim-kernel.service"
 
 # The simulated hardware's code: what any sim host has before a package is installed.
-HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py")
+HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py")
 
 
 def launcher(module: str) -> str:
@@ -106,8 +106,9 @@ def add_hardware(tar: TarBuilder, profile: dict[str, object]) -> None:
     tar.file(f"{NVSIM_ROOT}/ms4fleet_sim/nvsim/__init__.py", nvsim_source("__init__.py"))
     for module in HARDWARE_MODULES:
         tar.file(f"{NVSIM_ROOT}/ms4fleet_sim/nvsim/{module}", nvsim_source(module))
-    # The real binary is diverted to /usr/bin/lspci.real when the host image is built.
+    # The real binaries are diverted to /usr/bin/lspci.real and /usr/sbin/runc.real in the host image.
     tar.file("/usr/bin/lspci", launcher("lspci"), mode=0o755)
+    tar.file("/usr/sbin/runc", launcher("runc_shim"), mode=0o755)
     tar.file(f"{NVSIM_ROOT}/bin/nvidia-sim-kernel", launcher("kernel"), mode=0o755)
     tar.file(f"/etc/systemd/system/{KERNEL_UNIT}", KERNEL_UNIT_TEXT)
     tar.symlink(f"/etc/systemd/system/multi-user.target.wants/{KERNEL_UNIT}", f"/etc/systemd/system/{KERNEL_UNIT}")

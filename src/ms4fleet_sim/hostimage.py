@@ -70,6 +70,8 @@ printf 'PasswordAuthentication no\\nKbdInteractiveAuthentication no\\nPermitRoot
 systemctl enable ssh.service
 # The simulated hardware replaces lspci with a view that adds the profile's GPUs (see nvsim/lspci.py).
 dpkg-divert --local --rename --divert /usr/bin/lspci.real --add /usr/bin/lspci
+# Debian's runc, once installed, lands beside a shim that lowers rlimits the machine cannot grant (nvsim/runc_shim.py).
+dpkg-divert --local --rename --divert /usr/sbin/runc.real --add /usr/sbin/runc
 systemctl mask {" ".join(MASKED_UNITS)}
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id

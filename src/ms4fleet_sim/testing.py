@@ -17,6 +17,8 @@ Helpers: ``SimHost.run``/``sudo``/``reboot``, ``add_nvidia_repo``, ``install_doc
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import shlex
 import time
@@ -28,12 +30,16 @@ from typing import Any
 import paramiko
 import pytest
 
-from ms4fleet_sim import aptrepo, dockercli, faults, fleet, standin_image
+from ms4fleet_sim import aptrepo, dockercli, faults, standin_image
+from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.profiles import assign_specs, parse_gpu_spec
 from ms4fleet_sim.ssh import Endpoint, Result, connect, run, wait_until_ready
 
 FLEET_NAME = "pytest"
 FLEET_SPECS = ("h200x8", "h100-nvl:2", "h100-pcie:2")
+HGX = "pytest-1"  # 8 x H200 SXM, NVSwitch
+PCIE = "pytest-2"  # 2 x H100 NVL, no NVSwitch
+BARE = "pytest-3"  # never provisioned by the sim's own tests
 NVIDIA_KEYRING = "/etc/apt/keyrings/nvidia-sim.gpg"
 NVIDIA_SOURCES = "/etc/apt/sources.list.d/nvidia.sources"
 
@@ -80,10 +86,9 @@ class SimHost:
     def reboot(self, timeout: float = 120.0) -> None:
         """``systemctl reboot`` over SSH, then wait until the host is back and booted."""
         before = self.started_at()
-        try:
+        # The connection may drop before the command returns.
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
             self.sudo("systemctl reboot", check=False, timeout=30)
-        except (paramiko.SSHException, OSError, EOFError):
-            pass  # the connection may drop before the command returns
         self.close()
         deadline = time.monotonic() + timeout
         while self.started_at() == before:
@@ -100,8 +105,8 @@ class SimHost:
 
 @dataclass
 class SimFleet:
-    fleet: fleet.Fleet
-    record: fleet.FleetRecord
+    fleet: simfleet.Fleet
+    record: simfleet.FleetRecord
     hosts: dict[str, SimHost]
 
     def __getitem__(self, name: str) -> SimHost:
@@ -109,11 +114,11 @@ class SimFleet:
 
 
 def bring_up(root: Path, name: str = FLEET_NAME, specs: tuple[str, ...] = FLEET_SPECS) -> SimFleet:
-    target = fleet.Fleet(root=root, name=name)
+    target = simfleet.Fleet(root=root, name=name)
     try:
-        record = fleet.up(target, assign_specs([parse_gpu_spec(s) for s in specs], len(specs)), log=lambda _: None)
+        record = simfleet.up(target, assign_specs([parse_gpu_spec(s) for s in specs], len(specs)), log=lambda _: None)
     except BaseException:
-        fleet.down(target)
+        simfleet.down(target)
         raise
     hosts = {h.name: SimHost(h.name, h.container, record.endpoint(h), h.gpu_kind, h.gpu_count) for h in record.hosts}
     return SimFleet(target, record, hosts)
@@ -127,6 +132,25 @@ def add_nvidia_repo(host: SimHost, signed: bool = True) -> None:
         f"curl -fsS {aptrepo.KEY_URL} | gpg --dearmor --yes -o {NVIDIA_KEYRING} && "
         f"printf 'Types: deb\\nURIs: {url}\\nSuites: /\\n{signed_by}' > {NVIDIA_SOURCES} && apt-get update -q"
     )
+
+
+@dataclass
+class DriverHost:
+    """A host after ``provision_driver``: what ``nvidia-smi`` said before the reboot the package asked for."""
+
+    host: SimHost
+    before_reboot: Result
+    reboot_required: bool
+
+
+def provision_driver(host: SimHost, package: str = "nvidia-driver-580-open") -> DriverHost:
+    """Install a driver from the signed repository, then reboot so that its module is loaded."""
+    add_nvidia_repo(host)
+    host.apt_install(package)
+    reboot_required = host.run("test -f /var/run/reboot-required", check=False).rc == 0
+    before = host.run("nvidia-smi", check=False)
+    host.reboot()
+    return DriverHost(host, before, reboot_required)
 
 
 def install_docker(host: SimHost) -> None:
@@ -145,13 +169,10 @@ def load_standin(host: SimHost) -> str:
 def propagate_faults(host: SimHost, switches: dict[str, Any]) -> None:
     """Also update the copy the hook put into running GPU containers, so a running stand-in sees the switch."""
     listing = host.sudo("command -v docker >/dev/null && docker ps -q || true").stdout.split()
-    payload = shlex.quote(json.dumps(switches))
+    encoded = base64.b64encode(json.dumps(switches).encode()).decode()
+    inner = f"test -d /run/nvidia-sim && echo {encoded} | base64 -d > /run/nvidia-sim/faults.json || true"
     for container in listing:
-        host.sudo(
-            f"docker exec {container} sh -c 'test -d /run/nvidia-sim && "
-            f"printf %s {payload} > /run/nvidia-sim/faults.json || true'",
-            check=False,
-        )
+        host.sudo(f"docker exec {container} sh -c {shlex.quote(inner)}", check=False)
 
 
 @pytest.fixture(scope="session")
@@ -164,7 +185,7 @@ def sim_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
     finally:
         for host in sim.hosts.values():
             host.close()
-        fleet.down(sim.fleet)
+        simfleet.down(sim.fleet)
 
 
 @pytest.fixture

@@ -3,40 +3,23 @@ known point (driver installed and loaded; Docker with the GPU toolkit and the st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
-from ms4fleet_sim.ssh import Result
-from ms4fleet_sim.testing import (  # noqa: F401  (fixtures are found by name)
+from ms4fleet_sim import testing
+from ms4fleet_sim.testing import (
+    HGX,
+    PCIE,
+    DriverHost,
     SimFleet,
     SimHost,
-    add_nvidia_repo,
     install_docker,
     load_standin,
-    sim_faults,
-    sim_fleet,
+    provision_driver,
 )
 
-HGX = "pytest-1"  # 8 x H200 SXM, NVSwitch
-PCIE = "pytest-2"  # 2 x H100 NVL, no NVSwitch
-BARE = "pytest-3"  # never provisioned by these tests
-
-
-@dataclass
-class DriverHost:
-    host: SimHost
-    before_reboot: Result  # `nvidia-smi` right after the package install, before the reboot it asked for
-    reboot_required: bool
-
-
-def provision_driver(host: SimHost, package: str = "nvidia-driver-580-open") -> DriverHost:
-    add_nvidia_repo(host)
-    host.apt_install(package)
-    reboot_required = host.run("test -f /var/run/reboot-required", check=False).rc == 0
-    before = host.run("nvidia-smi", check=False)
-    host.reboot()
-    return DriverHost(host, before, reboot_required)
+# The shared fixtures, found by pytest under these names.
+sim_fleet = testing.sim_fleet
+sim_faults = testing.sim_faults
 
 
 @pytest.fixture(scope="session")
@@ -56,5 +39,4 @@ def docker_hgx(driver_hgx: DriverHost) -> SimHost:
     host = driver_hgx.host
     install_docker(host)
     load_standin(host)
-    host.sudo("mkdir -p /srv/models")
     return host
