@@ -1,0 +1,323 @@
+"""The operations of one host's rollout steps. Each yields ``FunctionCommand``s that record into the
+``Tracker`` and return False to fail only that host (an exception or ``OperationError`` would stop every
+host of the State).
+
++ ``read_host``: the release record and the units' state.
++ ``prestage``: image, weights (fetched once, verified on the host), the new unit files staged beside the
+  running ones, and the headroom gate counting the memory the old replicas will free. Nothing stops.
++ ``switch``: wait for in-flight requests, stop the old replicas, install and start the new ones, wait until
+  systemd reports them ready, verify every replica, record the release.
++ ``rollback``: the previous release's units back, started and verified.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import time
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import httpx
+from pyinfra.api.command import FunctionCommand
+from pyinfra.api.operation import operation
+
+from ms4fleet import paths
+from ms4fleet.config import HostConfig
+from ms4fleet.rollout import lb
+from ms4fleet.rollout.hoststate import Phase
+from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseRecord
+from ms4fleet.serving import ServingPlan, timeout_start_s
+from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet_pyinfra.facts import Probe
+from ms4fleet_pyinfra.operations.serving import _read_host_secret as read_host_secret
+from ms4fleet_pyinfra.operations.serving import headroom_verdicts
+from ms4fleet_pyinfra.rollout.session import shell
+from ms4fleet_pyinfra.rollout.tracker import HostFacts, Tracker
+from ms4fleet_pyinfra.tunnel import forwarded
+
+STAGED_DIR = f"{paths.RELEASES_DIR}/staged"
+_SEPARATOR = "--ms4fleet-units--"
+_READ = (
+    f"cat {shlex.quote(RELEASE_FILE)} 2>/dev/null; echo {_SEPARATOR}; "
+    f'for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do [ -f "$f" ] || continue; '
+    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true)"; done'
+)
+# How long a drained replica may keep finishing requests before it is stopped anyway.
+DRAIN_TIMEOUT_S = 300.0
+JOURNAL_LINES = 300
+
+
+def parse_read(host: str, text: str) -> HostFacts:
+    record_text, _, units_text = text.partition(_SEPARATOR)
+    units = {}
+    for line in units_text.splitlines():
+        bits = line.split()
+        if bits:
+            units[bits[0]] = bits[1] if len(bits) > 1 else "unknown"
+    return HostFacts(ReleaseRecord.parse(host, record_text), units)
+
+
+def read_script() -> str:
+    """Prints the release record, a separator, then one ``unit is-active`` line per ms4fleet vLLM unit."""
+    return _READ
+
+
+def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
+    ok, out, err = shell(host, _READ, sudo)
+    if not ok:
+        return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
+    tracker.facts[host.name] = parse_read(host.name, out)
+    return True
+
+
+@operation(is_idempotent=False)
+def read_host(tracker: Tracker, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_read, (tracker, sudo), {})
+
+
+# ------------------------------------------------------------------------------------------ pre-stage
+
+
+def _write_files(host: Any, files: Mapping[str, str], sudo: bool, mode: str = "644") -> tuple[bool, str]:
+    """Write each file atomically from stdin (unit texts carry no secret, but stdin keeps argv short)."""
+    for path, text in files.items():
+        quoted = shlex.quote(path)
+        script = (
+            f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && cat > {quoted}.tmp && "
+            f"chmod {mode} {quoted}.tmp && mv {quoted}.tmp {quoted}"
+        )
+        ok, _, err = shell(host, script, sudo, stdin=text)
+        if not ok:
+            return False, f"writing {path}: {err.strip()[-200:]}"
+    return True, ""
+
+
+def _stage_units(state: Any, host: Any, tracker: Tracker, release: Release, sudo: bool) -> bool:
+    files = {f"{STAGED_DIR}/{release.id}/{name}": text for name, text in release.units.items()}
+    ok, why = _write_files(host, files, sudo)
+    return ok or tracker.fail(host.name, f"pre-stage: {why}")
+
+
+def _headroom(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    probe = host.get_fact(Probe, _sudo=sudo)
+    if probe.report is None:
+        return tracker.fail(host.name, f"pre-stage headroom: the probe failed: {probe.error}")
+    blocked = [(i, r) for i, verdict, r in headroom_verdicts(config, plan, probe.report) if verdict == "does-not-fit"]
+    if blocked:
+        details = "; ".join(f"replica {i}: {' '.join(reasons[-2:])}" for i, reasons in blocked)
+        return tracker.fail(host.name, f"pre-stage headroom: does-not-fit even after the old replicas stop: {details}")
+    tracker.advance(host.name, Phase.PRESTAGED)
+    return True
+
+
+@operation(is_idempotent=False)
+def stage_units(tracker: Tracker, release: Release, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_stage_units, (tracker, release, sudo), {})
+
+
+@operation(is_idempotent=False)
+def headroom(tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_headroom, (tracker, config, plan, sudo), {})
+
+
+# ------------------------------------------------------------------------------------------- switch
+
+
+def _in_flight(host: Any, ports: list[int]) -> float | None:
+    total = 0.0
+    for port in ports:
+        try:
+            with forwarded(host, port) as url:
+                response = httpx.get(f"{url}/metrics", timeout=5.0)
+            if response.status_code != 200:
+                return None
+            total += lb.in_flight(response.text)
+        except (httpx.HTTPError, ValueError, OSError):
+            # A replica that no longer answers holds no request a client could still receive.
+            continue
+    return total
+
+
+def _drain(state: Any, host: Any, tracker: Tracker, ports: list[int]) -> bool:
+    if ports:
+        result = lb.wait_drained(lambda: _in_flight(host, ports), timeout_s=DRAIN_TIMEOUT_S)
+        if not result.drained:
+            tracker.runs[host.name].detail = f"drain: {result.detail}; stopped anyway"
+    return True
+
+
+def _systemctl(units: list[str], *verbs: str) -> str:
+    return " && ".join(f"systemctl {verb} {' '.join(shlex.quote(u) for u in units)}" for verb in verbs)
+
+
+def _install(
+    host: Any, units: Mapping[str, str], staged_id: str | None, old: list[str], sudo: bool
+) -> tuple[bool, str]:
+    """Stop every old replica, put the wanted unit files in place, remove units no longer wanted."""
+    script = ["set -e"]
+    if old:
+        script.append(_systemctl(old, "stop"))
+    for name in sorted(set(old) - set(units)):
+        script.append(f"systemctl disable {shlex.quote(name)} || true; rm -f {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
+    if staged_id is not None:
+        for name in units:
+            source = shlex.quote(f"{STAGED_DIR}/{staged_id}/{name}")
+            script.append(f"install -m 644 {source} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
+    ok, _, err = shell(host, "\n".join(script), sudo)
+    if not ok:
+        return False, err.strip()[-300:]
+    if staged_id is None:
+        ok, why = _write_files(host, {f"{paths.SYSTEMD_DIR}/{n}": t for n, t in units.items()}, sudo)
+        if not ok:
+            return False, why
+    ok, _, err = shell(host, "systemctl daemon-reload", sudo)
+    return ok, err.strip()[-300:]
+
+
+def _start_and_wait(host: Any, units: list[str], timeout_s: float, sudo: bool) -> tuple[bool, str, float | None]:
+    """Start without blocking (all replicas load at once), then wait until systemd says each is ready: the
+    units hold "activating" until vLLM answers /health. Returns (ok, why, slowest start-to-ready)."""
+    ok, _, err = shell(host, _systemctl(units, "enable --quiet", "start --no-block"), sudo)
+    if not ok:
+        return False, f"systemctl start: {err.strip()[-300:]}", None
+    deadline = time.monotonic() + timeout_s
+    query = " ".join(f"$(systemctl is-active {shlex.quote(u)} || true)" for u in units)
+    while True:
+        _, out, _ = shell(host, f"echo {query}", sudo)
+        states = out.split()
+        if states and all(s == "active" for s in states):
+            break
+        if any(s == "failed" for s in states) or time.monotonic() > deadline:
+            failed = [u for u, s in zip(units, states, strict=False) if s != "active"]
+            return False, f"{', '.join(failed)} did not start ({' '.join(states)})", None
+        time.sleep(0.5)
+    props = "InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic"
+    _, out, _ = shell(host, f"systemctl show -p {props} --value {' '.join(shlex.quote(u) for u in units)}", sudo)
+    numbers = [int(v) for v in out.split() if v.isdigit()]
+    spans = [(numbers[i + 1] - numbers[i]) / 1e6 for i in range(0, len(numbers) - 1, 2)]
+    return True, "", max(spans) if spans else None
+
+
+def _journal(host: Any, units: list[str], sudo: bool) -> str:
+    flags = " ".join(f"-u {shlex.quote(u)}" for u in units)
+    _, out, _ = shell(host, f"journalctl --no-pager -o cat -n {JOURNAL_LINES} {flags}", sudo)
+    return out
+
+
+def _verify(
+    host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool
+) -> tuple[bool, str, list[Any]]:
+    api_key = read_host_secret(host, config, sudo)
+    checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
+    model = config.serving.served_model_name or plan.profile.served_model_name
+    results: list[dict[str, Any]] = []
+    causes: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for replica in plan.replicas:
+        with forwarded(host, replica.port) as url:
+            report = verify(url, model, checks=checks, timeout_s=120.0, api_key=api_key)
+        failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
+        results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
+        if not report.ok:
+            failures.append(f"replica {replica.index} (port {replica.port}): {'; '.join(failed)}")
+            causes.extend(cause.to_dict() for cause in report.causes)
+    tracker.runs[host.name].verification = results
+    return not failures, "; ".join(failures), causes
+
+
+def _switch(
+    state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> bool:
+    facts = tracker.facts[host.name]
+    old = sorted(facts.units)
+    _drain(state, host, tracker, [r.port for r in plan.replicas] if facts.all_active else [])
+    units = [r.unit_name for r in plan.replicas]
+    ok, why = _install(host, release.units, release.id, old, sudo)
+    if not ok:
+        return tracker.fail(host.name, f"install units: {why}")
+    tracker.advance(host.name, Phase.STOPPED)
+    ok, why, ready_s = _start_and_wait(host, units, timeout_start_s(plan.profile), sudo)
+    if not ok:
+        return tracker.fail(host.name, f"start: {why}", _causes(host, units, sudo))
+    tracker.runs[host.name].start_to_ready_s = ready_s
+    tracker.advance(host.name, Phase.STARTED)
+    return _verify_and_record(host, tracker, config, plan, release, sudo)
+
+
+def _causes(host: Any, units: list[str], sudo: bool) -> list[dict[str, Any]]:
+    from ms4fleet.causes import name_causes
+
+    return [cause.to_dict() for cause in name_causes(_journal(host, units, sudo))]
+
+
+def _verify_and_record(
+    host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> bool:
+    units = [r.unit_name for r in plan.replicas]
+    ok, why, causes = _verify(host, tracker, config, plan, sudo)
+    if not ok:
+        if not causes:
+            causes = _causes(host, units, sudo)
+        return tracker.fail(host.name, f"verify: {why}", causes)
+    record = tracker.facts[host.name].record.advance(release)
+    written, why = _write_files(host, {RELEASE_FILE: record.to_json()}, sudo)
+    if not written:
+        return tracker.fail(host.name, f"record release: {why}")
+    tracker.facts[host.name] = HostFacts(record, dict.fromkeys(units, "active"))
+    tracker.advance(host.name, Phase.VERIFIED)
+    return True
+
+
+@operation(is_idempotent=False)
+def switch(
+    tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> Generator[Any, None, None]:
+    yield FunctionCommand(_switch, (tracker, config, plan, release, sudo), {})
+
+
+# ------------------------------------------------------------------------------------------ rollback
+
+
+def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo: bool) -> bool:
+    facts = tracker.facts[host.name]
+    previous = facts.record.current
+    tracker.advance(host.name, Phase.ROLLING_BACK)
+    wanted = sorted(tracker.targets[host.name].units)
+    if previous is None:
+        # Nothing ran here before this rollout: leave the host stopped rather than serving a bad release.
+        shell(host, _systemctl(wanted, "disable --now --quiet"), sudo)
+        return tracker.fail(host.name, "rollback: no previous release on this host; its new replicas are stopped")
+    ok, why = _install(host, previous.units, None, wanted, sudo)
+    if not ok:
+        return tracker.fail(host.name, f"rollback: install units: {why}")
+    units = sorted(previous.units)
+    ok, why, _ = _start_and_wait(host, units, timeout_start_s(config.profile), sudo)
+    if not ok:
+        return tracker.fail(host.name, f"rollback: start: {why}")
+    ports = [_port_of(previous, unit) for unit in units]
+    model = config.serving.served_model_name or config.profile.served_model_name
+    api_key = read_host_secret(host, config, sudo)
+    for port in ports:
+        if port is None:
+            continue
+        with forwarded(host, port) as url:
+            report = verify(url, model, checks={"health", "models", "completion"}, timeout_s=60.0, api_key=api_key)
+        if not report.ok:
+            return tracker.fail(host.name, f"rollback: the previous release does not serve on port {port} either")
+    return True
+
+
+def _port_of(release: Release, unit: str) -> int | None:
+    """The port a release's unit serves on, read from the argv of its replica (the index in its name)."""
+    index = int(unit.removeprefix(f"{paths.UNIT_PREFIX}-").removesuffix(".service"))
+    argv = release.argv[index] if index < len(release.argv) else ()
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--port":
+            return int(value)
+    return None
+
+
+@operation(is_idempotent=False)
+def rollback(tracker: Tracker, config: HostConfig, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_rollback, (tracker, config, sudo), {})

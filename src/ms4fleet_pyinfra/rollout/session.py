@@ -1,0 +1,82 @@
+"""One pyinfra ``State`` over a chosen set of inventory hosts, built, run and closed in one call.
+
++ ``run_state(hosts, build)``: connect to ``hosts`` (inventory order), call ``build(host)`` for each to add
+  its operations, run them, disconnect; return which hosts failed and which could not be reached.
++ ``shell(host, script, sudo)``: run one script on a host from inside a ``FunctionCommand``.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pyinfra.api.command import StringCommand
+from pyinfra.api.config import Config
+from pyinfra.api.connect import connect_all, disconnect_all
+from pyinfra.api.deploy import add_deploy
+from pyinfra.api.inventory import Inventory
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import State
+
+from ms4fleet_pyinfra.hostconfig import use_sudo
+
+
+class Target(Protocol):
+    """An inventory host as pyinfra needs it (``ms4fleet.inventory.HostSpec`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def data(self) -> Mapping[str, Any]: ...
+
+
+T = TypeVar("T", bound=Target)
+
+
+@dataclass
+class StateResult:
+    failed: set[str] = field(default_factory=set)
+    unreachable: set[str] = field(default_factory=set)
+
+
+def sudo_for(spec: Target) -> bool:
+    return use_sudo(spec.data)
+
+
+def run_state(hosts: Sequence[T], build: Callable[[T], object]) -> StateResult:
+    """Run the operations ``build`` adds for each host; a host that fails stops only its own operations."""
+    result = StateResult()
+    if not hosts:
+        return result
+    specs = {spec.name: spec for spec in hosts}
+    inventory = Inventory(([(spec.name, dict(spec.data)) for spec in hosts], {}))  # type: ignore[no-untyped-call]
+    state = State(inventory, Config(FAIL_PERCENT=None, CONNECT_TIMEOUT=10))  # type: ignore[no-untyped-call]
+    try:
+        connect_all(state)
+        connected = {host.name for host in state.inventory if host.connected}
+        result.unreachable = set(specs) - connected
+
+        def deploy() -> None:
+            from pyinfra.context import host
+
+            build(specs[host.name])
+
+        add_deploy(state, deploy)
+        run_ops(state)
+        result.failed = {host.name for host in state.failed_hosts} | result.unreachable
+    finally:
+        disconnect_all(state)
+    return result
+
+
+def shell(host: Any, script: str, sudo: bool, stdin: str | None = None) -> tuple[bool, str, str]:
+    """Run ``sh -c script`` on ``host``; ``(ok, stdout, stderr)``. ``stdin`` carries data, never argv."""
+    command = StringCommand("sh", "-c", shlex.quote(script))
+    kwargs: dict[str, Any] = {"_sudo": sudo, "print_output": False, "print_input": False}
+    if stdin is not None:
+        kwargs["_stdin"] = stdin
+    ok, output = host.run_shell_command(command, **kwargs)
+    return bool(ok), "\n".join(output.stdout_lines), "\n".join(output.stderr_lines)

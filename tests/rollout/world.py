@@ -1,0 +1,187 @@
+"""A simulated serving fleet for rollout tests and benchmarks: GPU hosts with the 580 driver loaded and the
+vLLM stand-in installed natively (``runtime.kind = native``: no nested Docker, so the world stays light on
+two cores), a load balancer host running Debian's nginx, and a loopback weights mirror with two revisions.
+
+nginx is not in the sim's offline Debian mirror, so its .debs are downloaded once (cached) with apt inside
+the sim's own host image, exactly as the sim builds its mirror, and installed on the LB host with apt from
+those files: Debian's package, installed offline on the host.
+
+``World.inventory(**serving)`` writes the GPU hosts' pyinfra inventory for a release; ``World.lb_inventory``
+the load balancer's. Hosts reach each other (LB -> replicas) over the fleet's Docker network.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ms4fleet_sim import dockercli, standin_image, weights_mirror
+from ms4fleet_sim import fleet as simfleet
+from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
+from ms4fleet_sim.inventories import py_literal
+from ms4fleet_sim.testing import SimFleet, SimHost, bring_up, provision_driver
+
+REVISION_A = weights_mirror.SIM_REVISION
+REVISION_B = "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"
+NGINX_PACKAGES = ("nginx",)
+VENV = "/opt/ms4fleet/vllm"
+STANDIN_ROOT = "/opt/ms4fleet-standin"
+LB_PORT = 8080
+
+
+def _nginx_debs(host_image: str) -> Path:
+    """Debian's nginx and the dependencies the sim host image lacks, downloaded once with apt."""
+    path = cache_root() / "rollout-nginx-debs" / recipe_hash(host_image, NGINX_PACKAGES)
+    with build_lock("rollout-nginx-debs"):
+        if not (path / ".complete").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            script = (
+                "set -e; apt-get update -qq; apt-get install -y -qq --download-only "
+                f"-o Dir::Cache::archives=/out {' '.join(NGINX_PACKAGES)}; rm -rf /out/partial /out/lock"
+            )
+            dockercli.run(
+                ["run", "--rm", "-v", f"{path}:/out", "--label", f"{dockercli.LABEL}=build", host_image,
+                 "sh", "-c", script],
+                timeout=900,
+            )  # fmt: skip
+            (path / ".complete").write_text("ok\n")
+    return path
+
+
+def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, (blob, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size, info.mode = len(blob), mode
+            tar.addfile(info, io.BytesIO(blob))
+    return buffer.getvalue()
+
+
+def install_native_standin(host: SimHost) -> None:
+    """The stand-in as ``/opt/ms4fleet/vllm/bin/vllm`` (what a native ``runtime.venv`` provides), and GPU
+    memory registration open to the service user as /dev/nvidia* device nodes are (mode 0666)."""
+    launcher = standin_image.LAUNCHER.replace(standin_image.INSTALL_ROOT, STANDIN_ROOT).encode()
+    files = {f"{STANDIN_ROOT}/{name}": (blob, 0o644) for name, blob in standin_image._code_files().items()}
+    files[f"{VENV}/bin/vllm"] = (launcher, 0o755)
+    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
+    host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs")
+
+
+def install_nginx(host: SimHost, debs: Path) -> None:
+    files = {f"/var/cache/ms4fleet-lb/{deb.name}": (deb.read_bytes(), 0o644) for deb in sorted(debs.glob("*.deb"))}
+    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
+    host.sudo(
+        # dpkg, not apt: apt refuses local files it would not download itself ("Pathname ... not absolute").
+        "DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/ms4fleet-lb/*.deb && systemctl enable --now nginx"
+    )
+
+
+def container_ip(container: str, network: str) -> str:
+    info = dockercli.inspect("container", container)
+    assert info is not None, container
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
+
+
+@dataclass
+class World:
+    sim: SimFleet
+    gpu: list[SimHost]
+    lb: SimHost
+    mirror: weights_mirror.MirrorServer
+    root: Path
+
+    @property
+    def lb_url(self) -> str:
+        return f"http://{container_ip(self.lb.container, self.sim.record.network)}:{LB_PORT}"
+
+    def _connection(self, host: SimHost) -> dict[str, Any]:
+        record = self.sim.record
+        return {
+            "ssh_hostname": "127.0.0.1",
+            "ssh_port": host.endpoint.port,
+            "ssh_user": record.user,
+            "ssh_key": record.key_file,
+            "ssh_known_hosts_file": record.known_hosts,
+            "ssh_strict_host_key_checking": "yes",
+        }
+
+    def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
+        """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``)."""
+        hosts = []
+        for host in self.gpu:
+            data = {
+                **self._connection(host),
+                "lb_backend_address": container_ip(host.container, self.sim.record.network),
+                "ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count},
+            }
+            hosts.append((host.name, data))
+        shared = {
+            "ms4fleet_runtime": {"kind": "native", "venv": VENV},
+            "ms4fleet_serving": {
+                "bind_address": "0.0.0.0",
+                "tensor_parallel_size": 1,
+                "max_model_len": 32768,
+                **serving,
+            },
+            "ms4fleet_weights": {"source": "mirror", "mirror_url": self.mirror.url, "revision": revision},
+            "weights_staging_dir": str(self.root / "staging"),
+        }
+        path = self.root / f"{name}.py"
+        path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
+        return path
+
+    def lb_inventory(self) -> Path:
+        path = self.root / "lb.py"
+        path.write_text(f"lb = {py_literal([(self.lb.name, self._connection(self.lb))])}\n", encoding="utf-8")
+        return path
+
+    def faults(self, host: SimHost, **switches: Any) -> None:
+        """Fault switches for native stand-ins: the host file, read for every request."""
+        text = shlex.quote(__import__("json").dumps(switches))
+        if switches:
+            host.sudo(f"printf %s {text} > /etc/nvidia-sim/faults.json")
+        else:
+            host.sudo("rm -f /etc/nvidia-sim/faults.json")
+
+
+def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> World:
+    root.mkdir(parents=True, exist_ok=True)
+    sim = bring_up(root / "project", name=name, specs=(spec,) * (gpu_hosts + 1))
+    names = [sim.fleet.host_name(i + 1) for i in range(gpu_hosts + 1)]
+    gpu, lb = [sim[n] for n in names[:-1]], sim[names[-1]]
+    debs = _nginx_debs(sim.record.host_image)
+
+    def gpu_host(host: SimHost) -> None:
+        provision_driver(host)
+        install_native_standin(host)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        done = [pool.submit(gpu_host, host) for host in gpu] + [pool.submit(install_nginx, lb, debs)]
+        for future in done:
+            future.result()
+    mirror_root = root / "mirror"
+    for revision in (REVISION_A, REVISION_B):
+        weights_mirror.build_tree(mirror_root, revision=revision)
+    return World(sim, gpu, lb, weights_mirror.serve(mirror_root), root)
+
+
+@contextmanager
+def world(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Iterator[World]:
+    built = None
+    try:
+        built = prepare(root, name, gpu_hosts, spec)
+        yield built
+    finally:
+        if built is not None:
+            built.mirror.close()
+            for host in [*built.gpu, built.lb]:
+                host.close()
+        simfleet.down(simfleet.Fleet(root=root / "project", name=name))
