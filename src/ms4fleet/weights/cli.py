@@ -6,27 +6,11 @@ Exit codes: 0 done / verified, 1 a fetch, a verification or a host failed, 2 bad
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import threading
-from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
-from rich.progress import Progress as RichBar
-
-from ms4fleet import paths
-from ms4fleet.catalog import model_profiles
-from ms4fleet.config import ConfigError
-from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.fetch import fetch_weights
-from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
-from ms4fleet.weights.secret import TokenRef, scrubbed
-from ms4fleet.weights.stage import DEFAULT_STAGING, StageJob, stage_to_hosts, target_for
+from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
 
 # target_for and DEFAULT_STAGING live in ``stage``; re-exported for the engines that import them from here.
 __all__ = ["DEFAULT_ROOT", "DEFAULT_STAGING", "main", "register", "target_for"]
@@ -34,189 +18,12 @@ __all__ = ["DEFAULT_ROOT", "DEFAULT_STAGING", "main", "register", "target_for"]
 DEFAULT_ROOT = "/srv/ms4fleet/models"
 
 
-class _BarProgress:
-    """Per-file byte bars on stderr (mirror and path sources; the Hub client draws its own)."""
+def _handler(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        result: int = getattr(importlib.import_module("ms4fleet.weights.commands"), name)(args)
+        return result
 
-    def __init__(self, bar: RichBar) -> None:
-        self._bar = bar
-        self._tasks: dict[str, TaskID] = {}
-        self._lock = threading.Lock()
-
-    def start(self, path: str, total: int, done: int) -> None:
-        with self._lock:
-            self._tasks[path] = self._bar.add_task(path, total=total, completed=done)
-
-    def advance(self, path: str, nbytes: int) -> None:
-        self._bar.advance(self._tasks[path], nbytes)
-
-    def finish(self, path: str) -> None:
-        self._bar.update(self._tasks[path], visible=False)
-
-
-def _bar(console: Console) -> RichBar:
-    return RichBar(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
-
-
-def _token_ref(args: argparse.Namespace) -> TokenRef | None:
-    if args.token_file and args.token_env:
-        raise WeightsError("use one of --token-file or --token-env")
-    if args.token_file:
-        return TokenRef(file=args.token_file)
-    if args.token_env:
-        return TokenRef(env=args.token_env)
-    return None
-
-
-def _explicit_request(args: argparse.Namespace) -> WeightsRequest:
-    profiles = model_profiles()
-    if args.profile not in profiles:
-        raise WeightsError(f"--profile {args.profile!r} is not in the catalog: one of {', '.join(sorted(profiles))}")
-    if not args.revision:
-        raise WeightsError("--revision is required: a 40-character commit hash")
-    profile = profiles[args.profile]
-    return WeightsRequest(
-        profile=profile.id,
-        repo_id=profile.repo_id,
-        revision=args.revision,
-        include=profile.include_patterns,
-        exclude=profile.exclude_patterns,
-        dest=args.dest or paths.model_dir(DEFAULT_ROOT, profile, args.revision),
-        source=args.source,
-        owner=args.owner,
-        mirror_url=args.mirror_url,
-        path=args.path,
-        token=_token_ref(args),
-    )
-
-
-def _host_request(args: argparse.Namespace) -> WeightsRequest:
-    from ms4fleet.inventory import load_inventory
-
-    fleet = load_inventory(args.inventory).select([args.host])
-    if len(fleet) != 1:
-        raise WeightsError(f"--host {args.host!r} names no single host of {args.inventory}")
-    request = request_for_host(fleet.hosts[0].config)
-    override = _token_ref(args)
-    changes: dict[str, Any] = {"token": override} if override is not None else {}
-    if args.dest:
-        changes["dest"] = args.dest
-    if args.owner:
-        changes["owner"] = args.owner
-    return replace(request, **changes)
-
-
-def _fetch(args: argparse.Namespace) -> int:
-    console = Console(stderr=True)
-    try:
-        request = _host_request(args) if args.inventory else _explicit_request(args)
-        source, secret = open_source(request, endpoint=args.endpoint)
-    except (WeightsError, ConfigError) as err:
-        print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
-        return 2
-    try:
-        with scrubbed(secret), _bar(console) as bar:
-            result = fetch_weights(
-                source,
-                Path(request.dest),
-                profile=request.profile,
-                include=request.include,
-                exclude=request.exclude,
-                owner=request.owner,
-                full=args.full,
-                workers=args.workers,
-                progress=_BarProgress(bar),
-            )
-    except WeightsError as err:
-        print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
-        return 1
-    summary: dict[str, Any] = {
-        "dest": str(result.dest),
-        "action": result.action,
-        "repo": result.manifest.repo,
-        "revision": result.manifest.revision,
-        "files": len(result.manifest.files),
-        "bytes": result.manifest.total_bytes,
-        "fetched": list(result.fetched),
-        "bytes_transferred": result.bytes_transferred,
-    }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"{result.dest}: {result.action}, {summary['files']} files verified "
-            f"({summary['bytes'] / 1024**3:.2f} GiB), {len(result.fetched)} fetched "
-            f"({result.bytes_transferred / 1024**3:.2f} GiB transferred)"
-        )
-    return 0
-
-
-def _verify(args: argparse.Namespace) -> int:
-    argv = ["verify", args.dir] + (["--full"] if args.full else []) + (["--json"] if args.json else [])
-    argv += ["--repo", args.repo] if args.repo else []
-    argv += ["--revision", args.revision] if args.revision else []
-    return hv.main(argv)
-
-
-def _stage(args: argparse.Namespace) -> int:
-    from ms4fleet.inventory import load_inventory
-
-    try:
-        fleet = load_inventory(args.inventory).select(args.limit)
-        if not len(fleet):
-            raise WeightsError(f"{args.inventory}: no host matches --limit {' '.join(args.limit or [])}")
-        requests = [(spec, request_for_host(spec.config)) for spec in fleet]
-        override = _token_ref(args)
-    except (WeightsError, ConfigError) as err:
-        print(f"ms4fleet weights stage: {err}", file=sys.stderr)
-        return 2
-    groups: list[list[tuple[Any, WeightsRequest]]] = []
-    for spec, request in requests:
-        group = next((g for g in groups if g[0][1].same_files(request)), None)
-        if group is None:
-            groups.append([(spec, request)])
-        else:
-            group.append((spec, request))
-
-    console = Console(stderr=True)
-    failed = 0
-    for group in groups:
-        first = group[0][1]
-        if override is not None:
-            first = replace(first, token=override)
-        staged = Path(args.staging_dir) / first.repo_id.replace("/", "--") / first.revision
-        try:
-            source, secret = open_source(first, endpoint=args.endpoint)
-            with scrubbed(secret), _bar(console) as bar:
-                result = fetch_weights(
-                    source,
-                    staged,
-                    profile=first.profile,
-                    include=first.include,
-                    exclude=first.exclude,
-                    progress=_BarProgress(bar),
-                )
-        except WeightsError as err:
-            print(f"ms4fleet weights stage: fetch for {len(group)} host(s) failed: {err}", file=sys.stderr)
-            failed += len(group)
-            continue
-        print(f"staged {first.repo_id}@{first.revision[:12]} at {staged}: {result.action}")
-        jobs = [
-            StageJob(target_for(spec.name, dict(spec.connection), dict(spec.data)), request.dest, request.owner)
-            for spec, request in group
-        ]
-        for outcome in stage_to_hosts(staged, jobs, parallel=args.parallel):
-            gib = outcome.bytes_sent / 1024**3
-            print(f"{outcome.host}: {outcome.status}: {outcome.detail} ({gib:.2f} GiB sent)")
-            failed += outcome.status == "failed"
-    return 1 if failed else 0
+    return run
 
 
 def _token_options(parser: argparse.ArgumentParser) -> None:
@@ -243,7 +50,7 @@ def register(subparsers: Any) -> None:
     fetch.add_argument("--workers", type=int, default=4, help="files fetched in parallel (default 4)")
     fetch.add_argument("--json", action="store_true", help="print the result as JSON")
     _token_options(fetch)
-    fetch.set_defaults(func=_fetch)
+    fetch.set_defaults(func=_handler("fetch"))
 
     verify = sub.add_parser("verify", help="verify a weights directory against its manifest")
     verify.add_argument("dir")
@@ -251,7 +58,7 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--repo", help="fail unless the directory holds this repo")
     verify.add_argument("--revision", help="fail unless the directory holds this revision")
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.set_defaults(func=_verify)
+    verify.set_defaults(func=_handler("verify"))
 
     stage = sub.add_parser("stage", help="fetch once, copy to every host over SSH, verify on each host")
     stage.add_argument("inventory", help="pyinfra .py or Ansible .yml inventory")
@@ -259,7 +66,7 @@ def register(subparsers: Any) -> None:
     stage.add_argument("--staging-dir", default=str(DEFAULT_STAGING), help=f"default {DEFAULT_STAGING}")
     stage.add_argument("--parallel", type=int, default=8, help="hosts copied to at once (default 8)")
     _token_options(stage)
-    stage.set_defaults(func=_stage)
+    stage.set_defaults(func=_handler("stage"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

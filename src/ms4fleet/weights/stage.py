@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
@@ -112,7 +112,7 @@ class HostOutcome:
     steps: list[str] = field(default_factory=list)
 
 
-def target_for(name: str, connection: dict[str, Any], data: dict[str, Any]) -> HostTarget:
+def target_for(name: str, connection: Mapping[str, Any], data: Mapping[str, Any]) -> HostTarget:
     """SSH connection data from an inventory host (pyinfra or Ansible keys)."""
     if name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local":
         return HostTarget.local(name)
