@@ -159,3 +159,24 @@ def test_script_imports_only_the_standard_library() -> None:
         elif isinstance(node, ast.ImportFrom) and node.module:
             modules.add(node.module.split(".")[0])
     assert modules - {"__future__"} <= set(sys.stdlib_module_names)
+
+
+def test_exec_start_pre_command_passes_then_fails_on_damage(tmp_path: Path) -> None:
+    import shlex
+
+    from ms4fleet.weights import startcheck
+
+    installed = tmp_path / "lib" / "weights_verify.py"
+    installed.parent.mkdir()
+    _path, content, mode = startcheck.verifier_file()
+    installed.write_bytes(content)
+    installed.chmod(mode)
+    wdir = _make(tmp_path / "m", {"a.bin": b"a" * 1000})
+    line = startcheck.exec_start_pre(str(wdir), "o/r", REV)
+    assert line.startswith("+/usr/bin/python3 /usr/local/lib/ms4fleet/weights_verify.py verify ")
+    argv = shlex.split(line[1:])
+    argv[1] = str(installed)
+    assert subprocess.run(argv, capture_output=True, check=False).returncode == 0
+    (wdir / "a.bin").write_bytes(b"b" * 1000)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode == 1 and "a.bin: sha256 mismatch" in done.stderr

@@ -4,6 +4,7 @@
 + ``hub.HubSource`` / ``mirror.MirrorSource`` / ``localpath.PathSource``: where the bytes come from.
 + ``request.request_for_host(config)`` and ``request.open_source(request)``: from a host's config.
 + ``stage.stage_to_hosts(staged_dir, jobs)``: rsync over SSH to every host, each host verifies.
-+ ``ms4fleet.hostside.weights_verify``: the stdlib verifier hosts run (and this package reuses).
++ ``ms4fleet.hostside.weights_verify``: the stdlib verifier hosts run (and this package reuses);
+  ``startcheck.exec_start_pre(...)`` / ``startcheck.verifier_file()``: the check before every (re)start.
 + ``cli.register(subparsers)``: ``ms4fleet weights fetch|verify|stage``.
 """
