@@ -128,7 +128,8 @@ def test_tools_calling_an_unknown_function_fail(fake: FakeVllm) -> None:
 def test_tools_request_forces_a_call(fake: FakeVllm) -> None:
     run(fake, {"tools"})
     (request,) = [r for m, _, r in fake.requests if m == "POST"]
-    assert request["tool_choice"] == "required"
+    assert request["tool_choice"] == "required" and request["parallel_tool_calls"] is False
+    assert request["tools"][0]["function"]["strict"] is True
     assert request["tools"][0]["function"]["name"] == "get_weather"
 
 
