@@ -1,0 +1,65 @@
+"""Action ``ms4fleet.fleet.headroom``: the core's headroom gate on a probe report, on the controller.
+
+For every replica of the host's serving plan it asks ``ms4fleet.headroom.check_headroom`` whether the
+replica would start NOW on its GPUs, counting memory held by that replica's own unit or container as
+available (it is freed when the unit restarts) and memory held by anything else as taken. A replica
+that does not fit fails THIS host only (Ansible keeps going with the others); nothing was touched yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+
+from ms4fleet.headroom import ReplacedService, check_headroom
+from ms4fleet.probe import ProbeError, ProbeReport
+from ms4fleet.serving import plan_host
+
+ARGUMENT_SPEC = {"probe": {"type": "dict", "required": True}}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _requires_connection = False
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        try:
+            config = hostplan.task_host_config(self._templar, task_vars or {})
+            report = ProbeReport.model_validate(args["probe"])
+        except (ValueError, ProbeError) as err:
+            raise AnsibleActionFail(str(err).splitlines()[0]) from None
+        plan = plan_host(config)
+        serving = config.serving
+        replicas = []
+        for replica in plan.replicas:
+            headroom = check_headroom(
+                report,
+                plan.profile,
+                tp=plan.tp,
+                gpu_indices=replica.gpus,
+                gpu_memory_utilization=serving.gpu_memory_utilization,
+                max_model_len=plan.max_model_len,
+                kv_cache_dtype=serving.kv_cache_dtype,
+                max_num_batched_tokens=serving.max_num_batched_tokens,
+                replacing=ReplacedService(
+                    systemd_units=frozenset({replica.unit_name}),
+                    container_names=frozenset({replica.container_name}),
+                ),
+            )
+            replicas.append({"index": replica.index, "unit": replica.unit_name, **headroom.to_dict()})
+        blocked = [r for r in replicas if r["verdict"] == "does-not-fit"]
+        result.update(changed=False, replicas=replicas, fits=not blocked)
+        if blocked:
+            first = blocked[0]
+            why = "; ".join(first["reasons"]) or "no reason given"
+            result.update(
+                failed=True,
+                msg=f"{config.name}: headroom: replica {first['index']} ({first['unit']}) does not fit: {why}",
+            )
+        return result

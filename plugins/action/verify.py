@@ -1,0 +1,162 @@
+"""Action ``ms4fleet.fleet.verify``: the core's endpoint gate against every vLLM replica of the host.
+
+Replicas listen on the host's loopback (``serving.bind_address`` 127.0.0.1 by default), so the checks
+cannot reach them from the controller directly. This action opens an SSH tunnel over the same transport
+Ansible uses (``ssh -N -L <local unix socket>:127.0.0.1:<port>``, with the connection's host, port, user,
+key and ssh args), points the core's ``ms4fleet.verify.verify`` at it through httpx's unix-socket
+transport, and closes it. The HTTP client therefore stays the core's (httpx, jsonschema on the
+controller) while hosts need nothing but sshd. With ``ansible_connection=local`` it connects directly.
+
+On a failed check the replica's journal is read on the host to name the cause (``ms4fleet.causes``).
+The API key (when configured) is read from the controller environment or the host file under no_log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+
+from ms4fleet.config import HostConfig
+from ms4fleet.secrets import secret_path
+from ms4fleet.serving import plan_host
+from ms4fleet.verify import CHECKS, DEFAULT_CHECKS, checks_for_profile, verify
+
+ARGUMENT_SPEC = {
+    "checks": {"type": "list", "elements": "str", "choices": list(CHECKS)},
+    "skip": {"type": "list", "elements": "str", "default": [], "choices": list(CHECKS)},
+    "timeout": {"type": "float", "default": 120.0},
+    "tunnel_timeout": {"type": "float", "default": 30.0},
+}
+LOG_LINES = 400
+
+
+def _option(connection: Any, name: str) -> Any:
+    try:
+        return connection.get_option(name)
+    except KeyError:
+        return None
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _requires_connection = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        if self._task.check_mode:
+            result.update(skipped=True, msg="check mode: the endpoint is not exercised")
+            return result
+        try:
+            config = hostplan.task_host_config(self._templar, task_vars or {})
+        except ValueError as err:
+            raise AnsibleActionFail(str(err)) from None
+        plan = plan_host(config)
+        served = config.serving.served_model_name or plan.profile.served_model_name
+        selected = set(args["checks"] or (DEFAULT_CHECKS & checks_for_profile(plan.profile))) - set(args["skip"])
+        api_key = self._api_key(config)
+        target = "127.0.0.1" if config.serving.bind_address in ("0.0.0.0", "::") else config.serving.bind_address
+        reports = []
+        for replica in plan.replicas:
+            url = f"http://{target if ':' not in target else f'[{target}]'}:{replica.port}"
+            with self._tunnel(target, replica.port, args["tunnel_timeout"]) as transport:
+                report = verify(
+                    url,
+                    served,
+                    api_key=api_key,
+                    checks=selected,
+                    logs=lambda unit=replica.unit_name: self._journal(unit),
+                    timeout_s=args["timeout"],
+                    transport=transport,
+                )
+            reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
+        failed = [r for r in reports if not r["ok"]]
+        result.update(changed=False, replicas=reports, ok=not failed)
+        if failed:
+            first = failed[0]
+            checks = ", ".join(f"{c['name']}: {c['detail']}" for c in first["checks"] if c["status"] == "fail")
+            causes = "; ".join(f"{c['id']} ({c['fix']})" for c in first["causes"])
+            result.update(
+                failed=True,
+                msg=f"{config.name}: replica {first['index']} ({first['unit']}) failed verification: {checks}"
+                + (f"; cause: {causes}" if causes else ""),
+            )
+        return result
+
+    def _journal(self, unit: str) -> str:
+        done = self._low_level_execute_command(
+            f"journalctl --no-pager --output cat -n {LOG_LINES} -u {shlex.quote(unit)}", sudoable=True
+        )
+        return str(done.get("stdout", ""))
+
+    def _api_key(self, config: HostConfig) -> str | None:
+        ref = config.serving.api_key
+        if ref is None:
+            return None
+        if ref.env is not None:
+            value = os.environ.get(ref.env, "")
+            if not value:
+                raise AnsibleActionFail(f"{config.name}: serving.api_key: environment variable {ref.env} is not set")
+            return value
+        path = secret_path(ref, "api_key")
+        done = self._low_level_execute_command(f"cat {shlex.quote(path)}", sudoable=True)
+        value = str(done.get("stdout", "")).strip()
+        if done.get("rc") != 0 or not value:
+            raise AnsibleActionFail(f"{config.name}: serving.api_key: cannot read {path} on the host")
+        return value
+
+    @contextlib.contextmanager
+    def _tunnel(self, target: str, port: int, timeout_s: float) -> Iterator[httpx.HTTPTransport | None]:
+        """A unix-socket transport that reaches ``target:port`` as seen from the host (None: direct)."""
+        connection = self._connection
+        if connection.transport.split(".")[-1] == "local":
+            yield None
+            return
+        host = _option(connection, "host") or self._play_context.remote_addr
+        argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
+        if _option(connection, "port"):
+            argv += ["-p", str(_option(connection, "port"))]
+        if _option(connection, "remote_user"):
+            argv += ["-l", str(_option(connection, "remote_user"))]
+        if _option(connection, "private_key_file"):
+            argv += ["-i", os.path.expanduser(str(_option(connection, "private_key_file"))), "-o", "IdentitiesOnly=yes"]
+        for name in ("ssh_common_args", "ssh_extra_args"):
+            argv += shlex.split(str(_option(connection, name) or ""))
+        with tempfile.TemporaryDirectory(prefix="ms4fleet-verify-") as tmp:
+            socket_path = os.path.join(tmp, "endpoint.sock")
+            forward = f"{socket_path}:{target}:{port}"
+            proc = subprocess.Popen(
+                [*argv, "-L", forward, str(host)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            try:
+                deadline = time.monotonic() + timeout_s
+                while not os.path.exists(socket_path):
+                    if proc.poll() is not None:
+                        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                        raise AnsibleActionFail(f"{host}: the ssh tunnel to {target}:{port} closed: {err[-300:]}")
+                    if time.monotonic() > deadline:
+                        raise AnsibleActionFail(f"{host}: the ssh tunnel to {target}:{port} did not open")
+                    time.sleep(0.05)
+                yield httpx.HTTPTransport(uds=socket_path)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

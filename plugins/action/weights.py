@@ -1,0 +1,114 @@
+"""Action ``ms4fleet.fleet.weights``: verified model weights on the host, fetched once per fleet.
+
+The core does the work (``ms4fleet.weights``): the controller fetches the host's pinned weights once into
+a staging directory (Hub, mirror or path source; resumable, every file hashed), then the host gets them
+with the core's fleet staging (``stage_to_hosts``: the stdlib verifier prepares the host directory, rsync
+over the task's SSH settings sends only missing or bad files, the host verifies and seals them). Hosts
+running this action concurrently share one fetch (the core locks the staging directory).
+
+Idempotent: a host whose directory already verifies for the pinned repo and revision reports ``ok``
+without any transfer. Check mode only runs the host-side verifier. Tokens never leave the controller
+and are masked in every log record while the fetch runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.fetch import fetch_weights
+from ms4fleet.weights.request import open_source, request_for_host
+from ms4fleet.weights.secret import scrubbed
+from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, verifier_source
+
+ARGUMENT_SPEC = {
+    "staging_dir": {"type": "path", "default": "~/.cache/ms4fleet/weights"},
+    "endpoint": {"type": "str"},
+    "timeout": {"type": "float", "default": 6 * 3600.0},
+}
+
+
+def _option(connection: Any, name: str) -> Any:
+    try:
+        return connection.get_option(name)
+    except KeyError:
+        return None
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _requires_connection = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        try:
+            config = hostplan.task_host_config(self._templar, task_vars or {})
+            request = request_for_host(config)
+        except (ValueError, WeightsError) as err:
+            raise AnsibleActionFail(str(err)) from None
+        result.update(dest=request.dest, repo=request.repo_id, revision=request.revision)
+        if self._task.check_mode:
+            verified = self._verified_on_host(request.dest, request.repo_id, request.revision)
+            result.update(changed=not verified, msg="verified" if verified else "would stage the weights")
+            return result
+        staged = Path(os.path.expanduser(args["staging_dir"])) / request.repo_id.replace("/", "--") / request.revision
+        try:
+            source, secret = open_source(request, endpoint=args["endpoint"])
+            with scrubbed(secret):
+                fetched = fetch_weights(source, staged, profile=request.profile, include=request.include,
+                                        exclude=request.exclude)
+        except WeightsError as err:
+            raise AnsibleActionFail(f"{config.name}: weights: {err}") from None
+        job = StageJob(self._target(task_vars or {}), request.dest, request.owner)
+        outcome = stage_to_hosts(staged, [job], parallel=1, timeout=args["timeout"])[0]
+        result.update(
+            fetch=fetched.action,
+            status=outcome.status,
+            bytes_sent=outcome.bytes_sent,
+            hashed_on_host=outcome.hashed_on_host,
+            steps=outcome.steps,
+            changed=outcome.status == "staged",
+        )
+        if outcome.status == "failed":
+            result.update(failed=True, msg=f"{config.name}: weights: {outcome.detail}")
+        return result
+
+    def _target(self, task_vars: dict[str, Any]) -> HostTarget:
+        """How the core's stager reaches this host: the task's own SSH settings (or this machine)."""
+        connection = self._connection
+        name = str(task_vars.get("inventory_hostname", "?"))
+        if connection.transport.split(".")[-1] == "local":
+            return HostTarget.local(name)
+        options: list[str] = []
+        for option in ("ssh_common_args", "ssh_extra_args"):
+            options += shlex.split(str(_option(connection, option) or ""))
+        key = _option(connection, "private_key_file")
+        return HostTarget(
+            name=name,
+            hostname=str(_option(connection, "host") or self._play_context.remote_addr),
+            port=int(_option(connection, "port") or 22),
+            user=str(_option(connection, "remote_user")) if _option(connection, "remote_user") else None,
+            key=os.path.expanduser(str(key)) if key else None,
+            ssh_options=tuple(options),
+        )
+
+    def _verified_on_host(self, dest: str, repo: str, revision: str) -> bool:
+        command = " ".join(
+            shlex.quote(word) for word in ("python3", "-", "verify", dest, "--repo", repo, "--revision", revision, "--json")
+        )
+        done = self._low_level_execute_command(command, sudoable=True, in_data=verifier_source())
+        lines = str(done.get("stdout", "")).strip().splitlines()
+        try:
+            return bool(json.loads(lines[-1])["ok"])
+        except (IndexError, ValueError, KeyError):
+            return False

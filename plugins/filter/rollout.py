@@ -1,0 +1,90 @@
+"""Filters for ``playbooks/rollout.yml``: the core's rollout policy (``ms4fleet.rollout``), nothing decided here.
+
++ ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary=1, wave='25%', max_unavailable=1)``: the
+  play's ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts).
++ ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_release``: the release (id, units) the host's
+  settings describe.
++ ``record_text | ms4fleet.fleet.rollout_record(release, host)``: the host's release record after a verified
+  switch (previous kept); ``record_text | ms4fleet.fleet.rollout_current(host)``: the release it runs now.
++ ``gpu_hostvars | ms4fleet.fleet.rollout_nginx_conf(down=[...])``: the load balancer's config text.
++ ``metrics_text | ms4fleet.fleet.rollout_in_flight``: requests a replica still runs or holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+
+from ms4fleet.rollout import lb
+from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
+from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
+from ms4fleet.serving import plan_host
+
+ADDRESS_KEY = "lb_backend_address"
+
+
+def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Core errors (ConfigError, PolicyError, ReleaseError: all ValueError) become one-line filter errors."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as err:
+            raise AnsibleFilterError(str(err)) from None
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
+    policy = Policy(canary=int(canary), wave=WaveSize.parse(str(wave)), max_unavailable=int(max_unavailable))
+    plan = plan_waves(list(hosts), set(hosts), policy)
+    return [len(batch) for w in plan.waves for batch in w.batches]
+
+
+def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:
+    config = hostplan.host_config(variables)
+    return release_for(config, plan_host(config)).to_dict()
+
+
+def rollout_current(record_text: str | None, host: str) -> dict[str, Any] | None:
+    record = ReleaseRecord.parse(host, record_text or "")
+    return None if record.current is None else record.current.to_dict()
+
+
+def rollout_record(record_text: str | None, release: Mapping[str, Any], host: str) -> str:
+    record = ReleaseRecord.parse(host, record_text or "")
+    return record.advance(Release.from_dict(release)).to_json()
+
+
+def rollout_nginx_conf(gpu_hostvars: Sequence[Mapping[str, Any]], down: Sequence[str] = ()) -> str:
+    backends = []
+    for variables in gpu_hostvars:
+        name = str(variables["inventory_hostname"])
+        plan = plan_host(hostplan.host_config(variables, name))
+        address = str(variables.get(ADDRESS_KEY) or variables.get("ansible_host") or name)
+        backends.extend(lb.Backend(name, address, replica.port) for replica in plan.replicas)
+    return lb.nginx_conf(backends, set(down))
+
+
+def rollout_in_flight(metrics_text: str) -> float:
+    return lb.in_flight(metrics_text)
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            fn.__name__: _guard(fn)
+            for fn in (
+                rollout_serial,
+                rollout_release,
+                rollout_current,
+                rollout_record,
+                rollout_nginx_conf,
+                rollout_in_flight,
+            )
+        }

@@ -1,0 +1,60 @@
+#!/usr/bin/python
+"""Documentation of the ``ms4fleet.fleet.verify`` action (the work is done by plugins/action/verify.py)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: verify
+short_description: Prove every vLLM replica of a host really serves
+description:
+  - Runs the ms4fleet core's endpoint checks (health, models, a completion that decodes, a forced tool call,
+    reasoning, streaming, metrics) against every replica of the host's serving plan.
+  - Replicas listen on the host's loopback; the checks reach them through an SSH tunnel over the task's own
+    connection settings (a unix socket on the controller), so hosts need nothing but sshd.
+  - On failure the replica's journal is read to name the cause. Skipped in check mode.
+version_added: "0.1.0"
+author: ms4fleet maintainers
+options:
+  checks:
+    description: Checks to run; default, the checks the model's catalog profile can pass (image excluded).
+    type: list
+    elements: str
+    choices: [health, models, completion, tools, reasoning, streaming, image, metrics]
+  skip:
+    description: Checks to leave out.
+    type: list
+    elements: str
+    default: []
+    choices: [health, models, completion, tools, reasoning, streaming, image, metrics]
+  timeout:
+    description: Seconds allowed per request.
+    type: float
+    default: 120.0
+  tunnel_timeout:
+    description: Seconds allowed for the SSH tunnel to open.
+    type: float
+    default: 30.0
+attributes:
+  check_mode:
+    support: none
+  action:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Verify the endpoints
+  ms4fleet.fleet.verify:
+    skip: [metrics]
+"""
+
+RETURN = r"""
+ok:
+  description: Whether every replica passed every selected check.
+  returned: success
+  type: bool
+replicas:
+  description: Per replica, the core's verification report (checks with latency, named causes).
+  returned: success
+  type: list
+  elements: dict
+"""
