@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 from hubserver import synthetic_checkpoint
-from huggingface_hub import constants
+from huggingface_hub import HfApi, constants, snapshot_download
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import SourceError
@@ -153,3 +153,25 @@ def test_concurrent_fetches_into_one_dir_wait_and_download_once(hub_world: HubWo
     assert sorted(r.action for r in results) == ["fetched", "present", "present"]
     downloads = [h.path for h in hub_world.hub.gets()]
     assert len(downloads) == len(WANTED) == len(set(downloads))
+
+
+def test_server_answers_the_calls_snapshot_download_and_model_info_make(hub_world: HubWorld, tmp_path: Path) -> None:
+    # A branch name makes the client resolve it through the model-info endpoint first.
+    api = HfApi(endpoint=hub_world.hub.url, token=hub_world.token.reveal())
+    info = api.model_info(REPO_ID, revision="main")
+    assert info.sha == hub_world.latest and "params.json" in {s.rfilename for s in info.siblings or []}
+    local = snapshot_download(
+        REPO_ID,
+        revision="main",
+        allow_patterns=list(INCLUDE),
+        local_dir=tmp_path / "snap",
+        cache_dir=tmp_path / "cache",
+        token=hub_world.token.reveal(),
+        endpoint=hub_world.hub.url,
+    )
+    got = {p.name for p in Path(local).iterdir() if p.is_file()}
+    assert got == WANTED
+    assert (
+        hv.sha256_file(str(Path(local) / "tekken.json"))
+        == hub_world.repo.commits[hub_world.latest]["tekken.json"].sha256
+    )
