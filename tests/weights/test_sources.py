@@ -122,9 +122,14 @@ def test_hub_failure_midway_then_rerun_fetches_only_what_is_missing(hub_world: H
     with pytest.raises(SourceError, match="HTTP 500"):
         _hub_fetch(hub_world, dest)
     assert not dest.exists()
+    # What a killed huggingface_hub download leaves: a uniquely named temporary file it never reuses.
+    downloads = Path(hv.staging_dir(str(dest))) / ".cache" / "huggingface" / "download"
+    leftover = downloads / f"tekken.json.{tekken}.0123abcd.incomplete"
+    leftover.write_bytes(b"x" * 50_000)
     hub_world.hub.clear()
     _hub_fetch(hub_world, dest)
     assert [h.path for h in hub_world.hub.gets()] == [f"/cdn/{tekken}?repo={REPO_ID}"]
+    assert not leftover.exists()
 
 
 def test_local_path_fetch_and_corrupt_source_refused(hub_world: HubWorld, mirror: Path, tmp_path: Path) -> None:

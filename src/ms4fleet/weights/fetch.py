@@ -140,6 +140,10 @@ def fetch_weights(
         wanted = select(source.list_files(), include, exclude)
         if not wanted:
             raise SourceError(f"{source.describe()}: no file matches include {list(include)} / exclude {list(exclude)}")
+        if staging.exists():
+            freed = source.reclaim(staging)
+            if freed:
+                log.warning("%s: removed %d bytes an interrupted run left that cannot be resumed", staging, freed)
         same_revision = dest_report is not None and not dest_report["error"]
         have = staging if staging.exists() or not same_revision else dest
         check_disk(staging, _remaining_bytes(have, wanted), disk_usage)

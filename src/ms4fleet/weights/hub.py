@@ -111,6 +111,15 @@ class HubSource:
                 files.append(RemoteFile(entry.path, entry.size, git_sha1=entry.blob_id))
         return files
 
+    def reclaim(self, staging: Path) -> int:
+        # huggingface_hub downloads into a uniquely named "*.incomplete" file and deletes it on failure; a killed
+        # process leaves it behind, never to be reused. Nothing else writes there while the fetch lock is held.
+        freed = 0
+        for leftover in (staging / ".cache" / "huggingface" / "download").rglob("*.incomplete"):
+            freed += leftover.stat().st_size
+            leftover.unlink()
+        return freed
+
     def fetch(self, item: RemoteFile, staging: Path, progress: Progress) -> tuple[str, int]:
         progress.start(item.path, item.size, 0)
         try:

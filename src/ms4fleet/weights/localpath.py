@@ -42,6 +42,9 @@ class PathSource:
             )
         return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in manifest.files]
 
+    def reclaim(self, staging: Path) -> int:
+        return 0  # partial files here are resumed, not discarded
+
     def fetch(self, item: RemoteFile, staging: Path, progress: Progress) -> tuple[str, int]:
         assert item.sha256 is not None, "path manifests always carry sha256"
         read = copy_file(self.path / item.path, staging, item.path, item.size, item.sha256, progress)

@@ -64,6 +64,9 @@ class MirrorSource:
             )
         return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in manifest.files]
 
+    def reclaim(self, staging: Path) -> int:
+        return 0  # partial files here are resumed, not discarded
+
     def fetch(self, item: RemoteFile, staging: Path, progress: Progress) -> tuple[str, int]:
         assert item.sha256 is not None, "mirror manifests always carry sha256"
         url = self.url(item.path)

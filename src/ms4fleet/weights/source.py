@@ -47,6 +47,11 @@ class Source(Protocol):
         """Put ``item`` at ``staging/item.path`` and return its verified sha256 and the bytes transferred."""
         ...
 
+    def reclaim(self, staging: Path) -> int:
+        """Delete what an interrupted run of this source left in ``staging`` that can never be resumed;
+        returns the bytes freed. Called before the disk-space check, under the fetch lock."""
+        ...
+
 
 def select(files: Sequence[RemoteFile], include: Sequence[str], exclude: Sequence[str]) -> list[RemoteFile]:
     return list(
