@@ -8,9 +8,9 @@
 + ``parse_vllm_argv(argvs)``: each argv through vLLM's own ``vllm serve`` argument parser (and its
   post-parse validation), in one subprocess; returns one ``ArgvCheck`` per argv.
 
-Fixtures (import them into a test module or conftest): ``vllm_argv_parser`` (session) returns
-``parse_vllm_argv``; ``tiny_model_dir`` (session) is a head_dim-64 tiny model. Tests that serve declare a
-module-scoped fixture around ``serve`` so a module starts at most one server (~45 s on 2 cores).
+Fixture (import it into a test module or conftest): ``vllm_argv_parser`` (session) returns
+``parse_vllm_argv`` once the venv exists. Tests that serve declare a module-scoped fixture around ``serve``
+so a module starts at most one server.
 """
 
 from __future__ import annotations
@@ -198,7 +198,10 @@ for argv in json.load(sys.stdin):
             validate_parsed_serve_args(args)
         results.append({"ok": True, "error": ""})
     except SystemExit as exc:
-        results.append({"ok": False, "error": (err.getvalue().strip() or "exit %s" % exc.code)})
+        # argparse prints the whole usage first; the "vllm serve: error: ..." line is what matters.
+        lines = err.getvalue().strip().splitlines()
+        errors = [line for line in lines if ": error:" in line] or lines
+        results.append({"ok": False, "error": "\n".join(errors) or "exit %s" % exc.code})
     except Exception as exc:
         results.append({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
 print("ARGV-RESULTS " + json.dumps(results))
@@ -244,8 +247,3 @@ def vllm_argv_parser() -> Callable[[Sequence[Sequence[str]]], list[ArgvCheck]]:
     except VllmUnavailable as exc:
         pytest.fail(str(exc))
     return parse_vllm_argv
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model", head_dim=64)
