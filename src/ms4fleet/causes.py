@@ -101,8 +101,10 @@ SIGNATURES: tuple[Signature, ...] = (
         "start-gate",
         "other processes hold GPU memory: free memory is below gpu_memory_utilization x total at start",
         _compile(
-            r"Free memory on device \((?P<free_gib>[\d.]+)/(?P<total_gib>[\d.]+) GiB\) on startup is less "
-            r"than desired GPU memory utilization \((?P<utilization>[\d.]+), (?P<requested_gib>[\d.]+) GiB\)"
+            # vLLM 0.32 (v1/worker/utils.py) names the device ("cuda:0"); older releases did not.
+            r"Free memory on device (?:\S+ )?\((?P<free_gib>[\d.]+)/(?P<total_gib>[\d.]+) GiB\) on startup is "
+            r"less than (?:desired GPU memory utilization|the engine's budget after excluding external "
+            r"process's weights) \((?P<utilization>[\d.]+), (?P<requested_gib>[\d.]+) GiB\)"
         ),
         "stop the other processes on these GPUs (ms4fleet probe lists them), or lower gpu_memory_utilization",
     ),

@@ -14,7 +14,7 @@ LINES = {
     "triton-mla": "ValueError: Cannot make_shape_compatible: incompatible dimensions at index 1: 256 and 512",
     "attention-unsupported": "RuntimeError: Worker failed with error 'Unsupported CPU attention configuration: "
     "head_dim=16 isa=2 kv_cache_idx=0', please check the stack trace above for the root cause",
-    "start-gate": "ValueError: Free memory on device (39.2/140.4 GiB) on startup is less than desired GPU memory "
+    "start-gate": "ValueError: Free memory on device cuda:0 (39.2/140.4 GiB) on startup is less than desired GPU memory "
     "utilization (0.92, 129.2 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
     "kv-cache-too-small": "ValueError: To serve at least one request with the models's max seq len (262144), "
     "(5.62 GiB KV cache is needed, which is larger than the available KV cache memory (2.10 GiB). Based on the "
@@ -85,3 +85,14 @@ def test_container_toolkit_cuda_requirement_is_a_driver_problem() -> None:
     )
     (cause,) = name_causes(line)
     assert cause.id == "driver-too-old" and cause.details == {"required_cuda": "12.9"}
+
+
+def test_start_gate_wordings_of_older_and_newer_vllm() -> None:
+    older = "ValueError: Free memory on device (39.2/140.4 GiB) on startup is less than desired GPU memory utilization (0.92, 129.2 GiB)."
+    budget = (
+        "ValueError: Free memory on device cuda:1 (39.2/140.4 GiB) on startup is less than the engine's budget "
+        "after excluding external process's weights (0.92, 100.0 GiB). Decrease GPU memory utilization"
+    )
+    assert [c.id for c in name_causes(older)] == ["start-gate"]
+    (cause,) = name_causes(budget)
+    assert cause.id == "start-gate" and cause.details["requested_gib"] == "100.0"
