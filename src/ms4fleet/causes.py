@@ -159,8 +159,15 @@ SIGNATURES: tuple[Signature, ...] = (
     Signature(
         "engine-timeout",
         "the engine did not become ready in time (slow weight loading or compilation)",
-        _compile(r"Timed out waiting for engine", r"Engine core initialization failed"),
+        _compile(r"Timed out waiting for engine"),
         "raise VLLM_ENGINE_READY_TIMEOUT_S (default 600 s) and the unit's TimeoutStartSec; stage weights on local NVMe",
+    ),
+    Signature(
+        "engine-init-failed",
+        "the engine failed while starting (its own error is logged before this line)",
+        _compile(r"Engine core initialization failed", r"Frontend process failed during engine core initialization"),
+        "read the first error above 'Engine core initialization failed' in the service log; the causes listed "
+        "before this one name it when it is a known signature",
     ),
     Signature(
         "engine-dead",

@@ -30,6 +30,8 @@ LINES = {
     "address already in use",
     "engine-timeout": "TimeoutError: Timed out waiting for engine core processes to start. This can happen if "
     "the model is large; increase VLLM_ENGINE_READY_TIMEOUT_S.",
+    "engine-init-failed": "RuntimeError: Engine core initialization failed. See root cause above. Failed core "
+    "proc(s): {'EngineCore_DP0': 1}",
     "engine-dead": "vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace "
     "(above) for the root cause.",
 }
@@ -96,3 +98,8 @@ def test_start_gate_wordings_of_older_and_newer_vllm() -> None:
     assert [c.id for c in name_causes(older)] == ["start-gate"]
     (cause,) = name_causes(budget)
     assert cause.id == "start-gate" and cause.details["requested_gib"] == "100.0"
+
+
+def test_init_failure_after_a_known_cause_lists_both() -> None:
+    log = "\n".join([LINES["no-kv-cache-memory"], LINES["engine-init-failed"]])
+    assert [cause.id for cause in name_causes(log)] == ["no-kv-cache-memory", "engine-init-failed"]
