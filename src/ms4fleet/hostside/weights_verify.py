@@ -3,7 +3,7 @@
 
 A weights directory holds the model files and ``.ms4fleet/manifest.json`` (every file's relative path, size
 and sha256, plus repo, revision and profile). ``.ms4fleet/stamp.json`` caches, per file, the stat tuple
-(size, mtime_ns, ctime_ns, inode, device) it had when its sha256 last matched: the quick check hashes only
+(size, mtime_ns, ctime_ns, inode) it had when its sha256 last matched: the quick check hashes only
 files whose stat changed since (any write, truncate, replace or chmod changes ctime), the full check hashes
 everything (schedule it to catch silent media errors, which change no stat field).
 
@@ -45,7 +45,9 @@ PARTIAL_DIR = "partial"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_BUFFER = 8 * 1024 * 1024
 
-StatKey = Tuple[int, int, int, int, int]
+# size, mtime_ns, ctime_ns, inode. Not the device number: NVMe names (and so st_dev) can swap across reboots,
+# which would force a needless full re-hash.
+StatKey = Tuple[int, int, int, int]
 
 
 class ManifestError(Exception):
@@ -163,7 +165,7 @@ def sha256_file(path: str) -> str:
 
 
 def stat_key(st: os.stat_result) -> StatKey:
-    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
 def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
@@ -177,7 +179,7 @@ def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
     files = data.get("files")
     if not isinstance(files, dict):
         return {}
-    return {k: tuple(v) for k, v in files.items() if isinstance(v, list) and len(v) == 5}
+    return {k: tuple(v) for k, v in files.items() if isinstance(v, list) and len(v) == 4}
 
 
 def _write_stamp(directory: str, manifest_digest: str, keys: Dict[str, StatKey]) -> None:
