@@ -9,7 +9,6 @@ A manifest is ``<dir>/.ms4fleet/manifest.json``; its format is defined by
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from datetime import UTC, datetime
@@ -73,9 +72,6 @@ class Manifest(BaseModel):
     def total_bytes(self) -> int:
         return sum(f.size for f in self.files)
 
-    def entry(self, path: str) -> FileEntry:
-        return next(f for f in self.files if f.path == path)
-
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     path = Path(hv.manifest_path(str(directory)))
@@ -95,8 +91,3 @@ def read_manifest(directory: Path) -> Manifest:
     except ValueError as err:
         first = str(err).splitlines()
         raise WeightsError(f"{hv.manifest_path(str(directory))}: {' '.join(first[:3])}") from None
-
-
-def manifest_json(manifest: Manifest) -> str:
-    """The manifest as compact JSON, as a mirror serves it."""
-    return json.dumps(manifest.model_dump(), separators=(",", ":"))

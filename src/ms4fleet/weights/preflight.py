@@ -2,8 +2,6 @@
 
 + ``required_bytes(remaining)``: the bytes still to fetch plus a reserve so the filesystem never fills up.
 + ``check_disk(path, remaining)``: refuses with a ``DiskSpaceError`` naming free, needed and what to do.
-+ ``estimate_bytes(download_bytes)``: the catalog figure with the 1.5x margin, for plans made before the
-  source's exact sizes are known.
 + ``check_owner(owner)``: the service user exists and this process may give files to it.
 """
 
@@ -20,7 +18,6 @@ from ms4fleet.weights.errors import DiskSpaceError, WeightsError
 
 RESERVE_FRACTION = 0.05
 RESERVE_MIN = 256 * 1024**2
-CATALOG_MARGIN = 1.5
 
 
 class _Usage(Protocol):
@@ -39,10 +36,6 @@ def required_bytes(remaining: int) -> int:
     if remaining <= 0:
         return 0
     return remaining + max(int(remaining * RESERVE_FRACTION), RESERVE_MIN)
-
-
-def estimate_bytes(download_bytes: int) -> int:
-    return int(download_bytes * CATALOG_MARGIN)
 
 
 def existing_ancestor(path: Path) -> Path:
