@@ -903,10 +903,6 @@ def test_verify_passes_a_healthy_standin(ms4: Standin) -> None:
     assert [(c.name, c.status) for c in report.checks] == [(name, "pass") for name in CHECKS], report.to_dict()
 
 
-@pytest.mark.xfail(
-    reason="ms4fleet.causes' start-gate pattern lacks the device vLLM 0.32 prints ('on device cuda:0 (')",
-    strict=False,
-)
 def test_memory_refusal_is_named_by_causes(launcher: Launcher, tmp_path: Path) -> None:
     from ms4fleet.causes import name_causes
 

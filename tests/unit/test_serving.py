@@ -106,7 +106,7 @@ def test_docker_unit_keeps_secrets_out_and_binds_loopback() -> None:
     assert f"/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/{REVISION}:/models:ro" in unit
     assert '--gpus "\\"device=2,3\\""' in unit
     assert "--ipc=host" in unit
-    assert "Restart=on-failure\n" in unit
+    assert "Restart=always\n" in unit
     assert f"TimeoutStartSec={timeout_start_s(plan.profile)}\n" in unit
     assert "Requires=nvidia-fabricmanager.service" in unit  # 8 x H200 SXM sits on NVSwitch
 
