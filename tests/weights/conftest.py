@@ -6,7 +6,6 @@ import secrets
 import socket
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,30 +14,10 @@ from huggingface_hub import constants
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
-from hubserver import HubServer, Repo, synthetic_checkpoint
+from hubserver import HubServer, synthetic_checkpoint
+from weights_world import REPO_ID, HubWorld
 
-from ms4fleet.weights.secret import Secret, TokenRef, read_token
-
-REPO_ID = "mistralai/Tiny-Small-4-2603"
-PROFILE = "tiny-small-4"
-INCLUDE = ("params.json", "consolidated-*.safetensors", "tekken.json")
-WANTED = {
-    "params.json",
-    "consolidated-00001-of-00002.safetensors",
-    "consolidated-00002-of-00002.safetensors",
-    "tekken.json",
-}
-
-
-@dataclass
-class HubWorld:
-    hub: HubServer
-    repo: Repo
-    pinned: str  # an older commit, the one the tests pin
-    latest: str  # what "main" points to now
-    token: Secret
-    token_ref: TokenRef
-    files: dict[str, bytes]  # the pinned commit's bytes
+from ms4fleet.weights.secret import TokenRef, read_token
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import HubWorld
 from hubserver import synthetic_checkpoint
+from weights_world import HubWorld
 
 from ms4fleet import paths
 from ms4fleet.catalog import model_profiles

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 from hubserver import synthetic_checkpoint
 from huggingface_hub import HfApi, constants, snapshot_download
+from weights_world import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import SourceError

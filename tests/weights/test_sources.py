@@ -9,7 +9,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import pytest
-from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
+from weights_world import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import DiskSpaceError, IntegrityError, SourceError

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
+from weights_world import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.fetch import fetch_weights

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import HubWorld
 from hubserver import synthetic_checkpoint
+from weights_world import HubWorld
 
 from ms4fleet import paths
 from ms4fleet.catalog import model_profiles

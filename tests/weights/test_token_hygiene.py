@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import INCLUDE, PROFILE, REPO_ID, HubWorld
 from hubserver import synthetic_checkpoint
+from weights_world import INCLUDE, PROFILE, REPO_ID, HubWorld
 
 from ms4fleet.catalog import model_profiles
 from ms4fleet.weights.errors import SourceError, WeightsError
