@@ -14,7 +14,7 @@ from huggingface_hub import HfApi, constants, snapshot_download
 from weights_world import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 
 from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.errors import SourceError
+from ms4fleet.weights.errors import SourceError, WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.hub import HubSource
 from ms4fleet.weights.secret import Secret
@@ -175,3 +175,12 @@ def test_server_answers_the_calls_snapshot_download_and_model_info_make(hub_worl
         hv.sha256_file(str(Path(local) / "tekken.json"))
         == hub_world.repo.commits[hub_world.latest]["tekken.json"].sha256
     )
+
+
+def test_fetch_refuses_to_replace_a_directory_it_did_not_make(hub_world: HubWorld, tmp_path: Path) -> None:
+    dest = tmp_path / "data"
+    dest.mkdir()
+    (dest / "important.db").write_bytes(b"keep me")
+    with pytest.raises(WeightsError, match="is not an ms4fleet weights directory"):
+        _fetch(hub_world, dest)
+    assert (dest / "important.db").read_bytes() == b"keep me" and hub_world.hub.hits == []

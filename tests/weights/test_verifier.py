@@ -180,3 +180,20 @@ def test_exec_start_pre_command_passes_then_fails_on_damage(tmp_path: Path) -> N
     (wdir / "a.bin").write_bytes(b"b" * 1000)
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert done.returncode == 1 and "a.bin: sha256 mismatch" in done.stderr
+
+
+def test_a_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
+    foreign = tmp_path / "home"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _make(Path(hv.staging_dir(str(foreign))), {"a.bin": b"a"})
+    code, report = _run("finalize", str(foreign))
+    assert code == 1 and report["error"].endswith("is not an ms4fleet weights directory: refusing to replace it")
+    assert (foreign / "notes.txt").read_text() == "mine"
+    code, report = _run("prepare", str(foreign))
+    assert code == 1 and "refusing to replace it" in report["error"]
+    # An empty directory (made by provisioning, say) is fine.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _make(Path(hv.staging_dir(str(empty))), {"a.bin": b"a"})
+    assert _run("finalize", str(empty))[0] == 0

@@ -310,12 +310,30 @@ def remove_entry(path: str) -> None:
         os.unlink(path)
 
 
+def replaceable(directory: str) -> bool:
+    """Whether ``directory`` may be replaced: absent, empty, or an ms4fleet weights directory (never a
+    directory of someone else's files that a mistyped path happens to name)."""
+    if not os.path.lexists(directory):
+        return True
+    if os.path.islink(directory) or not os.path.isdir(directory):
+        return False
+    return os.path.exists(manifest_path(directory)) or not os.listdir(directory)
+
+
+def _not_replaceable(report: Report, directory: str) -> Report:
+    report["error"] = "%s exists and is not an ms4fleet weights directory: refusing to replace it" % directory
+    report["action"] = ""
+    return report
+
+
 def prepare(directory: str, repo: Optional[str] = None, revision: Optional[str] = None) -> Report:
     """Make ``DIR.partial`` ready to receive files; keep whatever already verifies."""
     report = verify(directory, repo=repo, revision=revision)
     if report["ok"]:
         report["action"] = "none"
         return report
+    if not replaceable(directory):
+        return _not_replaceable(report, directory)
     staging = staging_dir(directory)
     same_source = not report["error"] and os.path.isdir(directory)
     if same_source and not os.path.lexists(staging):
@@ -385,6 +403,8 @@ def finalize(
         report = _new_report(directory)
         report["error"] = "no staging directory %s to finalize" % staging
         return report
+    if not replaceable(directory):
+        return _not_replaceable(_new_report(directory), directory)
     make_writable_dirs(staging)
     report = verify(staging, repo=repo, revision=revision)
     if not report["ok"]:

@@ -127,6 +127,8 @@ def fetch_weights(
     check_owner(owner)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(hv.staging_dir(str(dest)))
+    if not hv.replaceable(str(dest)):
+        raise WeightsError(f"{dest} exists and is not an ms4fleet weights directory: refusing to replace it")
     with _locked(dest):
         dest_report: hv.Report | None = None
         if Path(hv.manifest_path(str(dest))).exists():
