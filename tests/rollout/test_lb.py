@@ -17,7 +17,7 @@ def test_upstream_lists_every_replica_with_passive_health() -> None:
     assert "listen 8080;" in text
     assert "proxy_pass http://ms4fleet_vllm;" in text
     assert "proxy_buffering off;" in text
-    assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in text
+    assert "proxy_next_upstream error timeout http_500 http_502 http_503 non_idempotent;" in text
     assert " down;" not in text
 
 

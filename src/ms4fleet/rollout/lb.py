@@ -85,9 +85,10 @@ def nginx_conf(backends: Sequence[Backend], down: Collection[str] = (), settings
             "        proxy_buffering off;",
             f"        proxy_read_timeout {s.read_timeout_s}s;",
             f"        proxy_send_timeout {s.read_timeout_s}s;",
-            # A replica that refuses the connection or answers 502/503 (dying, starting) is skipped; a
+            # A replica that refuses the connection, answers 502/503 (dying, starting) or 500 (vLLM's answer
+            # once its engine died: EngineDeadError) is skipped and counts as a failure for max_fails. A
             # completion has no side effect beyond compute, so resending a POST to another replica is safe.
-            "        proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+            "        proxy_next_upstream error timeout http_500 http_502 http_503 non_idempotent;",
             f"        proxy_next_upstream_tries {min(len(backends), 3)};",
             "    }",
             "}",

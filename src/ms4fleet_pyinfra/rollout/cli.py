@@ -73,7 +73,8 @@ def run_rollout(args: argparse.Namespace) -> int:
         lb_hosts = load_lb_inventory(args.lb_inventory) if args.lb_inventory else []
         rollout = Rollout(fleet, policy, lb_hosts, listeners=[_progress(console)])
     except (PolicyError, ConfigError) as err:
-        console.print(f"ms4fleet: error: {err}", markup=False, highlight=False)
+        # One plain line (rich would wrap it at the terminal's width).
+        print(f"ms4fleet: error: {err}", file=sys.stderr)
         return 2
     if args.dry:
         console.print("dry run: reading each host's release to plan the waves; nothing is changed")

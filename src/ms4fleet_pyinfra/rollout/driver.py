@@ -101,6 +101,9 @@ class Rollout:
                 self.tracker.advance(name, Phase.UNCHANGED)
             else:
                 changing.add(name)
+            if not facts.all_active:
+                # Not serving now: it stays out of the load balancer until its switch is verified.
+                self.out_of_lb.add(name)
         self.plan = plan_waves(list(self.specs), changing, self.policy)
         return self.plan
 
@@ -140,7 +143,8 @@ class Rollout:
         raise Stop(f"{first}: {self.tracker.runs[first].detail}; nothing was stopped")
 
     def route(self, step: str) -> None:
-        if self.lb is None:
+        if self.lb is None or self.out_of_lb >= set(self.specs):
+            # No replica serves (a first rollout): there is nothing to route to or drain yet.
             return
         result = self.lb.apply(self.out_of_lb)
         if result.failed:

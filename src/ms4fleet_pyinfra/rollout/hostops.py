@@ -16,6 +16,7 @@ import itertools
 import shlex
 import time
 from collections.abc import Generator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -26,9 +27,9 @@ from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
-from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseRecord
+from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
 from ms4fleet.serving import ServingPlan, timeout_start_s
-from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet.verify import DEFAULT_CHECKS, VerifyReport, checks_for_profile, verify
 from ms4fleet_pyinfra.facts import Probe
 from ms4fleet_pyinfra.operations.serving import _read_host_secret as read_host_secret
 from ms4fleet_pyinfra.operations.serving import headroom_verdicts
@@ -67,7 +68,10 @@ def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
     ok, out, err = shell(host, _READ, sudo)
     if not ok:
         return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
-    tracker.facts[host.name] = parse_read(host.name, out)
+    try:
+        tracker.facts[host.name] = parse_read(host.name, out)
+    except ReleaseError as err:
+        return tracker.fail(host.name, str(err).removeprefix(f"{host.name}: "))
     return True
 
 
@@ -191,7 +195,7 @@ def _start_and_wait(host: Any, units: list[str], timeout_s: float, sudo: bool) -
         if any(s == "failed" for s in states) or time.monotonic() > deadline:
             failed = [u for u, s in zip(units, states, strict=False) if s != "active"]
             return False, f"{', '.join(failed)} did not start ({' '.join(states)})", None
-        time.sleep(0.5)
+        time.sleep(0.2)
     props = "InactiveExitTimestampMonotonic,ActiveEnterTimestampMonotonic"
     _, out, _ = shell(host, f"systemctl show -p {props} --value {' '.join(shlex.quote(u) for u in units)}", sudo)
     numbers = [int(v) for v in out.split() if v.isdigit()]
@@ -205,6 +209,11 @@ def _journal(host: Any, units: list[str], sudo: bool) -> str:
     return out
 
 
+def _short(text: str, limit: int = 240) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def _verify(
     host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool
 ) -> tuple[bool, str, list[Any]]:
@@ -214,14 +223,23 @@ def _verify(
     results: list[dict[str, Any]] = []
     causes: list[dict[str, Any]] = []
     failures: list[str] = []
-    for replica in plan.replicas:
-        with forwarded(host, replica.port) as url:
-            report = verify(url, model, checks=checks, timeout_s=120.0, api_key=api_key)
+
+    def check(port: int) -> VerifyReport:
+        with forwarded(host, port) as url:
+            return verify(url, model, checks=checks, timeout_s=120.0, api_key=api_key)
+
+    # Replicas are independent: verify them at once (each through its own channel of the SSH connection).
+    with ThreadPoolExecutor(max_workers=len(plan.replicas)) as pool:
+        reports = list(pool.map(check, [r.port for r in plan.replicas]))
+    for replica, report in zip(plan.replicas, reports, strict=True):
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
         if not report.ok:
-            failures.append(f"replica {replica.index} (port {replica.port}): {'; '.join(failed)}")
-            causes.extend(cause.to_dict() for cause in report.causes)
+            first = failed[0] if failed else "unreachable"
+            failures.append(
+                f"replica {replica.index} (port {replica.port}) failed {len(failed)} check(s), first {_short(first)}"
+            )
+            causes.extend(c.to_dict() for c in report.causes if c.id not in {k["id"] for k in causes})
     tracker.runs[host.name].verification = results
     return not failures, "; ".join(failures), causes
 

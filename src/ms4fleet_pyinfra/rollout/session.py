@@ -16,6 +16,7 @@ from pyinfra.api.command import StringCommand
 from pyinfra.api.config import Config
 from pyinfra.api.connect import connect_all, disconnect_all
 from pyinfra.api.deploy import add_deploy
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.inventory import Inventory
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
@@ -54,20 +55,23 @@ def run_state(hosts: Sequence[T], build: Callable[[T], object]) -> StateResult:
     specs = {spec.name: spec for spec in hosts}
     inventory = Inventory(([(spec.name, dict(spec.data)) for spec in hosts], {}))  # type: ignore[no-untyped-call]
     state = State(inventory, Config(FAIL_PERCENT=None, CONNECT_TIMEOUT=10))  # type: ignore[no-untyped-call]
+
+    def deploy() -> None:
+        from pyinfra.context import host
+
+        build(specs[host.name])
+
     try:
         connect_all(state)
-        connected = {host.name for host in state.inventory if host.connected}
-        result.unreachable = set(specs) - connected
-
-        def deploy() -> None:
-            from pyinfra.context import host
-
-            build(specs[host.name])
-
         add_deploy(state, deploy)
         run_ops(state)
-        result.failed = {host.name for host in state.failed_hosts} | result.unreachable
+    except PyinfraError as err:
+        # pyinfra stops the State once no host is left; every host then has failed (recorded below).
+        if str(err) != "No hosts remaining!":
+            raise
     finally:
+        result.unreachable = set(specs) - {host.name for host in state.inventory if host.connected}
+        result.failed = {host.name for host in state.failed_hosts} | result.unreachable
         disconnect_all(state)
     return result
 

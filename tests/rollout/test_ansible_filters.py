@@ -1,0 +1,121 @@
+"""The Ansible filters of playbooks/rollout.yml give the same answers as the core (and the pyinfra driver)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from ms4fleet.config import HostConfig
+from ms4fleet.rollout.lb import Backend, nginx_conf
+from ms4fleet.rollout.release import ReleaseRecord, release_for
+from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
+from ms4fleet.serving import plan_host
+
+ROOT = Path(__file__).resolve().parents[2]
+REVISION = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+
+
+@pytest.fixture(scope="module")
+def filters() -> ModuleType:
+    # The checkout is the collection ms4fleet.fleet (playbooks/collections/ansible_collections/ms4fleet/fleet).
+    sys.path.insert(0, str(ROOT / "playbooks" / "collections"))
+    return importlib.import_module("ansible_collections.ms4fleet.fleet.plugins.filter.rollout")
+
+
+def hostvars(name: str, **serving: Any) -> dict[str, Any]:
+    return {
+        "inventory_hostname": name,
+        "ansible_host": f"192.0.2.{name[-1]}",
+        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 2},
+        "ms4fleet_serving": {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, **serving},
+        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://127.0.0.1:9/", "revision": REVISION},
+    }
+
+
+def config(variables: dict[str, Any]) -> HostConfig:
+    data = {k: v for k, v in variables.items() if k.startswith("ms4fleet_")}
+    return HostConfig.from_host_data(variables["inventory_hostname"], data)
+
+
+def test_serial_is_the_core_plan_flattened(filters: ModuleType) -> None:
+    hosts = [f"gpu-{i}" for i in range(1, 9)]
+    serial = filters.rollout_serial(hosts, 1, "25%", 2)
+    plan = plan_waves(hosts, set(hosts), Policy(1, WaveSize.parse("25%"), 2))
+    assert serial == [len(b) for w in plan.waves for b in w.batches] == [1, 2, 2, 2, 1]
+    assert filters.rollout_serial(hosts[:5], 1, "2", 1) == [1, 1, 1, 1, 1]
+
+
+def test_release_record_and_nginx_text_match_the_core(filters: ModuleType) -> None:
+    a = hostvars("gpu-1")
+    release = filters.rollout_release(a)
+    assert release == release_for(config(a), plan_host(config(a)), created=release["created"]).to_dict()
+    text = filters.rollout_record("", release, "gpu-1")
+    assert filters.rollout_current(text, "gpu-1")["id"] == release["id"]
+    b = filters.rollout_release(hostvars("gpu-1", max_num_seqs=32))
+    after = ReleaseRecord.parse("gpu-1", filters.rollout_record(text, b, "gpu-1"))
+    assert (after.current and after.current.id, after.previous and after.previous.id) == (b["id"], release["id"])
+    assert filters.rollout_current("", "gpu-1") is None
+    conf = filters.rollout_nginx_conf([hostvars("gpu-1"), hostvars("gpu-2")], down=["gpu-2"])
+    backends = [Backend(h, f"192.0.2.{h[-1]}", p) for h in ("gpu-1", "gpu-2") for p in (8000, 8001)]
+    assert conf == nginx_conf(backends, {"gpu-2"})
+    assert filters.rollout_in_flight("vllm:num_requests_running 2\nvllm:num_requests_waiting 1\n") == 3.0
+
+
+def test_filter_errors_are_one_line(filters: ModuleType) -> None:
+    from ansible.errors import AnsibleFilterError
+
+    guarded = filters.FilterModule().filters()
+    with pytest.raises(AnsibleFilterError, match="--canary 9"):
+        guarded["rollout_serial"](["a", "b"], 9)
+    with pytest.raises(AnsibleFilterError, match=r"gpu-3: .* is unreadable"):
+        guarded["rollout_current"]("{", "gpu-3")
+
+
+def test_playbook_serial_follows_the_core_plan(tmp_path: Path) -> None:
+    """ansible-playbook itself: the play's batches are the core's, canary first, inventory order."""
+    inventory = tmp_path / "inventory.yml"
+    hosts = {f"gpu-{i}": {} for i in range(1, 6)}
+    inventory.write_text(
+        json.dumps({"all": {"children": {"ms4fleet_gpu": {"hosts": hosts, "vars": {"ansible_connection": "local"}}}}})
+    )
+    probe = ROOT / "playbooks" / f".rollout-serial-{tmp_path.name}.yml"
+    probe.write_text(
+        "- hosts: ms4fleet_gpu\n  gather_facts: false\n"
+        "  serial: \"{{ groups['ms4fleet_gpu'] | ms4fleet.fleet.rollout_serial(1, '2', 2) }}\"\n"
+        "  tasks:\n    - ansible.builtin.debug:\n        msg: \"batch {{ ansible_play_batch | join(',') }}\"\n"
+    )
+    try:
+        out = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(probe)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        ).stdout
+    finally:
+        probe.unlink()
+    batches = list(dict.fromkeys(line.split("batch ")[1].strip('"') for line in out.splitlines() if '"batch ' in line))
+    assert batches == ["gpu-1", "gpu-2,gpu-3", "gpu-4,gpu-5"]
+    syntax = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(inventory),
+            "playbooks/rollout.yml",
+            "--syntax-check",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert syntax.returncode == 0, syntax.stderr

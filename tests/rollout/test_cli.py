@@ -1,0 +1,109 @@
+"""The rollout/status command lines and the driver's checks that run before any host is contacted."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from ms4fleet.config import ConfigError
+from ms4fleet.inventory import load_inventory
+from ms4fleet.rollout.release import ReleaseRecord
+from ms4fleet.serving import plan_host
+from ms4fleet_pyinfra.rollout.cli import register_rollout, register_status
+from ms4fleet_pyinfra.rollout.hostops import parse_read
+from ms4fleet_pyinfra.rollout.lbctl import backends_for, load_lb_inventory
+
+REVISION = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+
+
+def inventory(tmp_path: Path, hosts: int = 2, bind: str = "0.0.0.0", weights: bool = True) -> Path:
+    # Addresses in TEST-NET-1 (RFC 5737): nothing answers there, and these tests must never connect.
+    entries = [
+        (f"gpu-{i}", {"ssh_hostname": f"192.0.2.{i}", "lb_backend_address": f"10.9.0.{i}"}) for i in range(1, hosts + 1)
+    ]
+    shared = {
+        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 2},
+        "ms4fleet_serving": {"bind_address": bind, "tensor_parallel_size": 1},
+    }
+    if weights:
+        shared["ms4fleet_weights"] = {"source": "mirror", "mirror_url": "http://127.0.0.1:9/", "revision": REVISION}
+    path = tmp_path / "inventory.py"
+    path.write_text(f"gpus = ({entries!r}, {shared!r})\n")
+    return path
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="ms4fleet")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register_rollout(sub)
+    register_status(sub)
+    args = parser.parse_args(list(argv))
+    code: int = args.func(args)
+    return code
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--canary", "3"], "--canary 3: more than the fleet's 2 host(s); use at most 2"),
+        (["--max-unavailable", "2"], "--max-unavailable 2: would take all 2 hosts out"),
+        (["--wave", "0%"], "--wave '0%': a share must be above 0%"),
+    ],
+)
+def test_bad_options_fail_with_one_line_before_any_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    assert cli("rollout", str(inventory(tmp_path)), *options) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ms4fleet: error: ") and message in err[0]
+    assert not (tmp_path / "rollout-report").exists()
+
+
+def test_bad_host_config_names_host_and_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lb = tmp_path / "lb.py"
+    lb.write_text("lb = [('lb-1', {'ssh_hostname': '192.0.2.99'})]\n")
+    assert cli("rollout", str(inventory(tmp_path, bind="127.0.0.1")), "--lb-inventory", str(lb)) == 2
+    err = capsys.readouterr().err
+    assert "gpu-1" in err and "serving.bind_address" in err and "load balancer" in err
+    assert cli("rollout", str(inventory(tmp_path, weights=False))) == 2
+    assert "ms4fleet_weights" in capsys.readouterr().err
+
+
+def test_backends_use_the_lb_address_and_every_replica_port(tmp_path: Path) -> None:
+    fleet = load_inventory(inventory(tmp_path))
+    plans = {spec.name: plan_host(spec.config) for spec in fleet}
+    backends = backends_for(list(fleet), plans)
+    assert [(b.host, b.server) for b in backends] == [
+        ("gpu-1", "10.9.0.1:8000"),
+        ("gpu-1", "10.9.0.1:8001"),
+        ("gpu-2", "10.9.0.2:8000"),
+        ("gpu-2", "10.9.0.2:8001"),
+    ]
+    fleet = load_inventory(inventory(tmp_path, bind="127.0.0.1"))
+    with pytest.raises(ConfigError, match=r"gpu-1.*serving\.bind_address"):
+        backends_for(list(fleet), {spec.name: plan_host(spec.config) for spec in fleet})
+
+
+def test_lb_inventory(tmp_path: Path) -> None:
+    path = tmp_path / "lb.py"
+    path.write_text("lb = (['lb-1', ('lb-2', {'ssh_port': 2222})], {'ssh_user': 'ops'})\n_private = ['x']\n")
+    hosts = load_lb_inventory(str(path))
+    assert [(h.name, dict(h.data)) for h in hosts] == [
+        ("lb-1", {"ssh_user": "ops"}),
+        ("lb-2", {"ssh_user": "ops", "ssh_port": 2222}),
+    ]
+    path.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="defines no load balancer host"):
+        load_lb_inventory(str(path))
+
+
+def test_parse_read() -> None:
+    record = ReleaseRecord()
+    text = record.to_json() + "--ms4fleet-units--\nms4fleet-vllm-0.service active\nms4fleet-vllm-1.service failed\n"
+    facts = parse_read("gpu-1", text)
+    assert facts.units == {"ms4fleet-vllm-0.service": "active", "ms4fleet-vllm-1.service": "failed"}
+    assert not facts.all_active
+    empty = parse_read("gpu-1", "--ms4fleet-units--\n")
+    assert empty.record == ReleaseRecord() and empty.units == {} and not empty.all_active
