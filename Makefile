@@ -20,10 +20,10 @@ help:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
 	touch $@
 
 lint: install
