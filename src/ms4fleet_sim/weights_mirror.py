@@ -44,6 +44,7 @@ PARAMS: dict[str, Any] = {
     "vocab_size": 131072,
     "rope_theta": 10000.0,
     "max_seq_len": 1048576,
+    "max_position_embeddings": 1048576,
     "moe": {"num_experts": 128, "num_experts_per_tok": 4, "num_shared_experts": 1, "moe_intermediate_dim": 2048},
 }
 

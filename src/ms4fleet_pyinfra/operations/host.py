@@ -2,16 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from pyinfra.api import FunctionCommand, StringCommand, operation
-from pyinfra.operations import server
 
 from ms4fleet.provision import needs_reboot
 from ms4fleet_pyinfra.facts import AptHolds, DriverState, UserExists
 from ms4fleet_pyinfra.report import fail
 from pyinfra import host
+
+# /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
+# (pyinfra's server.reboot compares uptimes, which never reset for containers, such as the sim's hosts.)
+REBOOT_MARKER = "/run/ms4fleet/reboot-pending"
+REBOOT_TIMEOUT_S = 900.0
+
+
+@contextlib.contextmanager
+def _quiet_paramiko() -> Iterator[None]:
+    """paramiko logs a traceback for every refused handshake while sshd is down; expected here."""
+    log = logging.getLogger("paramiko.transport")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _wait_for_boot(state: Any, host: Any, timeout_s: float) -> bool:
+    """Reconnect until the marker is gone (the host rebooted) and systemd has finished booting."""
+    deadline = time.monotonic() + timeout_s
+    time.sleep(5)
+    host.disconnect()
+    with _quiet_paramiko():
+        while time.monotonic() < deadline:
+            host.connect(show_errors=False)
+            if host.connected:
+                ok, _ = host.run_shell_command(
+                    StringCommand(
+                        "test",
+                        "!",
+                        "-e",
+                        REBOOT_MARKER,
+                        "&&",
+                        "{",
+                        "systemctl",
+                        "is-system-running",
+                        "--wait",
+                        "||",
+                        "true",
+                        ";",
+                        "}",
+                    ),
+                    print_output=False,
+                    print_input=False,
+                )
+                if ok:
+                    return True
+                host.disconnect()
+            time.sleep(2)
+    return fail(state, host, f"the host did not come back from its reboot within {timeout_s:.0f} s")
 
 
 @operation()
@@ -51,7 +105,10 @@ def reboot_if_needed(driver_changed: Callable[[], bool], policy: str) -> Generat
             {},
         )
         return
-    yield from server.reboot._inner(delay=5, interval=2, reboot_timeout=600)
+    yield StringCommand("mkdir", "-p", "/run/ms4fleet", "&&", "touch", REBOOT_MARKER)
+    # Detached, so the SSH channel closes before the connection dies (pyinfra #1708).
+    yield StringCommand("( sleep 1 && systemctl reboot ) </dev/null >/dev/null 2>&1 &")
+    yield FunctionCommand(_wait_for_boot, (REBOOT_TIMEOUT_S,), {})
 
 
 @operation(is_idempotent=False)

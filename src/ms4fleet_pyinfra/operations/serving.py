@@ -152,6 +152,7 @@ def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, s
         causes = [cause.to_dict().get("name", "") for cause in report.causes]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
         if not report.ok:
+            host.run_shell_command(StringCommand("rm", "-f", VERIFIED_FILE), _sudo=sudo)
             return fail(
                 state,
                 host,
@@ -183,6 +184,9 @@ def replica(unit: str, restart: Callable[[], bool]) -> Generator[Any, None, None
     info = host.get_fact(VllmUnits).get(unit)
     if info is None or info.enabled != "enabled":
         yield StringCommand("systemctl", "enable", unit)
+    if info is not None and info.active == "failed":
+        # A unit that hit StartLimitBurst refuses starts until reset: a new deploy is a deliberate retry.
+        yield StringCommand("systemctl", "reset-failed", unit)
     if info is None or info.active != "active":
         yield StringCommand("systemctl", "start", unit)
     elif restart():

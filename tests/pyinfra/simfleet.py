@@ -1,0 +1,107 @@
+"""A simulated fleet for the pyinfra engine's end-to-end tests and benchmarks: hosts from the sim, the
+stand-in image as a ``docker save`` archive, the loopback weights mirror, and ``pyinfra`` run as a user would.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from ms4fleet_sim import dockercli, inventories, standin_image, weights_mirror
+from ms4fleet_sim import fleet as simfleet
+from ms4fleet_sim.profiles import assign_specs, parse_gpu_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP_DATA = ROOT / "inventory" / "group_data"
+PYINFRA = Path(sys.executable).with_name("pyinfra")
+
+
+@dataclass(frozen=True)
+class Fleet:
+    target: simfleet.Fleet
+    record: simfleet.FleetRecord
+    inventory: Path
+
+    @property
+    def hosts(self) -> list[str]:
+        return [h.name for h in self.record.hosts]
+
+    def container(self, name: str) -> str:
+        return self.target.container(name)
+
+    def sh(self, name: str, command: str, check: bool = True) -> str:
+        """Run ``command`` as root on a sim host (through Docker, independent of what pyinfra did)."""
+        done = dockercli.exec_in(self.container(name), ["sh", "-c", command], check=False)
+        out = done.stdout.decode(errors="replace")
+        if check and done.returncode != 0:
+            raise AssertionError(f"{name}: `{command}` exited {done.returncode}: {out} {done.stderr.decode()}")
+        return out
+
+    def down(self) -> None:
+        simfleet.down(self.target)
+        inventories.remove(self.target)
+
+
+def ensure_fleet(name: str, hosts: int, gpus: str = "h200x8", root: Path = ROOT) -> Fleet:
+    """Bring fleet ``name`` to ``hosts`` hosts (reused when unchanged) and write its pyinfra inventory."""
+    target = simfleet.Fleet(root=root, name=name)
+    record = simfleet.up(target, assign_specs([parse_gpu_spec(gpus)], hosts), log=lambda _: None)
+    py_path, _ = inventories.write(target, record)
+    return Fleet(target, record, py_path)
+
+
+def ensure_image_archive(path: Path = ROOT / ".sim" / "vllm-image.tar") -> Path:
+    """The stand-in image (tagged as the production image) saved to ``path`` for hosts without a registry."""
+    tag = standin_image.ensure_image()
+    stamp = path.with_suffix(".id")
+    image_id = dockercli.out(["image", "inspect", "--format", "{{.Id}}", tag])
+    if not path.exists() or not stamp.exists() or stamp.read_text() != image_id:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["docker", "save", "-o", str(path), inventories.STANDIN_IMAGE], check=True)
+        stamp.write_text(image_id)
+    return path
+
+
+@contextmanager
+def mirror(root: Path = ROOT / ".sim" / "mirror") -> Iterator[str]:
+    weights_mirror.build_tree(root)
+    server = weights_mirror.serve(root)
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@dataclass(frozen=True)
+class Run:
+    rc: int
+    seconds: float
+    output: str
+
+    def changed_ops(self) -> int:
+        """Operations that changed something, from pyinfra's results table (``Changed`` column)."""
+        return sum(1 for line in self.output.splitlines() if line.strip().startswith("ms4fleet |") and _changed(line))
+
+
+def _changed(line: str) -> bool:
+    cells = [c for c in line.split("  ") if c.strip()]
+    return len(cells) > 2 and cells[2].strip() not in ("-", "0")
+
+
+def pyinfra(fleet: Fleet, *args: str, mirror_url: str, archive: Path, staging: Path) -> Run:
+    env = {
+        **os.environ,
+        "MS4FLEET_SIM_MIRROR": mirror_url,
+        "MS4FLEET_SIM_IMAGE_ARCHIVE": str(archive),
+        "MS4FLEET_SIM_STAGING": str(staging),
+    }
+    argv = [str(PYINFRA), "-y", "--group-data", str(GROUP_DATA), str(fleet.inventory), str(ROOT / "deploy.py"), *args]
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    return Run(done.returncode, time.monotonic() - started, done.stdout + done.stderr)
