@@ -133,3 +133,35 @@ def test_targets_from_pyinfra_and_ansible_host_data() -> None:
     assert ansible.ssh_options == ("-o", "UserKnownHostsFile=/kh") and ansible.port == 22
     assert target_for("@local", {}, {}).hostname is None
     assert target_for("x", {}, {"ansible_connection": "local"}).command(["true"]) == ["true"]
+
+
+FAKE_SSH = """#!/usr/bin/python3
+# Stands in for ssh to a host: runs the remote command here, with a PATH that has no rsync in it.
+import os
+import sys
+
+args, i = sys.argv[1:], 0
+while i < len(args) and args[i].startswith("-") and args[i] != "--":
+    i += 2 if args[i] in ("-o", "-p", "-i", "-l") else 1
+i += 1  # the host name
+if i < len(args) and args[i] == "--":
+    i += 1
+command = " ".join(args[i:])
+env = dict(os.environ, PATH="/nonexistent") if command.startswith("rsync") else dict(os.environ)
+os.execve("/bin/sh", ["sh", "-c", command], env)
+"""
+
+
+def test_missing_rsync_on_the_host_is_named(
+    staged: Path, tmp_path: Path, hub_world: HubWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(FAKE_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    dest = _jobs(tmp_path, hub_world.pinned, count=1)[0].dest
+    job = StageJob(HostTarget(name="bare", hostname="bare.example", user="root", python=SYSTEM_PYTHON), dest)
+    (outcome,) = stage_to_hosts(staged, [job])
+    assert outcome.status == "failed" and outcome.steps == ["prepare: fresh"]
+    assert outcome.detail == "rsync is not installed on the host: install it (provisioning does), then re-run"

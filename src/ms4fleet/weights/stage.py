@@ -181,7 +181,10 @@ def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: f
         )
         if rsync.returncode != 0:
             err = rsync.stderr.decode(errors="replace").strip().splitlines()
-            outcome.detail = f"rsync exit {rsync.returncode}: {err[-1] if err else ''}; re-run to resume"
+            if any("rsync: command not found" in line or "rsync: not found" in line for line in err):
+                outcome.detail = "rsync is not installed on the host: install it (provisioning does), then re-run"
+            else:
+                outcome.detail = f"rsync exit {rsync.returncode}: {err[-1] if err else ''}; re-run to resume"
             return outcome
         outcome.bytes_sent = _bytes_sent(rsync.stdout.decode(errors="replace"))
         args = ["finalize", job.dest, *expect] + (["--owner", job.owner] if job.owner else [])
