@@ -55,11 +55,12 @@ def _dpkg_query(*patterns: str) -> str:
 
 
 def _installed(lines: list[str]) -> dict[str, str]:
-    """dpkg-query lines -> {package: version} for packages actually installed (status ``ii``)."""
+    """dpkg-query lines -> {package: version} for packages actually installed: the status abbreviation's
+    second letter is ``i`` (``ii`` installed, ``hi`` installed and held)."""
     out = {}
     for line in lines:
         bits = line.split("\t")
-        if len(bits) == 3 and bits[2].strip().startswith("ii"):
+        if len(bits) == 3 and bits[2][1:2] == "i":
             out[bits[0]] = bits[1]
     return out
 
@@ -446,3 +447,34 @@ class UserExists(FactBase[bool]):
     @override
     def process(self, output: list[str]) -> bool:
         return "yes" in (line.strip() for line in output)
+
+
+class Sections(FactBase[dict[str, list[str]]]):
+    """Output of a batched script whose parts each start with a ``--ms4fleet-- NAME`` line, by name."""
+
+    @override
+    def command(self, script: str) -> str:
+        return f"sh -c {shlex.quote(script)} 2>/dev/null || true"
+
+    @staticmethod
+    def default() -> dict[str, list[str]]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        current: list[str] | None = None
+        for line in output:
+            if line.startswith(f"{_SEP} "):
+                current = out.setdefault(line.split(" ", 1)[1].strip(), [])
+            elif current is not None:
+                current.append(line)
+        return out
+
+
+def section_marker(name: str) -> str:
+    return f"echo '{_SEP} {name}'"
+
+
+def installed_packages(lines: list[str]) -> dict[str, str]:
+    return _installed(lines)

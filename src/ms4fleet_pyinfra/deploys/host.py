@@ -23,7 +23,9 @@ from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.cli import DEFAULT_STAGING, target_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra.facts import OsReleaseFact, Probe
+from ms4fleet_pyinfra.converged import Desired, snapshot_script
+from ms4fleet_pyinfra.converged import differences as converge_check
+from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
 from ms4fleet_pyinfra.operations import docker, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
 from ms4fleet_pyinfra.operations.changes import any_changed
@@ -67,6 +69,17 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         hostops.fail_host(str(err), name="ms4fleet: host check")
         return
     serving_plan = plan_host(config)
+    desired = Desired(config, plan, serving_plan, request)
+    differences = converge_check(desired, host.get_fact(Sections, script=snapshot_script(desired)))
+    if not differences:
+        hostops.converged(
+            f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files and units as planned",
+            name="converged (nothing to do)",
+        )
+        return
+    logger.info(
+        f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
+    )
     report_headroom(config, serving_plan, sudo)
     provision(config, plan)
     data = dict(host.data.dict())

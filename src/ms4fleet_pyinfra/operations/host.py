@@ -115,3 +115,10 @@ def reboot_if_needed(driver_changed: Callable[[], bool], policy: str) -> Generat
 def fail_host(message: str) -> Generator[Any, None, None]:
     """Stop this host with ``message``; the other hosts carry on."""
     yield FunctionCommand(fail, (message,), {})
+
+
+@operation()
+def converged(summary: str) -> Generator[Any, None, None]:
+    """The whole host already matches the core's plan (one batched check said so): nothing to run."""
+    host.noop(summary)
+    yield from ()

@@ -18,12 +18,11 @@ from ms4fleet.headroom import ReplacedService, check_headroom
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet_pyinfra.converged import VERIFIED_FILE
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
 from ms4fleet_pyinfra.report import fail, say
 from ms4fleet_pyinfra.tunnel import forwarded
 from pyinfra import host
-
-VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
 
 
 @operation()
