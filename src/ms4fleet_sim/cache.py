@@ -1,7 +1,8 @@
 """Where the sim keeps what it builds (images' inputs, apt repositories, keys) and how it names versions.
 
 Builds are cached by a hash of their recipe under a stable directory shared by every checkout on the
-machine (``/var/cache/ms4fleet/sim``, or ``$MS4FLEET_SIM_CACHE``), so CI and developers reuse them.
+machine (``/var/cache/ms4fleet/sim``, or ``$MS4FLEET_SIM_CACHE``), so CI and developers reuse them; images
+are named ``ms4fleet-sim/<name>:<hash>`` (prefix overridable with ``$MS4FLEET_SIM_IMAGE_NAMESPACE``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def cache_root() -> Path:
     root = Path(os.environ.get("MS4FLEET_SIM_CACHE", "/var/cache/ms4fleet/sim"))
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def image_namespace() -> str:
+    """Repository prefix of the images the sim builds (a benchmark's cold run uses its own)."""
+    return os.environ.get("MS4FLEET_SIM_IMAGE_NAMESPACE", "ms4fleet-sim")
 
 
 def recipe_hash(*parts: object) -> str:

@@ -252,8 +252,9 @@ def remove_fleet_hosts(fleet: Fleet, keep: set[str]) -> None:
             dockercli.run(["volume", "rm", "-f", fleet.volume(host)], check=False)
 
 
-def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -> FleetRecord:
-    """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]); reuse hosts whose config is unchanged."""
+def ensure_infrastructure(fleet: Fleet, log: Callable[[str], None] = print) -> tuple[str, Path]:
+    """The host image, the apt repository, the fleet network and the repository container; returns
+    (host image tag, repository directory)."""
     if not dockercli.daemon_ok():
         raise RuntimeError("dockerd is not reachable: run scripts/ensure-docker.sh")
     messages: list[str] = []
@@ -261,10 +262,33 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
     repo_dir = aptrepo.ensure_repo(image, messages)
     for message in messages:
         log(message)
-    client_key = fleet.sim_dir / "id_ed25519"
-    client_pub = keys.ensure_keypair(client_key, "ms4fleet-sim")
     _ensure_network(fleet)
     _ensure_repo_container(fleet, image, repo_dir)
+    return image, repo_dir
+
+
+def attach(fleet: Fleet, container: str, spec: GpuSpec, log: Callable[[str], None] = print) -> None:
+    """Give a running systemd container made by someone else (Molecule) the simulated hardware and the
+    sim's apt sources, and join it to the fleet network so it reaches the repository."""
+    info = dockercli.inspect("container", container)
+    if info is None or not info["State"]["Running"]:
+        raise RuntimeError(f"--container {container}: no such running container")
+    ensure_infrastructure(fleet, log)
+    if fleet.network not in info["NetworkSettings"]["Networks"]:
+        dockercli.run(["network", "connect", fleet.network, container])
+    tar = hostfiles.TarBuilder()
+    hostfiles.add_hardware(tar, render_profile(info["Config"]["Hostname"], spec))
+    hostfiles.add_apt_sources(tar, aptrepo.DEBIAN_URL, signing.public_key(armor=False))
+    dockercli.run(["cp", "-a", "-", f"{container}:/"], input_bytes=tar.render())
+    dockercli.exec_in(container, ["systemctl", "daemon-reload"])
+    dockercli.exec_in(container, ["systemctl", "start", hostfiles.KERNEL_UNIT])
+
+
+def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -> FleetRecord:
+    """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]); reuse hosts whose config is unchanged."""
+    image, repo_dir = ensure_infrastructure(fleet, log)
+    client_key = fleet.sim_dir / "id_ed25519"
+    client_pub = keys.ensure_keypair(client_key, "ms4fleet-sim")
 
     names = [fleet.host_name(i + 1) for i in range(len(specs))]
     remove_fleet_hosts(fleet, keep=set(names))
@@ -344,6 +368,10 @@ def down(fleet: Fleet | None) -> dict[str, int]:
     removed["containers"] = len(containers)
     networks = dockercli.list_ids("network", label)
     for network in networks:
+        # Containers attached from outside (Molecule's) would keep the network busy.
+        info = dockercli.inspect("network", network) or {}
+        for endpoint in (info.get("Containers") or {}).values():
+            dockercli.run(["network", "disconnect", "-f", network, endpoint["Name"]], check=False)
         dockercli.run(["network", "rm", network])
     removed["networks"] = len(networks)
     volumes = dockercli.list_ids("volume", label)

@@ -15,11 +15,10 @@ import tempfile
 from pathlib import Path
 
 from ms4fleet_sim import dockercli
-from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
+from ms4fleet_sim.cache import build_lock, cache_root, image_namespace, recipe_hash
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-REPOSITORY = "ms4fleet-sim/host"
 SIM_USER = "ms4fleet"
 
 PACKAGES = (
@@ -88,7 +87,7 @@ IMPORT_CHANGES = (
 def image_tag() -> str:
     """The image reference for the current recipe."""
     digest = recipe_hash("host", SUITE, MIRROR, PACKAGES, MASKED_UNITS, CUSTOMIZE, IMPORT_CHANGES)
-    return f"{REPOSITORY}:{digest}"
+    return f"{image_namespace()}/host:{digest}"
 
 
 def _check_tools() -> None:
@@ -137,24 +136,28 @@ def import_rootfs(rootfs: Path, tag: str, changes: tuple[str, ...], labels: dict
         raise RuntimeError(f"docker import {tag} failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
+def current_tag() -> str:
+    """A stable name for the newest host image (``ms4fleet-sim/host:current``), for Molecule platforms."""
+    return f"{image_namespace()}/host:current"
+
+
+def _build(tag: str, log: list[str] | None) -> None:
+    if log is not None:
+        log.append(f"building {tag} (debootstrap {SUITE}, a few minutes)")
+    with tempfile.TemporaryDirectory(dir=cache_root(), prefix="rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        bootstrap_rootfs(rootfs, PACKAGES)
+        _run(["chroot", str(rootfs), "/bin/sh", "-c", CUSTOMIZE], "customizing the host rootfs")
+        labels = {dockercli.LABEL: "host-image", dockercli.RECIPE_LABEL: tag.split(":")[1]}
+        import_rootfs(rootfs, tag, IMPORT_CHANGES, labels)
+
+
 def ensure_host_image(log: list[str] | None = None) -> str:
     """Build the host image unless the current recipe's tag already exists; return the tag."""
     tag = image_tag()
-    if dockercli.image_exists(tag):
-        return tag
-    with build_lock("host-image"):
-        if dockercli.image_exists(tag):
-            return tag
-        if log is not None:
-            log.append(f"building {tag} (debootstrap {SUITE}, a few minutes)")
-        with tempfile.TemporaryDirectory(dir=cache_root(), prefix="rootfs-") as tmp:
-            rootfs = Path(tmp) / "rootfs"
-            bootstrap_rootfs(rootfs, PACKAGES)
-            _run(["chroot", str(rootfs), "/bin/sh", "-c", CUSTOMIZE], "customizing the host rootfs")
-            import_rootfs(
-                rootfs,
-                tag,
-                IMPORT_CHANGES,
-                {dockercli.LABEL: "host-image", dockercli.RECIPE_LABEL: tag.split(":")[1]},
-            )
+    if not dockercli.image_exists(tag):
+        with build_lock("host-image"):
+            if not dockercli.image_exists(tag):
+                _build(tag, log)
+    dockercli.run(["tag", tag, current_tag()])
     return tag

@@ -17,10 +17,9 @@ from importlib import resources
 from pathlib import Path
 
 from ms4fleet_sim import dockercli, hostimage
-from ms4fleet_sim.cache import build_lock, cache_root, package_sources_hash, recipe_hash
+from ms4fleet_sim.cache import build_lock, cache_root, image_namespace, package_sources_hash, recipe_hash
 from ms4fleet_sim.inventories import STANDIN_IMAGE
 
-REPOSITORY = "ms4fleet-sim/standin"
 SLIM_PACKAGES = ("python3", "ca-certificates")
 INSTALL_ROOT = "/opt/ms4fleet-standin"
 LAUNCHER = (
@@ -70,7 +69,7 @@ def _code_files() -> dict[str, bytes]:
 
 def image_tag() -> str:
     digest = recipe_hash("standin", SLIM_PACKAGES, LAUNCHER, CHANGES, package_sources_hash(*SUBPACKAGES))
-    return f"{REPOSITORY}:{digest}"
+    return f"{image_namespace()}/standin:{digest}"
 
 
 def _image_stream(base_tar: Path, code: dict[str, bytes]) -> bytes:

@@ -247,3 +247,9 @@ def test_smi_main_prints_errors_on_stdout(fake_host: dict[str, Any], monkeypatch
     monkeypatch.setattr("sys.stdout", buffer)
     assert smi.main(["--query-gpu=bogus", "--format=csv"]) == 2
     assert buffer.getvalue() == 'Field "bogus" is not a valid field to query.\n'
+
+
+def test_runc_shim_finds_the_specs_runc_applies() -> None:
+    assert runc_shim.spec_files(["--root", "/r", "create", "--bundle", "/b", "id"]) == [Path("/b/config.json")]
+    assert runc_shim.spec_files(["exec", "--process", "/tmp/p.json", "id"]) == [Path("/tmp/p.json")]
+    assert runc_shim.spec_files(["start", "id"]) == []

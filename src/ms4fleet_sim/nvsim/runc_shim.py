@@ -3,7 +3,8 @@
 The production unit starts vLLM with ``--ulimit memlock=-1``. Raising RLIMIT_MEMLOCK needs
 CAP_SYS_RESOURCE, which real hosts' dockerd has but a container on a CI machine may lack (this project's CI
 machine grants it to nobody). The host image diverts the real binary to ``/usr/sbin/runc.real``; this shim
-clamps each rlimit in the bundle's config.json to the hard limit it can actually set, then runs runc.
+clamps each rlimit of a container's process (config.json at create, the --process file at exec) to the hard
+limit it can actually set, then runs runc.
 docs/simulation.md lists this as a difference from a real host.
 """
 
@@ -19,15 +20,24 @@ from typing import Any
 REAL_RUNC = "/usr/sbin/runc.real"
 
 
-def _bundle(argv: list[str]) -> Path | None:
-    if "create" not in argv and "run" not in argv:
-        return None
+def _option(argv: list[str], names: tuple[str, ...]) -> str | None:
     for position, arg in enumerate(argv):
-        if arg in ("--bundle", "-b") and position + 1 < len(argv):
-            return Path(argv[position + 1])
-        if arg.startswith("--bundle="):
-            return Path(arg.split("=", 1)[1])
-    return Path.cwd()
+        if arg in names and position + 1 < len(argv):
+            return argv[position + 1]
+        for name in names:
+            if arg.startswith(f"{name}="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def spec_files(argv: list[str]) -> list[Path]:
+    """The OCI files whose rlimits runc will apply: the bundle's config.json (create/run) or --process (exec)."""
+    if "create" in argv or "run" in argv:
+        return [Path(_option(argv, ("--bundle", "-b")) or Path.cwd()) / "config.json"]
+    if "exec" in argv:
+        process = _option(argv, ("--process", "-p"))
+        return [Path(process)] if process else []
+    return []
 
 
 def clamp(rlimits: list[dict[str, Any]]) -> bool:
@@ -49,12 +59,14 @@ def clamp(rlimits: list[dict[str, Any]]) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    bundle = _bundle(argv)
-    if bundle is not None and (bundle / "config.json").is_file():
-        path = bundle / "config.json"
-        config = json.loads(path.read_text(encoding="utf-8"))
-        if clamp(config.get("process", {}).get("rlimits", [])):
-            path.write_text(json.dumps(config), encoding="utf-8")
+    for path in spec_files(argv):
+        if not path.is_file():
+            continue
+        spec = json.loads(path.read_text(encoding="utf-8"))
+        # config.json nests the process; an exec --process file is the process itself.
+        process = spec.get("process", spec) if "ociVersion" in spec else spec
+        if clamp(process.get("rlimits", [])):
+            path.write_text(json.dumps(spec), encoding="utf-8")
     if not os.path.exists(REAL_RUNC):
         sys.stderr.write("runc: not installed (install docker.io or runc)\n")
         return 127
