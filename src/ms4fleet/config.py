@@ -230,19 +230,19 @@ class WeightsConfig(_Section):
 
     @model_validator(mode="after")
     def _source_fields(self) -> WeightsConfig:
-        if self.source == "hub":
-            if self.revision is None or not _COMMIT.match(self.revision):
-                raise _FieldError(
-                    "revision",
-                    f"={self.revision!r} is not pinned: use a 40-character commit hash "
-                    "(the model's 'Files and versions' history)",
-                )
-            if self.hf_token is None:
-                raise _FieldError(
-                    "hf_token",
-                    "is missing: the model is gated; reference a READ token with "
-                    '{"file": "/etc/ms4fleet/hf-token"} or {"env": "HF_TOKEN"}',
-                )
+        # Every source is laid out per revision (one directory per pin), so every source names one.
+        if self.revision is None or (self.source == "hub" and not _COMMIT.match(self.revision)):
+            raise _FieldError(
+                "revision",
+                f"={self.revision!r} is not pinned: use a 40-character commit hash "
+                "(the model's 'Files and versions' history)",
+            )
+        if self.source == "hub" and self.hf_token is None:
+            raise _FieldError(
+                "hf_token",
+                "is missing: the model is gated; reference a READ token with "
+                '{"file": "/etc/ms4fleet/hf-token"} or {"env": "HF_TOKEN"}',
+            )
         if self.source == "mirror" and not (self.mirror_url or "").startswith(("http://", "https://")):
             raise _FieldError("mirror_url", "must be an http(s):// URL when source is mirror")
         if self.source == "path" and not (self.path or "").startswith("/"):

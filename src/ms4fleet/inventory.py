@@ -33,6 +33,10 @@ _CONNECTION_KEYS = {
 }
 
 
+# Extra ssh arguments an Ansible inventory may carry (host-key options, jump hosts): kept in HostSpec.data.
+_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
+
+
 @dataclass(frozen=True)
 class HostSpec:
     """One inventory host: its name, groups, how to reach it, and its validated config."""
@@ -206,7 +210,7 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
     """Ansible wraps strings in its own types; the core wants plain data."""
     import json
 
-    wanted = {k: v for k, v in data.items() if k.startswith("ms4fleet_") or k in _CONNECTION_KEYS}
+    wanted = {k: v for k, v in data.items() if k.startswith("ms4fleet_") or k in _CONNECTION_KEYS or k in _SSH_ARGS}
     return dict(json.loads(json.dumps(wanted, default=str)))
 
 

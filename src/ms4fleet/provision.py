@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ms4fleet.config import AptRepo, ConfigError, HostConfig
+from ms4fleet.weights.startcheck import verifier_file
 
 HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
 KEYRING = "/etc/apt/keyrings/ms4fleet-nvidia.asc"
@@ -140,7 +141,8 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
     fm = fabric_manager_packages(config)
     docker_runtime = config.runtime.kind == "docker"
     pinned = (driver_package(config), *(n for n in fm if n != "nvlsm"))
-    files = [_sources_file(repo)]
+    verifier_path, verifier, verifier_mode = verifier_file()
+    files = [_sources_file(repo), ManagedFile(verifier_path, verifier.decode(), verifier_mode)]
     if manage:
         files += [_preferences_file(pinned, provision.driver_version), _nouveau_file()]
     services = []

@@ -20,6 +20,7 @@ from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
 from ms4fleet.config import HostConfig
 from ms4fleet.sizing import KvShape, Sizing, SizingInput, size
+from ms4fleet.weights.startcheck import exec_start_pre
 
 # Load time budget for TimeoutStartSec and VLLM_ENGINE_READY_TIMEOUT_S: reading weights from local NVMe
 # at a conservative 200 MB/s, plus torch.compile / CUDA-graph capture and start-up (measured 2-5 min on
@@ -312,6 +313,11 @@ def _render_unit(
         health_url=f"http://{_url_host(host)}:{port}/health",
         timeout=timeout_start_s(config.profile),
         user=config.provision.service_user,
+        weights_check=(
+            exec_start_pre(model_dir, config.profile.repo_id, config.weights.revision)
+            if config.weights is not None and config.weights.revision
+            else ""
+        ),
     )
     return text
 
