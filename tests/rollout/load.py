@@ -28,8 +28,10 @@ class LoadResult:
 
 
 class Load:
-    def __init__(self, url: str, workers: int = 3, max_requests: int = 20_000) -> None:
+    def __init__(self, url: str, workers: int = 3, max_requests: int = 20_000, pause_s: float = 0.02) -> None:
         self.url = url.rstrip("/")
+        # A short pause between a worker's requests keeps the load steady but light on a shared machine.
+        self.pause_s = pause_s
         self.workers = workers
         self.max_requests = max_requests
         self.result = LoadResult()
@@ -69,6 +71,7 @@ class Load:
                         return
                 error = self._one(client, stream=(n + index) % 3 == 0)
                 n += 1
+                self._stop.wait(self.pause_s)
                 with self._lock:
                     if error is None:
                         self.result.ok += 1

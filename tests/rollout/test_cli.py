@@ -107,3 +107,20 @@ def test_parse_read() -> None:
     assert not facts.all_active
     empty = parse_read("gpu-1", "--ms4fleet-units--\n")
     assert empty.record == ReleaseRecord() and empty.units == {} and not empty.all_active
+
+
+def test_drain_polls_the_ports_of_the_release_running_now(tmp_path: Path) -> None:
+    from ms4fleet.rollout.release import release_for
+    from ms4fleet_pyinfra.rollout.hostops import _serving_ports
+    from ms4fleet_pyinfra.rollout.tracker import HostFacts
+
+    spec = load_inventory(inventory(tmp_path)).hosts[0]
+    old_config = spec.config.model_copy(update={"serving": spec.config.serving.model_copy(update={"port": 9000})})
+    running = release_for(old_config, plan_host(old_config))
+    units = dict.fromkeys(running.units, "active")
+    assert _serving_ports(HostFacts(ReleaseRecord(current=running), units)) == [9000, 9001]
+    # Nothing to wait for when the replicas are not all running, or nothing ran before.
+    assert (
+        _serving_ports(HostFacts(ReleaseRecord(current=running), {**units, "ms4fleet-vllm-1.service": "failed"})) == []
+    )
+    assert _serving_ports(HostFacts(ReleaseRecord(), units)) == []

@@ -49,10 +49,13 @@ def rollout(world: World, inventory: Path, report: Path, *options: str) -> tuple
     return code, json.loads((report / "rollout.json").read_text())
 
 
-def host_state(world: World) -> dict[str, dict[str, str]]:
-    """Per host: the release record bytes, the unit files' sha256 and when each unit last became active."""
+def host_state(world: World, *names: str) -> dict[str, dict[str, str]]:
+    """Per host (all, or ``names``): the release record bytes, the unit files' sha256 and when each unit last
+    became active."""
     out = {}
     for host in world.gpu:
+        if names and host.name not in names:
+            continue
         record = host.sudo(f"cat {RELEASE_FILE} 2>/dev/null || true").stdout
         units = host.sudo(
             f"cd {paths.SYSTEMD_DIR} && for u in {paths.UNIT_PREFIX}-*.service; do "
@@ -181,7 +184,7 @@ def test_host_unreachable_mid_wave_stops_the_rollout_and_leaves_the_rest_consist
         assert current_release(rollout_world, "rollout-1")["current"]["id"] == target
         assert current_release(rollout_world, "rollout-2")["current"]["id"] == target
         # The host not reached yet keeps its release and its running replicas, untouched.
-        assert host_state(rollout_world)["rollout-4"] == before["rollout-4"]
+        assert host_state(rollout_world, "rollout-4")["rollout-4"] == before["rollout-4"]
         # The lost host stays out of the load balancer; the others are in.
         conf = lb_conf(rollout_world)
         down = [line for line in conf.splitlines() if " down;" in line]

@@ -61,7 +61,7 @@ def _progress(console: Console) -> Any:
 
 
 def run_rollout(args: argparse.Namespace) -> int:
-    from ms4fleet_pyinfra.rollout.driver import Rollout
+    from ms4fleet_pyinfra.rollout.driver import Rollout, Stop
     from ms4fleet_pyinfra.rollout.lbctl import load_lb_inventory
 
     console = Console(stderr=True)
@@ -78,7 +78,11 @@ def run_rollout(args: argparse.Namespace) -> int:
         return 2
     if args.dry:
         console.print("dry run: reading each host's release to plan the waves; nothing is changed")
-        plan = rollout.read()
+        try:
+            plan = rollout.read()
+        except Stop as stop:
+            print(f"ms4fleet: {stop}", file=sys.stderr)
+            return 1
         sys.stdout.write(json.dumps(plan.to_dict(), indent=2) + "\n")
         return 0
     if not lb_hosts:

@@ -160,13 +160,11 @@ class Rollout:
 
         def build(spec: HostSpec) -> None:
             name = spec.name
-            hostops.switch(
-                tracker=self.tracker,
-                config=self.configs[name],
-                plan=self.plans[name],
-                release=self.targets[name],
-                sudo=sudo_for(spec),
-                name="switch",
+            sudo = sudo_for(spec)
+            plan, release = self.plans[name], self.targets[name]
+            hostops.start_release(tracker=self.tracker, plan=plan, release=release, sudo=sudo, name="start")
+            hostops.await_release(
+                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="verify"
             )
 
         result = run_state(self._hosts(batch), build)

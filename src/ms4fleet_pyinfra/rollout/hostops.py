@@ -3,10 +3,10 @@
 host of the State).
 
 + ``read_host``: the release record and the units' state.
-+ ``prestage``: image, weights (fetched once, verified on the host), the new unit files staged beside the
-  running ones, and the headroom gate counting the memory the old replicas will free. Nothing stops.
-+ ``switch``: wait for in-flight requests, stop the old replicas, install and start the new ones, wait until
-  systemd reports them ready, verify every replica, record the release.
++ ``stage_units``, ``headroom``: pre-stage (with the engine's image and weights operations): the new unit
+  files beside the running ones, and the headroom gate counting the memory the old replicas will free.
++ ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
++ ``await_release``: wait until systemd reports them ready, verify every replica, record the release.
 + ``rollback``: the previous release's units back, started and verified.
 """
 
@@ -30,6 +30,7 @@ from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
 from ms4fleet.serving import ServingPlan, timeout_start_s
 from ms4fleet.verify import DEFAULT_CHECKS, VerifyReport, checks_for_profile, verify
+from ms4fleet.weights.startcheck import verifier_file
 from ms4fleet_pyinfra.facts import Probe
 from ms4fleet_pyinfra.operations.serving import _read_host_secret as read_host_secret
 from ms4fleet_pyinfra.operations.serving import headroom_verdicts
@@ -100,6 +101,10 @@ def _write_files(host: Any, files: Mapping[str, str], sudo: bool, mode: str = "6
 def _stage_units(state: Any, host: Any, tracker: Tracker, release: Release, sudo: bool) -> bool:
     files = {f"{STAGED_DIR}/{release.id}/{name}": text for name, text in release.units.items()}
     ok, why = _write_files(host, files, sudo)
+    if ok:
+        # The units' ExecStartPre runs the weights verifier: a release brings the verifier it was planned with.
+        path, source, mode = verifier_file()
+        ok, why = _write_files(host, {path: source.decode()}, sudo, mode=f"{mode:o}")
     return ok or tracker.fail(host.name, f"pre-stage: {why}")
 
 
@@ -143,12 +148,20 @@ def _in_flight(host: Any, ports: list[int]) -> float | None:
     return total
 
 
-def _drain(state: Any, host: Any, tracker: Tracker, ports: list[int]) -> bool:
+def _drain(host: Any, tracker: Tracker, ports: list[int]) -> None:
+    """Wait until the old replicas hold no request (the LB already sends them none)."""
     if ports:
         result = lb.wait_drained(lambda: _in_flight(host, ports), timeout_s=DRAIN_TIMEOUT_S)
         if not result.drained:
             tracker.runs[host.name].detail = f"drain: {result.detail}; stopped anyway"
-    return True
+
+
+def _serving_ports(facts: HostFacts) -> list[int]:
+    """The ports the replicas running now listen on (from the release they run)."""
+    current = facts.record.current
+    if current is None or not facts.all_active:
+        return []
+    return [port for unit in sorted(facts.units) if unit in current.units and (port := _port_of(current, unit))]
 
 
 def _systemctl(units: list[str], *verbs: str) -> str:
@@ -179,12 +192,15 @@ def _install(
     return ok, err.strip()[-300:]
 
 
-def _start_and_wait(host: Any, units: list[str], timeout_s: float, sudo: bool) -> tuple[bool, str, float | None]:
-    """Start without blocking (all replicas load at once), then wait until systemd says each is ready: the
-    units hold "activating" until vLLM answers /health. Returns (ok, why, slowest start-to-ready)."""
+def _start(host: Any, units: list[str], sudo: bool) -> tuple[bool, str]:
+    """Start without blocking: every replica of the host (and of its batch) loads at once."""
     ok, _, err = shell(host, _systemctl(units, "enable --quiet", "start --no-block"), sudo)
-    if not ok:
-        return False, f"systemctl start: {err.strip()[-300:]}", None
+    return ok, "" if ok else f"systemctl start: {err.strip()[-300:]}"
+
+
+def _wait_ready(host: Any, units: list[str], timeout_s: float, sudo: bool) -> tuple[bool, str, float | None]:
+    """Wait until systemd says each unit is ready (units hold "activating" until vLLM answers /health).
+    Returns (ok, why, the slowest unit's start-to-ready seconds as systemd measured it)."""
     deadline = time.monotonic() + timeout_s
     query = " ".join(f"$(systemctl is-active {shlex.quote(u)} || true)" for u in units)
     while True:
@@ -244,18 +260,22 @@ def _verify(
     return not failures, "; ".join(failures), causes
 
 
-def _switch(
-    state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
-) -> bool:
+def _start_release(state: Any, host: Any, tracker: Tracker, plan: ServingPlan, release: Release, sudo: bool) -> bool:
     facts = tracker.facts[host.name]
-    old = sorted(facts.units)
-    _drain(state, host, tracker, [r.port for r in plan.replicas] if facts.all_active else [])
-    units = [r.unit_name for r in plan.replicas]
-    ok, why = _install(host, release.units, release.id, old, sudo)
+    _drain(host, tracker, _serving_ports(facts))
+    ok, why = _install(host, release.units, release.id, sorted(facts.units), sudo)
     if not ok:
         return tracker.fail(host.name, f"install units: {why}")
     tracker.advance(host.name, Phase.STOPPED)
-    ok, why, ready_s = _start_and_wait(host, units, timeout_start_s(plan.profile), sudo)
+    ok, why = _start(host, [r.unit_name for r in plan.replicas], sudo)
+    return ok or tracker.fail(host.name, f"start: {why}")
+
+
+def _await_release(
+    state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> bool:
+    units = [r.unit_name for r in plan.replicas]
+    ok, why, ready_s = _wait_ready(host, units, timeout_start_s(plan.profile), sudo)
     if not ok:
         return tracker.fail(host.name, f"start: {why}", _causes(host, units, sudo))
     tracker.runs[host.name].start_to_ready_s = ready_s
@@ -288,10 +308,18 @@ def _verify_and_record(
 
 
 @operation(is_idempotent=False)
-def switch(
+def start_release(tracker: Tracker, plan: ServingPlan, release: Release, sudo: bool) -> Generator[Any, None, None]:
+    """Drain wait, old replicas stopped, new units in place and started (not waited for)."""
+    yield FunctionCommand(_start_release, (tracker, plan, release, sudo), {})
+
+
+@operation(is_idempotent=False)
+def await_release(
     tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
 ) -> Generator[Any, None, None]:
-    yield FunctionCommand(_switch, (tracker, config, plan, release, sudo), {})
+    """Ready (systemd), verified, recorded. A separate operation so that pyinfra starts every host of the
+    batch before it waits for the first: the hosts of a batch load in parallel."""
+    yield FunctionCommand(_await_release, (tracker, config, plan, release, sudo), {})
 
 
 # ------------------------------------------------------------------------------------------ rollback
@@ -310,7 +338,9 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     if not ok:
         return tracker.fail(host.name, f"rollback: install units: {why}")
     units = sorted(previous.units)
-    ok, why, _ = _start_and_wait(host, units, timeout_start_s(config.profile), sudo)
+    ok, why = _start(host, units, sudo)
+    if ok:
+        ok, why, _ = _wait_ready(host, units, timeout_start_s(config.profile), sudo)
     if not ok:
         return tracker.fail(host.name, f"rollback: start: {why}")
     ports = [_port_of(previous, unit) for unit in units]
@@ -328,7 +358,8 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
 
 def _port_of(release: Release, unit: str) -> int | None:
     """The port a release's unit serves on, read from the argv of its replica (the index in its name)."""
-    index = int(unit.removeprefix(f"{paths.UNIT_PREFIX}-").removesuffix(".service"))
+    number = unit.removeprefix(f"{paths.UNIT_PREFIX}-").removesuffix(".service")
+    index = int(number) if number.isdigit() else len(release.argv)
     argv = release.argv[index] if index < len(release.argv) else ()
     for flag, value in itertools.pairwise(argv):
         if flag == "--port":
