@@ -478,3 +478,29 @@ def section_marker(name: str) -> str:
 
 def installed_packages(lines: list[str]) -> dict[str, str]:
     return _installed(lines)
+
+
+class ServiceStates(FactBase[dict[str, tuple[str, str]]]):
+    """``{unit: (is-active, is-enabled)}``; empty answers where systemd is absent (never fails the host)."""
+
+    @override
+    def command(self, services: tuple[str, ...]) -> str:
+        names = " ".join(shlex.quote(s) for s in services)
+        return (
+            f"for s in {names}; do "
+            'printf "%s %s %s\\n" "$s" "$(systemctl is-active "$s" 2>/dev/null)" '
+            '"$(systemctl is-enabled "$s" 2>/dev/null)"; done'
+        )
+
+    @staticmethod
+    def default() -> dict[str, tuple[str, str]]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, tuple[str, str]]:
+        out = {}
+        for line in output:
+            bits = line.split()
+            if bits:
+                out[bits[0]] = (bits[1] if len(bits) > 1 else "", bits[2] if len(bits) > 2 else "")
+        return out

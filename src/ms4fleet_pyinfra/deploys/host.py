@@ -26,7 +26,7 @@ from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.converged import Desired, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
 from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
-from ms4fleet_pyinfra.operations import docker, serving, weights
+from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
 from ms4fleet_pyinfra.operations.changes import any_changed
 from pyinfra import host, logger
@@ -121,11 +121,10 @@ def provision(config: HostConfig, plan: ProvisionPlan) -> None:
     )
     if plan.docker is not None:
         daemon = docker.daemon_config(config, name="docker daemon.json (merged)")
-        systemd.service("docker", running=True, enabled=True, name="docker running")
-        systemd.service("docker", restarted=True, name="restart docker (daemon.json changed)", _if=daemon.did_change)
-    for service in plan.enabled_services:
-        if service != "docker":
-            systemd.service(service, running=True, enabled=True, name=f"{service} running")
+        services.service("docker", any_changed([daemon]), name="docker running (restarted if daemon.json changed)")
+    for name in plan.enabled_services:
+        if name != "docker":
+            services.service(name, name=f"{name} running")
     hostops.service_user(plan.service_user, name=f"service user {plan.service_user}")
 
 
@@ -149,7 +148,7 @@ def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) 
     restarting = any_changed([*units.values(), *inputs, *secrets])
     serving.headroom_gate(config, plan, restarting, sudo, name="headroom gate")
     started = [
-        serving.replica(r.unit_name, any_changed([units[r.unit_name], *inputs, *secrets]), name=f"run {r.unit_name}")
+        services.service(r.unit_name, any_changed([units[r.unit_name], *inputs, *secrets]), name=f"run {r.unit_name}")
         for r in plan.replicas
     ]
     serving.verify_gate(config, plan, any_changed(started), sudo, name="endpoint verification gate")

@@ -174,21 +174,3 @@ def verify_gate(
         host.noop("nothing restarted and the last verification passed: not re-verified")
         return
     yield FunctionCommand(_verify_gate, (config, plan, sudo), {})
-
-
-@operation()
-def replica(unit: str, restart: Callable[[], bool]) -> Generator[Any, None, None]:
-    """Enable the unit; start it when not running; restart it only when ``restart()`` (its unit file, the
-    image, the weights or the secrets changed). One operation, so a fresh unit is started exactly once."""
-    info = host.get_fact(VllmUnits).get(unit)
-    if info is None or info.enabled != "enabled":
-        yield StringCommand("systemctl", "enable", unit)
-    if info is not None and info.active == "failed":
-        # A unit that hit StartLimitBurst refuses starts until reset: a new deploy is a deliberate retry.
-        yield StringCommand("systemctl", "reset-failed", unit)
-    if info is None or info.active != "active":
-        yield StringCommand("systemctl", "start", unit)
-    elif restart():
-        yield StringCommand("systemctl", "restart", unit)
-    elif info.enabled == "enabled":
-        host.noop(f"{unit} active and unchanged")

@@ -1,0 +1,32 @@
+"""systemd services: enabled, running, and restarted only when the caller's change test says so.
+
+One operation per service (not pyinfra's ``systemd.service``, whose fact fails the host where systemd is
+absent, and whose ``restarted=True`` would also restart a service it has just started).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from typing import Any
+
+from pyinfra.api import StringCommand, operation
+
+from ms4fleet_pyinfra.facts import ServiceStates
+from pyinfra import host
+
+
+@operation()
+def service(name: str, restart: Callable[[], bool] | None = None) -> Generator[Any, None, None]:
+    """Enable ``name``; start it when not running; restart it when running and ``restart()`` is true."""
+    active, enabled = host.get_fact(ServiceStates, services=(name,)).get(name, ("", ""))
+    if enabled != "enabled":
+        yield StringCommand("systemctl", "enable", name)
+    if active == "failed":
+        # A unit that hit its StartLimitBurst refuses starts until reset: a deploy is a deliberate retry.
+        yield StringCommand("systemctl", "reset-failed", name)
+    if active != "active":
+        yield StringCommand("systemctl", "start", name)
+    elif restart is not None and restart():
+        yield StringCommand("systemctl", "restart", name)
+    elif enabled == "enabled":
+        host.noop(f"{name} active and enabled")

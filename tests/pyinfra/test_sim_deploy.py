@@ -1,0 +1,99 @@
+"""End to end on a 3-host simulated fleet: ``pyinfra -y inventory deploy.py`` from bare hosts to verified
+endpoints, asserted ON the hosts; a second run changes nothing; a host whose GPU is taken by a co-tenant
+fails its headroom gate while the other hosts complete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ms4fleet.hostside.weights_verify import META_DIR
+from tests.pyinfra import simfleet
+
+pytestmark = [pytest.mark.sim, pytest.mark.slow]
+
+FLEET = "pyinfra-e2e"
+WEIGHTS = "/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+UNITS = [f"ms4fleet-vllm-{i}.service" for i in range(4)]
+
+
+class Deployed:
+    def __init__(self, fleet: simfleet.Fleet, url: str, archive: Path, staging: Path) -> None:
+        self.fleet, self.url, self.archive, self.staging = fleet, url, archive, staging
+        self.first = self.run()
+
+    def run(self, *args: str) -> simfleet.Run:
+        return simfleet.pyinfra(self.fleet, *args, mirror_url=self.url, archive=self.archive, staging=self.staging)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    simfleet.simfleet.down(simfleet.simfleet.Fleet(root=simfleet.ROOT, name=FLEET))
+    fleet = simfleet.ensure_fleet(FLEET, 3)
+    archive = simfleet.ensure_image_archive()
+    try:
+        with simfleet.mirror(tmp_path_factory.mktemp("mirror")) as url:
+            yield Deployed(fleet, url, archive, tmp_path_factory.mktemp("staging"))
+    finally:
+        fleet.down()
+
+
+def test_first_run_converges_every_host_to_verified_endpoints(deployed: Deployed) -> None:
+    assert deployed.first.rc == 0, deployed.first.output[-3000:]
+    fleet = deployed.fleet
+    for name in fleet.hosts:
+        dpkg = fleet.sh(
+            name,
+            "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' "
+            "nvidia-driver-580-open nvidia-fabricmanager cuda-toolkit-13-0 docker.io nvidia-container-toolkit",
+        )
+        rows = {line.split()[0]: line.split()[1:] for line in dpkg.splitlines()}
+        assert rows["nvidia-driver-580-open"][1] == "hi" and rows["nvidia-fabricmanager"][1] == "hi", dpkg
+        assert rows["nvidia-fabricmanager"][0] == rows["nvidia-driver-580-open"][0], dpkg
+        assert all(rows[p][1].endswith("i") for p in ("cuda-toolkit-13-0", "docker.io", "nvidia-container-toolkit"))
+        smi = fleet.sh(name, "nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1").strip()
+        assert rows["nvidia-driver-580-open"][0].startswith(smi), (smi, dpkg)
+        active = fleet.sh(name, f"systemctl is-active nvidia-fabricmanager docker {' '.join(UNITS)}", check=False)
+        assert active.split() == ["active"] * (2 + len(UNITS)), active
+        daemon = json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))
+        assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+        assert fleet.sh(name, "cat /etc/modprobe.d/ms4fleet-blacklist-nouveau.conf").count("blacklist nouveau") == 1
+        manifest = json.loads(fleet.sh(name, f"cat {WEIGHTS}/{META_DIR}/manifest.json"))
+        assert {f["path"] for f in manifest["files"]} >= {"params.json", "tekken.json"}
+        verified = json.loads(fleet.sh(name, "cat /var/lib/ms4fleet/verified.json"))
+        assert [r["ok"] for r in verified["replicas"]] == [True] * 4
+        assert {"completion", "tools", "streaming"} <= set(verified["checks"])
+        answer = fleet.sh(name, "curl -s http://127.0.0.1:8003/v1/models")
+        assert json.loads(answer)["data"][0]["id"] == "mistral-small-4"
+
+
+def test_second_run_changes_nothing(deployed: Deployed) -> None:
+    again = deployed.run()
+    assert again.rc == 0, again.output[-3000:]
+    assert again.changed_ops() == 0, again.output[-3000:]
+    assert "converged (nothing to do)" in again.output
+
+
+def test_a_host_without_headroom_fails_alone(deployed: Deployed) -> None:
+    fleet = deployed.fleet
+    busy, other = fleet.hosts[1], fleet.hosts[0]
+    # A co-tenant holding most of GPU 0 on one host, and one replica down on two hosts: both need a start.
+    pid = fleet.sh(busy, "setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!").strip()
+    entry = {"pid": int(pid), "name": "cotenant", "container_id": None, "gpu_memory_bytes": {"0": 140_000_000_000}}
+    fleet.sh(busy, f"printf '%s' '{json.dumps(entry)}' > /run/nvidia-sim/procs/cotenant.json")
+    for name in (busy, other):
+        fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
+    try:
+        result = deployed.run()
+        assert result.rc != 0
+        assert f"[{busy}] headroom: does-not-fit" in result.output, result.output[-3000:]
+        assert fleet.sh(other, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
+        assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service", check=False).strip() == "inactive"
+    finally:
+        fleet.sh(busy, f"rm -f /run/nvidia-sim/procs/cotenant.json; kill {pid}", check=False)
+    healed = deployed.run()
+    assert healed.rc == 0, healed.output[-3000:]
+    assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
