@@ -1,0 +1,74 @@
+"""No-op re-converge of the full pyinfra deploy on 1, 4 and 8 simulated hosts.
+
+Brings fleet ``pyinfra-bench`` to 8 x (8 x H200) sim hosts, converges them (timed: the first run), then times
+``pyinfra -y INVENTORY deploy.py --limit ...`` on 1, 4 and 8 of them, ``--repeat`` times each (median).
+Targets (issue 6): 8 hosts <= 1.3 x one host and <= 5 s; a second run <= 1/4 of the first.
+
+    .venv/bin/python bench/pyinfra_reconverge.py [--hosts 8] [--repeat 3] [--down]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.pyinfra import simfleet  # noqa: E402 - the repository root goes on the path first
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hosts", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--fleet", default="pyinfra-bench")
+    parser.add_argument("--down", action="store_true", help="remove the fleet afterwards")
+    args = parser.parse_args()
+    fleet = simfleet.ensure_fleet(args.fleet, args.hosts)
+    archive = simfleet.ensure_image_archive()
+    staging = Path(tempfile.mkdtemp(prefix="pyinfra-bench-"))
+    try:
+        with simfleet.mirror() as url:
+
+            def run(*extra: str) -> simfleet.Run:
+                return simfleet.pyinfra(fleet, *extra, mirror_url=url, archive=archive, staging=staging)
+
+            first = run()
+            print(
+                f"first run ({args.hosts} hosts): {first.seconds:.1f} s, rc {first.rc}, "
+                f"{first.changed_ops()} ops changed"
+            )
+            if first.rc != 0:
+                print(first.output[-4000:])
+                return 1
+            results: dict[int, float] = {}
+            for count in sorted({1, 4, args.hosts} & set(range(1, args.hosts + 1))):
+                limits = [f"--limit={name}" for name in fleet.hosts[:count]]
+                times = []
+                for _ in range(args.repeat):
+                    again = run(*limits)
+                    if again.rc != 0 or again.changed_ops():
+                        print(f"{count} hosts: not a no-op (rc {again.rc}, {again.changed_ops()} changed)")
+                        print(again.output[-3000:])
+                        return 1
+                    times.append(again.seconds)
+                results[count] = statistics.median(times)
+                print(f"no-op re-converge, {count} host(s): median {results[count]:.2f} s of {times}")
+            one, full = results[1], results[args.hosts]
+            print(
+                f"{args.hosts} hosts / 1 host: {full / one:.2f} (target <= 1.3); "
+                f"{args.hosts} hosts: {full:.2f} s (target <= 5)"
+            )
+            print(f"no-op {args.hosts} hosts / first run: {full / first.seconds:.3f} (target <= 0.25)")
+    finally:
+        if args.down:
+            fleet.down()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
