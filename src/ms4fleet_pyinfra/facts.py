@@ -166,7 +166,7 @@ class DriverState(FactBase[DriverInfo]):
         if proc:
             flavor = "Open Kernel Module" in proc
             if loaded is None:
-                match = re.search(r"Kernel Module\s+(\d+\.\d+(?:\.\d+)?)", proc)
+                match = re.search(r"Kernel Module(?: for \S+)?\s+(\d+\.\d+(?:\.\d+)?)", proc)
                 loaded = match.group(1) if match else None
         elif package is not None:
             flavor = package.endswith("-open")
