@@ -134,9 +134,12 @@ def ensure_repo(host_image: str, log: list[str] | None = None) -> Path:
             for deb in sorted(debs.glob("*.deb")):
                 (debian / deb.name).hardlink_to(deb)
             (nvidia / KEY_NAME).write_bytes(signing.public_key(armor=True))
-            write_index(nvidia, "ms4fleet-sim nvidia", signed=True)
-            write_index(unsigned, "ms4fleet-sim nvidia unsigned", signed=False)
-            write_index(debian, "ms4fleet-sim debian", signed=True)
+            try:
+                write_index(nvidia, "ms4fleet-sim nvidia", signed=True)
+                write_index(unsigned, "ms4fleet-sim nvidia unsigned", signed=False)
+                write_index(debian, "ms4fleet-sim debian", signed=True)
+            finally:
+                signing.stop_agent()
             (staging / ".complete").write_text("ok\n")
             staging.chmod(0o755)
             staging.rename(root)

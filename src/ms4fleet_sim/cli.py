@@ -75,6 +75,9 @@ def cmd_down(args: argparse.Namespace) -> int:
     target = _fleet(args)
     removed = fleet.down(None if args.all else target)
     inventories.remove(target)
+    if args.all:
+        for record in target.sim_dir.glob("*/fleet.json"):
+            record.unlink()
     print(
         f"removed {removed['containers']} container(s), {removed['networks']} network(s), "
         f"{removed['volumes']} volume(s)"

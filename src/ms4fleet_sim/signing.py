@@ -31,6 +31,13 @@ def gpg_home() -> Path:
     return home
 
 
+def stop_agent() -> None:
+    """Stop the gpg-agent that signing started, so no daemon outlives the build."""
+    subprocess.run(
+        ["gpgconf", "--homedir", str(cache_root() / "gpg"), "--kill", "gpg-agent"], capture_output=True, check=False
+    )
+
+
 def fingerprint() -> str:
     out = _gpg(gpg_home(), "--batch", "--with-colons", "--list-keys", UID).decode()
     return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))

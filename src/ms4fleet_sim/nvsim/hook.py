@@ -32,7 +32,7 @@ def _rootfs(config: dict[str, Any], bundle: Path) -> Path:
 def _inside(rootfs: Path, relative: str) -> Path:
     """A path under the container's rootfs that cannot escape it through symlinks."""
     target = Path(os.path.realpath(rootfs / relative))
-    if not str(target).startswith(os.path.realpath(rootfs)):
+    if not target.is_relative_to(os.path.realpath(rootfs)):
         raise ValueError(f"{relative} escapes the container rootfs")
     return target
 
