@@ -2,10 +2,10 @@
 
 Replicas listen on the host's loopback (``serving.bind_address`` 127.0.0.1 by default), so the checks
 cannot reach them from the controller directly. This action opens an SSH tunnel over the same transport
-Ansible uses (``ssh -N -L <local unix socket>:127.0.0.1:<port>``, with the connection's host, port, user,
-key and ssh args), points the core's ``ms4fleet.verify.verify`` at it through httpx's unix-socket
-transport, and closes it. The HTTP client therefore stays the core's (httpx, jsonschema on the
-controller) while hosts need nothing but sshd. With ``ansible_connection=local`` it connects directly.
+Ansible uses (``ssh -N -L 127.0.0.1:<free local port>:127.0.0.1:<port>``, with the connection's host,
+port, user, key and ssh args), points the core's ``ms4fleet.verify.verify`` at the local end, and closes
+it. The HTTP client therefore stays the core's (httpx, jsonschema on the controller) while hosts need
+nothing but sshd. With ``ansible_connection=local`` it connects directly.
 
 On a failed check the replica's journal is read on the host to name the cause (``ms4fleet.causes``).
 The API key (when configured) is read from the controller environment or the host file under no_log.
@@ -16,13 +16,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
@@ -70,8 +69,7 @@ class ActionModule(ActionBase):
         target = "127.0.0.1" if config.serving.bind_address in ("0.0.0.0", "::") else config.serving.bind_address
         reports = []
         for replica in plan.replicas:
-            url = f"http://{target if ':' not in target else f'[{target}]'}:{replica.port}"
-            with self._tunnel(target, replica.port, args["tunnel_timeout"]) as transport:
+            with self._tunnel(target, replica.port, args["tunnel_timeout"]) as url:
                 report = verify(
                     url,
                     served,
@@ -79,7 +77,6 @@ class ActionModule(ActionBase):
                     checks=selected,
                     logs=lambda unit=replica.unit_name: self._journal(unit),
                     timeout_s=args["timeout"],
-                    transport=transport,
                 )
             reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
         failed = [r for r in reports if not r["ok"]]
@@ -118,11 +115,11 @@ class ActionModule(ActionBase):
         return value
 
     @contextlib.contextmanager
-    def _tunnel(self, target: str, port: int, timeout_s: float) -> Iterator[httpx.HTTPTransport | None]:
-        """A unix-socket transport that reaches ``target:port`` as seen from the host (None: direct)."""
+    def _tunnel(self, target: str, port: int, timeout_s: float) -> Iterator[str]:
+        """A base URL on the controller that reaches ``target:port`` as seen from the host."""
         connection = self._connection
         if connection.transport.split(".")[-1] == "local":
-            yield None
+            yield f"http://{target if ':' not in target else f'[{target}]'}:{port}"
             return
         host = _option(connection, "host") or self._play_context.remote_addr
         argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
@@ -134,25 +131,24 @@ class ActionModule(ActionBase):
             argv += ["-i", os.path.expanduser(str(_option(connection, "private_key_file"))), "-o", "IdentitiesOnly=yes"]
         for name in ("ssh_common_args", "ssh_extra_args"):
             argv += shlex.split(str(_option(connection, name) or ""))
-        with tempfile.TemporaryDirectory(prefix="ms4fleet-verify-") as tmp:
-            socket_path = os.path.join(tmp, "endpoint.sock")
-            forward = f"{socket_path}:{target}:{port}"
+        remote = f"[{target}]" if ":" in target else target
+        deadline = time.monotonic() + timeout_s
+        while True:
+            local = _free_port()
             proc = subprocess.Popen(
-                [*argv, "-L", forward, str(host)],
+                [*argv, "-L", f"127.0.0.1:{local}:{remote}:{port}", str(host)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
             try:
-                deadline = time.monotonic() + timeout_s
-                while not os.path.exists(socket_path):
-                    if proc.poll() is not None:
-                        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                        raise AnsibleActionFail(f"{host}: the ssh tunnel to {target}:{port} closed: {err[-300:]}")
-                    if time.monotonic() > deadline:
-                        raise AnsibleActionFail(f"{host}: the ssh tunnel to {target}:{port} did not open")
-                    time.sleep(0.05)
-                yield httpx.HTTPTransport(uds=socket_path)
+                if _wait_open(proc, local, deadline):
+                    yield f"http://127.0.0.1:{local}"
+                    return
+                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+                # Another process took the port between the probe and ssh's bind: try another one.
+                if "Address already in use" not in err or time.monotonic() > deadline:
+                    raise AnsibleActionFail(f"{host}: the ssh tunnel to {target}:{port} did not open: {err[-300:]}")
             finally:
                 proc.terminate()
                 try:
@@ -160,3 +156,21 @@ class ActionModule(ActionBase):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_open(proc: subprocess.Popen[bytes], port: int, deadline: float) -> bool:
+    """True once ssh listens on ``port``; False when ssh exited (or the deadline passed) first."""
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.05)
+    return False

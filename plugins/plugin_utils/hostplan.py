@@ -26,9 +26,16 @@ from ms4fleet.provision import (
 )
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.weights.startcheck import verifier_file
 
 # Which role writes each managed file of the provision plan (by the core's path constants).
-FILE_KINDS = {SOURCES_FILE: "repository", PREFERENCES_FILE: "pin", NOUVEAU_FILE: "nouveau"}
+# A file the core adds later lands as "other", which the nvidia_driver role refuses (a role must own it).
+FILE_KINDS = {
+    SOURCES_FILE: "repository",
+    PREFERENCES_FILE: "pin",
+    NOUVEAU_FILE: "nouveau",
+    verifier_file()[0]: "weights-verifier",
+}
 
 # Keys of a host's variables the core reads (all others are Ansible's or other roles').
 CONFIG_KEYS = tuple(f"{KEY_PREFIX}{section}" for section in SECTIONS)
