@@ -1,0 +1,168 @@
+"""The collection's filters hand the roles exactly what the core decides (no decision of their own), and the
+roles document every default they have."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from ansible.errors import AnsibleFilterError
+from ansible_collections.ms4fleet.fleet.plugins.filter.plan import FilterModule
+
+from ms4fleet.config import HostConfig
+from ms4fleet.provision import OsRelease, daemon_json, provision_plan
+from ms4fleet.secrets import env_file_script
+from ms4fleet.serving import plan_host
+
+ROOT = Path(__file__).resolve().parents[2]
+ROLES = sorted(p.name for p in (ROOT / "roles").iterdir() if p.is_dir())
+FILTERS = FilterModule().filters()
+UBUNTU_2404 = {"distribution": "Ubuntu", "distribution_version": "24.04", "distribution_major_version": "24"}
+DEBIAN_12 = {"distribution": "Debian", "distribution_version": "12.8", "distribution_major_version": "12"}
+REVISION = "5e" * 20
+
+
+def hostvars(kind: str = "h200-sxm", count: int = 8, **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "inventory_hostname": "gpu-1",
+        "ansible_host": "10.0.0.1",
+        "ms4fleet_gpu": {"kind": kind, "count": count},
+        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror", "revision": REVISION},
+    }
+    data.update({f"ms4fleet_{name}": value for name, value in sections.items()})
+    return data
+
+
+def config(data: dict[str, Any]) -> HostConfig:
+    return HostConfig.from_host_data("gpu-1", {k: v for k, v in data.items() if k.startswith("ms4fleet_")})
+
+
+@pytest.mark.parametrize(
+    ("facts", "os"), [(UBUNTU_2404, OsRelease("ubuntu", "24.04")), (DEBIAN_12, OsRelease("debian", "12"))]
+)
+def test_provision_plan_is_the_cores(facts: dict[str, str], os: OsRelease) -> None:
+    data = hostvars()
+    plan = FILTERS["provision_plan"](data, facts)
+    core = provision_plan(config(data), os)
+    assert plan["os"]["key"] == os.key
+    assert plan["driver"] == {"names": ["nvidia-driver-580-open"], "hold": True}
+    assert plan["fabric_manager"]["names"] == list(core.fabric_manager.names)  # type: ignore[union-attr]
+    assert [(f["path"], f["content"], int(f["mode"], 8), f["sha256"]) for f in plan["files"]] == [
+        (f.path, f.content, f.mode, f.sha256) for f in core.files
+    ]
+    assert plan["held"] == list(core.held)
+    assert plan["enabled_services"] == list(core.enabled_services)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        hostvars(),
+        hostvars("h100-pcie", 2),
+        hostvars("b200", 8),
+        hostvars(runtime={"kind": "native"}, provision={"manage_driver": False}),
+    ],
+)
+def test_a_role_owns_every_managed_file(data: dict[str, Any]) -> None:
+    """A file the core adds without a role writing it would break engine parity: the kind says which role."""
+    plan = FILTERS["provision_plan"](data, UBUNTU_2404)
+    assert [f["path"] for f in plan["files"] if f["kind"] == "other"] == []
+
+
+def test_serving_plan_units_are_the_cores_bytes() -> None:
+    data = hostvars()
+    plan = FILTERS["serving_plan"](data)
+    core = plan_host(config(data))
+    assert [r["unit_text"] for r in plan["replicas"]] == [r.unit_text for r in core.replicas]
+    assert [r["unit_path"] for r in plan["replicas"]] == [f"/etc/systemd/system/{r.unit_name}" for r in core.replicas]
+    assert plan["tp"] == 2 and len(plan["replicas"]) == 4
+
+
+def test_daemon_json_merges_into_what_the_host_has() -> None:
+    data = hostvars(provision={"docker_daemon_options": {"log-driver": "journald"}})
+    current = json.dumps({"data-root": "/srv/docker", "runtimes": {"crun": {"path": "/usr/bin/crun"}}})
+    merged = FILTERS["daemon_json"](current, data)
+    assert merged == daemon_json(current, config(data))
+    parsed = json.loads(merged)
+    assert parsed["data-root"] == "/srv/docker"
+    assert set(parsed["runtimes"]) == {"crun", "nvidia"}
+    assert parsed["log-driver"] == "journald"
+
+
+def test_daemon_json_refuses_a_broken_file_with_one_line() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"^gpu-1: /etc/docker/daemon.json is not valid JSON"):
+        FILTERS["daemon_json"]("{not json", hostvars())
+
+
+def test_a_misspelt_setting_names_the_host_and_the_fix() -> None:
+    data = hostvars()
+    data["ms4fleet_provison"] = {}
+    with pytest.raises(AnsibleFilterError, match=r"gpu-1: ms4fleet_provison is not an ms4fleet setting; did you mean"):
+        FILTERS["provision_plan"](data, UBUNTU_2404)
+
+
+def test_an_unsupported_release_is_refused() -> None:
+    facts = {"distribution": "Ubuntu", "distribution_version": "20.04", "distribution_major_version": "20"}
+    with pytest.raises(AnsibleFilterError, match=r"ubuntu 20\.04 is not supported"):
+        FILTERS["provision_plan"](hostvars(), facts)
+
+
+def test_service_secrets_upload_env_refs_and_run_the_cores_script() -> None:
+    data = hostvars(serving={"api_key": {"env": "MS4FLEET_TEST_KEY"}})
+    secrets = FILTERS["service_secrets"](data)
+    assert secrets["uploads"] == [
+        {"name": "api_key", "env": "MS4FLEET_TEST_KEY", "path": "/etc/ms4fleet/secrets/api_key"}
+    ]
+    assert secrets["script"] == env_file_script(config(data))
+
+
+def test_needs_reboot_is_the_cores() -> None:
+    needs = FILTERS["needs_reboot"]
+    assert needs(True, True, None, "580.95.05") is True
+    assert needs(False, False, "580.95.05", "580.95.05") is False
+    assert needs(False, False, "570.195.03", "580.95.05") is True
+    assert needs(True, False, "", "") is False
+
+
+def _archive(manifest: Any) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        blob = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    return buffer.getvalue()
+
+
+def test_image_archive_id_reads_the_config_digest(tmp_path: Path) -> None:
+    path = tmp_path / "image.tar"
+    path.write_bytes(_archive([{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.20.1"], "Layers": []}]))
+    assert FILTERS["image_archive_id"](str(path)) == "sha256:69da1c4d"
+    path.write_bytes(_archive([{"Config": "blobs/sha256/abc123", "RepoTags": [], "Layers": []}]))
+    assert FILTERS["image_archive_id"](str(path)) == "sha256:abc123"
+    path.write_bytes(b"not a tar")
+    with pytest.raises(AnsibleFilterError, match="not a `docker save` archive"):
+        FILTERS["image_archive_id"](str(path))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_default_is_documented_in_the_argument_spec(role: str) -> None:
+    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
+    options = specs["main"].get("options", {})
+    assert set(defaults) == set(options)
+    assert all(name.startswith(f"{role}_") for name in defaults)
+    for name, value in defaults.items():
+        if "default" in options[name]:
+            assert options[name]["default"] == value, name
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_role_has_vars_for_each_supported_release(role: str) -> None:
+    names = {p.name for p in (ROOT / "roles" / role / "vars").iterdir()}
+    assert {"Ubuntu-22.04.yml", "Ubuntu-24.04.yml", "Debian-12.yml", "unsupported.yml"} <= names
