@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyinfra.api import FactBase
+from pyinfra.api.facts import FactBase
 from typing_extensions import override
 
 from ms4fleet import paths
@@ -79,7 +79,9 @@ class ProbeResult:
 class OsReleaseFact(FactBase[OsRelease]):
     """``/etc/os-release`` reduced to what selects packages (``ubuntu`` + ``24.04``)."""
 
-    command = "cat /etc/os-release 2>/dev/null || true"
+    @override
+    def command(self) -> str:
+        return "cat /etc/os-release 2>/dev/null || true"
 
     @staticmethod
     def default() -> OsRelease:
@@ -136,19 +138,21 @@ class DriverInfo:
 class DriverState(FactBase[DriverInfo]):
     """Installed driver package (``nvidia-driver-<branch>[-open]``), hold, loaded version and flavour."""
 
-    command = " ; ".join(
-        [
-            _dpkg_query("nvidia-driver-*"),
-            f"echo {_SEP}",
-            "apt-mark showhold 2>/dev/null || true",
-            f"echo {_SEP}",
-            f"{_SMI} --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true",
-            f"echo {_SEP}",
-            "head -n1 /proc/driver/nvidia/version 2>/dev/null || true",
-            f"echo {_SEP}",
-            f"test -e {REBOOT_REQUIRED} && echo reboot-required || true",
-        ]
-    )
+    @override
+    def command(self) -> str:
+        return " ; ".join(
+            [
+                _dpkg_query("nvidia-driver-*"),
+                f"echo {_SEP}",
+                "apt-mark showhold 2>/dev/null || true",
+                f"echo {_SEP}",
+                f"{_SMI} --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true",
+                f"echo {_SEP}",
+                "head -n1 /proc/driver/nvidia/version 2>/dev/null || true",
+                f"echo {_SEP}",
+                f"test -e {REBOOT_REQUIRED} && echo reboot-required || true",
+            ]
+        )
 
     @staticmethod
     def default() -> DriverInfo:
@@ -197,15 +201,17 @@ class FabricManagerInfo:
 class FabricManagerState(FactBase[FabricManagerInfo]):
     """Fabric manager (and nvlsm) packages, their holds, and whether the service runs."""
 
-    command = " ; ".join(
-        [
-            _dpkg_query("nvidia-fabricmanager*", "nvlsm"),
-            f"echo {_SEP}",
-            "apt-mark showhold 2>/dev/null || true",
-            f"echo {_SEP}",
-            "systemctl is-active nvidia-fabricmanager 2>/dev/null || true",
-        ]
-    )
+    @override
+    def command(self) -> str:
+        return " ; ".join(
+            [
+                _dpkg_query("nvidia-fabricmanager*", "nvlsm"),
+                f"echo {_SEP}",
+                "apt-mark showhold 2>/dev/null || true",
+                f"echo {_SEP}",
+                "systemctl is-active nvidia-fabricmanager 2>/dev/null || true",
+            ]
+        )
 
     @staticmethod
     def default() -> FabricManagerInfo:
@@ -222,7 +228,9 @@ class FabricManagerState(FactBase[FabricManagerInfo]):
 class CudaToolkit(FactBase[dict[str, str]]):
     """Installed ``cuda-toolkit-<series>`` packages -> their versions (``{"13-0": "13.0.88-1"}``)."""
 
-    command = _dpkg_query("cuda-toolkit-*")
+    @override
+    def command(self) -> str:
+        return _dpkg_query("cuda-toolkit-*")
 
     @staticmethod
     def default() -> dict[str, str]:
@@ -246,13 +254,15 @@ class ContainerToolkitInfo:
 class ContainerToolkit(FactBase[ContainerToolkitInfo]):
     """nvidia-container-toolkit's package version and where its runtime binary is."""
 
-    command = " ; ".join(
-        [
-            _dpkg_query("nvidia-container-toolkit"),
-            f"echo {_SEP}",
-            "command -v nvidia-container-runtime || true",
-        ]
-    )
+    @override
+    def command(self) -> str:
+        return " ; ".join(
+            [
+                _dpkg_query("nvidia-container-toolkit"),
+                f"echo {_SEP}",
+                "command -v nvidia-container-runtime || true",
+            ]
+        )
 
     @staticmethod
     def default() -> ContainerToolkitInfo:
@@ -284,15 +294,17 @@ class DockerInfo:
 class DockerState(FactBase[DockerInfo]):
     """daemon.json (exact bytes, base64 on the wire), whether dockerd is installed and active."""
 
-    command = " ; ".join(
-        [
-            f"base64 -w0 {DAEMON_JSON} 2>/dev/null && echo || echo absent",
-            f"echo {_SEP}",
-            "command -v dockerd >/dev/null && echo installed || true",
-            f"echo {_SEP}",
-            "systemctl is-active docker 2>/dev/null || true",
-        ]
-    )
+    @override
+    def command(self) -> str:
+        return " ; ".join(
+            [
+                f"base64 -w0 {DAEMON_JSON} 2>/dev/null && echo || echo absent",
+                f"echo {_SEP}",
+                "command -v dockerd >/dev/null && echo installed || true",
+                f"echo {_SEP}",
+                "systemctl is-active docker 2>/dev/null || true",
+            ]
+        )
 
     @staticmethod
     def default() -> DockerInfo:
@@ -371,13 +383,15 @@ class UnitInfo:
 class VllmUnits(FactBase[dict[str, UnitInfo]]):
     """Every ms4fleet vLLM unit file: content sha256, ``is-active`` and ``is-enabled``."""
 
-    command = (
-        f"for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do "
-        '[ -f "$f" ] || continue; u=$(basename "$f"); '
-        'printf "%s %s %s %s\\n" "$u" "$(sha256sum < "$f" | cut -d" " -f1)" '
-        '"$(systemctl is-active "$u" 2>/dev/null || true)" "$(systemctl is-enabled "$u" 2>/dev/null || true)"; '
-        "done"
-    )
+    @override
+    def command(self) -> str:
+        return (
+            f"for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do "
+            '[ -f "$f" ] || continue; u=$(basename "$f"); '
+            'printf "%s %s %s %s\\n" "$u" "$(sha256sum < "$f" | cut -d" " -f1)" '
+            '"$(systemctl is-active "$u" 2>/dev/null || true)" "$(systemctl is-enabled "$u" 2>/dev/null || true)"; '
+            "done"
+        )
 
     @staticmethod
     def default() -> dict[str, UnitInfo]:
@@ -426,7 +440,9 @@ class EnvFileState(FactBase[str]):
 class AptHolds(FactBase[frozenset[str]]):
     """Packages on hold (``apt-mark showhold``)."""
 
-    command = "apt-mark showhold 2>/dev/null || true"
+    @override
+    def command(self) -> str:
+        return "apt-mark showhold 2>/dev/null || true"
 
     @staticmethod
     def default() -> frozenset[str]:

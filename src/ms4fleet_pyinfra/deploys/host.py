@@ -12,7 +12,8 @@ from __future__ import annotations
 from io import StringIO
 from typing import Any
 
-from pyinfra.api import deploy
+from pyinfra.api.deploy import deploy
+from pyinfra.context import host
 from pyinfra.operations import apt, files, systemd
 
 from ms4fleet import paths
@@ -26,10 +27,11 @@ from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.converged import Desired, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
 from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
+from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
 from ms4fleet_pyinfra.operations.changes import any_changed
-from pyinfra import host, logger
+from pyinfra import logger
 
 # apt waits for a lock held by unattended-upgrades on fresh Ubuntu instead of failing the host.
 APT_ARGS = "-o DPkg::Lock::Timeout=600"
@@ -66,14 +68,14 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         plan = provision_plan(config, os_release)
         request = request_for_host(config)
     except (ConfigError, WeightsError) as err:
-        hostops.fail_host(str(err), name="ms4fleet: host check")
+        hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
     serving_plan = plan_host(config)
     desired = Desired(config, plan, serving_plan, request)
     differences = converge_check(desired, host.get_fact(Sections, script=snapshot_script(desired)))
     if not differences:
         hostops.converged(
-            f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files and units as planned",
+            summary=f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files as planned",
             name="converged (nothing to do)",
         )
         return
@@ -82,17 +84,17 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     )
     report_headroom(config, serving_plan, sudo)
     provision(config, plan)
-    data = dict(host.data.dict())
+    data = host_data(host)
     runtime = config.runtime
     image_op = (
-        docker.image(runtime.image, data.get("vllm_image_archive"), name="vLLM image")
+        docker.image(ref=runtime.image, archive=data.get("vllm_image_archive"), name="vLLM image")
         if runtime.kind == "docker"
         else None
     )
     weights_op = weights.weights(
-        request,
-        target_for(host.name, connection(data), data),
-        str(data.get("weights_staging_dir") or DEFAULT_STAGING),
+        request=request,
+        target=target_for(host.name, connection(data), data),
+        staging_root=str(data.get("weights_staging_dir") or DEFAULT_STAGING),
         name="weights (fetch once, push, verify on host)",
     )
     serve(config, serving_plan, [op for op in (image_op, weights_op) if op is not None], sudo)
@@ -114,22 +116,26 @@ def provision(config: HostConfig, plan: ProvisionPlan) -> None:
             packages=list(group.names), extra_install_args=APT_ARGS, name=f"install {label}"
         )
         if group.hold:
-            hostops.holds(group.names, name=f"hold {label}")
+            hostops.holds(packages=group.names, name=f"hold {label}")
     driver_op = installs.get(plan.driver.names) if plan.driver else None
     hostops.reboot_if_needed(
-        any_changed([driver_op] if driver_op else []), config.provision.reboot, name="reboot if the driver needs it"
+        driver_changed=any_changed([driver_op] if driver_op else []),
+        policy=config.provision.reboot,
+        name="reboot if the driver needs it",
     )
     if plan.docker is not None:
-        daemon = docker.daemon_config(config, name="docker daemon.json (merged)")
-        services.service("docker", any_changed([daemon]), name="docker running (restarted if daemon.json changed)")
+        daemon = docker.daemon_config(config=config, name="docker daemon.json (merged)")
+        services.service(
+            unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
+        )
     for name in plan.enabled_services:
         if name != "docker":
-            services.service(name, name=f"{name} running")
-    hostops.service_user(plan.service_user, name=f"service user {plan.service_user}")
+            services.service(unit=name, name=f"{name} running")
+    hostops.service_user(user=plan.service_user, name=f"service user {plan.service_user}")
 
 
 def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) -> None:
-    serving.stale_units(tuple(r.unit_name for r in plan.replicas), name="stale vLLM units")
+    serving.stale_units(wanted=tuple(r.unit_name for r in plan.replicas), name="stale vLLM units")
     units = {
         r.unit_name: files.put(
             src=StringIO(r.unit_text), dest=f"{paths.SYSTEMD_DIR}/{r.unit_name}", mode="644", name=r.unit_name
@@ -139,16 +145,22 @@ def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) 
     systemd.daemon_reload(name="systemd daemon-reload (units changed)", _if=any_changed(units.values()))
     secrets = (
         [
-            serving.uploaded_secrets(config, name="secret files from the deploying environment"),
-            serving.env_file(config, name=f"{paths.ENV_FILE} (0600)"),
+            serving.uploaded_secrets(config=config, name="secret files from the deploying environment"),
+            serving.env_file(config=config, name=f"{paths.ENV_FILE} (0600)"),
         ]
         if service_secret_refs(config)
         else []
     )
     restarting = any_changed([*units.values(), *inputs, *secrets])
-    serving.headroom_gate(config, plan, restarting, sudo, name="headroom gate")
+    serving.headroom_gate(config=config, plan=plan, restarting=restarting, sudo=sudo, name="headroom gate")
     started = [
-        services.service(r.unit_name, any_changed([units[r.unit_name], *inputs, *secrets]), name=f"run {r.unit_name}")
+        services.service(
+            unit=r.unit_name,
+            restart=any_changed([units[r.unit_name], *inputs, *secrets]),
+            name=f"run {r.unit_name}",
+        )
         for r in plan.replicas
     ]
-    serving.verify_gate(config, plan, any_changed(started), sudo, name="endpoint verification gate")
+    serving.verify_gate(
+        config=config, plan=plan, restarted=any_changed(started), sudo=sudo, name="endpoint verification gate"
+    )

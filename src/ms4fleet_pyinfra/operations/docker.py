@@ -7,14 +7,15 @@ from collections.abc import Generator
 from io import StringIO
 from typing import Any
 
-from pyinfra.api import FileUploadCommand, FunctionCommand, QuoteString, StringCommand, operation
+from pyinfra.api.command import FileUploadCommand, FunctionCommand, QuoteString, StringCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
 from pyinfra.operations import files
 
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import DAEMON_JSON, daemon_json
 from ms4fleet_pyinfra.facts import DockerImage, DockerState
 from ms4fleet_pyinfra.report import fail
-from pyinfra import host
 
 
 @operation()

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api.command import FunctionCommand, StringCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
 
 from ms4fleet.provision import needs_reboot
 from ms4fleet_pyinfra.facts import AptHolds, DriverState, UserExists
 from ms4fleet_pyinfra.report import fail
-from pyinfra import host
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
 # (pyinfra's server.reboot compares uptimes, which never reset for containers, such as the sim's hosts.)

@@ -9,24 +9,25 @@ from __future__ import annotations
 from collections.abc import Callable, Generator
 from typing import Any
 
-from pyinfra.api import StringCommand, operation
+from pyinfra.api.command import StringCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
 
 from ms4fleet_pyinfra.facts import ServiceStates
-from pyinfra import host
 
 
 @operation()
-def service(name: str, restart: Callable[[], bool] | None = None) -> Generator[Any, None, None]:
-    """Enable ``name``; start it when not running; restart it when running and ``restart()`` is true."""
-    active, enabled = host.get_fact(ServiceStates, services=(name,)).get(name, ("", ""))
+def service(unit: str, restart: Callable[[], bool] | None = None) -> Generator[Any, None, None]:
+    """Enable ``unit``; start it when not running; restart it when running and ``restart()`` is true."""
+    active, enabled = host.get_fact(ServiceStates, services=(unit,)).get(unit, ("", ""))
     if enabled != "enabled":
-        yield StringCommand("systemctl", "enable", name)
+        yield StringCommand("systemctl", "enable", unit)
     if active == "failed":
         # A unit that hit its StartLimitBurst refuses starts until reset: a deploy is a deliberate retry.
-        yield StringCommand("systemctl", "reset-failed", name)
+        yield StringCommand("systemctl", "reset-failed", unit)
     if active != "active":
-        yield StringCommand("systemctl", "start", name)
+        yield StringCommand("systemctl", "start", unit)
     elif restart is not None and restart():
-        yield StringCommand("systemctl", "restart", name)
+        yield StringCommand("systemctl", "restart", unit)
     elif enabled == "enabled":
-        host.noop(f"{name} active and enabled")
+        host.noop(f"{unit} active and enabled")

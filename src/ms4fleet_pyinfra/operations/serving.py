@@ -10,7 +10,9 @@ import shlex
 from collections.abc import Callable, Generator
 from typing import Any
 
-from pyinfra.api import FunctionCommand, StringCommand, operation
+from pyinfra.api.command import FunctionCommand, StringCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
@@ -22,7 +24,6 @@ from ms4fleet_pyinfra.converged import VERIFIED_FILE
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
 from ms4fleet_pyinfra.report import fail, say
 from ms4fleet_pyinfra.tunnel import forwarded
-from pyinfra import host
 
 
 @operation()
@@ -64,7 +65,8 @@ def env_file(config: HostConfig) -> Generator[Any, None, None]:
 @operation()
 def stale_units(wanted: tuple[str, ...]) -> Generator[Any, None, None]:
     """Stop, disable and remove ms4fleet vLLM units the plan no longer has (fewer replicas than before)."""
-    stale = sorted(set(host.get_fact(VllmUnits)) - set(wanted))
+    units: dict[str, Any] = host.get_fact(VllmUnits)
+    stale = sorted(set(units) - set(wanted))
     if not stale:
         host.noop("no stale vLLM units")
         return
@@ -83,7 +85,7 @@ def headroom_verdicts(config: HostConfig, plan: ServingPlan, report: Any) -> lis
     """The core's headroom check for every replica: ``(replica, verdict, reasons)``; a replica's own memory
     (its unit and container) counts as available since it is freed when the replica is replaced."""
     serving = config.serving
-    out = []
+    out: list[tuple[int, str, list[str]]] = []
     for replica in plan.replicas:
         result = check_headroom(
             report,
@@ -148,7 +150,7 @@ def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, s
         with forwarded(host, replica.port) as url:
             report = verify(url, model, api_key=api_key, checks=checks, timeout_s=120.0)
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
-        causes = [cause.to_dict().get("name", "") for cause in report.causes]
+        causes = [str(cause.to_dict().get("name", "")) for cause in report.causes]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
         if not report.ok:
             host.run_shell_command(StringCommand("rm", "-f", VERIFIED_FILE), _sudo=sudo)

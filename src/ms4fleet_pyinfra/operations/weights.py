@@ -9,7 +9,9 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api.command import FunctionCommand
+from pyinfra.api.operation import operation
+from pyinfra.context import host
 
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
@@ -18,7 +20,6 @@ from ms4fleet.weights.secret import scrubbed
 from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts
 from ms4fleet_pyinfra.facts import WeightsState
 from ms4fleet_pyinfra.report import fail, say
-from pyinfra import host
 
 # One controller-side fetch per distinct request, shared by every host of the run.
 _staged: dict[tuple[str, str, str], Path] = {}
