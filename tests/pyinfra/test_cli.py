@@ -1,0 +1,56 @@
+"""``pyinfra INVENTORY deploy.py`` as a user runs it (fake connector hosts): every host is validated before any
+is touched, and ``--limit`` selects groups and hosts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PYINFRA = Path(sys.executable).with_name("pyinfra")
+WEIGHTS = {"source": "mirror", "mirror_url": "http://mirror.internal", "revision": "5e" * 20}
+UBUNTU = "ID=ubuntu\\nVERSION_ID=24.04\\n"
+
+
+def _inventory(tmp_path: Path, bad: bool = False) -> Path:
+    serving = {"gpu_memory_utilisation": 0.9} if bad else {}
+    host = (
+        '{{"fake_delay": 0, "fake_responses": {{"cat /etc/os-release": "{os}"}}, '
+        '"ms4fleet_gpu": {{"kind": "h200-sxm", "count": 8}}, "ms4fleet_weights": {w!r}, "ms4fleet_serving": {s!r}}}'
+    )
+    text = (
+        f"h200 = [('@fake/gpu-1', {host.format(os=UBUNTU, w=WEIGHTS, s={})}), "
+        f"('@fake/gpu-2', {host.format(os=UBUNTU, w=WEIGHTS, s={})})]\n"
+        f"b200 = [('@fake/gpu-3', {host.format(os=UBUNTU, w=WEIGHTS, s=serving)})]\n"
+    )
+    path = tmp_path / "inventory.py"
+    path.write_text(text)
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PYINFRA), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_one_bad_host_stops_the_run_before_any_host_is_touched(tmp_path: Path) -> None:
+    done = _run("-y", str(_inventory(tmp_path, bad=True)), "deploy.py")
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert (
+        "ms4fleet: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting; did you mean gpu_memory_utilization?"
+        in out
+    )
+    assert "Starting operation" not in out and "Detected changes" not in out
+
+
+def test_limit_selects_a_group_or_a_host(tmp_path: Path) -> None:
+    inventory = str(_inventory(tmp_path))
+    group = _run(inventory, "deploy.py", "--dry", "--limit", "h200")
+    out = group.stdout + group.stderr
+    assert group.returncode == 0, out
+    assert "[@fake/gpu-1] to converge" in out and "[@fake/gpu-2] to converge" in out
+    assert "@fake/gpu-3" not in out
+    one = _run(inventory, "deploy.py", "--dry", "--limit", "@fake/gpu-3")
+    out = one.stdout + one.stderr
+    assert "[@fake/gpu-3] to converge" in out and "@fake/gpu-1" not in out
