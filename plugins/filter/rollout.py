@@ -41,6 +41,8 @@ def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
+    if not hosts:
+        return []  # no host in the group: the play has nothing to run (and lint checks it without an inventory)
     policy = Policy(canary=int(canary), wave=WaveSize.parse(str(wave)), max_unavailable=int(max_unavailable))
     plan = plan_waves(list(hosts), set(hosts), policy)
     return [len(batch) for w in plan.waves for batch in w.batches]

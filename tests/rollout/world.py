@@ -13,6 +13,7 @@ the load balancer's. Hosts reach each other (LB -> replicas) over the fleet's Do
 from __future__ import annotations
 
 import io
+import json
 import shlex
 import tarfile
 from collections.abc import Iterator
@@ -113,6 +114,19 @@ class World:
             "ssh_strict_host_key_checking": "yes",
         }
 
+    def settings(self, revision: str = REVISION_A, **serving: Any) -> dict[str, Any]:
+        """The ms4fleet settings of one release (``serving`` overrides ``ms4fleet_serving``)."""
+        return {
+            "ms4fleet_runtime": {"kind": "native", "venv": VENV},
+            "ms4fleet_serving": {
+                "bind_address": "0.0.0.0",
+                "tensor_parallel_size": 1,
+                "max_model_len": 32768,
+                **serving,
+            },
+            "ms4fleet_weights": {"source": "mirror", "mirror_url": self.mirror.url, "revision": revision},
+        }
+
     def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
         """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``)."""
         hosts = []
@@ -123,19 +137,47 @@ class World:
                 "ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count},
             }
             hosts.append((host.name, data))
-        shared = {
-            "ms4fleet_runtime": {"kind": "native", "venv": VENV},
-            "ms4fleet_serving": {
-                "bind_address": "0.0.0.0",
-                "tensor_parallel_size": 1,
-                "max_model_len": 32768,
-                **serving,
-            },
-            "ms4fleet_weights": {"source": "mirror", "mirror_url": self.mirror.url, "revision": revision},
-            "weights_staging_dir": str(self.root / "staging"),
-        }
+        shared = {**self.settings(revision, **serving), "weights_staging_dir": str(self.root / "staging")}
         path = self.root / f"{name}.py"
         path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
+        return path
+
+    def ansible_inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
+        """The same hosts and settings for Ansible: groups ms4fleet_gpu and ms4fleet_lb."""
+        record = self.sim.record
+
+        def connection(host: SimHost) -> dict[str, Any]:
+            return {"ansible_host": "127.0.0.1", "ansible_port": host.endpoint.port}
+
+        gpu_hosts = {
+            h.name: {
+                **connection(h),
+                "lb_backend_address": container_ip(h.container, record.network),
+                "ms4fleet_gpu": {"kind": h.gpu_kind, "count": h.gpu_count},
+            }
+            for h in self.gpu
+        }
+        shared = {
+            "ansible_user": record.user,
+            "ansible_ssh_private_key_file": record.key_file,
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={record.known_hosts} -o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }
+        gpu_vars = {
+            **shared,
+            **self.settings(revision, **serving),
+            "model_weights_staging_dir": str(self.root / "staging-ansible"),
+        }
+        doc = {
+            "all": {
+                "children": {
+                    "ms4fleet_gpu": {"hosts": gpu_hosts, "vars": gpu_vars},
+                    "ms4fleet_lb": {"hosts": {self.lb.name: connection(self.lb)}, "vars": shared},
+                }
+            }
+        }
+        path = self.root / f"{name}.yml"
+        path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
         return path
 
     def lb_inventory(self) -> Path:
@@ -145,7 +187,7 @@ class World:
 
     def faults(self, host: SimHost, **switches: Any) -> None:
         """Fault switches for native stand-ins: the host file, read for every request."""
-        text = shlex.quote(__import__("json").dumps(switches))
+        text = shlex.quote(json.dumps(switches))
         if switches:
             host.sudo(f"printf %s {text} > /etc/nvidia-sim/faults.json")
         else:

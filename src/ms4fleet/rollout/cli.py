@@ -16,7 +16,7 @@ from ms4fleet.rollout.waves import Policy, WaveSize
 DEFAULT_REPORT_DIR = Path("rollout-report")
 
 
-def _non_negative(value: str) -> int:
+def _whole_number(value: str) -> int:
     try:
         number = int(value)
     except ValueError:
@@ -27,14 +27,14 @@ def _non_negative(value: str) -> int:
 def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inventory", help="pyinfra inventory (.py) of the GPU hosts")
     parser.add_argument(
-        "--canary", type=_non_negative, default=1, metavar="N", help="hosts changed first, alone (default 1)"
+        "--canary", type=_whole_number, default=1, metavar="N", help="hosts changed first, alone (default 1)"
     )
     parser.add_argument(
         "--wave", default="25%", metavar="SIZE", help="hosts per wave after the canary: a count or a share (25%%)"
     )
     parser.add_argument(
         "--max-unavailable",
-        type=_non_negative,
+        type=_whole_number,
         default=1,
         metavar="K",
         help="hosts out of the load balancer at once (default 1)",
