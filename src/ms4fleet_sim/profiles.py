@@ -60,7 +60,8 @@ class GpuSpec:
     count: int
 
     def label(self) -> str:
-        return f"{self.kind}x{self.count}"
+        """``h200-sxm:8``: a form ``parse_gpu_spec`` reads back."""
+        return f"{self.kind}:{self.count}"
 
 
 def parse_gpu_spec(text: str) -> GpuSpec:

@@ -253,3 +253,8 @@ def test_runc_shim_finds_the_specs_runc_applies() -> None:
     assert runc_shim.spec_files(["--root", "/r", "create", "--bundle", "/b", "id"]) == [Path("/b/config.json")]
     assert runc_shim.spec_files(["exec", "--process", "/tmp/p.json", "id"]) == [Path("/tmp/p.json")]
     assert runc_shim.spec_files(["start", "id"]) == []
+
+
+def test_spec_labels_parse_back() -> None:
+    spec = GpuSpec("h100-nvl", 2)
+    assert parse_gpu_spec(spec.label()) == spec
