@@ -1,0 +1,93 @@
+"""End to end on a 3-host simulated fleet: ``ansible-playbook -i INVENTORY playbooks/site.yml`` from bare
+hosts to verified endpoints, asserted ON the hosts; a second run reports changed=0; a host whose GPU is
+taken by a co-tenant fails its headroom gate while the other hosts complete."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.ansible import simassets, simrun
+from tests.pyinfra import simfleet
+
+pytestmark = [pytest.mark.sim, pytest.mark.slow]
+
+FLEET = "ansible-e2e"
+UNITS = [f"ms4fleet-vllm-{i}.service" for i in range(4)]
+
+
+class Site:
+    def __init__(self, fleet: simfleet.Fleet) -> None:
+        self.fleet = fleet
+        self.extra = simassets.extra_vars()
+        self.first = self.run()
+
+    def run(self, *args: str) -> simrun.Run:
+        return simrun.playbook(self.fleet.inventory.with_suffix(".yml"), "site.yml", "-e", f"@{self.extra}", *args)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[Site]:
+    simfleet.simfleet.down(simfleet.simfleet.Fleet(root=simfleet.ROOT, name=FLEET))
+    fleet = simfleet.ensure_fleet(FLEET, 3)
+    try:
+        yield Site(fleet)
+    finally:
+        fleet.down()
+
+
+def test_first_run_converges_every_host_to_verified_endpoints(site: Site) -> None:
+    assert site.first.rc == 0, site.first.output[-3000:]
+    fleet = site.fleet
+    for name in fleet.hosts:
+        dpkg = fleet.sh(
+            name,
+            "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' "
+            "nvidia-driver-580-open nvidia-fabricmanager cuda-toolkit-13-0 docker.io nvidia-container-toolkit",
+        )
+        rows = {line.split()[0]: line.split()[1:] for line in dpkg.splitlines()}
+        assert rows["nvidia-driver-580-open"][1] == "hi" and rows["nvidia-fabricmanager"][1] == "hi", dpkg
+        assert rows["nvidia-fabricmanager"][0] == rows["nvidia-driver-580-open"][0] == "580.95.05-1", dpkg
+        smi = fleet.sh(name, "nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
+        assert smi == ["580.95.05"] * 8
+        active = fleet.sh(name, f"systemctl is-active nvidia-fabricmanager docker {' '.join(UNITS)}", check=False)
+        assert active.split() == ["active"] * (2 + len(UNITS)), active
+        daemon = json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))
+        assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+        for port in range(8000, 8004):
+            answer = json.loads(fleet.sh(name, f"curl -s http://127.0.0.1:{port}/v1/models"))
+            assert answer["data"][0]["id"] == "mistral-small-4"
+    assert "failed=0" in site.first.output
+    assert site.first.output.count("ms4fleet-vllm-3.service: True") == 3, site.first.output[-2000:]
+
+
+def test_second_run_changes_nothing(site: Site) -> None:
+    again = site.run()
+    assert again.rc == 0, again.output[-3000:]
+    assert again.changed() == 0, again.recap()
+    assert set(again.recap()) == set(site.fleet.hosts)
+
+
+def test_a_host_without_headroom_fails_alone(site: Site) -> None:
+    fleet = site.fleet
+    busy, other = fleet.hosts[1], fleet.hosts[0]
+    pid = fleet.sh(busy, "setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!").strip()
+    entry = {"pid": int(pid), "name": "cotenant", "container_id": None, "gpu_memory_bytes": {"0": 140_000_000_000}}
+    fleet.sh(busy, f"printf '%s' '{json.dumps(entry)}' > /run/nvidia-sim/procs/cotenant.json")
+    for name in (busy, other):
+        fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
+    try:
+        result = site.run()
+        assert result.rc != 0
+        recap = result.recap()
+        assert recap[busy]["failed"] == 1 and recap[other]["failed"] == 0, recap
+        assert f"{busy}: headroom: replica 0 (ms4fleet-vllm-0.service) does not fit" in result.output
+        assert fleet.sh(other, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
+        assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service", check=False).strip() == "inactive"
+    finally:
+        fleet.sh(busy, f"rm -f /run/nvidia-sim/procs/cotenant.json; kill {pid}", check=False)
+    healed = site.run()
+    assert healed.rc == 0, healed.output[-3000:]
+    assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
