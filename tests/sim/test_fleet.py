@@ -4,13 +4,15 @@ and a `down` that leaves nothing behind."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from ms4fleet.inventory import load_inventory
-from ms4fleet_sim import dockercli, fleet, inventories
-from ms4fleet_sim.testing import SimFleet, bring_up
+from ms4fleet_sim import dockercli, inventories
+from ms4fleet_sim.testing import SimFleet
 
 pytestmark = pytest.mark.sim
 
@@ -95,19 +97,40 @@ def _fleet_objects(name: str) -> dict[str, list[str]]:
     return {kind: dockercli.list_ids(kind, label) for kind in ("container", "network", "volume")}
 
 
-def test_down_leaves_no_container_network_or_volume(tmp_path: Path) -> None:
-    sim = bring_up(tmp_path, name="pytest-down", specs=("b200x8",))
+def _cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ms4fleet_sim", *args, "--root", str(root)], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_up_status_down_leaves_no_container_network_or_volume(tmp_path: Path) -> None:
+    up = _cli(tmp_path, "up", "--fleet", "pytest-cli", "--hosts", "1", "--gpus", "b200x8")
     try:
-        host = sim["pytest-down-1"]
-        assert host.run("systemctl is-system-running --wait").stdout.strip() == "running"
-        objects = _fleet_objects("pytest-down")
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("pytest-cli-1\t127.0.0.1:")
+        assert (tmp_path / ".sim/pytest-cli/inventory.py").exists()
+        assert oct((tmp_path / ".sim/id_ed25519").stat().st_mode & 0o777) == "0o600"
+        rows = json.loads(_cli(tmp_path, "status", "--fleet", "pytest-cli", "--json").stdout)
+        assert [(r["role"], r["state"], r["gpus"], r["systemd"]) for r in rows] == [
+            ("host", "running", "b200:8", "running"),
+            ("repo", "running", "", ""),
+        ]
+        objects = _fleet_objects("pytest-cli")
         assert (len(objects["container"]), len(objects["network"]), len(objects["volume"])) == (2, 1, 1)
     finally:
-        host.close()
-        removed = fleet.down(sim.fleet)
-    assert removed == {"containers": 2, "networks": 1, "volumes": 1}
-    assert _fleet_objects("pytest-down") == {"container": [], "network": [], "volume": []}
-    for name in ("ms4fleet-sim-pytest-down-1", "ms4fleet-sim-pytest-down-repo"):
+        down = _cli(tmp_path, "down", "--fleet", "pytest-cli")
+    assert down.stdout.strip() == "removed 2 container(s), 1 network(s), 1 volume(s)"
+    assert _fleet_objects("pytest-cli") == {"container": [], "network": [], "volume": []}
+    for name in ("ms4fleet-sim-pytest-cli-1", "ms4fleet-sim-pytest-cli-repo"):
         assert dockercli.inspect("container", name) is None
-    assert dockercli.inspect("network", "ms4fleet-sim-pytest-down") is None
-    assert dockercli.inspect("volume", "ms4fleet-sim-pytest-down-1-docker") is None
+    assert dockercli.inspect("network", "ms4fleet-sim-pytest-cli") is None
+    assert dockercli.inspect("volume", "ms4fleet-sim-pytest-cli-1-docker") is None
+    assert not (tmp_path / ".sim/pytest-cli/inventory.py").exists()
+
+
+def test_bad_input_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    bad = _cli(tmp_path, "up", "--fleet", "pytest-bad", "--hosts", "2", "--gpus", "h300x8")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("ms4fleet sim: --gpus 'h300x8': unknown GPU kind 'h300'")
+    assert _fleet_objects("pytest-bad") == {"container": [], "network": [], "volume": []}
+    assert not (tmp_path / ".sim").exists()
