@@ -169,33 +169,30 @@ def _systemctl(units: list[str], *verbs: str) -> str:
 
 
 def _install(
-    host: Any, units: Mapping[str, str], staged_id: str | None, old: list[str], sudo: bool
+    host: Any, units: Mapping[str, str], staged_id: str | None, old: list[str], sudo: bool, start: bool = False
 ) -> tuple[bool, str]:
-    """Stop every old replica, put the wanted unit files in place, remove units no longer wanted."""
+    """Stop every old replica, put the wanted unit files in place, remove units no longer wanted, reload
+    systemd and (``start``) start the new replicas without waiting: one SSH round trip while nothing serves."""
+    if staged_id is None:
+        # Unit texts not staged on the host (a rollback to what the record holds): upload them first, beside.
+        staged = {f"{STAGED_DIR}/previous/{name}": text for name, text in units.items()}
+        ok, why = _write_files(host, staged, sudo)
+        if not ok:
+            return False, why
+    source_dir = f"{STAGED_DIR}/{staged_id if staged_id is not None else 'previous'}"
     script = ["set -e"]
     if old:
         script.append(_systemctl(old, "stop"))
     for name in sorted(set(old) - set(units)):
         script.append(f"systemctl disable {shlex.quote(name)} || true; rm -f {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
-    if staged_id is not None:
-        for name in units:
-            source = shlex.quote(f"{STAGED_DIR}/{staged_id}/{name}")
-            script.append(f"install -m 644 {source} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
+    for name in units:
+        source = shlex.quote(f"{source_dir}/{name}")
+        script.append(f"install -m 644 {source} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
+    script.append("systemctl daemon-reload")
+    if start:
+        script.append(_systemctl(list(units), "enable --quiet", "start --no-block"))
     ok, _, err = shell(host, "\n".join(script), sudo)
-    if not ok:
-        return False, err.strip()[-300:]
-    if staged_id is None:
-        ok, why = _write_files(host, {f"{paths.SYSTEMD_DIR}/{n}": t for n, t in units.items()}, sudo)
-        if not ok:
-            return False, why
-    ok, _, err = shell(host, "systemctl daemon-reload", sudo)
-    return ok, err.strip()[-300:]
-
-
-def _start(host: Any, units: list[str], sudo: bool) -> tuple[bool, str]:
-    """Start without blocking: every replica of the host (and of its batch) loads at once."""
-    ok, _, err = shell(host, _systemctl(units, "enable --quiet", "start --no-block"), sudo)
-    return ok, "" if ok else f"systemctl start: {err.strip()[-300:]}"
+    return ok, "" if ok else err.strip()[-300:]
 
 
 def _wait_ready(host: Any, units: list[str], timeout_s: float, sudo: bool) -> tuple[bool, str, float | None]:
@@ -263,12 +260,10 @@ def _verify(
 def _start_release(state: Any, host: Any, tracker: Tracker, plan: ServingPlan, release: Release, sudo: bool) -> bool:
     facts = tracker.facts[host.name]
     _drain(host, tracker, _serving_ports(facts))
-    ok, why = _install(host, release.units, release.id, sorted(facts.units), sudo)
-    if not ok:
-        return tracker.fail(host.name, f"install units: {why}")
+    # The gap starts with the stop command, not when it returns.
     tracker.advance(host.name, Phase.STOPPED)
-    ok, why = _start(host, [r.unit_name for r in plan.replicas], sudo)
-    return ok or tracker.fail(host.name, f"start: {why}")
+    ok, why = _install(host, release.units, release.id, sorted(facts.units), sudo, start=True)
+    return ok or tracker.fail(host.name, f"stop, install, start: {why}")
 
 
 def _await_release(
@@ -334,13 +329,11 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
         # Nothing ran here before this rollout: leave the host stopped rather than serving a bad release.
         shell(host, _systemctl(wanted, "disable --now --quiet"), sudo)
         return tracker.fail(host.name, "rollback: no previous release on this host; its new replicas are stopped")
-    ok, why = _install(host, previous.units, None, wanted, sudo)
+    ok, why = _install(host, previous.units, None, wanted, sudo, start=True)
     if not ok:
         return tracker.fail(host.name, f"rollback: install units: {why}")
     units = sorted(previous.units)
-    ok, why = _start(host, units, sudo)
-    if ok:
-        ok, why, _ = _wait_ready(host, units, timeout_start_s(config.profile), sudo)
+    ok, why, _ = _wait_ready(host, units, timeout_start_s(config.profile), sudo)
     if not ok:
         return tracker.fail(host.name, f"rollback: start: {why}")
     ports = [_port_of(previous, unit) for unit in units]
