@@ -2,6 +2,7 @@
 # Make this machine ready for the ms4fleet sim, idempotently:
 #   - install what the sim builds with, when missing: docker.io, debootstrap, dpkg-dev (dpkg-scanpackages),
 #     gnupg (archive signing);
+#   - raise the inotify limits many systemd containers need (fs.inotify.max_user_instances/watches);
 #   - start dockerd when it is not running (CI machines have no systemd: it is started in the background,
 #     logging to /var/log/dockerd.log) and wait until it answers.
 # With --cleanup it instead removes every container, network and volume the sim made (label
@@ -40,6 +41,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+# Every sim host runs systemd (and often dockerd), each taking inotify instances from root's shared budget;
+# the kernel default (128) runs out at about 20 hosts and new hosts then fail to boot (no sshd).
+raise_sysctl() {
+    local key=$1 want=$2 have
+    have=$(sysctl -n "$key" 2>/dev/null || echo 0)
+    if [ "$have" -lt "$want" ]; then
+        $SUDO sysctl -q -w "$key=$want" || echo "ensure-docker: could not raise $key to $want (have $have)" >&2
+    fi
+}
+raise_sysctl fs.inotify.max_user_instances 8192
+raise_sysctl fs.inotify.max_user_watches 524288
 
 if ! docker info >/dev/null 2>&1; then
     if [ -d /run/systemd/system ]; then

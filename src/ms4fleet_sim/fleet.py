@@ -26,6 +26,8 @@ DEFAULT_FLEET = "gpu"
 FIRST_PORT = 2201
 CONFIG_LABEL = "io.ms4fleet.sim.config"
 PORT_LABEL = "io.ms4fleet.sim.ssh_port"
+# scripts/ensure-docker.sh raises fs.inotify.max_user_instances to this; below it hosts may fail to boot.
+INOTIFY_INSTANCES_WANTED = 1024
 GPUS_LABEL = "io.ms4fleet.sim.gpus"
 
 # What a container needs to run systemd as PID 1 and Docker nested inside (see test-world.md).
@@ -324,12 +326,35 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
         hosts=hosts,
     )
     with ThreadPoolExecutor(max_workers=4) as pool:
-        states = list(pool.map(lambda h: wait_until_ready(record.endpoint(h)), hosts))
+        states = list(pool.map(lambda h: _wait_booted(record, h), hosts))
     for host, system_state in zip(hosts, states, strict=True):
         if system_state not in ("running", "degraded"):
             raise RuntimeError(f"{host.name}: systemd reports {system_state!r} after boot")
     fleet.save(record)
     return record
+
+
+def _inotify_hint() -> str:
+    try:
+        limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    except (OSError, ValueError):
+        return ""
+    if limit >= INOTIFY_INSTANCES_WANTED:
+        return ""
+    return (
+        f"; fs.inotify.max_user_instances is {limit}, which many systemd hosts exhaust: "
+        "run scripts/ensure-docker.sh (raises it)"
+    )
+
+
+def _wait_booted(record: FleetRecord, host: HostRecord) -> str:
+    """Wait for SSH and boot; on timeout say what the container printed (systemd's console)."""
+    try:
+        return wait_until_ready(record.endpoint(host))
+    except TimeoutError as exc:
+        tail = dockercli.run(["logs", "--tail", "8", host.container], check=False)
+        console = (tail.stdout + tail.stderr).decode(errors="replace").strip()
+        raise TimeoutError(f"{exc}{_inotify_hint()}\n{host.container} console:\n{console}") from None
 
 
 def status(fleet: Fleet) -> list[dict[str, Any]]:
