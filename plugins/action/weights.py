@@ -65,8 +65,9 @@ class ActionModule(ActionBase):
         try:
             source, secret = open_source(request, endpoint=args["endpoint"])
             with scrubbed(secret):
-                fetched = fetch_weights(source, staged, profile=request.profile, include=request.include,
-                                        exclude=request.exclude)
+                fetched = fetch_weights(
+                    source, staged, profile=request.profile, include=request.include, exclude=request.exclude
+                )
         except WeightsError as err:
             raise AnsibleActionFail(f"{config.name}: weights: {err}") from None
         job = StageJob(self._target(task_vars or {}), request.dest, request.owner)
@@ -104,7 +105,8 @@ class ActionModule(ActionBase):
 
     def _verified_on_host(self, dest: str, repo: str, revision: str) -> bool:
         command = " ".join(
-            shlex.quote(word) for word in ("python3", "-", "verify", dest, "--repo", repo, "--revision", revision, "--json")
+            shlex.quote(word)
+            for word in ("python3", "-", "verify", dest, "--repo", repo, "--revision", revision, "--json")
         )
         done = self._low_level_execute_command(command, sudoable=True, in_data=verifier_source())
         lines = str(done.get("stdout", "")).strip().splitlines()

@@ -75,7 +75,12 @@ def provision_dict(plan: ProvisionPlan, config: HostConfig) -> dict[str, Any]:
     repo = plan.nvidia_repo
     return {
         "os": {"id": plan.os.id, "version_id": plan.os.version_id, "key": plan.os.key},
-        "nvidia_repo": {"url": repo.url, "suite": repo.suite, "components": list(repo.components), "key_url": repo.key_url},
+        "nvidia_repo": {
+            "url": repo.url,
+            "suite": repo.suite,
+            "components": list(repo.components),
+            "key_url": repo.key_url,
+        },
         "base": group(plan.base),
         "driver": group(plan.driver),
         "fabric_manager": group(plan.fabric_manager),
@@ -102,7 +107,12 @@ def provision_dict(plan: ProvisionPlan, config: HostConfig) -> dict[str, Any]:
         "reboot": config.provision.reboot,
         "runtime": config.runtime.kind,
         "notes": list(plan.notes),
-        "paths": {"keyring": KEYRING, "sources": SOURCES_FILE, "daemon_json": DAEMON_JSON, "reboot_required": REBOOT_REQUIRED},
+        "paths": {
+            "keyring": KEYRING,
+            "sources": SOURCES_FILE,
+            "daemon_json": DAEMON_JSON,
+            "reboot_required": REBOOT_REQUIRED,
+        },
     }
 
 
@@ -169,7 +179,5 @@ def secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
 
 def task_host_config(templar: Any, task_vars: Mapping[str, Any]) -> HostConfig:
     """The host's config inside an action plugin: its ``ms4fleet_*`` task variables, templated."""
-    data = {
-        key: _plain(templar.template(task_vars[key])) for key in list(task_vars) if str(key).startswith(KEY_PREFIX)
-    }
+    data = {key: _plain(templar.template(task_vars[key])) for key in list(task_vars) if str(key).startswith(KEY_PREFIX)}
     return HostConfig.from_host_data(str(task_vars.get("inventory_hostname", "?")), data)
