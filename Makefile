@@ -44,7 +44,7 @@ test: lint
 	$(ANSIBLE_ENV) molecule test --all
 
 demo: install
-	$(BIN)/ms4fleet plan inventory/example.py
+	scripts/demo.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
