@@ -123,6 +123,8 @@ def provision(config: HostConfig, plan: ProvisionPlan) -> None:
         policy=config.provision.reboot,
         name="reboot if the driver needs it",
     )
+    if plan.fabric_manager is not None:
+        hostops.fabric_manager_matches_driver(name="fabric manager matches the driver")
     if plan.docker is not None:
         daemon = docker.daemon_config(config=config, name="docker daemon.json (merged)")
         services.service(

@@ -13,7 +13,7 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 
 from ms4fleet.provision import needs_reboot
-from ms4fleet_pyinfra.facts import AptHolds, DriverState, UserExists
+from ms4fleet_pyinfra.facts import AptHolds, DriverState, FabricManagerState, UserExists
 from ms4fleet_pyinfra.report import fail
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
@@ -123,3 +123,24 @@ def converged(summary: str) -> Generator[Any, None, None]:
     """The whole host already matches the core's plan (one batched check said so): nothing to run."""
     host.noop(summary)
     yield from ()
+
+
+def _mismatch(state: Any, host: Any, fabric_manager: str, driver: str) -> bool:
+    return fail(
+        state,
+        host,
+        f"fabric manager {fabric_manager} does not match driver {driver}: CUDA fails with error 802 on this "
+        "NVSwitch host; pin both to provision.driver_version and deploy again",
+    )
+
+
+@operation()
+def fabric_manager_matches_driver() -> Generator[Any, None, None]:
+    """NVSwitch hosts: the fabric manager must be the driver's exact version (the core pins both; this
+    catches a host where something else installed one of them)."""
+    driver = host.get_fact(DriverState)
+    fabric_manager = host.get_fact(FabricManagerState)
+    if driver.version is None or fabric_manager.version is None or driver.version == fabric_manager.version:
+        host.noop(f"fabric manager {fabric_manager.version or '-'} matches driver {driver.version or '-'}")
+        return
+    yield FunctionCommand(_mismatch, (fabric_manager.version, driver.version), {})
