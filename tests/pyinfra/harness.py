@@ -33,6 +33,14 @@ def render(command: Any) -> str:
 
 def plan(host_data: dict[str, Any], responses: dict[str, Any], name: str = "gpu-1") -> dict[str, list[str] | str]:
     """Prepare the deploy for one fake host; return ``{operation name: commands}`` (``"noop"`` when none)."""
+    return {
+        label: [render(c) for c in commands] or "noop"
+        for label, commands in raw_plan(host_data, responses, name).items()
+    }
+
+
+def raw_plan(host_data: dict[str, Any], responses: dict[str, Any], name: str = "gpu-1") -> dict[str, list[Any]]:
+    """The same, with pyinfra's command objects (their connector arguments such as ``_stdin`` included)."""
     data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0, **host_data}
     inventory = Inventory(([(f"@fake/{name}", data)], {}))
     state = State(inventory, Config(FAIL_PERCENT=0))
@@ -40,13 +48,11 @@ def plan(host_data: dict[str, Any], responses: dict[str, Any], name: str = "gpu-
     host = inventory.get_host(f"@fake/{name}")
     config = HostConfig.from_host_data(name, host_data)
     add_deploy(state, deploy_host, config, False, host=host)
-    out: dict[str, list[str] | str] = {}
+    out: dict[str, list[Any]] = {}
     with ctx_state.use(state), ctx_host.use(host):
         for op_hash in host.op_hash_order:
-            names = state.op_meta[op_hash].names
-            label = sorted(names)[0].removeprefix("ms4fleet | ")
-            commands = [render(c) for c in state.get_op_data_for_host(host, op_hash).command_generator()]
-            out[label] = commands or "noop"
+            label = sorted(state.op_meta[op_hash].names)[0].removeprefix("ms4fleet | ")
+            out[label] = list(state.get_op_data_for_host(host, op_hash).command_generator())
     return out
 
 
