@@ -164,12 +164,15 @@ def secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
     """What the host's service secrets need: uploads of controller env-var secrets (path, variable) and
     the core's env-file script. Values never pass through here: the role reads them under no_log."""
     config = host_config(variables)
+    refs = service_secret_refs(config)
     uploads = [
         {"name": name, "env": ref.env, "path": secret_path(ref, name)}
-        for name, ref in service_secret_refs(config).values()
+        for name, ref in refs.values()
         if ref.env is not None
     ]
     return {
+        # No secrets, no environment file: the unit names one only when the service has secrets.
+        "needed": bool(refs),
         "secrets_dir": paths.SECRETS_DIR,
         "uploads": uploads,
         "env_file": paths.ENV_FILE,

@@ -166,3 +166,8 @@ def test_every_default_is_documented_in_the_argument_spec(role: str) -> None:
 def test_every_role_has_vars_for_each_supported_release(role: str) -> None:
     names = {p.name for p in (ROOT / "roles" / role / "vars").iterdir()}
     assert {"Ubuntu-22.04.yml", "Ubuntu-24.04.yml", "Debian-12.yml", "unsupported.yml"} <= names
+
+
+def test_no_service_secrets_means_no_environment_file() -> None:
+    assert FILTERS["service_secrets"](hostvars())["needed"] is False
+    assert FILTERS["service_secrets"](hostvars(serving={"api_key": {"file": "/etc/ms4fleet/key"}}))["needed"] is True

@@ -40,20 +40,21 @@ def state(fleet: simfleet.Fleet, name: str, config: HostConfig) -> dict[str, Any
     os_release = OsRelease.parse(fleet.sh(name, "cat /etc/os-release"))
     plan = provision_plan(config, os_release)
     units = [f"{paths.SYSTEMD_DIR}/{r.unit_name}" for r in plan_host(config).replicas]
+    # The environment file exists only for a service with secrets; listing it checks that both agree.
     files = sorted({f.path for f in plan.files} | {DAEMON_JSON, KEYRING, paths.ENV_FILE, *units})
-    listing = fleet.sh(
-        name, " ; ".join(f"stat -c '%n %U %G %a' {shlex.quote(p)} && sha256sum {shlex.quote(p)}" for p in files)
+    script = " ; ".join(
+        f"p={shlex.quote(p)}; if [ -e $p ]; then echo $p $(stat -c '%U %G %a' $p) $(sha256sum < $p | cut -c1-64);"
+        " else echo $p missing; fi"
+        for p in files
     )
-    lines = listing.splitlines()
-    stats = {line.split()[0]: line.split()[1:] for line in lines[0::2]}
-    sums = {line.split()[1]: line.split()[0] for line in lines[1::2]}
+    listed = {line.split()[0]: tuple(line.split()[1:]) for line in fleet.sh(name, script).splitlines()}
     packages = [name for group in plan.packages() for name in group.names]
     versions = fleet.sh(name, "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' " + " ".join(packages))
     services = [*plan.enabled_services, *(Path(u).name for u in units)]
     active = fleet.sh(name, f"systemctl is-active {' '.join(services)}", check=False).split()
     enabled = fleet.sh(name, f"systemctl is-enabled {' '.join(services)}", check=False).split()
     return {
-        "files": {path: (*stats[path], sums[path]) for path in files},
+        "files": listed,
         "packages": sorted(versions.splitlines()),
         "services": dict(zip(services, zip(active, enabled, strict=True), strict=True)),
         "all_packages": set(fleet.sh(name, "dpkg-query -W -f='${Package} ${Version}\\n'").splitlines()),
