@@ -25,6 +25,13 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def failures(run: subprocess.CompletedProcess[str]) -> str:
+    """The task lines that failed (what to read first when the playbook does not succeed)."""
+    lines = run.stdout.splitlines()
+    found = [f"{lines[i - 2]}\n{line[:1500]}" for i, line in enumerate(lines) if line.startswith(("fatal:", "failed:"))]
+    return "\n".join(found) or run.stdout[-3000:] + run.stderr[-2000:]
+
+
 def playbook(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "playbooks/rollout.yml", *extra],
@@ -51,7 +58,7 @@ def test_playbook_rolls_out_under_load_then_changes_nothing(rollout_world: World
         load.wait_for(20)
         first = playbook(inventory, *options)
         load.wait_for(load.result.ok + 20)
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-2000:]
+    assert first.returncode == 0, failures(first)
     for host in rollout_world.gpu:
         assert current_release(rollout_world, host.name)["current"]["id"] == wanted[host.name]
     # Batches as the core plans them: the canary alone, then one host at a time.
@@ -60,6 +67,6 @@ def test_playbook_rolls_out_under_load_then_changes_nothing(rollout_world: World
     assert load.result.failed == 0, load.result.reasons
 
     again = playbook(inventory, *options)
-    assert again.returncode == 0, again.stdout[-4000:]
+    assert again.returncode == 0, failures(again)
     recap = re.findall(r"^(rollout-\d)\s+: ok=\d+\s+changed=(\d+)", again.stdout, re.MULTILINE)
     assert sorted(recap) == [(f"rollout-{i}", "0") for i in range(1, 5)]
