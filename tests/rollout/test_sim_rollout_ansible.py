@@ -1,6 +1,6 @@
-"""playbooks/rollout.yml on the simulated fleet (after test_sim_rollout.py, on the same fleet): the Ansible
-engine rolls a release out under client load through nginx with the core's batches, then does nothing
-when run again.
+"""playbooks/rollout.yml on the simulated fleet (after test_sim_rollout.py, on the same fleet; alone, it
+first deploys with the pyinfra driver): the Ansible engine rolls a release out under client load through
+nginx with the core's batches, then does nothing when run again.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from ms4fleet.rollout.release import release_for
 from ms4fleet.serving import plan_host
 from ms4fleet_sim.ssh import wait_until_ready
 from tests.rollout.load import Load
-from tests.rollout.test_sim_rollout import current_release
-from tests.rollout.world import World, install_native_standin
+from tests.rollout.test_sim_rollout import current_release, rollout
+from tests.rollout.world import REVISION_B, World, install_native_standin
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -43,12 +43,17 @@ def playbook(inventory: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_playbook_rolls_out_under_load_then_changes_nothing(rollout_world: World) -> None:
+def test_playbook_rolls_out_under_load_then_changes_nothing(rollout_world: World, tmp_path: Path) -> None:
     # A host of the previous test was stopped and started again: it rebooted, so its GPU registry is new.
     for host in rollout_world.gpu:
         wait_until_ready(host.endpoint, timeout=120)
         host.close()
         install_native_standin(host)
+    # Every host serving one release first (after test_sim_rollout.py: finishing the rollout it stopped).
+    code, report = rollout(
+        rollout_world, rollout_world.inventory("release-d", revision=REVISION_B, max_num_seqs=32), tmp_path
+    )
+    assert code == 0, report["stopped"]
     inventory = rollout_world.ansible_inventory("release-e", max_num_seqs=48)
     wanted = {}
     for spec in load_inventory(rollout_world.inventory("release-e-pyinfra", max_num_seqs=48)):
