@@ -24,7 +24,7 @@ say "3. Weights from a loopback mirror; the vLLM image as an archive"
 "$BIN/python" -m ms4fleet_sim.weights_mirror .sim/mirror --port "$PORT" >.sim/mirror.log 2>&1 &
 mirror=$!
 trap 'kill $mirror 2>/dev/null || true' EXIT
-for _ in $(seq 50); do curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
+for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
 "$BIN/python" - <<'PY'
 from pathlib import Path
 import subprocess
