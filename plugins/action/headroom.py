@@ -14,7 +14,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
 
-from ms4fleet.headroom import ReplacedService, check_headroom
+from ms4fleet.headroom import check_plan
 from ms4fleet.probe import ProbeError, ProbeReport
 from ms4fleet.serving import plan_host
 
@@ -35,24 +35,10 @@ class ActionModule(ActionBase):
         except (ValueError, ProbeError) as err:
             raise AnsibleActionFail(str(err).splitlines()[0]) from None
         plan = plan_host(config)
-        serving = config.serving
-        replicas = []
-        for replica in plan.replicas:
-            headroom = check_headroom(
-                report,
-                plan.profile,
-                tp=plan.tp,
-                gpu_indices=replica.gpus,
-                gpu_memory_utilization=serving.gpu_memory_utilization,
-                max_model_len=plan.max_model_len,
-                kv_cache_dtype=serving.kv_cache_dtype,
-                max_num_batched_tokens=serving.max_num_batched_tokens,
-                replacing=ReplacedService(
-                    systemd_units=frozenset({replica.unit_name}),
-                    container_names=frozenset({replica.container_name}),
-                ),
-            )
-            replicas.append({"index": replica.index, "unit": replica.unit_name, **headroom.to_dict()})
+        replicas = [
+            {"index": replica.index, "unit": replica.unit_name, **headroom.to_dict()}
+            for replica, headroom in check_plan(report, config, plan)
+        ]
         blocked = [r for r in replicas if r["verdict"] == "does-not-fit"]
         result.update(changed=False, replicas=replicas, fits=not blocked)
         if blocked:

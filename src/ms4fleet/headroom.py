@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ms4fleet.catalog import ModelProfile
+from ms4fleet.config import HostConfig
 from ms4fleet.probe import GpuProcess, ProbeReport
+from ms4fleet.serving import Replica, ServingPlan
 from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, Sizing, SizingInput, Verdict, gib, size
 
 
@@ -171,3 +173,29 @@ def check_headroom(
                 )
     verdict: Verdict = "does-not-fit" if mig_blocked else sizing.verdict
     return Headroom(host, verdict, tuple(reasons), tuple(gpus), sizing, tuple(notes))
+
+
+def check_plan(report: ProbeReport, config: HostConfig, plan: ServingPlan) -> list[tuple[Replica, Headroom]]:
+    """The gate for every replica of a host's plan, each counting the memory of the replica it replaces
+    (its own unit and container) as available. Both engines call this; neither re-derives it."""
+    serving = config.serving
+    return [
+        (
+            replica,
+            check_headroom(
+                report,
+                plan.profile,
+                tp=plan.tp,
+                gpu_indices=replica.gpus,
+                gpu_memory_utilization=serving.gpu_memory_utilization,
+                max_model_len=plan.max_model_len,
+                kv_cache_dtype=serving.kv_cache_dtype,
+                max_num_batched_tokens=serving.max_num_batched_tokens,
+                replacing=ReplacedService(
+                    systemd_units=frozenset({replica.unit_name}),
+                    container_names=frozenset({replica.container_name}),
+                ),
+            ),
+        )
+        for replica in plan.replicas
+    ]

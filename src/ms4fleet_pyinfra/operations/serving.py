@@ -16,7 +16,7 @@ from pyinfra.context import host
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
-from ms4fleet.headroom import ReplacedService, check_headroom
+from ms4fleet.headroom import check_plan
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
@@ -84,24 +84,9 @@ def _inactive(plan: ServingPlan) -> bool:
 def headroom_verdicts(config: HostConfig, plan: ServingPlan, report: Any) -> list[tuple[int, str, list[str]]]:
     """The core's headroom check for every replica: ``(replica, verdict, reasons)``; a replica's own memory
     (its unit and container) counts as available since it is freed when the replica is replaced."""
-    serving = config.serving
-    out: list[tuple[int, str, list[str]]] = []
-    for replica in plan.replicas:
-        result = check_headroom(
-            report,
-            plan.profile,
-            tp=plan.tp,
-            gpu_indices=replica.gpus,
-            gpu_memory_utilization=serving.gpu_memory_utilization,
-            max_model_len=plan.max_model_len,
-            kv_cache_dtype=serving.kv_cache_dtype,
-            max_num_batched_tokens=serving.max_num_batched_tokens,
-            replacing=ReplacedService(
-                systemd_units=frozenset({replica.unit_name}), container_names=frozenset({replica.container_name})
-            ),
-        )
-        out.append((replica.index, result.verdict, list(result.reasons)))
-    return out
+    return [
+        (replica.index, result.verdict, list(result.reasons)) for replica, result in check_plan(report, config, plan)
+    ]
 
 
 def _headroom_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
