@@ -16,24 +16,9 @@ import tarfile
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
 
 from ms4fleet import provision as core_provision
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Core errors (ConfigError, ValueError) become one-line filter errors naming host and field."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as err:
-            raise AnsibleFilterError(str(err)) from None
-
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
 
 
 def provision_plan(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -75,6 +60,6 @@ def image_archive_id(path: str) -> str:
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
-            fn.__name__: _guard(fn)
+            fn.__name__: hostplan.guard(fn)
             for fn in (provision_plan, serving_plan, service_secrets, daemon_json, needs_reboot, image_archive_id)
         }

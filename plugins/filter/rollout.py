@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
 
 from ms4fleet.rollout import lb
@@ -24,20 +23,6 @@ from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
 
 ADDRESS_KEY = "lb_backend_address"
-
-
-def _guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Core errors (ConfigError, PolicyError, ReleaseError: all ValueError) become one-line filter errors."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as err:
-            raise AnsibleFilterError(str(err)) from None
-
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped
 
 
 def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
@@ -80,7 +65,7 @@ def rollout_in_flight(metrics_text: str) -> float:
 class FilterModule:
     def filters(self) -> dict[str, Callable[..., Any]]:
         return {
-            fn.__name__: _guard(fn)
+            fn.__name__: hostplan.guard(fn)
             for fn in (
                 rollout_serial,
                 rollout_release,
