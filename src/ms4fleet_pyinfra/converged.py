@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import DAEMON_JSON, KEYRING, REBOOT_REQUIRED, ProvisionPlan, daemon_json, needs_reboot
+from ms4fleet.provision import DAEMON_JSON, KEYRING, ProvisionPlan, daemon_json, needs_reboot
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.request import WeightsRequest
-from ms4fleet_pyinfra.facts import installed_packages, section_marker, upstream_version
+from ms4fleet_pyinfra.facts import held_packages, installed_packages, section_marker, upstream_version
 from ms4fleet_pyinfra.hostscripts import python_command
 
 VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
@@ -77,16 +77,12 @@ def snapshot_script(desired: Desired) -> str:
         section_marker("dpkg"),
         "dpkg-query -W -f='${Package}\\t${Version}\\t${db:Status-Abbrev}\\n' "
         + " ".join(q(p) for p in desired.packages),
-        section_marker("holds"),
-        "apt-mark showhold",
         section_marker("files"),
         f'for f in {" ".join(q(p) for p in checked)}; do [ -f "$f" ] && sha256sum "$f"; done',
         section_marker("daemon"),
         f"base64 -w0 {DAEMON_JSON} && echo",
-        section_marker("active"),
-        "systemctl is-active " + " ".join(q(s) for s in desired.services),
-        section_marker("enabled"),
-        "systemctl is-enabled " + " ".join(q(s) for s in desired.services),
+        section_marker("services"),
+        "systemctl show --property=Id,ActiveState,UnitFileState " + " ".join(q(s) for s in desired.services),
         section_marker("units"),
         f"ls {paths.SYSTEMD_DIR} | grep '^{paths.UNIT_PREFIX}-.*\\.service$'",
         section_marker("user"),
@@ -107,9 +103,10 @@ def snapshot_script(desired: Desired) -> str:
             "--json",
         ),
         section_marker("driver"),
+        # The loaded module's own version: sysfs answers at once, nvidia-smi (seconds on 8 GPUs without
+        # persistence mode) only where sysfs cannot.
+        "cat /sys/module/nvidia/version || "
         "PATH=$PATH:/usr/local/nvidia/bin nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1",
-        section_marker("reboot"),
-        f"test -e {REBOOT_REQUIRED} && echo yes",
     ]
     if service_secret_refs(desired.config):
         parts += [section_marker("env"), f"sh -c {q(env_file_script(desired.config, check=True))}"]
@@ -121,7 +118,7 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
     out: list[str] = []
     installed = installed_packages(sections.get("dpkg", []))
     out += [f"package {p} missing" for p in desired.packages if p not in installed]
-    held = {line.strip() for line in sections.get("holds", [])}
+    held = held_packages(sections.get("dpkg", []))
     out += [f"package {p} not held" for p in desired.provision.held if p not in held]
     hashes = {}
     for line in sections.get("files", []):
@@ -134,10 +131,9 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
         out += _daemon_difference(desired.config, sections.get("daemon", []))
         image = "".join(sections.get("image", [])).strip()
         out += [] if image.startswith("sha256:") else [f"image {desired.config.runtime.image} missing"]
-    states = dict(zip(desired.services, (s.strip() for s in sections.get("active", [])), strict=False))
-    out += [f"{s} not active" for s in desired.services if states.get(s) != "active"]
-    enabled = dict(zip(desired.services, (s.strip() for s in sections.get("enabled", [])), strict=False))
-    out += [f"{s} not enabled" for s in desired.services if enabled.get(s) != "enabled"]
+    states = _unit_states(sections.get("services", []))
+    out += [f"{s} not active" for s in desired.services if states.get(s, {}).get("ActiveState") != "active"]
+    out += [f"{s} not enabled" for s in desired.services if states.get(s, {}).get("UnitFileState") != "enabled"]
     present = {line.strip() for line in sections.get("units", []) if line.strip()}
     out += [f"stale unit {u}" for u in sorted(present - set(desired.units))]
     if "yes" not in (line.strip() for line in sections.get("user", [])):
@@ -147,10 +143,28 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
         installed_driver = installed.get(desired.provision.driver.names[0])
         loaded = next((line.strip() for line in sections.get("driver", []) if line.strip()), None)
         version = upstream_version(installed_driver) if installed_driver else None
-        if needs_reboot(False, bool(sections.get("reboot")), loaded, version):
+        # The OS's reboot-required flag matters only right after a driver change (the full deploy's job);
+        # on an unchanged host only a loaded module other than the installed driver asks for a reboot.
+        if needs_reboot(False, False, loaded, version):
             out.append(f"driver {version} installed, {loaded} loaded: reboot needed")
     if service_secret_refs(desired.config) and [s.strip() for s in sections.get("env", [])] != ["unchanged"]:
         out.append(f"{paths.ENV_FILE} differs")
+    return out
+
+
+def _unit_states(lines: list[str]) -> dict[str, dict[str, str]]:
+    """``systemctl show`` output (one blank-line separated block per unit) -> ``{unit: {property: value}}``,
+    keyed by the name as given and by its full ``Id`` (``docker`` and ``docker.service``)."""
+    out: dict[str, dict[str, str]] = {}
+    block: dict[str, str] = {}
+    for line in [*lines, ""]:
+        key, sep, value = line.strip().partition("=")
+        if sep:
+            block[key] = value
+        elif block:
+            unit = block.get("Id", "")
+            out[unit] = out[unit.removesuffix(".service")] = block
+            block = {}
     return out
 
 

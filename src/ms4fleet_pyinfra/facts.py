@@ -75,6 +75,12 @@ class ProbeResult:
     report: ProbeReport | None
     error: str = ""
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``pyinfra INVENTORY fact ms4fleet_pyinfra.facts.Probe`` prints per host (its JSON encoder
+        calls ``to_json``): the core's report as the probe wrote it, or why there is none."""
+        report = None if self.report is None else self.report.model_dump(mode="json", by_alias=True)
+        return {"report": report, "error": self.error}
+
 
 class OsReleaseFact(FactBase[OsRelease]):
     """``/etc/os-release`` reduced to what selects packages (``ubuntu`` + ``24.04``)."""
@@ -494,6 +500,12 @@ def section_marker(name: str) -> str:
 
 def installed_packages(lines: list[str]) -> dict[str, str]:
     return _installed(lines)
+
+
+def held_packages(lines: list[str]) -> set[str]:
+    """dpkg-query lines -> packages on hold: the status abbreviation's first letter is ``h`` (what
+    ``apt-mark hold`` sets and ``apt-mark showhold`` reads), so one dpkg query answers both questions."""
+    return {bits[0] for bits in (line.split("\t") for line in lines) if len(bits) == 3 and bits[2][:1] == "h"}
 
 
 class ServiceStates(FactBase[dict[str, tuple[str, str]]]):

@@ -1,6 +1,9 @@
 """Engine parity on the simulated fleet: from the same config, one host converged by pyinfra (``deploy.py``)
 and one by Ansible (``playbooks/site.yml``) end with identical managed files (path, owner, group, mode,
-sha256), identical versions of the packages the core plans, and identical service states."""
+sha256), identical versions of the packages the core plans, and identical service states.
+
+Both engines also run the core's GPU probe on both hosts, on the bare hosts and again once the driver is in:
+the same report, from PCI ids before the driver and from nvidia-smi after it."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pytest
 import yaml
 
 from ms4fleet import paths
+from ms4fleet.catalog import gpu_kinds
 from ms4fleet.config import HostConfig
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, provision_plan
 from ms4fleet.serving import plan_host
@@ -27,6 +31,8 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 FLEET = "parity"
 PYINFRA_HOST, ANSIBLE_HOST = f"{FLEET}-1", f"{FLEET}-2"
 # ansible.builtin.apt installs python3-apt on first use; on Debian 12 it brings these along.
+# The probes each engine ran, by moment ("before" the driver, "after" it), engine and host.
+PROBES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 APT_MODULE_NEEDS = {"python3-apt", "python-apt-common", "distro-info-data", "iso-codes", "lsb-release"}
 
 
@@ -63,11 +69,40 @@ def state(fleet: simfleet.Fleet, name: str, config: HostConfig) -> dict[str, Any
     }
 
 
+def probe_by_pyinfra(fleet: simfleet.Fleet) -> dict[str, dict[str, Any]]:
+    """``pyinfra INVENTORY fact ms4fleet_pyinfra.facts.Probe --json``: {host: probe report}."""
+    argv = [str(simfleet.PYINFRA), "-y", "--sudo", str(fleet.inventory), "fact", "ms4fleet_pyinfra.facts.Probe"]
+    done = subprocess.run([*argv, "--json"], cwd=simrun.ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (facts,) = json.loads(done.stdout).values()
+    assert all(f["report"] for f in facts.values()), facts
+    return {host: fact["report"] for host, fact in facts.items()}
+
+
+def probe_by_ansible(fleet: simfleet.Fleet) -> dict[str, dict[str, Any]]:
+    """``ansible INVENTORY -m ms4fleet.fleet.probe --become -o``: {host: probe report}."""
+    inventory = str(fleet.inventory.with_suffix(".yml"))
+    argv = [str(simrun.BIN / "ansible"), "-i", inventory, "all", "-m", "ms4fleet.fleet.probe", "--become", "-o"]
+    done = subprocess.run(argv, cwd=simrun.ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = {}
+    for line in done.stdout.splitlines():
+        host, _, result = line.partition(" | SUCCESS => ")
+        if result:
+            out[host.strip()] = json.loads(result)["probe"]
+    return out
+
+
+def probe_both(fleet: simfleet.Fleet) -> dict[str, dict[str, dict[str, Any]]]:
+    return {"pyinfra": probe_by_pyinfra(fleet), "ansible": probe_by_ansible(fleet)}
+
+
 @pytest.fixture(scope="module")
 def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[simfleet.Fleet, str]]:
     fleet = simfleet.ensure_fleet(FLEET, 2)
     archive = simfleet.ensure_image_archive()
     try:
+        PROBES["before"] = probe_both(fleet)
         with simfleet.mirror() as url:
             extra = tmp_path_factory.mktemp("ansible") / "extra-vars.yml"
             extra.write_text(
@@ -88,6 +123,7 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[simfle
             ansible_out, _ = ansible.communicate()
             assert pyinfra.rc == 0, pyinfra.output[-3000:]
             assert ansible.returncode == 0, ansible_out[-3000:]
+            PROBES["after"] = probe_both(fleet)
             yield fleet, url
     finally:
         fleet.down()
@@ -115,3 +151,45 @@ def test_both_engines_leave_the_same_host(converged: tuple[simfleet.Fleet, str])
     print(json.dumps({k: sorted(v) for k, v in extra.items()}, indent=1))
     assert {line.split()[0] for line in extra["ansible"]} <= APT_MODULE_NEEDS, extra
     assert not extra["pyinfra"], extra
+
+
+def _stable(report: dict[str, Any]) -> dict[str, Any]:
+    """What two probes of one host a few seconds apart must agree on (not time, memory use or processes)."""
+    gpus = [
+        {k: g[k] for k in ("index", "uuid", "name", "pci_bus_id", "pci_device_id", "memory_total_bytes")}
+        for g in report["gpus"]
+    ]
+    return {"source": report["source"], "driver": report["driver"]["version"], "gpus": gpus, "pci": report["pci"]}
+
+
+def test_both_engines_probe_the_bare_hosts_from_pci_ids(converged: tuple[simfleet.Fleet, str]) -> None:
+    h200 = gpu_kinds()["h200-sxm"]
+    by_engine = PROBES["before"]
+    for engine, reports in by_engine.items():
+        assert sorted(reports) == [PYINFRA_HOST, ANSIBLE_HOST], engine
+        for host, report in reports.items():
+            assert report["source"] == "pci", (engine, host, report["errors"])
+            assert report["driver"]["version"] is None and not report["driver"]["kernel_module"]["loaded"]
+            assert [g["pci_device_id"] for g in report["gpus"]] == [h200.pci_device_ids[0]] * 8, (engine, host)
+            assert report["nvswitch"]["present"], (engine, host)
+    assert {h: _stable(r) for h, r in by_engine["pyinfra"].items()} == {
+        h: _stable(r) for h, r in by_engine["ansible"].items()
+    }
+
+
+def test_both_engines_probe_the_driver_once_it_is_in(converged: tuple[simfleet.Fleet, str]) -> None:
+    fleet, _ = converged
+    by_engine = PROBES["after"]
+    for host in (PYINFRA_HOST, ANSIBLE_HOST):
+        installed = fleet.sh(host, "dpkg-query -W -f='${Version}' nvidia-driver-580-open").split("-")[0]
+        for engine, reports in by_engine.items():
+            report = reports[host]
+            assert report["source"] == "nvidia-smi", (engine, host, report["errors"])
+            assert report["driver"]["version"] == installed, (engine, host)
+            assert len(report["gpus"]) == 8 and all(g["uuid"] and g["memory_total_bytes"] for g in report["gpus"])
+            # The same physical GPUs as the PCI probe found before the driver.
+            before = PROBES["before"][engine][host]
+            assert [g["pci_device_id"] for g in report["gpus"]] == [g["pci_device_id"] for g in before["gpus"]]
+    assert {h: _stable(r) for h, r in by_engine["pyinfra"].items()} == {
+        h: _stable(r) for h, r in by_engine["ansible"].items()
+    }

@@ -30,8 +30,7 @@ import re
 import shutil
 import stat
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, List, Optional, Tuple, TypedDict
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, TypedDict, TypeVar
 
 META_DIR = ".ms4fleet"
 MANIFEST_NAME = "manifest.json"
@@ -73,6 +72,10 @@ class Report(TypedDict):
     stamp: str
     action: str
     error: str
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _new_report(directory: str) -> Report:
@@ -207,6 +210,18 @@ def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _hash_all(hash_one: Callable[[T], R], items: List[T], workers: int) -> Iterator[R]:
+    """``hash_one`` over ``items`` on ``workers`` threads, in order. The import waits until there is work:
+    the no-op check of a converged host hashes nothing, and concurrent.futures (it pulls in logging) would be
+    most of this script's start-up there."""
+    if not items:
+        return iter(())
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return iter(list(pool.map(hash_one, items)))
+
+
 def verify(
     directory: str,
     full: bool = False,
@@ -263,16 +278,15 @@ def verify(
         except OSError as err:
             return rel, expected, key, "unreadable: %s" % err.strerror
 
-    with ThreadPoolExecutor(max_workers=workers or _default_workers()) as pool:
-        for rel, expected, key, actual in pool.map(_hash, to_hash):
-            report["hashed"].append(rel)
-            report["hashed_bytes"] += key[0]
-            if actual == expected:
-                good[rel] = key
-            elif actual.startswith("unreadable"):
-                report["bad"].append(BadFile(path=rel, reason=actual))
-            else:
-                report["bad"].append(BadFile(path=rel, reason="sha256 mismatch"))
+    for rel, expected, key, actual in _hash_all(_hash, to_hash, workers or _default_workers()):
+        report["hashed"].append(rel)
+        report["hashed_bytes"] += key[0]
+        if actual == expected:
+            good[rel] = key
+        elif actual.startswith("unreadable"):
+            report["bad"].append(BadFile(path=rel, reason=actual))
+        else:
+            report["bad"].append(BadFile(path=rel, reason="sha256 mismatch"))
 
     report["ok"] = not report["bad"]
     report["stamp"] = "current"
