@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -141,3 +142,21 @@ def test_unit_digests_are_of_the_planned_unit_text() -> None:
     replica = want.serving.replicas[0]
     path = f"{paths.SYSTEMD_DIR}/{replica.unit_name}"
     assert want.files[path] == hashlib.sha256(replica.unit_text.encode()).hexdigest()
+
+
+def test_the_loaded_driver_as_sysfs_reports_it_on_the_real_h200() -> None:
+    # /sys/module/nvidia/version on the H200 host (tests/data/h200/2026-11-29): the same version nvidia-smi
+    # printed there, without nvidia-smi's cost.
+    capture = Path(__file__).parents[1] / "data" / "h200" / "2026-11-29" / "sys-module-version.txt"
+    loaded = next(line.split(": ", 1)[1] for line in capture.read_text().splitlines() if line.startswith("sys_"))
+    assert loaded == "580.159.04"
+    want = desired()
+    lines = converged_output(want)
+    as_installed = [line.replace("580.95.05-1", "580.159.04-0ubuntu1") for line in lines]
+    driver_at = as_installed.index("--ms4fleet-- driver") + 1
+    as_installed[driver_at] = loaded
+    assert differences(want, Sections().process(as_installed)) == []
+    as_installed[driver_at] = "580.95.05"
+    assert differences(want, Sections().process(as_installed)) == [
+        "driver 580.159.04 installed, 580.95.05 loaded: reboot needed"
+    ]
