@@ -112,16 +112,6 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_attach(args: argparse.Namespace) -> int:
-    try:
-        spec = parse_gpu_spec(args.gpus)
-    except ValueError as exc:
-        return _err(str(exc))
-    fleet.attach(_fleet(args), args.container, spec, log=lambda line: print(line, file=sys.stderr))
-    print(f"{args.container}: {spec.kind} x{spec.count}, on network {_fleet(args).network}")
-    return 0
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from ms4fleet_sim import aptrepo, hostimage
 
@@ -184,13 +174,6 @@ def add_commands(sim: argparse.ArgumentParser) -> None:
     fault.add_argument("--set", action="append", metavar="KEY=VALUE", help="a switch (JSON value or string)")
     fault.add_argument("--clear", action="store_true", help="remove every switch")
     fault.set_defaults(func=_with_errors(cmd_fault))
-
-    attach = sub.add_parser(
-        "attach", parents=[common], help="give a running systemd container (e.g. Molecule's) simulated GPUs"
-    )
-    attach.add_argument("--container", required=True)
-    attach.add_argument("--gpus", default="h200x8", metavar="KIND[xN]")
-    attach.set_defaults(func=_with_errors(cmd_attach))
 
     build = sub.add_parser("build", parents=[common], help="build the cached images and apt repository only")
     build.set_defaults(func=_with_errors(cmd_build))

@@ -269,23 +269,6 @@ def ensure_infrastructure(fleet: Fleet, log: Callable[[str], None] = print) -> t
     return image, repo_dir
 
 
-def attach(fleet: Fleet, container: str, spec: GpuSpec, log: Callable[[str], None] = print) -> None:
-    """Give a running systemd container made by someone else (Molecule) the simulated hardware and the
-    sim's apt sources, and join it to the fleet network so it reaches the repository."""
-    info = dockercli.inspect("container", container)
-    if info is None or not info["State"]["Running"]:
-        raise RuntimeError(f"--container {container}: no such running container")
-    ensure_infrastructure(fleet, log)
-    if fleet.network not in info["NetworkSettings"]["Networks"]:
-        dockercli.run(["network", "connect", fleet.network, container])
-    tar = hostfiles.TarBuilder()
-    hostfiles.add_hardware(tar, render_profile(info["Config"]["Hostname"], spec))
-    hostfiles.add_apt_sources(tar, aptrepo.DEBIAN_URL, signing.public_key(armor=False))
-    dockercli.run(["cp", "-a", "-", f"{container}:/"], input_bytes=tar.render())
-    dockercli.exec_in(container, ["systemctl", "daemon-reload"])
-    dockercli.exec_in(container, ["systemctl", "start", hostfiles.KERNEL_UNIT])
-
-
 def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -> FleetRecord:
     """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]); reuse hosts whose config is unchanged."""
     image, repo_dir = ensure_infrastructure(fleet, log)
