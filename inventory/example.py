@@ -17,7 +17,7 @@ _all = {
         "api_key": {"file": "/etc/ms4fleet/api-key"},
         "default_reasoning_effort": "none",
     },
-    "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.20.1"},
+    "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
     "ms4fleet_weights": {
         "source": "hub",
         "revision": "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d",

@@ -25,18 +25,8 @@ say "3. Weights from a loopback mirror; the vLLM image as an archive"
 mirror=$!
 trap 'kill $mirror 2>/dev/null || true' EXIT
 for _ in $(seq 50); do curl -fs -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.2; done
-"$BIN/python" - <<'PY'
-from pathlib import Path
-import subprocess
-from ms4fleet_sim import dockercli, inventories, standin_image
-
-archive, stamp = Path(".sim/vllm-image.tar"), Path(".sim/vllm-image.id")
-image_id = dockercli.out(["image", "inspect", "--format", "{{.Id}}", standin_image.ensure_image()])
-if not archive.exists() or not stamp.exists() or stamp.read_text() != image_id:
-    subprocess.run(["docker", "save", "-o", str(archive), inventories.STANDIN_IMAGE], check=True)
-    stamp.write_text(image_id)
-print(f"{inventories.STANDIN_IMAGE} -> {archive}")
-PY
+"$BIN/python" -c 'from pathlib import Path; from ms4fleet_sim import inventories, standin_image
+print(inventories.STANDIN_IMAGE, "->", standin_image.save_archive(Path(".sim/vllm-image.tar")))'
 export MS4FLEET_SIM_MIRROR="http://127.0.0.1:$PORT"
 
 say "4. Plan the simulated fleet, then provision, fetch, serve and verify it"

@@ -186,8 +186,8 @@ class ServingConfig(_Section):
 
 class RuntimeConfig(_Section):
     kind: Literal["docker", "native"] = "docker"
-    image: str = "vllm/vllm-openai:v0.20.1"
-    vllm_version: str = "0.20.1"
+    image: str = "vllm/vllm-openai:v0.32.0"
+    vllm_version: str = "0.32.0"
     venv: str = "/opt/ms4fleet/vllm"
     shm_size: str | None = None
 
@@ -199,7 +199,7 @@ class RuntimeConfig(_Section):
         name, _, tag = image.rpartition(":")
         if not name or "/" in tag or tag in {"", "latest"}:
             raise ValueError(
-                f"={image!r} is not pinned: name a release tag (vllm/vllm-openai:v0.20.1) or a digest (@sha256:...)"
+                f"={image!r} is not pinned: name a release tag (vllm/vllm-openai:v0.32.0) or a digest (@sha256:...)"
             )
         return image
 
@@ -207,7 +207,7 @@ class RuntimeConfig(_Section):
     @classmethod
     def _pinned_version(cls, version: str) -> str:
         if not _VERSION.match(version):
-            raise ValueError(f"={version!r} must be an exact version such as 0.20.1")
+            raise ValueError(f"={version!r} must be an exact version such as 0.32.0")
         return version
 
 

@@ -18,8 +18,8 @@ from ms4fleet_sim.fleet import DEFAULT_FLEET, Fleet, FleetRecord
 
 GROUP = "sim"
 # The stand-in is tagged as the production image the core names by default, so the unit runs unchanged.
-STANDIN_IMAGE = "vllm/vllm-openai:v0.20.1"
-STANDIN_VLLM_VERSION = "0.20.1"
+STANDIN_IMAGE = "vllm/vllm-openai:v0.32.0"
+STANDIN_VLLM_VERSION = "0.32.0"
 
 
 def group_data(record: FleetRecord) -> dict[str, Any]:

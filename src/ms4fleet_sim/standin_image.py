@@ -123,3 +123,19 @@ def load_into(container: str, image: str = STANDIN_IMAGE) -> bool:
         )
     dockercli.pipe(["save", image], ["exec", "-i", container, "docker", "load"])
     return True
+
+
+def save_archive(path: Path) -> Path:
+    """The stand-in image as a ``docker save`` archive at ``path``, for hosts without a registry (the engines'
+    image archive setting). Rewritten only when the image or the tag it carries changed (``path.id`` records
+    both: the hosts' dockerd knows the image by that tag)."""
+    image = ensure_image()
+    stamp = path.with_suffix(".id")
+    key = f"{dockercli.out(['image', 'inspect', '--format', '{{.Id}}', image])} {image}"
+    if not path.exists() or not stamp.exists() or stamp.read_text() != key:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        dockercli.run(["save", "-o", str(partial), image], timeout=600)
+        partial.rename(path)
+        stamp.write_text(key)
+    return path

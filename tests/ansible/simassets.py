@@ -15,7 +15,6 @@ The sim inventory carries no weights and the sim hosts cannot pull images, so a 
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,21 +32,8 @@ def weights(root: Path = DEFAULT_ROOT) -> tuple[Path, str]:
 
 
 def image_archive(root: Path = DEFAULT_ROOT) -> Path:
-    """``docker save`` of the stand-in image, named by its image id (rebuilt when the stand-in changes)."""
-    tag = standin_image.ensure_image()
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    archive = root / f"image-{image_id.removeprefix('sha256:')[:12]}.tar"
-    if not archive.exists():
-        root.mkdir(parents=True, exist_ok=True)
-        partial = archive.with_suffix(".partial")
-        subprocess.run(["docker", "image", "save", "--output", str(partial), tag], check=True)
-        partial.rename(archive)
-    for stale in root.glob("image-*.tar"):
-        if stale != archive:
-            stale.unlink()
-    return archive
+    """``docker save`` of the stand-in image (rewritten when the image or its tag changes)."""
+    return standin_image.save_archive(root / "vllm-image.tar")
 
 
 def extra_vars(root: Path = DEFAULT_ROOT) -> Path:

@@ -141,7 +141,7 @@ def _archive(manifest: Any) -> bytes:
 
 def test_image_archive_id_reads_the_config_digest(tmp_path: Path) -> None:
     path = tmp_path / "image.tar"
-    path.write_bytes(_archive([{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.20.1"], "Layers": []}]))
+    path.write_bytes(_archive([{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.32.0"], "Layers": []}]))
     assert FILTERS["image_archive_id"](str(path)) == "sha256:69da1c4d"
     path.write_bytes(_archive([{"Config": "blobs/sha256/abc123", "RepoTags": [], "Layers": []}]))
     assert FILTERS["image_archive_id"](str(path)) == "sha256:abc123"

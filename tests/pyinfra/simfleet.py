@@ -58,14 +58,7 @@ def ensure_fleet(name: str, hosts: int, gpus: str = "h200x8", root: Path = ROOT)
 
 def ensure_image_archive(path: Path = ROOT / ".sim" / "vllm-image.tar") -> Path:
     """The stand-in image (tagged as the production image) saved to ``path`` for hosts without a registry."""
-    tag = standin_image.ensure_image()
-    stamp = path.with_suffix(".id")
-    image_id = dockercli.out(["image", "inspect", "--format", "{{.Id}}", tag])
-    if not path.exists() or not stamp.exists() or stamp.read_text() != image_id:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["docker", "save", "-o", str(path), inventories.STANDIN_IMAGE], check=True)
-        stamp.write_text(image_id)
-    return path
+    return standin_image.save_archive(path)
 
 
 @contextmanager

@@ -32,7 +32,7 @@ def test_release_holds_what_serving_runs() -> None:
     cfg = config()
     rel = release(cfg)
     plan = plan_host(cfg)
-    assert rel.image == "vllm/vllm-openai:v0.20.1"
+    assert rel.image == "vllm/vllm-openai:v0.32.0"
     assert rel.weights_revision == REV_A
     assert rel.argv == tuple(r.argv for r in plan.replicas)
     assert dict(rel.units) == {r.unit_name: r.unit_text for r in plan.replicas}
@@ -98,4 +98,4 @@ def test_edited_record_is_refused() -> None:
 
 def test_summary() -> None:
     rel = release(config())
-    assert rel.summary() == f"{rel.id} (image vllm/vllm-openai:v0.20.1, weights {REV_A[:12]}, 4 replica(s))"
+    assert rel.summary() == f"{rel.id} (image vllm/vllm-openai:v0.32.0, weights {REV_A[:12]}, 4 replica(s))"

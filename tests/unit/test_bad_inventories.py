@@ -20,7 +20,7 @@ from ms4fleet.cli import main
 GOOD: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
     "ms4fleet_serving": {"model": "mistral-small-4", "api_key": {"file": "/etc/ms4fleet/api-key"}},
-    "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.20.1"},
+    "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
     "ms4fleet_weights": {"revision": "a" * 40, "hf_token": {"env": "HF_TOKEN"}},
 }
 

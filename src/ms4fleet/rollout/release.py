@@ -62,7 +62,7 @@ class Release:
         return hashlib.sha256(blob).hexdigest()[:ID_CHARS]
 
     def summary(self) -> str:
-        """``3f2a9c0d1e2b4a5c (image vllm/vllm-openai:v0.20.1, weights 3f1b2c4d5e6f, 4 replica(s))``."""
+        """``3f2a9c0d1e2b4a5c (image vllm/vllm-openai:v0.32.0, weights 3f1b2c4d5e6f, 4 replica(s))``."""
         what = f"image {self.image}" if self.image else self.runtime
         weights = f", weights {self.weights_revision[:12]}" if self.weights_revision else ""
         return f"{self.id} ({what}{weights}, {len(self.units)} replica(s))"
