@@ -18,6 +18,7 @@ from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.converged import VERIFIED_FILE, Desired, differences, snapshot_script
 from ms4fleet_pyinfra.facts import Sections
+from tests.pyinfra import harness
 
 REVISION = "5e" * 20
 
@@ -160,3 +161,21 @@ def test_the_loaded_driver_as_sysfs_reports_it_on_the_real_h200() -> None:
     assert differences(want, Sections().process(as_installed)) == [
         "driver 580.159.04 installed, 580.95.05 loaded: reboot needed"
     ]
+
+
+@pytest.mark.parametrize("os_text", ['ID=debian\nVERSION_ID="12"\n', 'ID=ubuntu\nVERSION_ID="24.04"\n'])
+def test_a_converged_host_is_known_in_one_round_trip(os_text: str) -> None:
+    # The whole deploy on pyinfra's fake connector: the only answered command is the snapshot with
+    # /etc/os-release in front. A second fact (the OS alone) would get no answer: the host check would fail.
+    os_release = OsRelease.parse(os_text)
+    want = desired()
+    want = Desired(want.config, provision_plan(want.config, os_release), want.serving, want.weights)
+    answer = ["--ms4fleet-- os", *os_text.splitlines(), *converged_output(want)]
+    host_data = {
+        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror.internal/hf", "revision": REVISION},
+    }
+    assert harness.plan(host_data, {"--ms4fleet-- os": answer}) == {"converged (nothing to do)": "noop"}
+    # A host answering something else is not taken for converged.
+    answer[answer.index("--ms4fleet-- user") + 1] = "no"
+    assert "converged (nothing to do)" not in harness.plan(host_data, {"--ms4fleet-- os": answer})

@@ -18,7 +18,7 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import KEYRING, ProvisionPlan, provision_plan
+from ms4fleet.provision import KEYRING, SUPPORTED_OS, OsRelease, ProvisionPlan, provision_plan
 from ms4fleet.secrets import service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.cli import DEFAULT_STAGING, target_for
@@ -26,7 +26,7 @@ from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.converged import Desired, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
-from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
+from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections, section_marker
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
@@ -35,6 +35,8 @@ from pyinfra import logger
 
 # apt waits for a lock held by unattended-upgrades on fresh Ubuntu instead of failing the host.
 APT_ARGS = "-o DPkg::Lock::Timeout=600"
+# The OS the converged check's script is built for before the host's own is read (any supported one).
+ASSUMED_OS = next(OsRelease(name, versions[0]) for name, versions in SUPPORTED_OS.items())
 
 
 def connection(data: dict[str, Any]) -> dict[str, Any]:
@@ -63,16 +65,22 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
 
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
-    os_release = host.get_fact(OsReleaseFact)
     try:
-        plan = provision_plan(config, os_release)
         request = request_for_host(config)
+        serving_plan = plan_host(config)
+        # One round trip answers "is this host converged?" before its OS is known: the snapshot lists paths,
+        # packages and units, which no supported OS changes (the OS changes what the answers must be).
+        assumed = Desired(config, provision_plan(config, ASSUMED_OS), serving_plan, request)
+        script = snapshot_script(assumed)
+        sections = host.get_fact(Sections, script=f"{section_marker('os')}\ncat /etc/os-release\n{script}")
+        os_release = OsRelease.parse("\n".join(sections["os"])) if "os" in sections else host.get_fact(OsReleaseFact)
+        desired = Desired(config, provision_plan(config, os_release), serving_plan, request)
     except (ConfigError, WeightsError) as err:
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
-    serving_plan = plan_host(config)
-    desired = Desired(config, plan, serving_plan, request)
-    differences = converge_check(desired, host.get_fact(Sections, script=snapshot_script(desired)))
+    if "os" not in sections or snapshot_script(desired) != script:
+        sections = host.get_fact(Sections, script=snapshot_script(desired))
+    differences = converge_check(desired, sections)
     if not differences:
         hostops.converged(
             summary=f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files as planned",
@@ -83,7 +91,7 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
     report_headroom(config, serving_plan, sudo)
-    provision(config, plan)
+    provision(config, desired.provision)
     data = host_data(host)
     runtime = config.runtime
     image_op = (
