@@ -25,6 +25,7 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.config import HostConfig
 from ms4fleet.secrets import secret_path
@@ -38,13 +39,6 @@ ARGUMENT_SPEC = {
     "tunnel_timeout": {"type": "float", "default": 30.0},
 }
 LOG_LINES = 400
-
-
-def _option(connection: Any, name: str) -> Any:
-    try:
-        return connection.get_option(name)
-    except KeyError:
-        return None
 
 
 class ActionModule(ActionBase):
@@ -117,26 +111,20 @@ class ActionModule(ActionBase):
     @contextlib.contextmanager
     def _tunnel(self, target: str, port: int, timeout_s: float) -> Iterator[str]:
         """A base URL on the controller that reaches ``target:port`` as seen from the host."""
-        connection = self._connection
-        if connection.transport.split(".")[-1] == "local":
+        host = ssh_target(self, "tunnel")
+        if host.hostname is None:
             yield f"http://{target if ':' not in target else f'[{target}]'}:{port}"
             return
-        host = _option(connection, "host") or self._play_context.remote_addr
-        argv = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes", "-o", "ControlMaster=no"]
-        if _option(connection, "port"):
-            argv += ["-p", str(_option(connection, "port"))]
-        if _option(connection, "remote_user"):
-            argv += ["-l", str(_option(connection, "remote_user"))]
-        if _option(connection, "private_key_file"):
-            argv += ["-i", os.path.expanduser(str(_option(connection, "private_key_file"))), "-o", "IdentitiesOnly=yes"]
-        for name in ("ssh_common_args", "ssh_extra_args"):
-            argv += shlex.split(str(_option(connection, name) or ""))
+        # ssh takes the first value given for an option: ours come before the connection's own ssh args, so
+        # the tunnel never rides (or becomes) a ControlMaster that would outlive it.
+        ssh, *options = host.ssh_argv()
+        argv = [ssh, "-N", "-o", "ExitOnForwardFailure=yes", "-o", "ControlMaster=no", *options]
         remote = f"[{target}]" if ":" in target else target
         deadline = time.monotonic() + timeout_s
         while True:
             local = _free_port()
             proc = subprocess.Popen(
-                [*argv, "-L", f"127.0.0.1:{local}:{remote}:{port}", str(host)],
+                [*argv, "-L", f"127.0.0.1:{local}:{remote}:{port}", host.hostname],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

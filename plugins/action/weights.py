@@ -22,6 +22,7 @@ from typing import Any
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
@@ -34,13 +35,6 @@ ARGUMENT_SPEC = {
     "endpoint": {"type": "str"},
     "timeout": {"type": "float", "default": 6 * 3600.0},
 }
-
-
-def _option(connection: Any, name: str) -> Any:
-    try:
-        return connection.get_option(name)
-    except KeyError:
-        return None
 
 
 class ActionModule(ActionBase):
@@ -86,22 +80,7 @@ class ActionModule(ActionBase):
 
     def _target(self, task_vars: dict[str, Any]) -> HostTarget:
         """How the core's stager reaches this host: the task's own SSH settings (or this machine)."""
-        connection = self._connection
-        name = str(task_vars.get("inventory_hostname", "?"))
-        if connection.transport.split(".")[-1] == "local":
-            return HostTarget.local(name)
-        options: list[str] = []
-        for option in ("ssh_common_args", "ssh_extra_args"):
-            options += shlex.split(str(_option(connection, option) or ""))
-        key = _option(connection, "private_key_file")
-        return HostTarget(
-            name=name,
-            hostname=str(_option(connection, "host") or self._play_context.remote_addr),
-            port=int(_option(connection, "port") or 22),
-            user=str(_option(connection, "remote_user")) if _option(connection, "remote_user") else None,
-            key=os.path.expanduser(str(key)) if key else None,
-            ssh_options=tuple(options),
-        )
+        return ssh_target(self, str(task_vars.get("inventory_hostname", "?")))
 
     def _verified_on_host(self, dest: str, repo: str, revision: str) -> bool:
         command = " ".join(
