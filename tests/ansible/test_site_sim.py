@@ -42,23 +42,7 @@ def test_first_run_converges_every_host_to_verified_endpoints(site: Site) -> Non
     assert site.first.rc == 0, site.first.output[-3000:]
     fleet = site.fleet
     for name in fleet.hosts:
-        dpkg = fleet.sh(
-            name,
-            "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' "
-            "nvidia-driver-580-open nvidia-fabricmanager cuda-toolkit-13-0 docker.io nvidia-container-toolkit",
-        )
-        rows = {line.split()[0]: line.split()[1:] for line in dpkg.splitlines()}
-        assert rows["nvidia-driver-580-open"][1] == "hi" and rows["nvidia-fabricmanager"][1] == "hi", dpkg
-        assert rows["nvidia-fabricmanager"][0] == rows["nvidia-driver-580-open"][0] == "580.95.05-1", dpkg
-        smi = fleet.sh(name, "nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
-        assert smi == ["580.95.05"] * 8
-        active = fleet.sh(name, f"systemctl is-active nvidia-fabricmanager docker {' '.join(UNITS)}", check=False)
-        assert active.split() == ["active"] * (2 + len(UNITS)), active
-        daemon = json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))
-        assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
-        for port in range(8000, 8004):
-            answer = json.loads(fleet.sh(name, f"curl -s http://127.0.0.1:{port}/v1/models"))
-            assert answer["data"][0]["id"] == "mistral-small-4"
+        simfleet.assert_serving(fleet, name, replicas=len(UNITS))
     assert "failed=0" in site.first.output
     assert site.first.output.count("ms4fleet-vllm-3.service: True") == 3, site.first.output[-2000:]
 

@@ -4,6 +4,7 @@ stand-in image as a ``docker save`` archive, the loopback weights mirror, and ``
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +47,31 @@ class Fleet:
     def down(self) -> None:
         simfleet.down(self.target)
         inventories.remove(self.target)
+
+
+DRIVER, DRIVER_VERSION = "nvidia-driver-580-open", "580.95.05"
+PROVISIONED = (DRIVER, "nvidia-fabricmanager", "cuda-toolkit-13-0", "docker.io", "nvidia-container-toolkit")
+
+
+def assert_serving(fleet: Fleet, name: str, replicas: int, gpus: int = 8) -> None:
+    """What either engine must leave on a sim host, read through Docker: the simulated driver and fabric
+    manager installed and held at one version, that driver loaded, CUDA, Docker and the toolkit installed,
+    the services and every replica active, the nvidia runtime in daemon.json, every replica serving."""
+    dpkg = fleet.sh(name, "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' " + " ".join(PROVISIONED))
+    rows = {line.split()[0]: line.split()[1:] for line in dpkg.splitlines()}
+    assert rows[DRIVER][1] == "hi" and rows["nvidia-fabricmanager"][1] == "hi", dpkg
+    assert rows["nvidia-fabricmanager"][0] == rows[DRIVER][0] == f"{DRIVER_VERSION}-1", dpkg
+    assert all(rows[p][1].endswith("i") for p in PROVISIONED), dpkg
+    smi = fleet.sh(name, "nvidia-smi --query-gpu=driver_version --format=csv,noheader").split()
+    assert smi == [DRIVER_VERSION] * gpus, smi
+    units = [f"ms4fleet-vllm-{i}.service" for i in range(replicas)]
+    active = fleet.sh(name, f"systemctl is-active nvidia-fabricmanager docker {' '.join(units)}", check=False)
+    assert active.split() == ["active"] * (2 + replicas), active
+    daemon = json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))
+    assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+    for port in range(8000, 8000 + replicas):
+        answer = json.loads(fleet.sh(name, f"curl -s http://127.0.0.1:{port}/v1/models"))
+        assert answer["data"][0]["id"] == "mistral-small-4", (name, port, answer)
 
 
 def ensure_fleet(name: str, hosts: int, gpus: str = "h200x8", root: Path = ROOT) -> Fleet:

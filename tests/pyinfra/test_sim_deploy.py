@@ -45,29 +45,13 @@ def test_first_run_converges_every_host_to_verified_endpoints(deployed: Deployed
     assert deployed.first.rc == 0, deployed.first.output[-3000:]
     fleet = deployed.fleet
     for name in fleet.hosts:
-        dpkg = fleet.sh(
-            name,
-            "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' "
-            "nvidia-driver-580-open nvidia-fabricmanager cuda-toolkit-13-0 docker.io nvidia-container-toolkit",
-        )
-        rows = {line.split()[0]: line.split()[1:] for line in dpkg.splitlines()}
-        assert rows["nvidia-driver-580-open"][1] == "hi" and rows["nvidia-fabricmanager"][1] == "hi", dpkg
-        assert rows["nvidia-fabricmanager"][0] == rows["nvidia-driver-580-open"][0], dpkg
-        assert all(rows[p][1].endswith("i") for p in ("cuda-toolkit-13-0", "docker.io", "nvidia-container-toolkit"))
-        smi = fleet.sh(name, "nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1").strip()
-        assert rows["nvidia-driver-580-open"][0].startswith(smi), (smi, dpkg)
-        active = fleet.sh(name, f"systemctl is-active nvidia-fabricmanager docker {' '.join(UNITS)}", check=False)
-        assert active.split() == ["active"] * (2 + len(UNITS)), active
-        daemon = json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))
-        assert daemon["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+        simfleet.assert_serving(fleet, name, replicas=len(UNITS))
         assert fleet.sh(name, "cat /etc/modprobe.d/ms4fleet-blacklist-nouveau.conf").count("blacklist nouveau") == 1
         manifest = json.loads(fleet.sh(name, f"cat {WEIGHTS}/{META_DIR}/manifest.json"))
         assert {f["path"] for f in manifest["files"]} >= {"params.json", "tekken.json"}
         verified = json.loads(fleet.sh(name, "cat /var/lib/ms4fleet/verified.json"))
         assert [r["ok"] for r in verified["replicas"]] == [True] * 4
         assert {"completion", "tools", "streaming"} <= set(verified["checks"])
-        answer = fleet.sh(name, "curl -s http://127.0.0.1:8003/v1/models")
-        assert json.loads(answer)["data"][0]["id"] == "mistral-small-4"
 
 
 def test_second_run_changes_nothing(deployed: Deployed) -> None:
