@@ -5,8 +5,14 @@ twice (pyinfra evaluates every operation at prepare and again at execution): the
 fleet costs one round trip per host. Any difference, even one, plans the full deploy, whose operations
 re-read their facts and change only what differs.
 
-+ ``snapshot_script(desired)`` and ``differences(desired, sections)``; ``Desired.build(...)`` gathers what
-  the core decided for the host.
+The snapshot starts with the host's fingerprint: the stat identity (size, inode, mtime, ctime, mode, owner)
+of every file the rest of it reads, the boot and machine ids and the loaded driver. Once a full check has
+passed, ``quick_script`` (fingerprint, unit states, image) proves the same verdict while the fingerprint is
+unchanged (``verdicts`` keeps it on the controller): no package database, hashing or driver query.
+
++ ``snapshot_script(desired)`` and ``differences(desired, sections)``: the full check.
++ ``quick_script(desired)``, ``fingerprint(sections)`` and ``live_differences(desired, sections)``: the
+  quick one; ``Desired.digest`` names what the core wanted when a verdict was stored.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import json
 import os
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
+import ms4fleet
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import DAEMON_JSON, KEYRING, ProvisionPlan, daemon_json, needs_reboot
@@ -29,6 +37,11 @@ from ms4fleet_pyinfra.facts import held_packages, installed_packages, section_ma
 from ms4fleet_pyinfra.hostscripts import python_command
 
 VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
+# Files the full check reads besides the managed ones: packages and holds, the OS, the service user, and
+# the unit directory (a unit added or removed changes its mtime).
+STATE_FILES = ("/var/lib/dpkg/status", "/etc/os-release", "/etc/passwd", "/etc/group", paths.SYSTEMD_DIR)
+# A verdict is only as good as the check that reached it: another check, another digest.
+_CHECKER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,72 @@ class Desired:
     def services(self) -> tuple[str, ...]:
         return (*self.provision.enabled_services, *self.units)
 
+    @property
+    def digest(self) -> str:
+        """Everything the check compares the host against, and the check itself, in one sha256. Not the
+        whole config: a setting the host does not hold (the mirror's URL) changes no verdict."""
+        wanted = {
+            "checker": [ms4fleet.__version__, _CHECKER],
+            "daemon": daemon_json(None, self.config),
+            "os": self.provision.os.key,
+            "script": snapshot_script(self),
+            "files": self.files,
+            "secrets": self.secret_files,
+            "held": self.provision.held,
+        }
+        return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
+
+
+def _fingerprint_parts(desired: Desired) -> list[str]:
+    """Prints what identifies the state the full check reads: any change to that state prints otherwise."""
+    q = shlex.quote
+    # The secret files the service's env file is built from (supplied or the host's own) and that file.
+    secrets = [secret_path(ref, name) for name, ref in service_secret_refs(desired.config).values()]
+    env = [paths.ENV_FILE] if secrets else []
+    checked = sorted({*STATE_FILES, *desired.files, *secrets, *env, KEYRING, VERIFIED_FILE, DAEMON_JSON})
+    return [
+        section_marker("fingerprint"),
+        "cat /proc/sys/kernel/random/boot_id /etc/machine-id /sys/module/nvidia/version",
+        # ctime cannot be set from user space: a write that restores size and mtime still changes it.
+        "stat -L -c '%n|%s|%i|%y|%z|%a|%u|%g' " + " ".join(q(p) for p in checked),
+        f"find -L {q(desired.weights.dest)} -printf '%p|%s|%i|%T@|%C@|%m|%u|%g\\n'",
+    ]
+
+
+def _live_parts(desired: Desired) -> list[str]:
+    """What no file records: whether the units run, and whether the image is still there."""
+    q = shlex.quote
+    return [
+        section_marker("services"),
+        "systemctl show --property=Id,ActiveState,UnitFileState " + " ".join(q(s) for s in desired.services),
+        section_marker("image"),
+        f"docker image inspect --format '{{{{.Id}}}}' {q(desired.config.runtime.image)}"
+        if desired.config.runtime.kind == "docker"
+        else "echo native",
+    ]
+
+
+def _script(parts: list[str]) -> str:
+    return "\n".join(f"{part} 2>/dev/null" if not part.startswith("echo '") else part for part in parts) + "\n"
+
+
+def quick_script(desired: Desired) -> str:
+    """The fingerprint and the live parts only: enough when a stored verdict's fingerprint still matches."""
+    return _script([*_fingerprint_parts(desired), *_live_parts(desired)])
+
+
+def fingerprint(sections: dict[str, list[str]]) -> str | None:
+    lines = sections.get("fingerprint")
+    return None if not lines else hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
 
 def snapshot_script(desired: Desired) -> str:
     q = shlex.quote
     checked = [*desired.files, *desired.secret_files, KEYRING, VERIFIED_FILE]
     request = desired.weights
+    # The fingerprint first: a change made while the rest runs then shows in the next run's fingerprint.
     parts = [
+        *_fingerprint_parts(desired),
         section_marker("dpkg"),
         "dpkg-query -W -f='${Package}\\t${Version}\\t${db:Status-Abbrev}\\n' "
         + " ".join(q(p) for p in desired.packages),
@@ -81,16 +154,11 @@ def snapshot_script(desired: Desired) -> str:
         f'for f in {" ".join(q(p) for p in checked)}; do [ -f "$f" ] && sha256sum "$f"; done',
         section_marker("daemon"),
         f"base64 -w0 {DAEMON_JSON} && echo",
-        section_marker("services"),
-        "systemctl show --property=Id,ActiveState,UnitFileState " + " ".join(q(s) for s in desired.services),
+        *_live_parts(desired),
         section_marker("units"),
         f"ls {paths.SYSTEMD_DIR} | grep '^{paths.UNIT_PREFIX}-.*\\.service$'",
         section_marker("user"),
         f"getent passwd {q(desired.provision.service_user)} >/dev/null && echo yes",
-        section_marker("image"),
-        f"docker image inspect --format '{{{{.Id}}}}' {q(desired.config.runtime.image)}"
-        if desired.config.runtime.kind == "docker"
-        else "echo native",
         section_marker("weights"),
         python_command(
             "weights_verify.py",
@@ -110,7 +178,7 @@ def snapshot_script(desired: Desired) -> str:
     ]
     if service_secret_refs(desired.config):
         parts += [section_marker("env"), f"sh -c {q(env_file_script(desired.config, check=True))}"]
-    return "\n".join(f"{part} 2>/dev/null" if not part.startswith("echo '") else part for part in parts) + "\n"
+    return _script(parts)
 
 
 def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
@@ -129,11 +197,7 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
     out += [f"{path} missing" for path in (KEYRING, VERIFIED_FILE) if path not in hashes]
     if desired.config.runtime.kind == "docker":
         out += _daemon_difference(desired.config, sections.get("daemon", []))
-        image = "".join(sections.get("image", [])).strip()
-        out += [] if image.startswith("sha256:") else [f"image {desired.config.runtime.image} missing"]
-    states = _unit_states(sections.get("services", []))
-    out += [f"{s} not active" for s in desired.services if states.get(s, {}).get("ActiveState") != "active"]
-    out += [f"{s} not enabled" for s in desired.services if states.get(s, {}).get("UnitFileState") != "enabled"]
+    out += live_differences(desired, sections)
     present = {line.strip() for line in sections.get("units", []) if line.strip()}
     out += [f"stale unit {u}" for u in sorted(present - set(desired.units))]
     if "yes" not in (line.strip() for line in sections.get("user", [])):
@@ -149,6 +213,18 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
             out.append(f"driver {version} installed, {loaded} loaded: reboot needed")
     if service_secret_refs(desired.config) and [s.strip() for s in sections.get("env", [])] != ["unchanged"]:
         out.append(f"{paths.ENV_FILE} differs")
+    return out
+
+
+def live_differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
+    """The parts no fingerprint covers: the image is present, every unit active and enabled."""
+    out: list[str] = []
+    if desired.config.runtime.kind == "docker":
+        image = "".join(sections.get("image", [])).strip()
+        out += [] if image.startswith("sha256:") else [f"image {desired.config.runtime.image} missing"]
+    states = _unit_states(sections.get("services", []))
+    out += [f"{s} not active" for s in desired.services if states.get(s, {}).get("ActiveState") != "active"]
+    out += [f"{s} not enabled" for s in desired.services if states.get(s, {}).get("UnitFileState") != "enabled"]
     return out
 
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ms4fleet_pyinfra.verdicts import CACHE_ENV
 from ms4fleet_sim import dockercli, inventories, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.profiles import assign_specs, parse_gpu_spec
@@ -113,12 +114,16 @@ def _changed(line: str) -> bool:
     return len(cells) > 2 and cells[2].strip() not in ("-", "0")
 
 
-def pyinfra(fleet: Fleet, *args: str, mirror_url: str, archive: Path, staging: Path) -> Run:
+def pyinfra(
+    fleet: Fleet, *args: str, mirror_url: str, archive: Path, staging: Path, verdicts: Path | None = None
+) -> Run:
+    """``pyinfra -y INVENTORY deploy.py ARGS``; ``verdicts``: the converged-verdict cache directory to use."""
     env = {
         **os.environ,
         "MS4FLEET_SIM_MIRROR": mirror_url,
         "MS4FLEET_SIM_IMAGE_ARCHIVE": str(archive),
         "MS4FLEET_SIM_STAGING": str(staging),
+        **({CACHE_ENV: str(verdicts)} if verdicts is not None else {}),
     }
     argv = [str(PYINFRA), "-y", "--group-data", str(GROUP_DATA), str(fleet.inventory), str(ROOT / "deploy.py"), *args]
     started = time.monotonic()

@@ -14,13 +14,35 @@ import pytest
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
+from ms4fleet.secrets import secret_path
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra.converged import VERIFIED_FILE, Desired, differences, snapshot_script
+from ms4fleet_pyinfra import verdicts
+from ms4fleet_pyinfra.converged import (
+    STATE_FILES,
+    VERIFIED_FILE,
+    Desired,
+    differences,
+    fingerprint,
+    live_differences,
+    quick_script,
+    snapshot_script,
+)
 from ms4fleet_pyinfra.facts import Sections
 from tests.pyinfra import harness
 
 REVISION = "5e" * 20
+HOST_DATA: dict[str, Any] = {
+    "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+    "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror.internal/hf", "revision": REVISION},
+}
+FAKE_HOST = "@fake/gpu-1"  # pyinfra's name for harness.plan's host
+FINGERPRINT = [
+    "3f0e9c1a-5d2b-4c43-9a7e-0b6f1d2e3c4d",
+    "0123456789abcdef0123456789abcdef",
+    "/var/lib/dpkg/status|242412|4759980|2026-11-29 20:16:00.068788617 +0000|"
+    "2026-11-29 20:16:00.068788617 +0000|644|0|0",
+]
 
 
 def desired(**gpu: Any) -> Desired:
@@ -47,6 +69,7 @@ def converged_output(want: Desired) -> list[str]:
         services += [f"Id={unit}", "ActiveState=active", "UnitFileState=enabled", ""]
     daemon = base64.b64encode(daemon_json("", want.config).encode()).decode()
     sections = {
+        "fingerprint": FINGERPRINT,
         "dpkg": dpkg,
         "files": files,
         "daemon": [daemon],
@@ -171,11 +194,133 @@ def test_a_converged_host_is_known_in_one_round_trip(os_text: str) -> None:
     want = desired()
     want = Desired(want.config, provision_plan(want.config, os_release), want.serving, want.weights)
     answer = ["--ms4fleet-- os", *os_text.splitlines(), *converged_output(want)]
-    host_data = {
-        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror.internal/hf", "revision": REVISION},
-    }
-    assert harness.plan(host_data, {"--ms4fleet-- os": answer}) == {"converged (nothing to do)": "noop"}
+    assert harness.plan(HOST_DATA, {"--ms4fleet-- os": answer}) == {"converged (nothing to do)": "noop"}
     # A host answering something else is not taken for converged.
     answer[answer.index("--ms4fleet-- user") + 1] = "no"
-    assert "converged (nothing to do)" not in harness.plan(host_data, {"--ms4fleet-- os": answer})
+    verdicts.forget(FAKE_HOST)
+    assert "converged (nothing to do)" not in harness.plan(HOST_DATA, {"--ms4fleet-- os": answer})
+
+
+def full_answer(want: Desired, os_text: str = 'ID=debian\nVERSION_ID="12"\n') -> list[str]:
+    return ["--ms4fleet-- os", *os_text.splitlines(), *converged_output(want)]
+
+
+def quick_answer(want: Desired, fingerprint_lines: list[str] = FINGERPRINT) -> list[str]:
+    """What the quick script prints: the fingerprint and the live sections of a converged host."""
+    sections = Sections().process(converged_output(want))
+    out = ["--ms4fleet-- fingerprint", *fingerprint_lines]
+    for name in ("services", "image"):
+        out += [f"--ms4fleet-- {name}", *sections[name]]
+    return out
+
+
+def test_the_fingerprint_covers_every_file_the_full_check_reads() -> None:
+    config = HostConfig.from_host_data(
+        "gpu-1", {**HOST_DATA, "ms4fleet_serving": {"api_key": {"env": "MS4FLEET_TEST_KEY"}}}
+    )
+    want = Desired(
+        config, provision_plan(config, OsRelease("debian", "12")), plan_host(config), request_for_host(config)
+    )
+    quick = quick_script(want)
+    stat_line = next(line for line in quick.splitlines() if line.startswith("stat "))
+    secret = secret_path(config.serving.api_key, "api_key")  # type: ignore[arg-type]
+    for path in (*want.files, *STATE_FILES, KEYRING, VERIFIED_FILE, DAEMON_JSON, paths.ENV_FILE, secret):
+        assert f" {path}" in stat_line, path
+    # The weights directory entry by entry, the boot, the machine and the loaded module.
+    assert f"find -L {want.weights.dest} -printf" in quick
+    assert "/proc/sys/kernel/random/boot_id /etc/machine-id /sys/module/nvidia/version" in quick
+    # The full check prints the same fingerprint, before anything else it reads.
+    full = snapshot_script(want)
+    assert full.index("--ms4fleet-- fingerprint") < full.index("--ms4fleet-- dpkg")
+    assert quick.split("echo '--ms4fleet-- services'")[0] in full
+    # The quick check never hashes, queries dpkg, runs the weights verifier or asks the driver.
+    for costly in ("sha256sum", "dpkg-query", "python3", "nvidia-smi"):
+        assert costly not in quick, costly
+
+
+def test_a_passed_full_check_is_remembered_and_the_next_run_asks_only_the_quick_check() -> None:
+    want = desired()
+    assert harness.plan(HOST_DATA, {"--ms4fleet-- os": full_answer(want)}) == {"converged (nothing to do)": "noop"}
+    known = verdicts.load(FAKE_HOST)
+    assert known is not None
+    assert known.digest == want.digest and known.os == OsRelease("debian", "12")
+    # Only the quick script is answered now: a full check would get no answer and fail the host.
+    assert harness.plan(HOST_DATA, {"--ms4fleet-- fingerprint": quick_answer(want)}) == {
+        "converged (nothing to do)": "noop"
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda lines: [*lines[:2], lines[2].replace("|644|", "|600|")], id="a file's mode"),
+        pytest.param(lambda lines: ["4ee1c0de-0000-4000-8000-000000000000", *lines[1:]], id="a reboot"),
+        pytest.param(lambda lines: lines[:2], id="a file gone"),
+    ],
+)
+def test_a_changed_fingerprint_runs_the_full_check(change: Any) -> None:
+    want = desired()
+    harness.plan(HOST_DATA, {"--ms4fleet-- os": full_answer(want)})
+    quick = quick_answer(want, change(FINGERPRINT))
+    # The full check then finds a drift (a unit's file): the whole deploy is planned, the verdict dropped.
+    drifted = [line.replace("  /etc/systemd/system/ms4fleet-vllm-0", "  /nowhere") for line in full_answer(want)]
+    planned = harness.plan(HOST_DATA, {"--ms4fleet-- os": drifted, "--ms4fleet-- fingerprint": quick})
+    assert "converged (nothing to do)" not in planned
+    assert verdicts.load(FAKE_HOST) is None
+
+
+def test_a_stopped_unit_or_a_missing_image_runs_the_full_check() -> None:
+    want = desired()
+    sections = Sections().process(quick_answer(want))
+    assert live_differences(want, sections) == []
+    harness.plan(HOST_DATA, {"--ms4fleet-- os": full_answer(want)})
+    stopped = [line.replace("ActiveState=active", "ActiveState=failed") for line in quick_answer(want)]
+    assert "docker not active" in live_differences(want, Sections().process(stopped))
+    # The fingerprint still matches, yet the full check runs and the deploy is planned to start docker again.
+    full_stopped = [line.replace("ActiveState=active", "ActiveState=failed") for line in full_answer(want)]
+    planned = harness.plan(HOST_DATA, {"--ms4fleet-- os": full_stopped, "--ms4fleet-- fingerprint": stopped})
+    assert "converged (nothing to do)" not in planned
+    no_image = [line.replace("sha256:", "Error: No such image ") for line in quick_answer(want)]
+    assert live_differences(want, Sections().process(no_image)) == ["image vllm/vllm-openai:v0.32.0 missing"]
+
+
+def test_a_new_plan_is_never_judged_by_an_old_verdict() -> None:
+    want = desired()
+    harness.plan(HOST_DATA, {"--ms4fleet-- os": full_answer(want)})
+    changed = {**HOST_DATA, "ms4fleet_runtime": {"image": "vllm/vllm-openai:v0.33.0"}}
+    config = HostConfig.from_host_data("gpu-1", changed)
+    assert Desired(config, want.provision, want.serving, want.weights).digest != want.digest
+    # The quick script is answered as converged, but the digest differs: the full check runs and sees a drift.
+    planned = harness.plan(changed, {"--ms4fleet-- fingerprint": quick_answer(want)})
+    assert "converged (nothing to do)" not in planned
+
+
+def test_verdicts_are_private_files_and_a_bad_one_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(verdicts.CACHE_ENV, str(tmp_path / "v"))
+    verdict = verdicts.Verdict("d" * 64, OsRelease("ubuntu", "24.04"), "f" * 64)
+    verdicts.store("gpu-1", verdict)
+    assert verdicts.load("gpu-1") == verdict
+    (entry,) = (tmp_path / "v").iterdir()
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "v").stat().st_mode & 0o777 == 0o700
+    assert verdicts.load("gpu-2") is None
+    entry.write_text("{not json")
+    assert verdicts.load("gpu-1") is None
+    verdicts.forget("gpu-1")
+    assert not entry.exists()
+    # Empty: the quick check is off; nothing is written or read.
+    monkeypatch.setenv(verdicts.CACHE_ENV, "")
+    verdicts.store("gpu-1", verdict)
+    assert verdicts.load("gpu-1") is None
+    # Unwritable: the deploy goes on (the next run does the full check).
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(verdicts.CACHE_ENV, str(blocker / "v"))
+    verdicts.store("gpu-1", verdict)
+    assert verdicts.load("gpu-1") is None
+
+
+def test_the_fingerprint_is_of_its_section_only() -> None:
+    sections = Sections().process(quick_answer(desired()))
+    assert fingerprint(sections) == hashlib.sha256("\n".join(FINGERPRINT).encode()).hexdigest()
+    assert fingerprint({}) is None

@@ -61,6 +61,27 @@ def test_second_run_changes_nothing(deployed: Deployed) -> None:
     assert "converged (nothing to do)" in again.output
 
 
+def test_later_runs_take_the_quick_check_which_still_sees_a_quiet_edit(deployed: Deployed) -> None:
+    # The second run's full check passed and was remembered: this one proves the same from fingerprints.
+    quick = deployed.run("-v")
+    assert quick.rc == 0 and quick.changed_ops() == 0, quick.output[-3000:]
+    assert quick.output.count("nothing the last full check read has changed") == 3, quick.output[-3000:]
+    # An edit that keeps the size and puts the mtime back (touch -r) still moves the ctime: repaired.
+    fleet, name = deployed.fleet, deployed.fleet.hosts[2]
+    conf = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
+    before = fleet.sh(name, f"cat {conf}")
+    fleet.sh(
+        name,
+        f"cp -p {conf} /tmp/ref && sed -i 's/blacklist nouveau/blacklist nouveaX/' {conf} && touch -r /tmp/ref {conf}",
+    )
+    assert fleet.sh(name, f"stat -c %s {conf}") == fleet.sh(name, "stat -c %s /tmp/ref")
+    repaired = deployed.run("-v")
+    assert repaired.rc == 0, repaired.output[-3000:]
+    assert repaired.changed_ops() > 0
+    assert repaired.output.count("nothing the last full check read has changed") == 2, repaired.output[-3000:]
+    assert fleet.sh(name, f"cat {conf}") == before
+
+
 def test_a_host_without_headroom_fails_alone(deployed: Deployed) -> None:
     fleet = deployed.fleet
     busy, other = fleet.hosts[1], fleet.hosts[0]

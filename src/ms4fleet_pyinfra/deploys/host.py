@@ -23,8 +23,9 @@ from ms4fleet.secrets import service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.cli import DEFAULT_STAGING, target_for
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra.converged import Desired, snapshot_script
+from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet_pyinfra import verdicts
+from ms4fleet_pyinfra.converged import Desired, fingerprint, live_differences, quick_script, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
 from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections, section_marker
 from ms4fleet_pyinfra.hostconfig import host_data
@@ -63,11 +64,31 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
             logger.warning(f"{host.print_prefix}headroom replica {index}: {' '.join(reasons)}")
 
 
+def still_converged(config: HostConfig, serving_plan: ServingPlan, request: WeightsRequest) -> bool:
+    """The quick check: a verdict stored by a passed full check, for exactly what the core wants now, whose
+    fingerprint the host still prints, with every unit active and the image present."""
+    known = verdicts.load(host.name)
+    if known is None:
+        return False
+    desired = Desired(config, provision_plan(config, known.os), serving_plan, request)
+    if desired.digest != known.digest:
+        return False
+    sections = host.get_fact(Sections, script=quick_script(desired))
+    return fingerprint(sections) == known.fingerprint and not live_differences(desired, sections)
+
+
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
         request = request_for_host(config)
         serving_plan = plan_host(config)
+        if still_converged(config, serving_plan, request):
+            hostops.converged(
+                summary=f"converged: {len(serving_plan.replicas)} replica(s) active, nothing the last full check "
+                "read has changed",
+                name="converged (nothing to do)",
+            )
+            return
         # One round trip answers "is this host converged?" before its OS is known: the snapshot lists paths,
         # packages and units, which no supported OS changes (the OS changes what the answers must be).
         assumed = Desired(config, provision_plan(config, ASSUMED_OS), serving_plan, request)
@@ -82,11 +103,15 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         sections = host.get_fact(Sections, script=snapshot_script(desired))
     differences = converge_check(desired, sections)
     if not differences:
+        found = fingerprint(sections)
+        if found is not None:
+            verdicts.store(host.name, verdicts.Verdict(desired.digest, desired.provision.os, found))
         hostops.converged(
             summary=f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files as planned",
             name="converged (nothing to do)",
         )
         return
+    verdicts.forget(host.name)
     logger.info(
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
