@@ -4,7 +4,6 @@ taken by a co-tenant fails its headroom gate while the other hosts complete."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
@@ -57,12 +56,9 @@ def test_second_run_changes_nothing(site: Site) -> None:
 def test_a_host_without_headroom_fails_alone(site: Site) -> None:
     fleet = site.fleet
     busy, other = fleet.hosts[1], fleet.hosts[0]
-    pid = fleet.sh(busy, "setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!").strip()
-    entry = {"pid": int(pid), "name": "cotenant", "container_id": None, "gpu_memory_bytes": {"0": 140_000_000_000}}
-    fleet.sh(busy, f"printf '%s' '{json.dumps(entry)}' > /run/nvidia-sim/procs/cotenant.json")
-    for name in (busy, other):
-        fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
-    try:
+    with simfleet.gpu0_taken(fleet, busy):
+        for name in (busy, other):
+            fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
         result = site.run()
         assert result.rc != 0
         recap = result.recap()
@@ -70,8 +66,6 @@ def test_a_host_without_headroom_fails_alone(site: Site) -> None:
         assert f"{busy}: headroom: replica 0 (ms4fleet-vllm-0.service) does not fit" in result.output
         assert fleet.sh(other, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
         assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service", check=False).strip() == "inactive"
-    finally:
-        fleet.sh(busy, f"rm -f /run/nvidia-sim/procs/cotenant.json; kill {pid}", check=False)
     healed = site.run()
     assert healed.rc == 0, healed.output[-3000:]
     assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"

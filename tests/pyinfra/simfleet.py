@@ -54,6 +54,18 @@ DRIVER, DRIVER_VERSION = "nvidia-driver-580-open", "580.95.05"
 PROVISIONED = (DRIVER, "nvidia-fabricmanager", "cuda-toolkit-13-0", "docker.io", "nvidia-container-toolkit")
 
 
+@contextmanager
+def gpu0_taken(fleet: Fleet, name: str) -> Iterator[None]:
+    """A co-tenant process on host ``name`` holding 140 GB of GPU 0 (in the sim's process table) while inside."""
+    pid = fleet.sh(name, "setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!").strip()
+    entry = {"pid": int(pid), "name": "cotenant", "container_id": None, "gpu_memory_bytes": {"0": 140_000_000_000}}
+    fleet.sh(name, f"printf '%s' '{json.dumps(entry)}' > /run/nvidia-sim/procs/cotenant.json")
+    try:
+        yield
+    finally:
+        fleet.sh(name, f"rm -f /run/nvidia-sim/procs/cotenant.json; kill {pid}", check=False)
+
+
 def assert_serving(fleet: Fleet, name: str, replicas: int, gpus: int = 8) -> None:
     """What either engine must leave on a sim host, read through Docker: the simulated driver and fabric
     manager installed and held at one version, that driver loaded, CUDA, Docker and the toolkit installed,

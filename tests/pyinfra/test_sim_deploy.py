@@ -86,19 +86,14 @@ def test_a_host_without_headroom_fails_alone(deployed: Deployed) -> None:
     fleet = deployed.fleet
     busy, other = fleet.hosts[1], fleet.hosts[0]
     # A co-tenant holding most of GPU 0 on one host, and one replica down on two hosts: both need a start.
-    pid = fleet.sh(busy, "setsid sleep 3600 >/dev/null 2>&1 < /dev/null & echo $!").strip()
-    entry = {"pid": int(pid), "name": "cotenant", "container_id": None, "gpu_memory_bytes": {"0": 140_000_000_000}}
-    fleet.sh(busy, f"printf '%s' '{json.dumps(entry)}' > /run/nvidia-sim/procs/cotenant.json")
-    for name in (busy, other):
-        fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
-    try:
+    with simfleet.gpu0_taken(fleet, busy):
+        for name in (busy, other):
+            fleet.sh(name, "systemctl stop ms4fleet-vllm-0.service")
         result = deployed.run()
         assert result.rc != 0
         assert f"[{busy}] headroom: does-not-fit" in result.output, result.output[-3000:]
         assert fleet.sh(other, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
         assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service", check=False).strip() == "inactive"
-    finally:
-        fleet.sh(busy, f"rm -f /run/nvidia-sim/procs/cotenant.json; kill {pid}", check=False)
     healed = deployed.run()
     assert healed.rc == 0, healed.output[-3000:]
     assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"

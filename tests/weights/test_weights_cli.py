@@ -43,20 +43,9 @@ def test_fetch_from_inventory_host_then_verify(
     repo.granted_tokens.add(hub_world.token.reveal())
     revision = repo.add_commit(synthetic_checkpoint(seed=5))
     inventory = _inventory(tmp_path, revision, hub_world.token_ref.file or "")
-    code = main(
-        [
-            "weights",
-            "fetch",
-            "--inventory",
-            str(inventory),
-            "--host",
-            "gpu-a",
-            "--owner",
-            "nobody",
-            "--endpoint",
-            hub_world.hub.url,
-        ]
-    )
+    fetch = ["weights", "fetch", "--inventory", str(inventory), "--host", "gpu-a", "--owner", "nobody"]
+    fetch += ["--endpoint", hub_world.hub.url]
+    code = main(fetch)
     out = capsys.readouterr().out
     dest = Path(paths.model_dir(str(tmp_path / "srv"), PROFILE, revision))
     assert code == 0 and out.startswith(f"{dest}: fetched, 4 files verified")
@@ -70,23 +59,7 @@ def test_fetch_from_inventory_host_then_verify(
     assert "params.json: missing" in capsys.readouterr().err
 
     # The fetch repairs it; the gated error path is one line naming the page.
-    assert (
-        main(
-            [
-                "weights",
-                "fetch",
-                "--inventory",
-                str(inventory),
-                "--host",
-                "gpu-a",
-                "--owner",
-                "nobody",
-                "--endpoint",
-                hub_world.hub.url,
-            ]
-        )
-        == 0
-    )
+    assert main(fetch) == 0
     assert "repaired" in capsys.readouterr().out
 
 
