@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine ready for the ms4fleet sim, idempotently:
-#   - install what the sim builds with, when missing: docker.io, debootstrap, dpkg-dev (dpkg-scanpackages),
-#     gnupg (archive signing);
+#   - install what the sim and the controller run, when missing, checking each program itself (a machine may
+#     ship a docker *client* and no daemon): dockerd (docker.io), debootstrap, dpkg-scanpackages (dpkg-dev),
+#     gpg (gnupg), rsync and ssh (the controller's weights staging), curl;
 #   - raise the inotify limits many systemd containers need (fs.inotify.max_user_instances/watches);
 #   - start dockerd when it is not running (CI machines have no systemd: it is started in the background,
 #     logging to /var/log/dockerd.log) and wait until it answers.
@@ -31,15 +32,23 @@ if [ "${1:-}" = "--cleanup" ]; then
     exit 0
 fi
 
+# program -> the Debian package that provides it. dockerd, not docker: a docker client alone runs nothing.
+PROGRAMS="dockerd:docker.io debootstrap:debootstrap dpkg-scanpackages:dpkg-dev gpg:gnupg rsync:rsync ssh:openssh-client ssh-keygen:openssh-client curl:curl"
 missing=()
-command -v docker >/dev/null 2>&1 || missing+=(docker.io)
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-command -v dpkg-scanpackages >/dev/null 2>&1 || missing+=(dpkg-dev)
-command -v gpg >/dev/null 2>&1 || missing+=(gnupg)
+for pair in $PROGRAMS; do
+    program=${pair%%:*} package=${pair#*:}
+    if ! command -v "$program" >/dev/null 2>&1; then
+        case " ${missing[*]:-} " in *" $package "*) ;; *) missing+=("$package") ;; esac
+    fi
+done
 if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "ensure-docker: error: missing ${missing[*]} and no apt-get here: install them with your package manager" >&2
+        exit 1
+    fi
     echo "ensure-docker: installing ${missing[*]}"
     $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 # Every sim host runs systemd (and often dockerd), each taking inotify instances from root's shared budget;
