@@ -63,7 +63,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"fleet {args.fleet!r}: nothing is up")
         return 0
-    columns = ("name", "role", "state", "ssh", "gpus", "systemd")
+    columns = ("name", "role", "state", "endpoint", "gpus", "systemd")
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:

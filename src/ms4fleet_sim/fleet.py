@@ -1,13 +1,15 @@
 """Bringing a simulated fleet up, reporting on it and tearing it down.
 
-A fleet is one private Docker network, one apt repository container and N host containers, all named
-``ms4fleet-sim-…`` and labelled ``io.ms4fleet.sim`` (+ ``io.ms4fleet.sim.fleet=<name>``) so that
+A fleet is one private Docker network, one apt repository container, its weights mirror and registry
+containers (``services``) and N host containers, all named ``ms4fleet-sim-…`` and labelled
+``io.ms4fleet.sim`` (+ ``io.ms4fleet.sim.fleet=<name>``) so that
 ``down`` can find and remove every one of them, including their volumes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -16,13 +18,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ms4fleet_sim import aptrepo, dockercli, hostfiles, hostimage, keys, signing
+from ms4fleet_sim import aptrepo, dockercli, hostfiles, hostimage, keys, services, signing
 from ms4fleet_sim.cache import recipe_hash
 from ms4fleet_sim.profiles import GpuSpec, render_profile
 from ms4fleet_sim.ssh import Endpoint, wait_until_ready
 
 PREFIX = "ms4fleet-sim"
-DEFAULT_FLEET = "gpu"
+# The fleet `sim up` makes without --fleet, whose inventories are inventory/sim.{py,yml}. MS4FLEET_SIM_FLEET
+# renames it, so a test can run the documented commands exactly as written beside a developer's own fleet.
+DEFAULT_FLEET = os.environ.get("MS4FLEET_SIM_FLEET") or "gpu"
 FIRST_PORT = 2201
 CONFIG_LABEL = "io.ms4fleet.sim.config"
 PORT_LABEL = "io.ms4fleet.sim.ssh_port"
@@ -69,6 +73,10 @@ class FleetRecord:
     host_image: str
     repo_dir: str
     hosts: list[HostRecord]
+    # The fleet's services as the controller reaches them (services.Endpoints).
+    mirror_url: str = ""
+    registry: str = ""
+    staging_dir: str = ""
 
     def endpoint(self, host: HostRecord) -> Endpoint:
         return Endpoint(host.name, host.ssh_port, self.user, Path(self.key_file), Path(self.known_hosts))
@@ -90,6 +98,14 @@ class Fleet:
         return f"{PREFIX}-{self.name}-repo"
 
     @property
+    def mirror_container(self) -> str:
+        return f"{PREFIX}-{self.name}-mirror"
+
+    @property
+    def registry_container(self) -> str:
+        return f"{PREFIX}-{self.name}-registry"
+
+    @property
     def sim_dir(self) -> Path:
         return self.root / ".sim"
 
@@ -100,6 +116,15 @@ class Fleet:
     @property
     def record_path(self) -> Path:
         return self.state_dir / "fleet.json"
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.state_dir / "mirror"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where the controller keeps the weights it stages to this fleet's hosts."""
+        return self.state_dir / "weights-staging"
 
     def host_name(self, index: int) -> str:
         return f"{self.name}-{index}"
@@ -139,8 +164,10 @@ def _ports_in_use_by_sim() -> set[int]:
     ports: set[int] = set()
     for cid in dockercli.list_ids("container", dockercli.LABEL):
         info = dockercli.inspect("container", cid)
-        if info and PORT_LABEL in info["Config"]["Labels"]:
-            ports.add(int(info["Config"]["Labels"][PORT_LABEL]))
+        labels = info["Config"]["Labels"] if info else {}
+        for label in (PORT_LABEL, services.SERVICE_PORT_LABEL):
+            if label in labels:
+                ports.add(int(labels[label]))
     return ports
 
 
@@ -256,7 +283,7 @@ def remove_fleet_hosts(fleet: Fleet, keep: set[str]) -> None:
 
 def ensure_infrastructure(fleet: Fleet, log: Callable[[str], None] = print) -> tuple[str, Path]:
     """The host image, the apt repository, the fleet network and the repository container; returns
-    (host image tag, repository directory)."""
+    (host image tag, repository directory). The weights mirror and the registry are ``ensure_services``."""
     if not dockercli.daemon_ok():
         raise RuntimeError("dockerd is not reachable: run scripts/ensure-docker.sh")
     messages: list[str] = []
@@ -269,8 +296,22 @@ def ensure_infrastructure(fleet: Fleet, log: Callable[[str], None] = print) -> t
     return image, repo_dir
 
 
+def ensure_services(
+    fleet: Fleet, host_image: str, ports: PortAllocator, log: Callable[[str], None]
+) -> services.Endpoints:
+    """The fleet's weights mirror and registry containers, up and filled."""
+    mirror_url = services.ensure_mirror(
+        fleet.labels("mirror"), fleet.network, fleet.mirror_container, host_image, fleet.mirror_dir, ports.take
+    )
+    registry = services.ensure_registry(
+        fleet.labels("registry"), fleet.network, fleet.registry_container, host_image, ports.take, log
+    )
+    return services.Endpoints(mirror_url, registry)
+
+
 def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -> FleetRecord:
-    """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]); reuse hosts whose config is unchanged."""
+    """Bring the fleet to ``len(specs)`` hosts (host i gets specs[i]) and its services up; reuse hosts and
+    services whose config is unchanged."""
     image, repo_dir = ensure_infrastructure(fleet, log)
     client_key = fleet.sim_dir / "id_ed25519"
     client_pub = keys.ensure_keypair(client_key, "ms4fleet-sim")
@@ -278,6 +319,7 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
     names = [fleet.host_name(i + 1) for i in range(len(specs))]
     remove_fleet_hosts(fleet, keep=set(names))
     ports = PortAllocator(_ports_in_use_by_sim())
+    endpoints = ensure_services(fleet, image, ports, log)
 
     def ensure_host(item: tuple[str, GpuSpec]) -> HostRecord:
         name, spec = item
@@ -307,6 +349,9 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
         host_image=image,
         repo_dir=str(repo_dir),
         hosts=hosts,
+        mirror_url=endpoints.mirror_url,
+        registry=endpoints.registry,
+        staging_dir=str(fleet.staging_dir),
     )
     with ThreadPoolExecutor(max_workers=4) as pool:
         states = list(pool.map(lambda h: _wait_booted(record, h), hosts))
@@ -358,12 +403,21 @@ def status(fleet: Fleet) -> list[dict[str, Any]]:
                 "name": info["Name"].lstrip("/"),
                 "role": labels.get(dockercli.LABEL, ""),
                 "state": info["State"]["Status"],
-                "ssh": f"127.0.0.1:{labels[PORT_LABEL]}" if PORT_LABEL in labels else "",
+                "endpoint": _endpoint(labels),
                 "gpus": labels.get(GPUS_LABEL, ""),
                 "systemd": system,
             }
         )
     return sorted(rows, key=lambda row: (row["role"] != "host", row["name"]))
+
+
+def _endpoint(labels: dict[str, str]) -> str:
+    """What the controller connects to: a host's SSH port, a service's published port."""
+    if PORT_LABEL in labels:
+        return f"ssh 127.0.0.1:{labels[PORT_LABEL]}"
+    if services.SERVICE_PORT_LABEL in labels:
+        return f"http 127.0.0.1:{labels[services.SERVICE_PORT_LABEL]}"
+    return ""
 
 
 def down(fleet: Fleet | None) -> dict[str, int]:

@@ -1,9 +1,11 @@
 """Inventories of an up fleet for both engines: pyinfra (``.py``) and Ansible (YAML).
 
-Both carry the same data: how to reach each host (127.0.0.1:<port>, the fleet key, a strict
-known_hosts file) and the ms4fleet host config keys the core's loader reads (``ms4fleet_gpu`` per host;
-``ms4fleet_provision`` and ``ms4fleet_runtime`` for the group, pointing provisioning at the sim's apt
-repository and serving at the stand-in image).
+Both carry the same data, everything the documented commands need and nothing from the environment: how to
+reach each host (127.0.0.1:<port>, the fleet key, a strict known_hosts file) and the ms4fleet host config
+keys the core's loader reads (``ms4fleet_gpu`` per host; for the group ``ms4fleet_provision`` pointing at
+the sim's apt repository with the fleet's registry as Docker Hub mirror, ``ms4fleet_runtime`` naming the
+production image the registry holds, ``ms4fleet_weights`` pointing at the fleet's weights mirror), plus
+where the controller stages weights. They import nothing: plain data a user can read.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from typing import Any
 
 import yaml
 
-from ms4fleet_sim import aptrepo
+from ms4fleet_sim import aptrepo, services
 from ms4fleet_sim.fleet import DEFAULT_FLEET, Fleet, FleetRecord
+from ms4fleet_sim.standin_image import STANDIN_IMAGE, STANDIN_VLLM_VERSION
+from ms4fleet_sim.weights_mirror import SIM_REVISION
 
 GROUP = "sim"
-# The stand-in is tagged as the production image the core names by default, so the unit runs unchanged.
-STANDIN_IMAGE = "vllm/vllm-openai:v0.32.0"
-STANDIN_VLLM_VERSION = "0.32.0"
+__all__ = ["STANDIN_IMAGE", "STANDIN_VLLM_VERSION", "group_data", "paths", "remove", "write"]
 
 
 def group_data(record: FleetRecord) -> dict[str, Any]:
@@ -32,8 +34,11 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
                 "components": [],
                 "key_url": aptrepo.KEY_URL,
             },
+            # Docker Hub pulls go to the fleet's registry: `docker pull vllm/vllm-openai:...` as in production.
+            "docker_daemon_options": {"registry-mirrors": [services.REGISTRY_MIRROR_URL]},
         },
         "ms4fleet_runtime": {"kind": "docker", "image": STANDIN_IMAGE, "vllm_version": STANDIN_VLLM_VERSION},
+        "ms4fleet_weights": {"source": "mirror", "mirror_url": record.mirror_url, "revision": SIM_REVISION},
     }
 
 
@@ -82,6 +87,7 @@ def render_pyinfra(record: FleetRecord) -> str:
         "ssh_known_hosts_file": record.known_hosts,
         "ssh_strict_host_key_checking": "yes",
         "ssh_connect_retries": 3,
+        "weights_staging_dir": record.staging_dir,
         **group_data(record),
     }
     return (
@@ -101,6 +107,7 @@ def render_ansible(record: FleetRecord) -> str:
         "ansible_ssh_private_key_file": record.key_file,
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={record.known_hosts} -o StrictHostKeyChecking=yes",
         "ansible_python_interpreter": "/usr/bin/python3",
+        "model_weights_staging_dir": record.staging_dir,
         **group_data(record),
     }
     doc = {"all": {"children": {GROUP: {"hosts": hosts, "vars": shared}}}}

@@ -2,7 +2,8 @@
 
 Like the real ``vllm/vllm-openai`` image its ENTRYPOINT is ``["vllm", "serve"]``, so the production unit's
 ``docker run ... IMAGE MODEL --flags`` runs unchanged. It is tagged with the production image name the sim
-inventories carry (``inventories.STANDIN_IMAGE``) and moved into hosts' nested dockerd with
+core names by default (``STANDIN_IMAGE``). Hosts get it from the sim fleet's registry (``services``), from a
+``docker save`` archive (``save_archive``, the air-gapped path) or straight into their nested dockerd with
 ``docker save | docker exec -i HOST docker load`` (``load_into``), skipped when the host already has it.
 """
 
@@ -18,7 +19,10 @@ from pathlib import Path
 
 from ms4fleet_sim import dockercli, hostimage
 from ms4fleet_sim.cache import build_lock, cache_root, image_namespace, package_sources_hash, recipe_hash
-from ms4fleet_sim.inventories import STANDIN_IMAGE
+
+# The core's default image and vLLM version: the stand-in takes the production name, so units run unchanged.
+STANDIN_IMAGE = "vllm/vllm-openai:v0.32.0"
+STANDIN_VLLM_VERSION = "0.32.0"
 
 SLIM_PACKAGES = ("python3", "ca-certificates")
 INSTALL_ROOT = "/opt/ms4fleet-standin"

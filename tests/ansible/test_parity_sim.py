@@ -22,7 +22,6 @@ from ms4fleet.catalog import gpu_kinds
 from ms4fleet.config import HostConfig
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, provision_plan
 from ms4fleet.serving import plan_host
-from ms4fleet_sim.weights_mirror import SIM_REVISION
 from tests.ansible import simrun
 from tests.pyinfra import simfleet
 
@@ -36,10 +35,9 @@ PROBES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 APT_MODULE_NEEDS = {"python3-apt", "python-apt-common", "distro-info-data", "iso-codes", "lsb-release"}
 
 
-def host_config(fleet: simfleet.Fleet, name: str, mirror_url: str) -> HostConfig:
+def host_config(fleet: simfleet.Fleet, name: str) -> HostConfig:
     inventory = yaml.safe_load(fleet.inventory.with_suffix(".yml").read_text())["all"]["children"]["sim"]
     data = {**inventory["vars"], **inventory["hosts"][name]}
-    data["ms4fleet_weights"] = {"source": "mirror", "mirror_url": mirror_url, "revision": SIM_REVISION}
     return HostConfig.from_host_data(name, {k: v for k, v in data.items() if k.startswith("ms4fleet_")})
 
 
@@ -98,33 +96,22 @@ def probe_both(fleet: simfleet.Fleet) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 @pytest.fixture(scope="module")
-def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[simfleet.Fleet, str]]:
+def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[simfleet.Fleet]:
     fleet = simfleet.ensure_fleet(FLEET, 2)
+    # The air-gapped path in both engines: the image travels as a `docker save` archive, not from a registry.
     archive = simfleet.ensure_image_archive()
     try:
         PROBES["before"] = probe_both(fleet)
-        with simfleet.mirror() as url:
-            extra = tmp_path_factory.mktemp("ansible") / "extra-vars.yml"
-            extra.write_text(
-                yaml.safe_dump(
-                    {
-                        "ms4fleet_weights": {"source": "mirror", "mirror_url": url, "revision": SIM_REVISION},
-                        "vllm_service_image_archive": str(archive),
-                        "model_weights_staging_dir": str(tmp_path_factory.mktemp("ansible-staging")),
-                    }
-                )
-            )
-            staging = tmp_path_factory.mktemp("pyinfra-staging")
-            # Both engines at once, each on its own host.
-            ansible = _start_ansible(fleet.inventory.with_suffix(".yml"), extra)
-            pyinfra = simfleet.pyinfra(
-                fleet, f"--limit={PYINFRA_HOST}", mirror_url=url, archive=archive, staging=staging
-            )
-            ansible_out, _ = ansible.communicate()
-            assert pyinfra.rc == 0, pyinfra.output[-3000:]
-            assert ansible.returncode == 0, ansible_out[-3000:]
-            PROBES["after"] = probe_both(fleet)
-            yield fleet, url
+        extra = tmp_path_factory.mktemp("ansible") / "extra-vars.yml"
+        extra.write_text(yaml.safe_dump({"vllm_service_image_archive": str(archive)}))
+        # Both engines at once, each on its own host.
+        ansible = _start_ansible(fleet.inventory.with_suffix(".yml"), extra)
+        pyinfra = simfleet.pyinfra(fleet, f"--limit={PYINFRA_HOST}", archive=archive)
+        ansible_out, _ = ansible.communicate()
+        assert pyinfra.rc == 0, pyinfra.output[-3000:]
+        assert ansible.returncode == 0, ansible_out[-3000:]
+        PROBES["after"] = probe_both(fleet)
+        yield fleet
     finally:
         fleet.down()
 
@@ -137,10 +124,10 @@ def _start_ansible(inventory: Path, extra: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=simrun.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_both_engines_leave_the_same_host(converged: tuple[simfleet.Fleet, str]) -> None:
-    fleet, url = converged
-    by_pyinfra = state(fleet, PYINFRA_HOST, host_config(fleet, PYINFRA_HOST, url))
-    by_ansible = state(fleet, ANSIBLE_HOST, host_config(fleet, ANSIBLE_HOST, url))
+def test_both_engines_leave_the_same_host(converged: simfleet.Fleet) -> None:
+    fleet = converged
+    by_pyinfra = state(fleet, PYINFRA_HOST, host_config(fleet, PYINFRA_HOST))
+    by_ansible = state(fleet, ANSIBLE_HOST, host_config(fleet, ANSIBLE_HOST))
     assert by_ansible["files"] == by_pyinfra["files"]
     assert by_ansible["packages"] == by_pyinfra["packages"]
     assert by_ansible["services"] == by_pyinfra["services"]
@@ -162,7 +149,7 @@ def _stable(report: dict[str, Any]) -> dict[str, Any]:
     return {"source": report["source"], "driver": report["driver"]["version"], "gpus": gpus, "pci": report["pci"]}
 
 
-def test_both_engines_probe_the_bare_hosts_from_pci_ids(converged: tuple[simfleet.Fleet, str]) -> None:
+def test_both_engines_probe_the_bare_hosts_from_pci_ids(converged: simfleet.Fleet) -> None:
     h200 = gpu_kinds()["h200-sxm"]
     by_engine = PROBES["before"]
     for engine, reports in by_engine.items():
@@ -177,8 +164,8 @@ def test_both_engines_probe_the_bare_hosts_from_pci_ids(converged: tuple[simflee
     }
 
 
-def test_both_engines_probe_the_driver_once_it_is_in(converged: tuple[simfleet.Fleet, str]) -> None:
-    fleet, _ = converged
+def test_both_engines_probe_the_driver_once_it_is_in(converged: simfleet.Fleet) -> None:
+    fleet = converged
     by_engine = PROBES["after"]
     for host in (PYINFRA_HOST, ANSIBLE_HOST):
         installed = fleet.sh(host, "dpkg-query -W -f='${Version}' nvidia-driver-580-open").split("-")[0]

@@ -1,5 +1,6 @@
-"""A simulated fleet for the pyinfra engine's end-to-end tests and benchmarks: hosts from the sim, the
-stand-in image as a ``docker save`` archive, the loopback weights mirror, and ``pyinfra`` run as a user would.
+"""A simulated fleet for the pyinfra engine's end-to-end tests and benchmarks: hosts, weights mirror and
+registry from the sim, the stand-in image also as a ``docker save`` archive (the air-gapped path), and
+``pyinfra -y INVENTORY deploy.py`` run as a user would.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ms4fleet_pyinfra.verdicts import CACHE_ENV
-from ms4fleet_sim import dockercli, inventories, standin_image, weights_mirror
+from ms4fleet_sim import dockercli, inventories, standin_image
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.profiles import assign_specs, parse_gpu_spec
 
 ROOT = Path(__file__).resolve().parents[2]
-GROUP_DATA = ROOT / "inventory" / "group_data"
 PYINFRA = Path(sys.executable).with_name("pyinfra")
 
 
@@ -100,16 +100,6 @@ def ensure_image_archive(path: Path = ROOT / ".sim" / "vllm-image.tar") -> Path:
     return standin_image.save_archive(path)
 
 
-@contextmanager
-def mirror(root: Path = ROOT / ".sim" / "mirror") -> Iterator[str]:
-    weights_mirror.build_tree(root)
-    server = weights_mirror.serve(root)
-    try:
-        yield server.url
-    finally:
-        server.close()
-
-
 @dataclass(frozen=True)
 class Run:
     rc: int
@@ -126,18 +116,13 @@ def _changed(line: str) -> bool:
     return len(cells) > 2 and cells[2].strip() not in ("-", "0")
 
 
-def pyinfra(
-    fleet: Fleet, *args: str, mirror_url: str, archive: Path, staging: Path, verdicts: Path | None = None
-) -> Run:
-    """``pyinfra -y INVENTORY deploy.py ARGS``; ``verdicts``: the converged-verdict cache directory to use."""
-    env = {
-        **os.environ,
-        "MS4FLEET_SIM_MIRROR": mirror_url,
-        "MS4FLEET_SIM_IMAGE_ARCHIVE": str(archive),
-        "MS4FLEET_SIM_STAGING": str(staging),
-        **({CACHE_ENV: str(verdicts)} if verdicts is not None else {}),
-    }
-    argv = [str(PYINFRA), "-y", "--group-data", str(GROUP_DATA), str(fleet.inventory), str(ROOT / "deploy.py"), *args]
+def pyinfra(fleet: Fleet, *args: str, archive: Path | None = None, verdicts: Path | None = None) -> Run:
+    """``pyinfra -y INVENTORY deploy.py ARGS``; ``archive``: ship the image as this ``docker save`` archive
+    (``--data vllm_image_archive=...``) instead of pulling it from the fleet's registry; ``verdicts``: the
+    converged-verdict cache directory to use."""
+    env = {**os.environ, **({CACHE_ENV: str(verdicts)} if verdicts is not None else {})}
+    data = ["--data", f"vllm_image_archive={archive}"] if archive is not None else []
+    argv = [str(PYINFRA), "-y", *data, str(fleet.inventory), str(ROOT / "deploy.py"), *args]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     return Run(done.returncode, time.monotonic() - started, done.stdout + done.stderr)

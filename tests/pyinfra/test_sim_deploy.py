@@ -1,12 +1,12 @@
 """End to end on a 3-host simulated fleet: ``pyinfra -y inventory deploy.py`` from bare hosts to verified
-endpoints, asserted ON the hosts; a second run changes nothing; a host whose GPU is taken by a co-tenant
-fails its headroom gate while the other hosts complete."""
+endpoints (weights from the fleet's mirror, the image pulled through its registry), asserted ON the hosts;
+a second run changes nothing; a host whose GPU is taken by a co-tenant fails its headroom gate while the
+other hosts complete."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,22 +21,20 @@ UNITS = [f"ms4fleet-vllm-{i}.service" for i in range(4)]
 
 
 class Deployed:
-    def __init__(self, fleet: simfleet.Fleet, url: str, archive: Path, staging: Path) -> None:
-        self.fleet, self.url, self.archive, self.staging = fleet, url, archive, staging
+    def __init__(self, fleet: simfleet.Fleet) -> None:
+        self.fleet = fleet
         self.first = self.run()
 
     def run(self, *args: str) -> simfleet.Run:
-        return simfleet.pyinfra(self.fleet, *args, mirror_url=self.url, archive=self.archive, staging=self.staging)
+        return simfleet.pyinfra(self.fleet, *args)
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def deployed() -> Iterator[Deployed]:
     simfleet.simfleet.down(simfleet.simfleet.Fleet(root=simfleet.ROOT, name=FLEET))
     fleet = simfleet.ensure_fleet(FLEET, 3)
-    archive = simfleet.ensure_image_archive()
     try:
-        with simfleet.mirror(tmp_path_factory.mktemp("mirror")) as url:
-            yield Deployed(fleet, url, archive, tmp_path_factory.mktemp("staging"))
+        yield Deployed(fleet)
     finally:
         fleet.down()
 
@@ -52,6 +50,13 @@ def test_first_run_converges_every_host_to_verified_endpoints(deployed: Deployed
         verified = json.loads(fleet.sh(name, "cat /var/lib/ms4fleet/verified.json"))
         assert [r["ok"] for r in verified["replicas"]] == [True] * 4
         assert {"completion", "tools", "streaming"} <= set(verified["checks"])
+        # Pulled through the fleet's registry, a Docker Hub mirror to the host: the production `docker pull`.
+        assert json.loads(fleet.sh(name, "cat /etc/docker/daemon.json"))["registry-mirrors"] == [
+            "http://ms4fleet-sim-registry:5000"
+        ]
+        assert fleet.sh(name, "docker image inspect -f '{{index .RepoDigests 0}}' vllm/vllm-openai:v0.32.0").startswith(
+            "vllm/vllm-openai@sha256:"
+        )
 
 
 def test_second_run_changes_nothing(deployed: Deployed) -> None:
