@@ -30,8 +30,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ms4fleet_sim.weights_mirror import SIM_REVISION  # noqa: E402 - the repository root goes on the path first
-from tests.ansible import simrun  # noqa: E402
+
+from tests.ansible import simrun  # noqa: E402 - the repository root goes on the path first
 from tests.pyinfra import simfleet  # noqa: E402
 
 STOCK_CFG = """[defaults]
@@ -68,42 +68,35 @@ def main() -> int:
     stock_cfg.write_text(STOCK_CFG.format(root=ROOT), encoding="utf-8")
     tuned_env = {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(work / "facts")}
     try:
-        with simfleet.mirror() as url:
-            extra = work / "extra-vars.yml"
-            extra.write_text(
-                yaml.safe_dump(
-                    {
-                        "ms4fleet_weights": {"source": "mirror", "mirror_url": url, "revision": SIM_REVISION},
-                        "vllm_service_image_archive": str(archive),
-                        "model_weights_staging_dir": str(work / "staging"),
-                    }
-                ),
-                encoding="utf-8",
-            )
+        extra = work / "extra-vars.yml"
+        extra.write_text(
+            yaml.safe_dump({"vllm_service_image_archive": str(archive)}),
+            encoding="utf-8",
+        )
 
-            def ansible(env: dict[str, str]) -> Callable[[], tuple[float, int, int, str]]:
-                def run() -> tuple[float, int, int, str]:
-                    done = simrun.playbook(inventory, "site.yml", "-e", f"@{extra}", env=env)
-                    return done.seconds, done.rc, done.changed(), done.output
+        def ansible(env: dict[str, str]) -> Callable[[], tuple[float, int, int, str]]:
+            def run() -> tuple[float, int, int, str]:
+                done = simrun.playbook(inventory, "site.yml", "-e", f"@{extra}", env=env)
+                return done.seconds, done.rc, done.changed(), done.output
 
-                return run
+            return run
 
-            def pyinfra() -> tuple[float, int, int, str]:
-                done = simfleet.pyinfra(fleet, mirror_url=url, archive=archive, staging=work / "pyinfra-staging")
-                return done.seconds, done.rc, done.changed_ops(), done.output
+        def pyinfra() -> tuple[float, int, int, str]:
+            done = simfleet.pyinfra(fleet, archive=archive)
+            return done.seconds, done.rc, done.changed_ops(), done.output
 
-            first = ansible(tuned_env)()
-            print(f"first converge by Ansible ({args.hosts} x {args.gpus}): {first[0]:.1f} s, rc {first[1]}")
-            if first[1] != 0:
-                print(first[3][-4000:])
-                return 1
-            settle = pyinfra()
-            print(f"pyinfra settling run on the Ansible-converged fleet: {settle[0]:.1f} s, {settle[2]} ops changed")
-            print(f"no-op re-converge, {args.hosts} hosts, median of {args.repeat}:")
-            stock = timed("ansible stock", args.repeat, ansible({"ANSIBLE_CONFIG": str(stock_cfg)}))
-            tuned = timed("ansible tuned, linear", args.repeat, ansible(tuned_env))
-            free = timed("ansible tuned, free", args.repeat, ansible({**tuned_env, "ANSIBLE_STRATEGY": "free"}))
-            pyi = timed("pyinfra", args.repeat, pyinfra)
+        first = ansible(tuned_env)()
+        print(f"first converge by Ansible ({args.hosts} x {args.gpus}): {first[0]:.1f} s, rc {first[1]}")
+        if first[1] != 0:
+            print(first[3][-4000:])
+            return 1
+        settle = pyinfra()
+        print(f"pyinfra settling run on the Ansible-converged fleet: {settle[0]:.1f} s, {settle[2]} ops changed")
+        print(f"no-op re-converge, {args.hosts} hosts, median of {args.repeat}:")
+        stock = timed("ansible stock", args.repeat, ansible({"ANSIBLE_CONFIG": str(stock_cfg)}))
+        tuned = timed("ansible tuned, linear", args.repeat, ansible(tuned_env))
+        free = timed("ansible tuned, free", args.repeat, ansible({**tuned_env, "ANSIBLE_STRATEGY": "free"}))
+        pyi = timed("pyinfra", args.repeat, pyinfra)
     finally:
         if args.down:
             fleet.down()

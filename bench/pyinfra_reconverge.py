@@ -32,50 +32,45 @@ def main() -> int:
     parser.add_argument("--down", action="store_true", help="remove the fleet afterwards")
     args = parser.parse_args()
     fleet = simfleet.ensure_fleet(args.fleet, args.hosts)
-    archive = simfleet.ensure_image_archive()
     staging = Path(tempfile.mkdtemp(prefix="pyinfra-bench-"))
     verdicts = staging / "verdicts"
     try:
-        with simfleet.mirror() as url:
 
-            def run(*extra: str) -> simfleet.Run:
-                return simfleet.pyinfra(
-                    fleet, *extra, mirror_url=url, archive=archive, staging=staging, verdicts=verdicts
-                )
+        def run(*extra: str) -> simfleet.Run:
+            return simfleet.pyinfra(fleet, *extra, verdicts=verdicts)
 
-            first = run()
+        first = run()
+        print(
+            f"first run ({args.hosts} hosts): {first.seconds:.1f} s, rc {first.rc}, {first.changed_ops()} ops changed"
+        )
+        if first.rc != 0:
+            print(first.output[-4000:])
+            return 1
+        counts = sorted({1, 4, args.hosts} & set(range(1, args.hosts + 1)))
+        results: dict[str, dict[int, float]] = {"cold": {}, "warm": {}}
+        for mode, medians in results.items():
+            for count in counts:
+                limits = [f"--limit={name}" for name in fleet.hosts[:count]]
+                times = []
+                for _ in range(args.repeat):
+                    if mode == "cold":
+                        shutil.rmtree(verdicts, ignore_errors=True)
+                    again = run(*limits)
+                    if again.rc != 0 or again.changed_ops():
+                        print(f"{count} hosts: not a no-op (rc {again.rc}, {again.changed_ops()} changed)")
+                        print(again.output[-3000:])
+                        return 1
+                    times.append(again.seconds)
+                medians[count] = statistics.median(times)
+                shown = ", ".join(f"{t:.2f}" for t in times)
+                print(f"no-op re-converge, {mode}, {count} host(s): median {medians[count]:.2f} s of [{shown}]")
+        for mode, medians in results.items():
+            one, full = medians[1], medians[args.hosts]
             print(
-                f"first run ({args.hosts} hosts): {first.seconds:.1f} s, rc {first.rc}, "
-                f"{first.changed_ops()} ops changed"
+                f"{mode}: {args.hosts} hosts / 1 host: {full / one:.2f}; {args.hosts} hosts: {full:.2f} s; "
+                f"{args.hosts} hosts / first run: {full / first.seconds:.3f}"
             )
-            if first.rc != 0:
-                print(first.output[-4000:])
-                return 1
-            counts = sorted({1, 4, args.hosts} & set(range(1, args.hosts + 1)))
-            results: dict[str, dict[int, float]] = {"cold": {}, "warm": {}}
-            for mode, medians in results.items():
-                for count in counts:
-                    limits = [f"--limit={name}" for name in fleet.hosts[:count]]
-                    times = []
-                    for _ in range(args.repeat):
-                        if mode == "cold":
-                            shutil.rmtree(verdicts, ignore_errors=True)
-                        again = run(*limits)
-                        if again.rc != 0 or again.changed_ops():
-                            print(f"{count} hosts: not a no-op (rc {again.rc}, {again.changed_ops()} changed)")
-                            print(again.output[-3000:])
-                            return 1
-                        times.append(again.seconds)
-                    medians[count] = statistics.median(times)
-                    shown = ", ".join(f"{t:.2f}" for t in times)
-                    print(f"no-op re-converge, {mode}, {count} host(s): median {medians[count]:.2f} s of [{shown}]")
-            for mode, medians in results.items():
-                one, full = medians[1], medians[args.hosts]
-                print(
-                    f"{mode}: {args.hosts} hosts / 1 host: {full / one:.2f}; {args.hosts} hosts: {full:.2f} s; "
-                    f"{args.hosts} hosts / first run: {full / first.seconds:.3f}"
-                )
-            print("targets (warm): 8 hosts / 1 host <= 1.3, 8 hosts <= 5 s, / first run <= 0.25")
+        print("targets (warm): 8 hosts / 1 host <= 1.3, 8 hosts <= 5 s, / first run <= 0.25")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if args.down:
