@@ -129,6 +129,8 @@ def test_ansible_quick_start_converges_both_hosts_then_changes_nothing(checkout:
     again = AnsibleRun(*_rc_output(checkout.run(ANSIBLE)))
     assert again.rc == 0, again.output[-3000:]
     assert again.changed() == 0, again.recap()
+    # No task failed quietly either (a failure under ignore_errors still counts in the recap).
+    assert "...ignoring" not in first.output + again.output, again.output[-3000:]
 
 
 def _rc_output(run: simfleet.Run) -> tuple[int, float, str]:
