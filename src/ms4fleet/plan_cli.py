@@ -109,8 +109,7 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
     console.print(f"model: {', '.join(models)}; KV tokens and full-context sequences are per replica")
     margins = sorted({p.sizing.margin_bytes for p in plans})
     console.print(
-        f"margin: {' / '.join(gib(m) for m in margins)} per GPU kept below vLLM's predicted KV budget "
-        "(the largest over-prediction on public start-ups, docs/sizing.md)",
+        f"margin: {' / '.join(gib(m) for m in margins)} per GPU kept below vLLM's predicted KV budget (docs/sizing.md)",
         highlight=False,
     )
     # Hosts of the same shape share their notes: a 1,000-host fleet gets a handful of blocks, not 1,000.
@@ -129,11 +128,11 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
         console.print(f"[bold]{shown}[/bold] [{style}]{verdict}[/{style}]")
         for note in notes:
             if note.startswith("! "):
-                console.print(f"  ! {note[2:]}", markup=False, highlight=False)
+                console.print(f"  ! {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             elif note.startswith("> "):
-                console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False)
+                console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             else:
-                console.print(f"  - {note}", markup=False, highlight=False)
+                console.print(f"  - {note}", markup=False, highlight=False, soft_wrap=True)
     if show_argv:
         for plan in plans:
             for replica in plan.replicas:

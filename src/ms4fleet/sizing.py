@@ -470,9 +470,8 @@ def size(req: SizingInput) -> Sizing:
     reasons: list[str] = []
     if usable <= 0 or blocks == 0:
         reasons.append(
-            f"weights {gib(weights)}/GPU (TP={req.tp}) + vLLM reserve {gib(terms.total_bytes)} + margin "
-            f"{gib(margin)} leave no KV cache within {req.gpu_memory_utilization:.2f} x "
-            f"{gib(req.gpu_memory_bytes)} = {gib(requested)}"
+            f"weights {gib(weights)}/GPU (TP={req.tp}), vLLM's reserve {gib(terms.total_bytes)} and the margin "
+            f"{gib(margin)} exceed {req.gpu_memory_utilization:.2f} x {gib(req.gpu_memory_bytes)} = {gib(requested)}"
         )
         verdict: Verdict = "does-not-fit"
     elif gate is False:

@@ -1,7 +1,8 @@
 """The sizing model run over the public vLLM start-ups in tests/data/sizing/calibration.toml.
 
 + ``evaluate()``: one ``RunResult`` per run: predicted vs logged KV budget, and the verdict.
-+ ``error_table(results)``: the Markdown table docs/sizing.md carries (a test keeps them equal).
++ ``error_table(results)``, ``mistral_small_4_table()``: the Markdown tables docs/sizing.md carries (a
+  test keeps them equal).
 + ``python -m tests.support.sizing_calibration``: print the distribution and the table.
 """
 
@@ -140,8 +141,40 @@ def error_table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
+def mistral_small_4_table() -> str:
+    """Mistral Small 4 on every catalog GPU, as `ms4fleet plan` sizes one replica with the serving
+    defaults (utilization 0.90, 64 sequences, 8192 batched tokens, 262,144-token context)."""
+    from ms4fleet.catalog import gpu_kinds
+    from ms4fleet.config import HostConfig
+    from ms4fleet.serving import sizing_input
+
+    lines = [
+        "| GPU | CUDA total GiB | checkpoint | TP | weights GiB/GPU | reserve GiB | KV budget GiB | KV tokens | "
+        "full 262K seqs | verdict |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for kind in gpu_kinds().values():
+        for checkpoint, tps in (("fp8", (2, 4)), ("nvfp4", (1, 2))):
+            for tp in tps:
+                config = HostConfig.model_validate(
+                    {
+                        "name": "-",
+                        "gpu": {"kind": kind.id, "count": 8},
+                        "serving": {"model": "mistral-small-4", "checkpoint": checkpoint, "tensor_parallel_size": tp},
+                    }
+                )
+                s = size(sizing_input(config, tp))
+                lines.append(
+                    f"| {kind.id} | {kind.cuda_memory_bytes / GIB:.2f} | {checkpoint} | {tp} "
+                    f"| {s.weights_per_gpu_bytes / GIB:.2f} | {s.reserve_bytes / GIB:.2f} "
+                    f"| {s.kv_budget_bytes / GIB:.2f} | {s.kv_tokens:,} | {s.full_length_sequences} | {s.verdict} |"
+                )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     evaluated = evaluate()
     for key, value in summary(evaluated).items():
         print(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     print(error_table(evaluated))
+    print(mistral_small_4_table())
