@@ -20,7 +20,16 @@ from ms4fleet.catalog import ModelProfile
 from ms4fleet.config import HostConfig
 from ms4fleet.probe import GpuProcess, ProbeReport
 from ms4fleet.serving import Replica, ServingPlan
-from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, Sizing, SizingInput, Verdict, gib, size
+from ms4fleet.sizing import (
+    DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    KvShape,
+    ModelShape,
+    Sizing,
+    SizingInput,
+    Verdict,
+    gib,
+    size,
+)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ def check_headroom(
     kv_cache_dtype: str = "auto",
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
     replacing: ReplacedService | None = None,
+    max_num_seqs: int | None = None,
 ) -> Headroom:
     """Size one replica of ``profile`` on ``tp`` GPUs of the probed host, counting only memory that is
     free or held by ``replacing`` as available."""
@@ -128,10 +138,13 @@ def check_headroom(
                     reclaim += proc.used_bytes
             else:
                 others.append(_describe(proc))
-        total = gpu.memory_total_bytes
-        if total is None:
-            kind = report.gpu_kind(gpu)
-            total = kind.memory_bytes if kind else None
+        # vLLM sizes from CUDA's total: NVML's total less what the driver reserves (exactly so on the
+        # real H200, tests/data/h200/2026-12-02); the catalog's CUDA figure when the probe lacks either.
+        kind = report.gpu_kind(gpu)
+        if gpu.memory_total_bytes is not None and gpu.memory_reserved_bytes is not None:
+            total: int | None = gpu.memory_total_bytes - gpu.memory_reserved_bytes
+        else:
+            total = kind.cuda_memory_bytes if kind else gpu.memory_total_bytes
         available = None
         if gpu.memory_free_bytes is not None:
             ceiling = (gpu.memory_total_bytes or 0) - (gpu.memory_reserved_bytes or 0)
@@ -160,6 +173,9 @@ def check_headroom(
             kv_cache_dtype=kv_cache_dtype,
             max_num_batched_tokens=max_num_batched_tokens,
             free_memory_bytes=least,
+            model=ModelShape.from_profile(profile),
+            max_num_seqs=max_num_seqs,
+            gpu_name=report.gpu(indices[0]).name or "",
         )
     )
     reasons.extend(sizing.reasons)
@@ -191,6 +207,7 @@ def check_plan(report: ProbeReport, config: HostConfig, plan: ServingPlan) -> li
                 max_model_len=plan.max_model_len,
                 kv_cache_dtype=serving.kv_cache_dtype,
                 max_num_batched_tokens=serving.max_num_batched_tokens,
+                max_num_seqs=serving.max_num_seqs,
                 replacing=ReplacedService(
                     systemd_units=frozenset({replica.unit_name}),
                     container_names=frozenset({replica.container_name}),

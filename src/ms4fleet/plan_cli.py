@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from ms4fleet.catalog import GIB
+from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import ServingPlan, plan_host
-from ms4fleet.sizing import DEFAULT_MAX_NUM_BATCHED_TOKENS, KvShape, SizingInput, kv_bytes_per_token, size
+from ms4fleet.sizing import (
+    KvShape,
+    ModelShape,
+    SizingInput,
+    gib,
+    kv_bytes_per_token,
+    safetensors_weight_bytes,
+    size,
+    vllm_default_max_num_batched_tokens,
+    vllm_default_max_num_seqs,
+)
 
 _ROWS_PER_HOST_UP_TO = 50
 _VERDICT_STYLE = {"fits": "green", "fits-with-reduced-context": "yellow", "does-not-fit": "red"}
@@ -39,13 +50,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="KV bytes per token, KV budget and token capacity for one replica.",
     )
     sizer.add_argument("--model-config", required=True, type=existing_file, help="config.json or params.json")
-    sizer.add_argument("--gpu-mem-gib", type=float, help="memory of one GPU, GiB")
+    sizer.add_argument("--gpu", choices=sorted(gpu_kinds()), help="a catalog GPU kind (its CUDA total and name)")
+    sizer.add_argument(
+        "--gpu-mem-gib", type=float, help="memory of one GPU as CUDA reports it (vLLM's total_gpu_memory), GiB"
+    )
     sizer.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     sizer.add_argument("--util", type=float, default=0.9, help="gpu_memory_utilization (default 0.9)")
-    sizer.add_argument("--weights-gib", type=float, help="weights of the whole model, GiB")
+    sizer.add_argument(
+        "--weights-gib", type=float, help="weights of the whole model, GiB (default: the safetensors beside the config)"
+    )
     sizer.add_argument("--kv-cache-gib", type=float, help="a pinned KV budget per GPU, GiB: only converted to tokens")
     sizer.add_argument("--kv-dtype", choices=["auto", "fp8"], default="auto")
-    sizer.add_argument("--max-num-batched-tokens", type=int, default=DEFAULT_MAX_NUM_BATCHED_TOKENS)
+    sizer.add_argument("--max-num-batched-tokens", type=int, help="default: vLLM's for this GPU class")
+    sizer.add_argument("--max-num-seqs", type=int, help="default: vLLM's for this GPU class")
+    sizer.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs (none to reserve)")
+    sizer.add_argument("--vllm-version", help="the vLLM release that will run it (default: current)")
     sizer.add_argument("--max-model-len", type=int, help="context to judge against (default: the config's)")
     sizer.add_argument("--json", action="store_true")
     sizer.set_defaults(func=run_size)
@@ -88,6 +107,11 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
     console.print(table)
     models = sorted({f"{p.profile.display_name} @ {p.max_model_len:,} tokens" for p in plans})
     console.print(f"model: {', '.join(models)}; KV tokens and full-context sequences are per replica")
+    margins = sorted({p.sizing.margin_bytes for p in plans})
+    console.print(
+        f"margin: {' / '.join(gib(m) for m in margins)} per GPU kept below vLLM's predicted KV budget (docs/sizing.md)",
+        highlight=False,
+    )
     # Hosts of the same shape share their notes: a 1,000-host fleet gets a handful of blocks, not 1,000.
     groups: dict[tuple[str, ...], list[str]] = {}
     for plan in plans:
@@ -104,11 +128,11 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
         console.print(f"[bold]{shown}[/bold] [{style}]{verdict}[/{style}]")
         for note in notes:
             if note.startswith("! "):
-                console.print(f"  ! {note[2:]}", markup=False, highlight=False)
+                console.print(f"  ! {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             elif note.startswith("> "):
-                console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False)
+                console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             else:
-                console.print(f"  - {note}", markup=False, highlight=False)
+                console.print(f"  - {note}", markup=False, highlight=False, soft_wrap=True)
     if show_argv:
         for plan in plans:
             for replica in plan.replicas:
@@ -144,32 +168,59 @@ def run_size(args: argparse.Namespace) -> int:
         "kv_bytes_per_token": per_token,
     }
     if args.kv_cache_gib is not None:
-        tokens = int(args.kv_cache_gib * GIB) // per_token
-        result |= {"kv_budget_gib": args.kv_cache_gib, "kv_tokens": tokens}
+        # vLLM's own conversion: whole 16-token blocks of every layer's page (no margin: the budget is exact).
+        pinned = size(
+            SizingInput(
+                0, args.tp, 1.0, 0, shape, max_model_len, args.kv_dtype, kv_cache_bytes=int(args.kv_cache_gib * GIB)
+            )
+        )
+        result |= {"kv_budget_gib": args.kv_cache_gib, "kv_tokens": pinned.kv_tokens}
     else:
-        if args.gpu_mem_gib is None:
-            raise UsageError("--gpu-mem-gib is required unless --kv-cache-gib pins the KV budget")
-        weights = args.weights_gib if args.weights_gib is not None else _weights_from_index(path)
+        if args.gpu is not None:
+            kind = gpu_kinds()[args.gpu]
+            total, name = kind.cuda_memory_bytes, kind.name
+        elif args.gpu_mem_gib is not None:
+            total, name = int(args.gpu_mem_gib * GIB), ""
+        else:
+            raise UsageError("--gpu or --gpu-mem-gib is required unless --kv-cache-gib pins the KV budget")
+        weights = int(args.weights_gib * GIB) if args.weights_gib is not None else _weights_beside(path)
+        try:
+            model: ModelShape | None = ModelShape.from_model_config(config)
+        except ValueError:
+            model = None  # the sizing falls back to a wide, large-vocabulary model: a high reserve
+        batched = args.max_num_batched_tokens or vllm_default_max_num_batched_tokens(total, name)
+        seqs = args.max_num_seqs or vllm_default_max_num_seqs(total, name)
         sizing = size(
             SizingInput(
-                gpu_memory_bytes=int(args.gpu_mem_gib * GIB),
+                gpu_memory_bytes=total,
                 tp=args.tp,
                 gpu_memory_utilization=args.util,
-                weight_bytes=int(weights * GIB),
+                weight_bytes=weights,
                 kv=shape,
                 max_model_len=max_model_len,
                 kv_cache_dtype=args.kv_dtype,
-                max_num_batched_tokens=args.max_num_batched_tokens,
+                max_num_batched_tokens=batched,
+                cuda_graphs=not args.enforce_eager,
+                model=model,
+                max_num_seqs=seqs,
+                vllm_version=args.vllm_version,
+                gpu_name=name,
             )
         )
         result |= {
+            "max_num_batched_tokens": batched,
+            "max_num_seqs": seqs,
             "kv_budget_gib": round(sizing.kv_budget_bytes / GIB, 3),
+            "margin_gib": round(sizing.margin_bytes / GIB, 3),
             "kv_tokens": sizing.kv_tokens,
             "max_model_len": max_model_len,
             "full_length_sequences": sizing.full_length_sequences,
             "max_fitting_model_len": sizing.max_fitting_model_len,
             "weights_per_gpu_gib": round(sizing.weights_per_gpu_bytes / GIB, 3),
             "reserve_gib": round(sizing.reserve_bytes / GIB, 3),
+            "activation_gib": round(sizing.activation_bytes / GIB, 3),
+            "non_torch_gib": round(sizing.non_torch_bytes / GIB, 3),
+            "cuda_graph_gib": round(sizing.cuda_graph_bytes / GIB, 3),
             "verdict": sizing.verdict,
             "reasons": list(sizing.reasons),
         }
@@ -189,13 +240,13 @@ def _context_of(config: dict[str, Any]) -> int:
     return 8192
 
 
-def _weights_from_index(config_path: Path) -> float:
-    """Weights from the checkpoint's own safetensors index beside the config, when there is one."""
-    index = config_path.parent / "model.safetensors.index.json"
+def _weights_beside(config_path: Path) -> int:
+    """The checkpoint's tensor bytes beside the config: its safetensors index, else every shard's header."""
+    folder = config_path.parent
+    files = sorted(folder.glob("*.safetensors.index.json")) or sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise UsageError(f"--weights-gib is required: no safetensors index or shards beside {config_path}")
     try:
-        total = json.loads(index.read_text(encoding="utf-8"))["metadata"]["total_size"]
-    except (OSError, ValueError, KeyError):
-        raise UsageError(
-            f"--weights-gib is required: no {index.name} beside {config_path} to read the weights size from"
-        ) from None
-    return float(total) / GIB
+        return safetensors_weight_bytes(files)
+    except (OSError, ValueError, KeyError, struct.error) as err:
+        raise UsageError(f"--weights-gib is required: {files[0].name} is not readable ({err})") from None

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
 from ms4fleet.config import HostConfig
-from ms4fleet.sizing import KvShape, Sizing, SizingInput, size
+from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
 from ms4fleet.weights.startcheck import exec_start_pre
 
 # Load time budget for TimeoutStartSec and VLLM_ENGINE_READY_TIMEOUT_S: reading weights from local NVMe
@@ -86,8 +86,9 @@ def timeout_start_s(profile: ModelProfile) -> int:
 def sizing_input(config: HostConfig, tp: int, free_memory_bytes: int | None = None) -> SizingInput:
     profile = config.profile
     serving = config.serving
+    # vLLM sizes from the CUDA total (NVML's less the driver's reservation), never nvidia-smi's figure.
     return SizingInput(
-        gpu_memory_bytes=config.gpu.gpu.memory_bytes,
+        gpu_memory_bytes=config.gpu.gpu.cuda_memory_bytes,
         tp=tp,
         gpu_memory_utilization=serving.gpu_memory_utilization,
         weight_bytes=profile.weight_bytes,
@@ -96,6 +97,9 @@ def sizing_input(config: HostConfig, tp: int, free_memory_bytes: int | None = No
         kv_cache_dtype=serving.kv_cache_dtype,
         max_num_batched_tokens=serving.max_num_batched_tokens,
         free_memory_bytes=free_memory_bytes,
+        model=ModelShape.from_profile(profile),
+        max_num_seqs=serving.max_num_seqs,
+        gpu_name=config.gpu.gpu.name,
     )
 
 

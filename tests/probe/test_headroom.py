@@ -48,7 +48,8 @@ def test_mig_enabled_gpu_never_fits() -> None:
 def test_before_the_driver_the_catalog_gives_the_total_and_the_gate_is_not_checked() -> None:
     verdict = check_headroom(real("pci-idle"), FP8, tp=1)
     assert verdict.verdict == "fits"
-    assert verdict.gpus[0].total_bytes == 143771 * 1024**2 and verdict.gpus[0].free_bytes is None
+    # the catalog's CUDA total (139.80 GiB, measured), not nvidia-smi's 143,771 MiB: what vLLM sizes from
+    assert verdict.gpus[0].total_bytes == 150_109_880_320 and verdict.gpus[0].free_bytes is None
     assert verdict.sizing is not None and verdict.sizing.start_gate_ok is None
     assert verdict.notes == ("no live memory figures (probe source pci): the start gate was not checked",)
 
@@ -79,15 +80,15 @@ def test_available_memory_is_capped_by_what_the_driver_reserves() -> None:
 
 
 def test_smaller_model_does_not_fit_beside_the_cotenant_either() -> None:
-    """gpt-oss-120b (65 GB): the start gate wants utilization x total free; a utilization low enough to pass
+    """gpt-oss-120b (64.4 GiB as vLLM loads it): the start gate wants utilization x total free; a utilization low enough to pass
     it (0.27) leaves no room for the weights."""
     busy = real("nvml-cotenant")
     gpt = model_profiles()["gpt-oss-120b"]
     assert check_headroom(busy, gpt, tp=1).verdict == "does-not-fit"
     squeezed = check_headroom(busy, gpt, tp=1, gpu_memory_utilization=0.27)
     assert squeezed.sizing is not None and squeezed.sizing.start_gate_ok is True
-    assert squeezed.verdict == "does-not-fit"  # 0.27 x 140 GiB cannot hold 61 GiB of weights
-    assert any("leave no KV cache" in reason for reason in squeezed.reasons)
+    assert squeezed.verdict == "does-not-fit"  # 0.27 x 139.8 GiB cannot hold 64.4 GiB of weights
+    assert any("exceed 0.27 x 139.8 GiB" in reason for reason in squeezed.reasons)
 
 
 def test_headroom_report_serialises() -> None:

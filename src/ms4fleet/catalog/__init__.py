@@ -26,6 +26,7 @@ class GpuKind(BaseModel):
     name: str
     architecture: Literal["hopper", "blackwell"]
     memory_mib: int
+    cuda_memory_bytes: int
     compute_capability: str
     pci_device_ids: tuple[str, ...]
     form_factor: Literal["sxm", "pcie"]
@@ -38,6 +39,7 @@ class GpuKind(BaseModel):
 
     @property
     def memory_bytes(self) -> int:
+        """The total NVML (nvidia-smi) reports, driver reservation included."""
         return self.memory_mib * MIB
 
     def has_nvswitch(self, gpu_count: int) -> bool:
@@ -65,6 +67,17 @@ class ModelProfile(BaseModel):
     qk_rope_head_dim: int = 0
     num_kv_heads: int = 0
     head_dim: int = 0
+    # Layers that attend over a sliding window only (gpt-oss: every other layer, 128 tokens).
+    sliding_window: int = 0
+    sliding_window_layers: int = 0
+    # The shape of one forward pass, for vLLM's profiling peak (docs/sizing.md): hidden width, vocabulary
+    # (the sampler's logits), the dense or shared-expert MLP width, and the routed experts.
+    hidden_size: int
+    vocab_size: int
+    intermediate_size: int = 0
+    num_experts: int = 0
+    experts_per_token: int = 0
+    moe_intermediate_size: int = 0
     min_vllm: str
     min_mistral_common: str | None = None
     include_patterns: tuple[str, ...]
