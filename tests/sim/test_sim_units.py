@@ -222,8 +222,11 @@ def test_inventories_round_trip_through_the_core_loader(tmp_path: Path) -> None:
         HostRecord("gpu-1", "c1", 2201, "h200-sxm", 8, True),
         HostRecord("gpu-2", "c2", 2202, "h100-nvl", 2, False),
     ]
-    record = FleetRecord("gpu", "n", "r", "ms4fleet", "/k/id", "/k/known", "img", "/repo", hosts)
-    fleet = Fleet(root=tmp_path)
+    record = FleetRecord(
+        "gpu", "n", "r", "ms4fleet", "/k/id", "/k/known", "img", "/repo", hosts,
+        mirror_url="http://127.0.0.1:2203", registry="127.0.0.1:2204", staging_dir="/k/staging",
+    )  # fmt: skip
+    fleet = Fleet(root=tmp_path, name="gpu")
     py_path, yml_path = inventories.write(fleet, record)
     assert (py_path, yml_path) == (tmp_path / "inventory/sim.py", tmp_path / "inventory/sim.yml")
     for path in (py_path, yml_path):
@@ -232,6 +235,14 @@ def test_inventories_round_trip_through_the_core_loader(tmp_path: Path) -> None:
         assert (specs["gpu-2"].config.gpu.kind, specs["gpu-2"].config.gpu.count) == ("h100-nvl", 2)
         assert specs["gpu-1"].config.provision.nvidia_apt_repo is not None
         assert specs["gpu-1"].config.runtime.image == inventories.STANDIN_IMAGE
+        # Everything the documented commands need is in the inventory: weights, registry, staging.
+        weights = specs["gpu-1"].config.weights
+        assert weights is not None and (weights.source, weights.mirror_url) == ("mirror", "http://127.0.0.1:2203")
+        assert specs["gpu-1"].config.provision.docker_daemon_options == {
+            "registry-mirrors": ["http://ms4fleet-sim-registry:5000"]
+        }
+    assert "'weights_staging_dir': '/k/staging'" in py_path.read_text()
+    assert "model_weights_staging_dir: /k/staging" in yml_path.read_text()
     other = Fleet(root=tmp_path, name="ci")
     assert inventories.paths(other)[0] == tmp_path / ".sim/ci/inventory.py"
 
