@@ -6,9 +6,9 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# The dev venv is rebuilt only when the dependency list changes.
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-SRC := src tests bench plugins deploy.py
+# The dev venv is rebuilt only when a dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sim/pyproject.toml | sha256sum | cut -c1-12)
+SRC := src sim/src tests bench plugins deploy.py
 # Ansible tools run from the dev venv, with the collection straight from this checkout (ansible.cfg).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
@@ -22,10 +22,11 @@ help:
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The production package (with the dev tools) and, beside it, the simulator's own distribution (sim/).
+$(STAMP): pyproject.toml sim/pyproject.toml
 	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -57,4 +58,4 @@ demo: install
 	scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build dist

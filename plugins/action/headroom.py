@@ -12,7 +12,10 @@ from typing import Any
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
+    core,  # noqa: F401 (before the core)
+    hostplan,
+)
 
 from ms4fleet.headroom import check_plan
 from ms4fleet.probe import ProbeError, ProbeReport

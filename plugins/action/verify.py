@@ -24,7 +24,10 @@ from typing import Any
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
+    core,  # noqa: F401 (before the core)
+    hostplan,
+)
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.config import HostConfig

@@ -13,6 +13,8 @@ description:
   - Read-only; runs in check mode too.
 version_added: "0.1.0"
 author: ms4fleet maintainers
+requirements:
+  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
 options:
   source:
     description: Force one probe source instead of trying them in order.

@@ -13,6 +13,8 @@ description:
   - A host whose directory already verifies is left alone. Check mode only verifies on the host.
 version_added: "0.1.0"
 author: ms4fleet maintainers
+requirements:
+  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
 options:
   staging_dir:
     description: Controller directory holding one verified copy per repo and revision.

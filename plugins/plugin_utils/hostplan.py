@@ -8,10 +8,10 @@ core for its plans and hands them back as plain data Ansible can loop over. The 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from ansible.errors import AnsibleFilterError
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
 
 from ms4fleet import paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
@@ -186,18 +186,3 @@ def task_host_config(templar: Any, task_vars: Mapping[str, Any]) -> HostConfig:
     """The host's config inside an action plugin: its ``ms4fleet_*`` task variables, templated."""
     data = {key: _plain(templar.template(task_vars[key])) for key in list(task_vars) if str(key).startswith(KEY_PREFIX)}
     return HostConfig.from_host_data(str(task_vars.get("inventory_hostname", "?")), data)
-
-
-def guard(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Core errors (ConfigError, PolicyError, ...: all ValueError) become one-line filter errors naming the
-    host and field, instead of a traceback."""
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ValueError as err:
-            raise AnsibleFilterError(str(err)) from None
-
-    wrapped.__name__ = fn.__name__
-    wrapped.__doc__ = fn.__doc__
-    return wrapped

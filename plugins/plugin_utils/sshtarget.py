@@ -11,6 +11,8 @@ import os
 import shlex
 from typing import Any
 
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
+
 from ms4fleet.weights.stage import HostTarget
 
 

@@ -43,6 +43,10 @@ class OsRelease:
         """``ubuntu2404``, ``debian12``: NVIDIA's name for the release in repository URLs."""
         return f"{self.id}{self.version_id.replace('.', '')}"
 
+    def to_json(self) -> dict[str, str]:
+        """As plain JSON data (how the engines print it)."""
+        return {"id": self.id, "version_id": self.version_id, "key": self.key}
+
     @classmethod
     def parse(cls, text: str) -> OsRelease:
         fields = {}

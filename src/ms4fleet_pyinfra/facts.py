@@ -6,6 +6,9 @@ for, and evaluates every operation twice, so each fact batches what it needs int
 + ``DockerState`` (daemon.json bytes, service, runtimes) and ``DockerImage`` (image id or None);
 + ``WeightsState`` (the host-side verifier's report), ``VllmUnits`` (unit files, content hashes, states),
   ``FileSha256`` (hash of one root-only file), ``EnvFileState`` (would the EnvironmentFile change).
+
+Values are typed for the deploy code and printable by ``pyinfra INVENTORY fact ms4fleet_pyinfra.facts.NAME``:
+pyinfra's CLI JSON-encodes a fact's value and calls ``to_json`` on what it cannot encode itself.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import binascii
 import json
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pyinfra.api.facts import FactBase
@@ -31,6 +34,28 @@ _SMI = "PATH=$PATH:/usr/local/nvidia/bin nvidia-smi"
 _SEP = "--ms4fleet--"
 _DRIVER_PACKAGE = re.compile(r"nvidia-driver-\d+(-open|-server|-server-open)?")
 _DPKG_FORMAT = r"${Package}\t${Version}\t${db:Status-Abbrev}\n"
+
+
+class Plain:
+    """Mixin for the facts' dataclasses: ``to_json`` gives their fields as plain JSON data."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value.to_json() if hasattr(value, "to_json") else value
+
+
+class PackageSet(frozenset[str]):
+    """Package names (a frozenset) that pyinfra's CLI can print."""
+
+    def to_json(self) -> list[str]:
+        return sorted(self)
 
 
 def _sections(output: list[str]) -> list[list[str]]:
@@ -122,7 +147,7 @@ class Probe(FactBase[ProbeResult]):
 
 
 @dataclass(frozen=True)
-class DriverInfo:
+class DriverInfo(Plain):
     """The NVIDIA driver as apt installed it and as the kernel runs it."""
 
     package: str | None = None
@@ -191,7 +216,7 @@ class DriverState(FactBase[DriverInfo]):
 
 
 @dataclass(frozen=True)
-class FabricManagerInfo:
+class FabricManagerInfo(Plain):
     packages: dict[str, str] = field(default_factory=dict)
     held: frozenset[str] = frozenset()
     active: bool = False
@@ -252,7 +277,7 @@ class CudaToolkit(FactBase[dict[str, str]]):
 
 
 @dataclass(frozen=True)
-class ContainerToolkitInfo:
+class ContainerToolkitInfo(Plain):
     version: str | None = None
     runtime: str | None = None
 
@@ -282,7 +307,7 @@ class ContainerToolkit(FactBase[ContainerToolkitInfo]):
 
 
 @dataclass(frozen=True)
-class DockerInfo:
+class DockerInfo(Plain):
     daemon_json: str | None = None
     active: bool = False
     installed: bool = False
@@ -380,7 +405,7 @@ class WeightsState(FactBase[dict[str, Any]]):
 
 
 @dataclass(frozen=True)
-class UnitInfo:
+class UnitInfo(Plain):
     sha256: str
     active: str
     enabled: str
@@ -443,7 +468,7 @@ class EnvFileState(FactBase[str]):
         return f"missing-secret: {text}"
 
 
-class AptHolds(FactBase[frozenset[str]]):
+class AptHolds(FactBase[PackageSet]):
     """Packages on hold (``apt-mark showhold``)."""
 
     @override
@@ -451,12 +476,12 @@ class AptHolds(FactBase[frozenset[str]]):
         return "apt-mark showhold 2>/dev/null || true"
 
     @staticmethod
-    def default() -> frozenset[str]:
-        return frozenset()
+    def default() -> PackageSet:
+        return PackageSet()
 
     @override
-    def process(self, output: list[str]) -> frozenset[str]:
-        return frozenset(line.strip() for line in output if line.strip())
+    def process(self, output: list[str]) -> PackageSet:
+        return PackageSet(line.strip() for line in output if line.strip())
 
 
 class UserExists(FactBase[bool]):

@@ -3,7 +3,8 @@
 + ``validate_inventory(inventory)``: ``{host name: HostConfig}`` for all hosts, or ``ConfigError`` naming the
   first bad host and field.
 + ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host).
-+ ``use_sudo(host_data)``: whether commands need sudo (an explicit ``_sudo`` wins; else any SSH user but root).
++ ``use_sudo(host_data, config_sudo)``: whether commands need sudo: pyinfra's own order (the host's ``_sudo``, then
+  ``--sudo``), and when neither asks for it, any SSH user but root.
 """
 
 from __future__ import annotations
@@ -44,8 +45,10 @@ def validated(inventory: Any) -> dict[str, HostConfig]:
     return _validated[key]
 
 
-def use_sudo(data: Mapping[str, Any]) -> bool:
+def use_sudo(data: Mapping[str, Any], config_sudo: bool = False) -> bool:
     if "_sudo" in data:
         return bool(data["_sudo"])
+    if config_sudo:
+        return True
     user = data.get("ssh_user")
     return user is not None and user != "root"

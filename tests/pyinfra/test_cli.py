@@ -1,5 +1,5 @@
-"""``pyinfra INVENTORY deploy.py`` as a user runs it (fake connector hosts): every host is validated before any
-is touched, and ``--limit`` selects groups and hosts."""
+"""``pyinfra INVENTORY deploy.py`` (and the packaged ``ms4fleet_pyinfra.deploy``) as a user runs it (fake
+connector hosts): every host is validated before any is touched, and ``--limit`` selects groups and hosts."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ UBUNTU = "ID=ubuntu\\nVERSION_ID=24.04\\n"
 def _inventory(tmp_path: Path, bad: bool = False) -> Path:
     serving = {"gpu_memory_utilisation": 0.9} if bad else {}
     host = (
-        '{{"fake_delay": 0, "fake_responses": {{"cat /etc/os-release": "{os}"}}, '
+        '{{"fake_delay": 0, "fake_delay_jitter": 0, "fake_responses": {{"cat /etc/os-release": "{os}"}}, '
         '"ms4fleet_gpu": {{"kind": "h200-sxm", "count": 8}}, "ms4fleet_weights": {w!r}, "ms4fleet_serving": {s!r}}}'
     )
     text = (
@@ -29,8 +29,8 @@ def _inventory(tmp_path: Path, bad: bool = False) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PYINFRA), *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(PYINFRA), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_one_bad_host_stops_the_run_before_any_host_is_touched(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_one_bad_host_stops_the_run_before_any_host_is_touched(tmp_path: Path) -
 
 def test_limit_selects_a_group_or_a_host(tmp_path: Path) -> None:
     inventory = str(_inventory(tmp_path))
-    group = _run(inventory, "deploy.py", "--dry", "--limit", "h200")
+    group = _run(inventory, "ms4fleet_pyinfra.deploy", "--dry", "--limit", "h200")
     out = group.stdout + group.stderr
     assert group.returncode == 0, out
     assert "[@fake/gpu-1] to converge" in out and "[@fake/gpu-2] to converge" in out
@@ -54,3 +54,12 @@ def test_limit_selects_a_group_or_a_host(tmp_path: Path) -> None:
     one = _run(inventory, "deploy.py", "--dry", "--limit", "@fake/gpu-3")
     out = one.stdout + one.stderr
     assert "[@fake/gpu-3] to converge" in out and "@fake/gpu-1" not in out
+
+
+def test_the_packaged_deploy_needs_no_checkout(tmp_path: Path) -> None:
+    """The same deploy by module name from any directory: the bad host is named before any host is touched."""
+    done = _run("-y", str(_inventory(tmp_path, bad=True)), "ms4fleet_pyinfra.deploy", cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "ms4fleet: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting" in out
+    assert "Starting operation" not in out and "Detected changes" not in out

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,10 +23,12 @@ REVISION = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
 
 
 @pytest.fixture(scope="module")
-def filters() -> ModuleType:
+def filters() -> SimpleNamespace:
+    """The filters as Ansible gets them from the plugin (``filters.rollout_serial(...)``)."""
     # The checkout is the collection ms4fleet.fleet (playbooks/collections/ansible_collections/ms4fleet/fleet).
     sys.path.insert(0, str(ROOT / "playbooks" / "collections"))
-    return importlib.import_module("ansible_collections.ms4fleet.fleet.plugins.filter.rollout")
+    plugin = importlib.import_module("ansible_collections.ms4fleet.fleet.plugins.filter.rollout")
+    return SimpleNamespace(**plugin.FilterModule().filters())
 
 
 def hostvars(name: str, **serving: Any) -> dict[str, Any]:
@@ -44,7 +46,7 @@ def config(variables: dict[str, Any]) -> HostConfig:
     return HostConfig.from_host_data(variables["inventory_hostname"], data)
 
 
-def test_serial_is_the_core_plan_flattened(filters: ModuleType) -> None:
+def test_serial_is_the_core_plan_flattened(filters: SimpleNamespace) -> None:
     hosts = [f"gpu-{i}" for i in range(1, 9)]
     serial = filters.rollout_serial(hosts, 1, "25%", 2)
     plan = plan_waves(hosts, set(hosts), Policy(1, WaveSize.parse("25%"), 2))
@@ -52,7 +54,7 @@ def test_serial_is_the_core_plan_flattened(filters: ModuleType) -> None:
     assert filters.rollout_serial(hosts[:5], 1, "2", 1) == [1, 1, 1, 1, 1]
 
 
-def test_release_record_and_nginx_text_match_the_core(filters: ModuleType) -> None:
+def test_release_record_and_nginx_text_match_the_core(filters: SimpleNamespace) -> None:
     a = hostvars("gpu-1")
     release = filters.rollout_release(a)
     assert release == release_for(config(a), plan_host(config(a)), created=release["created"]).to_dict()
@@ -68,14 +70,13 @@ def test_release_record_and_nginx_text_match_the_core(filters: ModuleType) -> No
     assert filters.rollout_in_flight("vllm:num_requests_running 2\nvllm:num_requests_waiting 1\n") == 3.0
 
 
-def test_filter_errors_are_one_line(filters: ModuleType) -> None:
+def test_filter_errors_are_one_line(filters: SimpleNamespace) -> None:
     from ansible.errors import AnsibleFilterError
 
-    guarded = filters.FilterModule().filters()
     with pytest.raises(AnsibleFilterError, match="--canary 9"):
-        guarded["rollout_serial"](["a", "b"], 9)
+        filters.rollout_serial(["a", "b"], 9)
     with pytest.raises(AnsibleFilterError, match=r"gpu-3: .* is unreadable"):
-        guarded["rollout_current"]("{", "gpu-3")
+        filters.rollout_current("{", "gpu-3")
 
 
 def test_playbook_serial_follows_the_core_plan(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from ms4fleet_sim import dockercli, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
 from ms4fleet_sim.inventories import py_literal
-from ms4fleet_sim.testing import SimFleet, SimHost, bring_up, provision_driver
+from tests.support.simhosts import SimFleet, SimHost, bring_up, provision_driver
 
 REVISION_A = weights_mirror.SIM_REVISION
 REVISION_B = "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from ms4fleet_sim import testing
-from ms4fleet_sim.testing import (
+from tests.support import simhosts
+from tests.support.simhosts import (
     HGX,
     PCIE,
     DriverHost,
@@ -18,8 +18,8 @@ from ms4fleet_sim.testing import (
 )
 
 # The shared fixtures, found by pytest under these names.
-sim_fleet = testing.sim_fleet
-sim_faults = testing.sim_faults
+sim_fleet = simhosts.sim_fleet
+sim_faults = simhosts.sim_faults
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from ms4fleet.inventory import load_inventory
 from ms4fleet_sim import dockercli, inventories
-from ms4fleet_sim.testing import SimFleet
+from tests.support.simhosts import SimFleet
 
 pytestmark = pytest.mark.sim
 

@@ -15,7 +15,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.serving import plan_host
 from ms4fleet.verify import verify
 from ms4fleet_sim import dockercli, inventories
-from ms4fleet_sim.testing import SimFleet, SimHost
+from tests.support.simhosts import SimFleet, SimHost
 
 pytestmark = pytest.mark.sim
 

@@ -8,7 +8,7 @@ import pytest
 from ms4fleet.catalog import MIB, gpu_kinds
 from ms4fleet_sim import aptrepo
 from ms4fleet_sim.profiles import DRIVER_RESERVED_BYTES
-from ms4fleet_sim.testing import BARE, NVIDIA_SOURCES, DriverHost, SimFleet, SimHost
+from tests.support.simhosts import BARE, NVIDIA_SOURCES, DriverHost, SimFleet, SimHost
 
 pytestmark = pytest.mark.sim
 

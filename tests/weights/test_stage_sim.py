@@ -30,7 +30,7 @@ TOKEN_ENV = "MS4FLEET_SIM_HF_TOKEN"
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     from ms4fleet_sim import dockercli
     from ms4fleet_sim import fleet as simfleet
-    from ms4fleet_sim.testing import bring_up
+    from tests.support.simhosts import bring_up
 
     if not dockercli.daemon_ok():
         pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")

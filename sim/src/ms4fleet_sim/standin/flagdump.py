@@ -2,8 +2,8 @@
 
 Run it with the Python of a vLLM environment (it imports vLLM; the stand-in itself never does)::
 
-    /var/cache/ms4fleet/vllm-venv/bin/python src/ms4fleet_sim/standin/flagdump.py \
-        > src/ms4fleet_sim/standin/flags.json
+    /var/cache/ms4fleet/vllm-venv/bin/python sim/src/ms4fleet_sim/standin/flagdump.py \
+        > sim/src/ms4fleet_sim/standin/flags.json
 
 It builds the parser exactly as ``vllm`` does (``vllm.entrypoints.cli.main.main``), stopping at its
 ``parse_args`` call, and records every option of the ``serve`` subcommand: names, how many values it
@@ -174,7 +174,7 @@ def dump(top: argparse.ArgumentParser, version: str) -> dict[str, Any]:
         }
         (options if action.option_strings else positionals).append(entry)
     return {
-        "generator": "src/ms4fleet_sim/standin/flagdump.py",
+        "generator": "sim/src/ms4fleet_sim/standin/flagdump.py",
         "vllm_version": version,
         "top_usage": top.format_usage(),
         "serve_usage": serve.format_usage(),

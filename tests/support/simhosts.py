@@ -2,7 +2,7 @@
 
 Use them from any ``conftest.py`` by importing the fixtures by name::
 
-    from ms4fleet_sim.testing import sim_faults, sim_fleet  # noqa: F401
+    from tests.support.simhosts import sim_faults, sim_fleet  # noqa: F401
 
 ``sim_fleet`` (session) brings up fleet ``pytest`` with three hosts in a temporary project directory and
 removes every container, network and volume it made when the session ends, also after failures:

@@ -1,0 +1,58 @@
+"""The functions behind the filters of ``plugins/filter/rollout.py`` (imported only once ``requirement`` is met).
+
+See that module for what each filter is for; nothing is decided here but in the ms4fleet core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
+    core,  # noqa: F401 (before the core)
+    hostplan,
+)
+
+from ms4fleet.rollout import lb
+from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
+from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
+from ms4fleet.serving import plan_host
+
+ADDRESS_KEY = "lb_backend_address"
+
+
+def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
+    if not hosts:
+        return []  # no host in the group: the play has nothing to run (and lint checks it without an inventory)
+    policy = Policy(canary=int(canary), wave=WaveSize.parse(str(wave)), max_unavailable=int(max_unavailable))
+    plan = plan_waves(list(hosts), set(hosts), policy)
+    return [len(batch) for w in plan.waves for batch in w.batches]
+
+
+def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:
+    config = hostplan.host_config(variables)
+    return release_for(config, plan_host(config)).to_dict()
+
+
+def rollout_current(record_text: str | None, host: str) -> dict[str, Any] | None:
+    record = ReleaseRecord.parse(host, record_text or "")
+    return None if record.current is None else record.current.to_dict()
+
+
+def rollout_record(record_text: str | None, release: Mapping[str, Any], host: str) -> str:
+    record = ReleaseRecord.parse(host, record_text or "")
+    return record.advance(Release.from_dict(release)).to_json()
+
+
+def rollout_nginx_conf(gpu_hostvars: Sequence[Mapping[str, Any]], down: Sequence[str] = ()) -> str:
+    backends = []
+    for variables in gpu_hostvars:
+        name = str(variables["inventory_hostname"])
+        plan = plan_host(hostplan.host_config(variables, name))
+        address = str(variables.get(ADDRESS_KEY) or variables.get("ansible_host") or name)
+        backends.extend(lb.Backend(name, address, replica.port) for replica in plan.replicas)
+    return lb.nginx_conf(backends, set(down))
+
+
+def rollout_in_flight(metrics_text: str) -> float:
+    return lb.in_flight(metrics_text)

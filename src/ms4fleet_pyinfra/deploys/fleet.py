@@ -1,0 +1,26 @@
+"""The packaged pyinfra deploy: ``pyinfra -y INVENTORY ms4fleet_pyinfra.deploy`` (the root ``deploy.py`` calls
+the same function) takes every host to verified Mistral Small 4 endpoints on vLLM; ``--dry`` plans.
+
+Every host's ms4fleet_* data is validated by the core before any operation is planned for any host: one bad
+host stops the run with one line naming it and the field. Privilege follows pyinfra's own settings (``--sudo``,
+``--sudo-user``, the host's ``_sudo`` data); without them, an SSH user other than root uses sudo.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import config, host, inventory
+
+from ms4fleet.config import ConfigError
+from ms4fleet_pyinfra.deploys.host import deploy_host
+from ms4fleet_pyinfra.hostconfig import host_data, use_sudo, validated
+
+
+def deploy() -> None:
+    """Deploy the current host (pyinfra calls this once per inventory host)."""
+    try:
+        configs = validated(inventory)
+    except ConfigError as err:
+        raise PyinfraError(f"ms4fleet: {err}") from None
+    sudo = use_sudo(host_data(host), bool(config.SUDO))
+    deploy_host(config=configs[host.name], sudo=sudo, _sudo=sudo)
