@@ -127,9 +127,17 @@ def _changed(line: str) -> bool:
 
 
 def pyinfra(
-    fleet: Fleet, *args: str, mirror_url: str, archive: Path, staging: Path, verdicts: Path | None = None
+    fleet: Fleet,
+    *args: str,
+    mirror_url: str,
+    archive: Path,
+    staging: Path,
+    verdicts: Path | None = None,
+    program: Path = PYINFRA,
+    deploy: str = str(ROOT / "deploy.py"),
 ) -> Run:
-    """``pyinfra -y INVENTORY deploy.py ARGS``; ``verdicts``: the converged-verdict cache directory to use."""
+    """``pyinfra -y INVENTORY deploy.py ARGS``; ``verdicts``: the converged-verdict cache directory to use;
+    ``program`` and ``deploy``: another pyinfra (an installed venv's) and deploy (``ms4fleet_pyinfra.deploy``)."""
     env = {
         **os.environ,
         "MS4FLEET_SIM_MIRROR": mirror_url,
@@ -137,7 +145,7 @@ def pyinfra(
         "MS4FLEET_SIM_STAGING": str(staging),
         **({CACHE_ENV: str(verdicts)} if verdicts is not None else {}),
     }
-    argv = [str(PYINFRA), "-y", "--group-data", str(GROUP_DATA), str(fleet.inventory), str(ROOT / "deploy.py"), *args]
+    argv = [str(program), "-y", "--group-data", str(GROUP_DATA), str(fleet.inventory), deploy, *args]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     return Run(done.returncode, time.monotonic() - started, done.stdout + done.stderr)
