@@ -4,11 +4,12 @@ holds what builds and tools leave behind (build/ and *.egg-info from ``pip insta
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from tests.packaging.worktree import tracked_copy
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_GALAXY = Path(sys.executable).with_name("ansible-galaxy")
@@ -49,17 +50,8 @@ LEFTOVERS = [
 
 
 def _tree(target: Path) -> Path:
-    """The checkout's tracked files (symlinks kept), then the leftovers."""
-    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
-    for name in filter(None, listed.decode().split("\0")):
-        source, dest = ROOT / name, target / name
-        if not source.is_symlink() and not source.exists():
-            continue  # deleted in the working tree, not yet committed
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            dest.symlink_to(source.readlink())
-        else:
-            shutil.copy2(source, dest)
+    """The checkout's tracked files, then the leftovers."""
+    tracked_copy(target)
     for name in LEFTOVERS:
         (target / name).parent.mkdir(parents=True, exist_ok=True)
         (target / name).write_text("left behind\n")

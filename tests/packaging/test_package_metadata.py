@@ -81,6 +81,18 @@ def test_the_simulator_is_not_a_dependency_of_production() -> None:
     assert "pytest" not in _declared(ROOT / "sim" / "pyproject.toml")
 
 
+def test_the_example_inventories_need_no_simulator() -> None:
+    """``ms4fleet plan inventory/example.py`` (and pyinfra) read every file under inventory/: with only the
+    production package installed, none of them may import the simulator."""
+    importing = [
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "inventory").rglob("*.py")
+        for _, m, _ in _imports(p)
+        if m.startswith("ms4fleet_sim")
+    ]
+    assert importing == []
+
+
 def test_one_version_everywhere() -> None:
     version = ms4fleet.__version__
     assert yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"] == version

@@ -116,13 +116,21 @@ def _changed(line: str) -> bool:
     return len(cells) > 2 and cells[2].strip() not in ("-", "0")
 
 
-def pyinfra(fleet: Fleet, *args: str, archive: Path | None = None, verdicts: Path | None = None) -> Run:
+def pyinfra(
+    fleet: Fleet,
+    *args: str,
+    archive: Path | None = None,
+    verdicts: Path | None = None,
+    program: Path = PYINFRA,
+    deploy: str = str(ROOT / "deploy.py"),
+) -> Run:
     """``pyinfra -y INVENTORY deploy.py ARGS``; ``archive``: ship the image as this ``docker save`` archive
     (``--data vllm_image_archive=...``) instead of pulling it from the fleet's registry; ``verdicts``: the
-    converged-verdict cache directory to use."""
+    converged-verdict cache directory to use; ``program`` and ``deploy``: another pyinfra (an installed
+    venv's) and deploy (``ms4fleet_pyinfra.deploy``)."""
     env = {**os.environ, **({CACHE_ENV: str(verdicts)} if verdicts is not None else {})}
     data = ["--data", f"vllm_image_archive={archive}"] if archive is not None else []
-    argv = [str(PYINFRA), "-y", *data, str(fleet.inventory), str(ROOT / "deploy.py"), *args]
+    argv = [str(program), "-y", *data, str(fleet.inventory), deploy, *args]
     started = time.monotonic()
     done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     return Run(done.returncode, time.monotonic() - started, done.stdout + done.stderr)
