@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ms4fleet_sim import aptrepo, dockercli, hostfiles, hostimage, keys, services, signing
-from ms4fleet_sim.cache import recipe_hash
+from ms4fleet_sim.cache import build_lock, recipe_hash
 from ms4fleet_sim.profiles import GpuSpec, render_profile
 from ms4fleet_sim.ssh import Endpoint, wait_until_ready
 
@@ -318,10 +318,8 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
 
     names = [fleet.host_name(i + 1) for i in range(len(specs))]
     remove_fleet_hosts(fleet, keep=set(names))
-    ports = PortAllocator(_ports_in_use_by_sim())
-    endpoints = ensure_services(fleet, image, ports, log)
 
-    def ensure_host(item: tuple[str, GpuSpec]) -> HostRecord:
+    def ensure_host(item: tuple[str, GpuSpec], ports: PortAllocator) -> HostRecord:
         name, spec = item
         config = recipe_hash(image, spec.label(), client_pub, repo_dir.name, hostfiles.hardware_hash(), SYSTEMD_FLAGS)
         info = dockercli.inspect("container", fleet.container(name))
@@ -337,8 +335,13 @@ def up(fleet: Fleet, specs: list[GpuSpec], log: Callable[[str], None] = print) -
         nvswitch = bool(render_profile(name, spec)["nvswitch"])
         return HostRecord(name, fleet.container(name), port, spec.kind, spec.count, nvswitch)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        hosts = list(pool.map(ensure_host, zip(names, specs, strict=True)))
+    # Ports are free until a container publishes them: another `sim up` (a test, a second fleet) must not
+    # pick the same ones in between.
+    with build_lock("sim-ports"):
+        ports = PortAllocator(_ports_in_use_by_sim())
+        endpoints = ensure_services(fleet, image, ports, log)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            hosts = list(pool.map(lambda item: ensure_host(item, ports), zip(names, specs, strict=True)))
     record = FleetRecord(
         fleet=fleet.name,
         network=fleet.network,
