@@ -23,7 +23,7 @@ help:
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
+	test -x $(BIN)/pip || { scripts/ensure-python-venv.sh $(PYTHON) && $(PYTHON) -m venv --clear $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
