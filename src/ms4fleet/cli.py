@@ -1,6 +1,7 @@
 """The ``ms4fleet`` command: plan and size in the core; other subcommands register themselves.
 
-Exit codes: 0 done, 1 a check or verdict failed (where the command says so), 2 bad input.
+Exit codes: 0 done, 1 a check or verdict failed (where the command says so, and a controller requirement
+not met), 2 bad input.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import Any
 
 from ms4fleet import __version__
 from ms4fleet.config import ConfigError
+from ms4fleet.controller import ControllerError
 
 # Core subcommands and the module that registers each (``register(subparsers)``). Only the module of the
 # command being run is imported: start-up time is paid per command, not for all of them.
 _CORE_COMMANDS = {
+    "doctor": "ms4fleet.doctor_cli",
     "plan": "ms4fleet.plan_cli",
     "size": "ms4fleet.plan_cli",
     "verify": "ms4fleet.verify_cli",
@@ -66,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as err:
         print(f"ms4fleet: error: {err}", file=sys.stderr)
         return 2
+    except ControllerError as err:
+        # The same line as the engines' preflight (`ms4fleet: controller: ...`).
+        print(f"ms4fleet: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     return result

@@ -1,8 +1,11 @@
-"""The core's validated configuration for pyinfra hosts: every host is checked before any is touched.
+"""The core's validated configuration for pyinfra hosts: every host, and the controller, is checked before
+any host is touched.
 
 + ``validate_inventory(inventory)``: ``{host name: HostConfig}`` for all hosts, or ``ConfigError`` naming the
   first bad host and field.
-+ ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host).
++ ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host), after the
+  core's controller preflight (programs, versions, Python packages) for this inventory's deploy; a failing
+  check stops the run as one ``PyinfraError`` line (``ms4fleet: controller: ...``).
 + ``use_sudo(host_data, config_sudo)``: whether commands need sudo: pyinfra's own order (the host's ``_sudo``, then
   ``--sudo``), and when neither asks for it, any SSH user but root.
 """
@@ -12,7 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pyinfra.api.exceptions import PyinfraError
+
 from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.controller import ControllerError, deploy_uses, require_controller
+from ms4fleet.weights.stage import is_local
 
 
 def host_data(host: Any) -> dict[str, Any]:
@@ -37,11 +44,22 @@ def validate_inventory(hosts: Iterable[Any]) -> dict[str, HostConfig]:
 _validated: dict[int, dict[str, HostConfig]] = {}
 
 
+def preflight(hosts: Iterable[Any]) -> None:
+    """The controller checks a deploy of ``hosts`` needs (it always stages weights from the controller)."""
+    remote = any(not is_local(host.name, host_data(host)) for host in hosts)
+    try:
+        require_controller(deploy_uses("pyinfra", weights=True, remote=remote), ["pyinfra"])
+    except ControllerError as err:
+        raise PyinfraError(f"ms4fleet: {err}") from None
+
+
 def validated(inventory: Any) -> dict[str, HostConfig]:
     key = id(inventory)
     if key not in _validated:
         _validated.clear()
-        _validated[key] = validate_inventory(inventory)
+        configs = validate_inventory(inventory)
+        preflight(inventory)
+        _validated[key] = configs
     return _validated[key]
 
 

@@ -3,6 +3,8 @@ connector hosts): every host is validated before any is touched, and ``--limit``
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,8 +31,11 @@ def _inventory(tmp_path: Path, bad: bool = False) -> Path:
     return path
 
 
-def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(PYINFRA), *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+def _run(*args: str, cwd: Path = ROOT, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path} if path is not None else None
+    return subprocess.run(
+        [str(PYINFRA), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
 
 
 def test_one_bad_host_stops_the_run_before_any_host_is_touched(tmp_path: Path) -> None:
@@ -62,4 +67,19 @@ def test_the_packaged_deploy_needs_no_checkout(tmp_path: Path) -> None:
     out = done.stdout + done.stderr
     assert done.returncode != 0
     assert "ms4fleet: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting" in out
+
+
+def test_a_controller_without_rsync_stops_the_run_before_any_operation(tmp_path: Path) -> None:
+    """The core's controller preflight runs with the inventory's validation (the sim test proves it on a host)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").symlink_to(str(shutil.which("ssh")))
+    done = _run("-y", str(_inventory(tmp_path)), "deploy.py", path=str(bin_dir))
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    line = "ms4fleet: controller: rsync not found on PATH (needed for weights staging): install it with `apt-get install rsync`"
+    # pyinfra frames it ("--> pyinfra error in FILE line N: ..."); the line itself is said once.
+    mentions = [row for row in out.splitlines() if "ms4fleet" in row]
+    assert len(mentions) == 1 and mentions[0].endswith(line), out
+    assert "Traceback" not in out
     assert "Starting operation" not in out and "Detected changes" not in out

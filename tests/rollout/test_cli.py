@@ -124,3 +124,17 @@ def test_drain_polls_the_ports_of_the_release_running_now(tmp_path: Path) -> Non
         _serving_ports(HostFacts(ReleaseRecord(current=running), {**units, "ms4fleet-vllm-1.service": "failed"})) == []
     )
     assert _serving_ports(HostFacts(ReleaseRecord(), units)) == []
+
+
+def test_a_controller_without_rsync_stops_the_rollout_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the core CLI (which prints the core's preflight line), before any host is contacted."""
+    from ms4fleet.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no rsync, no ssh
+    assert main(["rollout", str(inventory(tmp_path))]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "ms4fleet: controller: rsync not found on PATH (needed for weights staging): "
+        "install it with `apt-get install rsync`"
+    ]

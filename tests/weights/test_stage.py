@@ -165,3 +165,17 @@ def test_missing_rsync_on_the_host_is_named(
     (outcome,) = stage_to_hosts(staged, [job])
     assert outcome.status == "failed" and outcome.steps == ["prepare: fresh"]
     assert outcome.detail == "rsync is not installed on the host: install it (provisioning does), then re-run"
+
+
+def test_a_controller_without_rsync_fails_every_host_with_one_line(
+    staged: Path, tmp_path: Path, hub_world: HubWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct caller (not through an engine's preflight) gets the core's line, not ``[Errno 2] ... 'rsync'``."""
+    monkeypatch.setenv("PATH", str(tmp_path / "no-programs"))
+    jobs = _jobs(tmp_path, hub_world.pinned, count=2)
+    line = "controller: rsync not found on PATH (needed for weights staging): install it with `apt-get install rsync`"
+    assert [(o.host, o.status, o.detail) for o in stage_to_hosts(staged, jobs)] == [
+        ("gpu-0", "failed", line),
+        ("gpu-1", "failed", line),
+    ]
+    assert not any(Path(job.dest).parent.exists() for job in jobs)

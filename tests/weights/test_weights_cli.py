@@ -1,8 +1,9 @@
-"""``ms4fleet weights fetch|verify`` as commands: inventory-driven fetch, exit codes, one-line errors."""
+"""``ms4fleet weights fetch|verify|stage`` as commands: inventory-driven fetch, exit codes, one-line errors."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,21 @@ def test_fetch_errors_are_one_line(hub_world: HubWorld, tmp_path: Path, capsys: 
     assert main(["weights", "fetch", "--profile", "nope", "--revision", revision]) == 2
     assert "--profile 'nope' is not in the catalog" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_stage_checks_the_controller_before_fetching(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("hf_x")
+    inventory = _inventory(tmp_path, "5e" * 20, str(token))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "rsync").symlink_to(str(shutil.which("rsync")))
+    monkeypatch.setenv("PATH", str(bin_dir))  # rsync but no ssh, and gpu-a is reached over SSH
+    assert main(["weights", "stage", str(inventory), "--staging-dir", str(tmp_path / "staging")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "ms4fleet: controller: ssh not found on PATH (needed for weights staging over SSH): "
+        "install it with `apt-get install openssh-client`"
+    ]
+    assert not (tmp_path / "staging").exists()

@@ -18,13 +18,14 @@ from rich.progress import Progress as RichBar
 from ms4fleet import paths
 from ms4fleet.catalog import model_profiles
 from ms4fleet.config import ConfigError
+from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.cli import DEFAULT_ROOT
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
-from ms4fleet.weights.stage import StageJob, stage_to_hosts, target_for
+from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
 
 if TYPE_CHECKING:
     from ms4fleet.inventory import Fleet
@@ -176,6 +177,12 @@ def stage(args: argparse.Namespace) -> int:
     except (WeightsError, ConfigError) as err:
         print(f"ms4fleet weights stage: {err}", file=sys.stderr)
         return 2
+    # Before fetching anything: the programs staging runs, as the engines check them.
+    try:
+        require_controller(deploy_uses(None, weights=True, remote=any(not is_local(s.name, s.data) for s in fleet)))
+    except ControllerError as err:
+        print(f"ms4fleet: {err}", file=sys.stderr)
+        return 1
     groups: list[list[tuple[Any, WeightsRequest]]] = []
     for spec, request in requests:
         group = next((g for g in groups if g[0][1].same_files(request)), None)

@@ -14,7 +14,7 @@ rsync over ssh is used rather than SFTP: it is the fastest robust option (kernel
 checksummed) and every provisioned host has it.
 
 + ``HostTarget``: how to reach a host (``local()`` for the controller itself); ``target_for(name, connection,
-  data)`` builds one from an inventory host's SSH settings (pyinfra or Ansible keys).
+  data)`` builds one from an inventory host's SSH settings (pyinfra or Ansible keys); ``is_local(name, data)``.
 + ``stage_to_hosts(staged_dir, jobs, parallel)`` -> ``list[HostOutcome]``.
 """
 
@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from ms4fleet.controller import ControllerError, Use, require_controller
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.manifest import read_manifest
 
@@ -112,9 +113,14 @@ class HostOutcome:
     steps: list[str] = field(default_factory=list)
 
 
+def is_local(name: str, data: Mapping[str, Any]) -> bool:
+    """Whether an inventory host (pyinfra or Ansible keys) is the controller itself, reached without SSH."""
+    return name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local"
+
+
 def target_for(name: str, connection: Mapping[str, Any], data: Mapping[str, Any]) -> HostTarget:
     """SSH connection data from an inventory host (pyinfra or Ansible keys)."""
-    if name == "@local" or data.get("ssh_connector") == "local" or data.get("ansible_connection") == "local":
+    if is_local(name, data):
         return HostTarget.local(name)
     options: list[str] = []
     if data.get("ssh_known_hosts_file"):
@@ -207,6 +213,12 @@ def stage_to_hosts(
 ) -> list[HostOutcome]:
     """Copy the verified directory ``staged`` to every job's host and have each host verify it."""
     manifest = read_manifest(staged)
+    # The engines check the controller before touching any host; this keeps a direct caller's failure one line too.
+    uses = [Use.WEIGHTS] + ([Use.WEIGHTS_SSH] if any(job.host.hostname is not None for job in jobs) else [])
+    try:
+        require_controller(uses, python=False)
+    except ControllerError as err:
+        return [HostOutcome(job.host.name, "failed", str(err)) for job in jobs]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = [pool.submit(_stage_one, staged, manifest.repo, manifest.revision, job, timeout) for job in jobs]
         return [future.result() for future in futures]

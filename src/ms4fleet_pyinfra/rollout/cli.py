@@ -3,7 +3,8 @@
 an engine. Options and their checks are the core's (``ms4fleet.rollout.cli``).
 
 Exit codes: 0 every host at the release (or already there), 1 the rollout stopped (a host failed
-verification and was rolled back, or could not be reached), 2 bad input, before any host is contacted.
+verification and was rolled back, or could not be reached; or the controller lacks a program it runs), 2 bad
+input, before any host is contacted.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ms4fleet.config import ConfigError
+from ms4fleet.controller import deploy_uses, require_controller
 from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout.cli import add_rollout_arguments, add_status_arguments, policy_from_args
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.waves import PolicyError, plan_waves
+from ms4fleet.weights.stage import is_local
 
 _COLOURS = {
     Phase.REJOINED: "green",
@@ -76,6 +79,9 @@ def run_rollout(args: argparse.Namespace) -> int:
         # One plain line (rich would wrap it at the terminal's width).
         print(f"ms4fleet: error: {err}", file=sys.stderr)
         return 2
+    # The controller's preflight, as deploy.py runs it: a failure reaches the CLI as one line (exit 1).
+    remote = any(not is_local(spec.name, spec.data) for spec in fleet)
+    require_controller(deploy_uses("pyinfra", weights=True, remote=remote), ["pyinfra"])
     if args.dry:
         console.print("dry run: reading each host's release to plan the waves; nothing is changed")
         try:
