@@ -15,16 +15,9 @@ from ansible.constants import DEFAULT_TRANSPORT
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.modules.preflight import DOCUMENTATION
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
 
-try:
-    from ms4fleet.controller import ControllerError, deploy_uses, require_controller
-except ImportError as err:  # the one requirement this check cannot run without: name it, in one line
-    MISSING_CORE: str | None = (
-        f"ms4fleet: controller: the ms4fleet Python package cannot be imported ({err}): install it for the "
-        "Python that runs ansible-playbook (`pip install ms4fleet`)"
-    )
-else:
-    MISSING_CORE = None
+from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 
 # The options as documented in plugins/modules/preflight.py (written once, there).
 ARGUMENT_SPEC = {
@@ -41,8 +34,6 @@ class ActionModule(ActionBase):
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        if MISSING_CORE is not None:
-            raise AnsibleActionFail(MISSING_CORE)
         variables = task_vars or {}
         names = args["hosts"] if args["hosts"] is not None else variables.get("groups", {}).get("all", [])
         hostvars = variables.get("hostvars", {})

@@ -21,7 +21,7 @@ description:
 version_added: "0.1.0"
 author: ms4fleet maintainers
 requirements:
-  - the ms4fleet Python package, installed for the Python that runs ansible-playbook
+  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
 options:
   hosts:
     description:

@@ -1,6 +1,6 @@
 """``ms4fleet.fleet.preflight`` without a fleet: its options come from its documentation, it needs ssh only
-for hosts reached over SSH and rsync only when the run stages weights, and a controller without the
-ms4fleet package gets one line. (tests/controller/test_preflight_sim.py runs it before a real host.)"""
+for hosts reached over SSH and rsync only when the run stages weights. (tests/controller/test_preflight_sim.py
+runs it before a real host; tests/packaging/test_clean_install.py runs the collection without the package.)"""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -24,22 +22,6 @@ def test_options_are_the_documented_ones() -> None:
         "hosts": {"type": "list", "elements": "str"},
         "weights": {"type": "bool", "default": False},
     }
-
-
-def test_without_the_ms4fleet_package_the_action_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    action = importlib.import_module(ACTION)
-    monkeypatch.setitem(sys.modules, "ms4fleet.controller", None)  # import fails, as when not installed
-    try:
-        reloaded = importlib.reload(action)
-        assert reloaded.MISSING_CORE is not None
-        assert reloaded.MISSING_CORE.startswith("ms4fleet: controller: the ms4fleet Python package cannot be imported")
-        assert reloaded.MISSING_CORE.endswith(
-            "install it for the Python that runs ansible-playbook (`pip install ms4fleet`)"
-        )
-        assert "\n" not in reloaded.MISSING_CORE
-    finally:
-        monkeypatch.undo()
-        assert importlib.reload(action).MISSING_CORE is None
 
 
 def _adhoc(tmp_path: Path, inventory: str, args: str, *programs: str) -> subprocess.CompletedProcess[str]:
