@@ -113,15 +113,33 @@ def test_cli_up_status_down_leaves_no_container_network_or_volume(tmp_path: Path
         rows = json.loads(_cli(tmp_path, "status", "--fleet", "pytest-cli", "--json").stdout)
         assert [(r["role"], r["state"], r["gpus"], r["systemd"]) for r in rows] == [
             ("host", "running", "b200:8", "running"),
+            ("mirror", "running", "", ""),
+            ("registry", "running", "", ""),
             ("repo", "running", "", ""),
         ]
+        # The controller reaches hosts over SSH and the fleet's services over HTTP, all on loopback.
+        endpoints = {r["role"]: r["endpoint"].split(":")[0] for r in rows}
+        assert endpoints == {
+            "host": "ssh 127.0.0.1",
+            "mirror": "http 127.0.0.1",
+            "registry": "http 127.0.0.1",
+            "repo": "",
+        }
+        mirror = next(r["endpoint"] for r in rows if r["role"] == "mirror").split()[1]
+        record = json.loads((tmp_path / ".sim/pytest-cli/fleet.json").read_text())
+        assert record["mirror_url"] == f"http://{mirror}"
         objects = _fleet_objects("pytest-cli")
-        assert (len(objects["container"]), len(objects["network"]), len(objects["volume"])) == (2, 1, 1)
+        assert (len(objects["container"]), len(objects["network"]), len(objects["volume"])) == (4, 1, 1)
     finally:
         down = _cli(tmp_path, "down", "--fleet", "pytest-cli")
-    assert down.stdout.strip() == "removed 2 container(s), 1 network(s), 1 volume(s)"
+    assert down.stdout.strip() == "removed 4 container(s), 1 network(s), 1 volume(s)"
     assert _fleet_objects("pytest-cli") == {"container": [], "network": [], "volume": []}
-    for name in ("ms4fleet-sim-pytest-cli-1", "ms4fleet-sim-pytest-cli-repo"):
+    for name in (
+        "ms4fleet-sim-pytest-cli-1",
+        "ms4fleet-sim-pytest-cli-repo",
+        "ms4fleet-sim-pytest-cli-mirror",
+        "ms4fleet-sim-pytest-cli-registry",
+    ):
         assert dockercli.inspect("container", name) is None
     assert dockercli.inspect("network", "ms4fleet-sim-pytest-cli") is None
     assert dockercli.inspect("volume", "ms4fleet-sim-pytest-cli-1-docker") is None
