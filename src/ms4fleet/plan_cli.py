@@ -74,7 +74,12 @@ def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
     plans = [plan_host(host.config) for host in fleet]
     if args.json:
-        print_json({"inventory": str(args.inventory), "hosts": [p.to_dict() for p in plans]})
+        # "settings": the host's ms4fleet_* data exactly as its engine's loader merged it (what it will apply).
+        hosts = [
+            {**plan.to_dict(), "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")}}
+            for host, plan in zip(fleet, plans, strict=True)
+        ]
+        print_json({"inventory": str(args.inventory), "hosts": hosts})
     else:
         _print_plans(plans, show_argv=args.argv)
     failed = any(p.verdict == "does-not-fit" for p in plans)
