@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
+from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
 from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.sizing import (
@@ -55,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--gpu-mem-gib", type=float, help="memory of one GPU as CUDA reports it (vLLM's total_gpu_memory), GiB"
     )
     sizer.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
-    sizer.add_argument("--util", type=float, default=0.9, help="gpu_memory_utilization (default 0.9)")
+    sizer.add_argument(
+        "--util",
+        type=float,
+        default=DEFAULT_GPU_MEMORY_UTILIZATION,
+        help=f"gpu_memory_utilization (default {DEFAULT_GPU_MEMORY_UTILIZATION})",
+    )
     sizer.add_argument(
         "--weights-gib", type=float, help="weights of the whole model, GiB (default: the safetensors beside the config)"
     )
