@@ -60,7 +60,7 @@ class ActionModule(ActionBase):
         except ValueError as err:
             raise AnsibleActionFail(str(err)) from None
         plan = plan_host(config)
-        served = config.serving.served_model_name or plan.profile.served_model_name
+        served = plan.served_model_name
         selected = set(args["checks"] or (DEFAULT_CHECKS & checks_for_profile(plan.profile))) - set(args["skip"])
         api_key = self._api_key(config)
         target = "127.0.0.1" if config.serving.bind_address in ("0.0.0.0", "::") else config.serving.bind_address

@@ -31,10 +31,11 @@ from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.request import open_source, request_for_host
 from ms4fleet.weights.secret import scrubbed
-from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, verifier_source
+from ms4fleet.weights.stage import DEFAULT_STAGING, HostTarget, StageJob, stage_to_hosts, verifier_source
 
 ARGUMENT_SPEC = {
-    "staging_dir": {"type": "path", "default": "~/.cache/ms4fleet/weights"},
+    # The core's staging directory: one copy of the model on a controller that uses both engines.
+    "staging_dir": {"type": "path", "default": str(DEFAULT_STAGING)},
     "endpoint": {"type": "str"},
     "timeout": {"type": "float", "default": 6 * 3600.0},
 }

@@ -17,9 +17,11 @@ requirements:
   - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
 options:
   staging_dir:
-    description: Controller directory holding one verified copy per repo and revision.
+    description:
+      - Controller directory holding one verified copy per repo and revision.
+      - Unset, the ms4fleet core's staging directory (the same one C(ms4fleet weights stage) and the pyinfra
+        engine use, so using both engines stores the model once).
     type: path
-    default: ~/.cache/ms4fleet/weights
   endpoint:
     description: Hugging Face Hub endpoint (default, the public Hub or C(HF_ENDPOINT)).
     type: str

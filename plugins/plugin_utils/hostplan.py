@@ -129,7 +129,7 @@ def serving_dict(plan: ServingPlan, config: HostConfig) -> dict[str, Any]:
     return {
         "host": plan.host,
         "model": plan.profile.id,
-        "served_model_name": config.serving.served_model_name or plan.profile.served_model_name,
+        "served_model_name": plan.served_model_name,
         "tp": plan.tp,
         "max_model_len": plan.max_model_len,
         "model_dir": plan.model_dir,
@@ -137,7 +137,7 @@ def serving_dict(plan: ServingPlan, config: HostConfig) -> dict[str, Any]:
         "reasons": list(plan.sizing.reasons),
         "warnings": list(plan.warnings),
         "runtime": config.runtime.kind,
-        "image": config.runtime.image if config.runtime.kind == "docker" else None,
+        "image": plan.image,
         "service_user": config.provision.service_user,
         "weights_configured": weights is not None,
         "env_file": paths.ENV_FILE,

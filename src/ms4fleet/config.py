@@ -25,10 +25,13 @@ from pydantic import (
     model_validator,
 )
 
+from ms4fleet import paths
 from ms4fleet.catalog import GpuKind, ModelProfile, gpu_kinds, model_profiles
 
 SECTIONS = ("gpu", "serving", "runtime", "weights", "provision")
 KEY_PREFIX = "ms4fleet_"
+# The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL)", re.IGNORECASE)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -131,7 +134,7 @@ class ServingConfig(_Section):
     max_model_len: Annotated[int, Field(ge=256)] | None = None
     max_num_seqs: Annotated[int, Field(ge=1, le=4096)] = 64
     max_num_batched_tokens: Annotated[int, Field(ge=256, le=1_048_576)] = 8192
-    gpu_memory_utilization: float = 0.90
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     port: Annotated[int, Field(ge=1024, le=65535)] = 8000
     bind_address: str = "127.0.0.1"
@@ -214,7 +217,7 @@ class RuntimeConfig(_Section):
 class WeightsConfig(_Section):
     source: Literal["hub", "mirror", "path"] = "hub"
     revision: str | None = None
-    dir: str = "/srv/ms4fleet/models"
+    dir: str = paths.WEIGHTS_ROOT
     mirror_url: str | None = None
     path: str | None = None
     hf_token: SecretRef | None = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ms4fleet.catalog import ModelProfile
-from ms4fleet.config import HostConfig
+from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION, HostConfig
 from ms4fleet.probe import GpuProcess, ProbeReport
 from ms4fleet.serving import Replica, ServingPlan
 from ms4fleet.sizing import (
@@ -104,7 +104,7 @@ def check_headroom(
     *,
     tp: int,
     gpu_indices: Sequence[int] | None = None,
-    gpu_memory_utilization: float = 0.92,
+    gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION,
     max_model_len: int | None = None,
     kv_cache_dtype: str = "auto",
     max_num_batched_tokens: int = DEFAULT_MAX_NUM_BATCHED_TOKENS,
@@ -169,7 +169,7 @@ def check_headroom(
             gpu_memory_utilization=gpu_memory_utilization,
             weight_bytes=profile.weight_bytes,
             kv=KvShape.from_profile(profile),
-            max_model_len=max_model_len or profile.default_max_model_len,
+            max_model_len=profile.max_model_len(max_model_len),
             kv_cache_dtype=kv_cache_dtype,
             max_num_batched_tokens=max_num_batched_tokens,
             free_memory_bytes=least,

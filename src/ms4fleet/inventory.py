@@ -1,10 +1,10 @@
-"""One inventory loader for both engines: a pyinfra ``.py`` inventory or an Ansible YAML inventory in,
-validated ``HostSpec`` records out.
+"""Inventories in, validated ``HostSpec`` records out: each file is read by its engine's own loader.
 
-pyinfra inventories are read with pyinfra's own CLI loader (so ``group_data/`` works exactly as in
-``pyinfra inventory.py deploy.py``). Ansible YAML is read with Ansible's own inventory and vars plugins
-(so ``group_vars/``, ``host_vars/``, children and ranges work exactly as in ``ansible-playbook``).
-Either way a top-level ``ms4fleet_*`` key set at a narrower level replaces the broader one.
+The core reads no inventory format itself: an engine registers a loader for a file suffix in the
+entry-point group ``ms4fleet.inventory_loaders`` (``py``: ``ms4fleet_pyinfra.inventory``, pyinfra's own CLI
+loader; ``yml``/``yaml``: ``ms4fleet_ansible.inventory``, Ansible's InventoryManager + VariableManager), so
+the data the core validates and plans is exactly what that engine will apply, with that engine's precedence.
+A loader is ``read_hosts(path) -> [(name, groups, data), ...]`` raising ``ConfigError``.
 
 + ``load_inventory(path)``: e.g. ``load_inventory("inventory/example.py")`` -> ``Fleet``; raises
   ``ConfigError`` naming the host and field for the first problem found.
@@ -12,9 +12,9 @@ Either way a top-level ``ms4fleet_*`` key set at a narrower level replaces the b
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,6 @@ _CONNECTION_KEYS = {
     "ssh_key": "key",
     "ansible_ssh_private_key_file": "key",
 }
-
-
-# Extra ssh arguments an Ansible inventory may carry (host-key options, jump hosts): kept in HostSpec.data.
-_SSH_ARGS = ("ansible_ssh_common_args", "ansible_ssh_extra_args")
 
 
 @dataclass(frozen=True)
@@ -76,12 +72,7 @@ def load_inventory(path: str | Path) -> Fleet:
     source = Path(path)
     if not source.is_file():
         raise ConfigError(str(source), "", "inventory file not found")
-    if source.suffix == ".py":
-        raw = list(_pyinfra_hosts(source))
-    elif source.suffix in {".yml", ".yaml"}:
-        raw = list(_ansible_hosts(source))
-    else:
-        raise ConfigError(str(source), "", "is neither a pyinfra .py nor an Ansible .yml inventory")
+    raw = _loader_for(source)(source)
     if not raw:
         raise ConfigError(str(source), "", "defines no hosts")
     hosts = [
@@ -111,127 +102,17 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
             )
 
 
-def _pyinfra_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    """Groups and data as ``pyinfra inventory.py deploy.py`` sees them.
-
-    pyinfra's own loader is not used: importing ``pyinfra_cli`` monkey-patches the whole process with
-    gevent, and ``pyinfra.api`` alone costs a second of start-up (paramiko, invoke). The merge below is
-    pyinfra's (``Inventory.make_hosts_and_groups`` and ``HostData``): host data > group data, later
-    groups first > ``all``; tests/unit/test_inventory.py checks it against pyinfra itself.
-    """
-    groups = {name: value for name, value in _exec(source).items() if _is_host_group(name, value)}
-    for name, value in groups.items():
-        _check_python_duplicates(name, _hosts_of(value))
-    group_data: dict[str, dict[str, Any]] = {}
-    data_dir = source.parent / "group_data"
-    if data_dir.is_dir():
-        for path in sorted(data_dir.glob("*.py")):
-            group_data[path.stem] = {k: v for k, v in _exec(path).items() if not k.startswith("_")}
-    all_group = groups.pop("all", None)
-    # Without an explicit "all" group, pyinfra's is every host name, once, in first-seen order.
-    all_hosts = _hosts_of(all_group) if all_group is not None else list(dict.fromkeys(_names(groups.values())))
-    all_data = {**group_data.pop("all", {}), **(all_group[1] if isinstance(all_group, tuple) else {})}
-    file_group = source.stem
-    groups.setdefault(file_group, all_hosts)
-    host_data: dict[str, dict[str, Any]] = {}
-    host_groups: dict[str, list[str]] = {}
-    merged_groups: dict[str, dict[str, Any]] = {}
-    for name, value in groups.items():
-        merged_groups[name] = {**group_data.get(name, {}), **(value[1] if isinstance(value, tuple) else {})}
-        for entry in _hosts_of(value):
-            host, data = (entry[0], entry[1]) if isinstance(entry, tuple) else (entry, {})
-            host_data.setdefault(host, {}).update(data)
-            host_groups.setdefault(host, []).append(name)
-    for entry in all_hosts:
-        host, data = (entry[0], entry[1]) if isinstance(entry, tuple) else (entry, {})
-        host_data.setdefault(host, {}).update(data)
-        merged: dict[str, Any] = dict(all_data)
-        for group in host_groups.get(host, []):
-            merged.update(merged_groups[group])
-        merged.update(host_data[host])
-        yield host, tuple(g for g in host_groups.get(host, []) if g != file_group), merged
+RawHosts = list[tuple[str, tuple[str, ...], dict[str, Any]]]
 
 
-def _exec(path: Path) -> dict[str, Any]:
-    import runpy
-
+def _loader_for(source: Path) -> Callable[[Path], RawHosts]:
+    """The installed engine loader registered for this file's suffix."""
+    suffix = source.suffix.lstrip(".")
+    found = [e for e in entry_points(group="ms4fleet.inventory_loaders") if e.name == suffix]
+    if not found:
+        raise ConfigError(str(source), "", "is neither a pyinfra .py nor an Ansible .yml inventory")
     try:
-        return runpy.run_path(str(path))
-    except Exception as err:
-        raise ConfigError(str(path), "", f"fails to import: {type(err).__name__}: {err}") from None
-
-
-def _is_host_group(name: str, value: Any) -> bool:
-    """pyinfra's rule: a public module attribute holding a list of hosts, or a (hosts, data) tuple."""
-    if name.startswith("_"):
-        return False
-    hosts = value[0] if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], dict) else value
-    return isinstance(hosts, list) and all(isinstance(h, (str, tuple)) for h in hosts)
-
-
-def _names(groups: Any) -> Iterator[str]:
-    for value in groups:
-        for host in _hosts_of(value):
-            yield host[0] if isinstance(host, tuple) else host
-
-
-def _hosts_of(value: Any) -> list[Any]:
-    return list(value[0] if isinstance(value, tuple) else value)
-
-
-def _check_python_duplicates(group: str, hosts: list[Any]) -> None:
-    """pyinfra silently merges a host listed twice in one group; flag that as the mistake it is."""
-    counts = Counter(h[0] if isinstance(h, tuple) else h for h in hosts)
-    dupes = sorted(name for name, seen in counts.items() if seen > 1)
-    if dupes:
-        raise ConfigError(dupes[0], "inventory", f"is listed twice in group {group!r}: list each host once")
-
-
-def _ansible_hosts(source: Path) -> Iterator[tuple[str, tuple[str, ...], dict[str, Any]]]:
-    from ansible.errors import AnsibleError
-    from ansible.inventory.manager import InventoryManager
-    from ansible.parsing.dataloader import DataLoader
-    from ansible.vars.manager import VariableManager
-
-    _check_yaml_duplicates(source)
-    loader = DataLoader()
-    try:
-        inventory = InventoryManager(loader=loader, sources=[str(source)])
-    except AnsibleError as err:
-        raise ConfigError(str(source), "", f"cannot be read by Ansible: {err}") from None
-    variables = VariableManager(loader=loader, inventory=inventory)
-    for host in inventory.get_hosts():
-        data = variables.get_vars(host=host, include_hostvars=False)
-        groups = tuple(g.name for g in host.get_groups() if g.name not in {"all", "ungrouped"})
-        yield host.name, groups, _plain(data)
-
-
-def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Ansible wraps strings in its own types; the core wants plain data."""
-    import json
-
-    wanted = {k: v for k, v in data.items() if k.startswith("ms4fleet_") or k in _CONNECTION_KEYS or k in _SSH_ARGS}
-    return dict(json.loads(json.dumps(wanted, default=str)))
-
-
-def _check_yaml_duplicates(source: Path) -> None:
-    """YAML mappings silently keep the last of two equal keys: a host written twice is a mistake."""
-    import yaml
-
-    class _Loader(yaml.SafeLoader):
-        pass
-
-    def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-        keys = [loader.construct_object(k) for k, _ in node.value]
-        dupes = sorted({str(k) for k in keys if keys.count(k) > 1})
-        if dupes:
-            raise ConfigError(
-                dupes[0], "inventory", f"appears twice in the same YAML mapping (line {node.start_mark.line + 1})"
-            )
-        return dict(loader.construct_mapping(node))
-
-    _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
-    try:
-        yaml.load(source.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as err:
-        raise ConfigError(str(source), "", f"is not valid YAML: {err}") from None
+        loader: Callable[[Path], RawHosts] = found[0].load()
+    except ImportError as err:
+        raise ConfigError(str(source), "", f"needs its engine installed to be read ({err})") from None
+    return loader

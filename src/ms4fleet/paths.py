@@ -13,6 +13,8 @@ ENV_FILE = f"{ETC_DIR}/vllm.env"
 RELEASES_DIR = "/var/lib/ms4fleet/releases"
 SYSTEMD_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "ms4fleet-vllm"
+# Where each pinned revision's weights directory lives on the host (ms4fleet_weights.dir by default).
+WEIGHTS_ROOT = "/srv/ms4fleet/models"
 # Where the weights directory is mounted inside the vLLM container.
 CONTAINER_MODEL_DIR = "/models"
 

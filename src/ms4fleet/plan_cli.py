@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
+from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
 from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.sizing import (
@@ -55,7 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--gpu-mem-gib", type=float, help="memory of one GPU as CUDA reports it (vLLM's total_gpu_memory), GiB"
     )
     sizer.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
-    sizer.add_argument("--util", type=float, default=0.9, help="gpu_memory_utilization (default 0.9)")
+    sizer.add_argument(
+        "--util",
+        type=float,
+        default=DEFAULT_GPU_MEMORY_UTILIZATION,
+        help=f"gpu_memory_utilization (default {DEFAULT_GPU_MEMORY_UTILIZATION})",
+    )
     sizer.add_argument(
         "--weights-gib", type=float, help="weights of the whole model, GiB (default: the safetensors beside the config)"
     )
@@ -74,7 +80,12 @@ def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
     plans = [plan_host(host.config) for host in fleet]
     if args.json:
-        print_json({"inventory": str(args.inventory), "hosts": [p.to_dict() for p in plans]})
+        # "settings": the host's ms4fleet_* data exactly as its engine's loader merged it (what it will apply).
+        hosts = [
+            {**plan.to_dict(), "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")}}
+            for host, plan in zip(fleet, plans, strict=True)
+        ]
+        print_json({"inventory": str(args.inventory), "hosts": hosts})
     else:
         _print_plans(plans, show_argv=args.argv)
     failed = any(p.verdict == "does-not-fit" for p in plans)

@@ -115,11 +115,6 @@ class ProbeReport(_Record):
     fabric_manager: FabricManager
     errors: tuple[str, ...]
 
-    @property
-    def has_memory_figures(self) -> bool:
-        """Whether a driver answered (NVML or nvidia-smi): PCI ids alone carry no memory."""
-        return self.source in ("nvml", "nvidia-smi")
-
     def gpu(self, index: int) -> Gpu:
         for gpu in self.gpus:
             if gpu.index == index:

@@ -52,6 +52,9 @@ class ServingPlan:
     model_dir: str
     replicas: tuple[Replica, ...]
     sizing: Sizing
+    # The name clients ask for, and the container image (None when vLLM runs from a venv): decided here only.
+    served_model_name: str
+    image: str | None
     warnings: tuple[str, ...] = ()
     alternatives: tuple[str, ...] = field(default=())
 
@@ -70,6 +73,8 @@ class ServingPlan:
                 for r in self.replicas
             ],
             "max_model_len": self.max_model_len,
+            "served_model_name": self.served_model_name,
+            "image": self.image,
             "verdict": self.verdict,
             "reasons": list(self.sizing.reasons),
             "warnings": list(self.warnings),
@@ -93,7 +98,7 @@ def sizing_input(config: HostConfig, tp: int, free_memory_bytes: int | None = No
         gpu_memory_utilization=serving.gpu_memory_utilization,
         weight_bytes=profile.weight_bytes,
         kv=KvShape.from_profile(profile),
-        max_model_len=serving.max_model_len or profile.default_max_model_len,
+        max_model_len=profile.max_model_len(serving.max_model_len),
         kv_cache_dtype=serving.kv_cache_dtype,
         max_num_batched_tokens=serving.max_num_batched_tokens,
         free_memory_bytes=free_memory_bytes,
@@ -139,9 +144,9 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
     gpu = config.gpu.gpu
     tp = choose_tp(config)
     sizing = size(sizing_input(config, tp, free_memory_bytes))
-    max_model_len = config.serving.max_model_len or profile.default_max_model_len
+    max_model_len = profile.max_model_len(config.serving.max_model_len)
     revision = config.weights.revision if config.weights else None
-    root = config.weights.dir if config.weights else "/srv/ms4fleet/models"
+    root = config.weights.dir if config.weights else paths.WEIGHTS_ROOT
     model_dir = paths.model_dir(root, profile, revision)
     layout = (
         [(tuple(r.gpus), r.port) for r in config.serving.replicas]
@@ -162,9 +167,21 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
         model_dir=model_dir,
         replicas=replicas,
         sizing=sizing,
+        served_model_name=served_model_name(config),
+        image=runtime_image(config),
         warnings=tuple(_warnings(config, tp)),
         alternatives=alternatives,
     )
+
+
+def served_model_name(config: HostConfig) -> str:
+    """The model name the API serves: the host's override, else the catalog profile's."""
+    return config.serving.served_model_name or config.profile.served_model_name
+
+
+def runtime_image(config: HostConfig) -> str | None:
+    """The vLLM container image, or None when vLLM runs from a venv on the host."""
+    return config.runtime.image if config.runtime.kind == "docker" else None
 
 
 def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_path: str) -> list[str]:
@@ -175,7 +192,7 @@ def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_
     argv = [
         model_path,
         "--served-model-name",
-        serving.served_model_name or profile.served_model_name,
+        served_model_name(config),
         # In a container vLLM listens on all of the container's interfaces; Docker's -p binds the host side.
         "--host",
         "0.0.0.0" if in_container else serving.bind_address,

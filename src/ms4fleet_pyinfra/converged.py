@@ -120,8 +120,8 @@ def _live_parts(desired: Desired) -> list[str]:
         section_marker("services"),
         "systemctl show --property=Id,ActiveState,UnitFileState " + " ".join(q(s) for s in desired.services),
         section_marker("image"),
-        f"docker image inspect --format '{{{{.Id}}}}' {q(desired.config.runtime.image)}"
-        if desired.config.runtime.kind == "docker"
+        f"docker image inspect --format '{{{{.Id}}}}' {q(desired.serving.image)}"
+        if desired.serving.image is not None
         else "echo native",
     ]
 
@@ -219,9 +219,9 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
 def live_differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
     """The parts no fingerprint covers: the image is present, every unit active and enabled."""
     out: list[str] = []
-    if desired.config.runtime.kind == "docker":
+    if desired.serving.image is not None:
         image = "".join(sections.get("image", [])).strip()
-        out += [] if image.startswith("sha256:") else [f"image {desired.config.runtime.image} missing"]
+        out += [] if image.startswith("sha256:") else [f"image {desired.serving.image} missing"]
     states = _unit_states(sections.get("services", []))
     out += [f"{s} not active" for s in desired.services if states.get(s, {}).get("ActiveState") != "active"]
     out += [f"{s} not enabled" for s in desired.services if states.get(s, {}).get("UnitFileState") != "enabled"]

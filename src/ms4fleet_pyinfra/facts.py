@@ -2,7 +2,7 @@
 for, and evaluates every operation twice, so each fact batches what it needs into one shell command).
 
 + ``OsReleaseFact`` -> ``OsRelease``; ``Probe`` -> ``ProbeResult`` (the core's probe run on the host);
-+ ``DriverState``, ``FabricManagerState``, ``CudaToolkit``, ``ContainerToolkit``: packages, holds, services;
++ ``DriverState``, ``FabricManagerState``: packages, holds, services;
 + ``DockerState`` (daemon.json bytes, service, runtimes) and ``DockerImage`` (image id or None);
 + ``WeightsState`` (the host-side verifier's report), ``VllmUnits`` (unit files, content hashes, states),
   ``FileSha256`` (hash of one root-only file), ``EnvFileState`` (would the EnvironmentFile change).
@@ -161,10 +161,6 @@ class DriverInfo(Plain):
     def branch(self) -> int | None:
         return int(self.version.split(".", 1)[0]) if self.version else None
 
-    @property
-    def installed_version(self) -> str | None:
-        return self.version
-
 
 class DriverState(FactBase[DriverInfo]):
     """Installed driver package (``nvidia-driver-<branch>[-open]``), hold, loaded version and flavour."""
@@ -254,56 +250,6 @@ class FabricManagerState(FactBase[FabricManagerInfo]):
         held = frozenset(line.strip() for line in _section(output, 1)) & frozenset(installed)
         state = " ".join(_section(output, 2)).strip()
         return FabricManagerInfo(installed, held, state == "active")
-
-
-class CudaToolkit(FactBase[dict[str, str]]):
-    """Installed ``cuda-toolkit-<series>`` packages -> their versions (``{"13-0": "13.0.88-1"}``)."""
-
-    @override
-    def command(self) -> str:
-        return _dpkg_query("cuda-toolkit-*")
-
-    @staticmethod
-    def default() -> dict[str, str]:
-        return {}
-
-    @override
-    def process(self, output: list[str]) -> dict[str, str]:
-        return {
-            name.removeprefix("cuda-toolkit-"): version
-            for name, version in _installed(output).items()
-            if re.fullmatch(r"cuda-toolkit-\d+-\d+", name)
-        }
-
-
-@dataclass(frozen=True)
-class ContainerToolkitInfo(Plain):
-    version: str | None = None
-    runtime: str | None = None
-
-
-class ContainerToolkit(FactBase[ContainerToolkitInfo]):
-    """nvidia-container-toolkit's package version and where its runtime binary is."""
-
-    @override
-    def command(self) -> str:
-        return " ; ".join(
-            [
-                _dpkg_query("nvidia-container-toolkit"),
-                f"echo {_SEP}",
-                "command -v nvidia-container-runtime || true",
-            ]
-        )
-
-    @staticmethod
-    def default() -> ContainerToolkitInfo:
-        return ContainerToolkitInfo()
-
-    @override
-    def process(self, output: list[str]) -> ContainerToolkitInfo:
-        version = _installed(_section(output, 0)).get("nvidia-container-toolkit")
-        runtime = next((line.strip() for line in _section(output, 1) if line.strip()), None)
-        return ContainerToolkitInfo(upstream_version(version) if version else None, runtime)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,12 @@ def test_the_readme_install_steps_in_a_clean_venv(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
     assert not [n for n in names if n.startswith("ms4fleet_sim")], "the production wheel ships the simulator"
-    assert {n.split("/")[0] for n in names} == {"ms4fleet", "ms4fleet_pyinfra", f"ms4fleet-{VERSION}.dist-info"}
+    assert {n.split("/")[0] for n in names} == {
+        "ms4fleet",
+        "ms4fleet_pyinfra",
+        "ms4fleet_ansible",
+        f"ms4fleet-{VERSION}.dist-info",
+    }
     assert {"ms4fleet/py.typed", "ms4fleet_pyinfra/py.typed", f"ms4fleet-{VERSION}.dist-info/licenses/LICENSE"} <= set(
         names
     )

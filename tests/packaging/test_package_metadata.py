@@ -25,7 +25,7 @@ import ms4fleet
 
 ROOT = Path(__file__).resolve().parents[2]
 # What this collection's plugins import as `ansible_collections.ms4fleet.fleet...` is the collection itself.
-OWN = {"ms4fleet", "ms4fleet_pyinfra", "ms4fleet_sim", "ansible_collections"}
+OWN = {"ms4fleet", "ms4fleet_pyinfra", "ms4fleet_ansible", "ms4fleet_sim", "ansible_collections"}
 GUARD = "ansible_collections.ms4fleet.fleet.plugins.plugin_utils"
 
 
@@ -60,7 +60,15 @@ def _declared(pyproject: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("pyproject", "sources"),
     [
-        (ROOT / "pyproject.toml", [ROOT / "src" / "ms4fleet", ROOT / "src" / "ms4fleet_pyinfra", ROOT / "plugins"]),
+        (
+            ROOT / "pyproject.toml",
+            [
+                ROOT / "src" / "ms4fleet",
+                ROOT / "src" / "ms4fleet_pyinfra",
+                ROOT / "src" / "ms4fleet_ansible",
+                ROOT / "plugins",
+            ],
+        ),
         (ROOT / "sim" / "pyproject.toml", [ROOT / "sim" / "src" / "ms4fleet_sim"]),
     ],
     ids=["ms4fleet", "ms4fleet-sim"],

@@ -289,7 +289,7 @@ def test_a_new_plan_is_never_judged_by_an_old_verdict() -> None:
     harness.plan(HOST_DATA, {"--ms4fleet-- os": full_answer(want)})
     changed = {**HOST_DATA, "ms4fleet_runtime": {"image": "vllm/vllm-openai:v0.33.0"}}
     config = HostConfig.from_host_data("gpu-1", changed)
-    assert Desired(config, want.provision, want.serving, want.weights).digest != want.digest
+    assert Desired(config, want.provision, plan_host(config), want.weights).digest != want.digest
     # The quick script is answered as converged, but the digest differs: the full check runs and sees a drift.
     planned = harness.plan(changed, {"--ms4fleet-- fingerprint": quick_answer(want)})
     assert "converged (nothing to do)" not in planned

@@ -87,19 +87,6 @@ def test_fabric_manager_state() -> None:
     assert set(info.packages) == {"nvidia-fabricmanager", "nvlsm"}
 
 
-def test_cuda_toolkit_and_container_toolkit() -> None:
-    cuda = [
-        "cuda-toolkit-13-0\t13.0.88-1\tii ",
-        "cuda-toolkit-config-common\t13.0.88-1\tii ",
-        "cuda-toolkit-12-8\t12.8.93-1\tun ",
-    ]
-    assert facts.CudaToolkit().process(cuda) == {"13-0": "13.0.88-1"}
-    ctk = facts.ContainerToolkit().process(
-        ["nvidia-container-toolkit\t1.18.0-1\tii ", SEP, "/usr/bin/nvidia-container-runtime"]
-    )
-    assert ctk == facts.ContainerToolkitInfo("1.18.0", "/usr/bin/nvidia-container-runtime")
-
-
 def test_docker_state_keeps_daemon_json_bytes_and_lists_runtimes() -> None:
     content = '{\n    "runtimes": {"nvidia": {"args": [], "path": "nvidia-container-runtime"}}\n}\n'
     encoded = base64.b64encode(content.encode()).decode()

@@ -1,4 +1,4 @@
-"""The inventory loader merges data exactly as pyinfra and Ansible do, for the keys ms4fleet reads."""
+"""The inventory loaders merge data exactly as pyinfra and Ansible do, for the keys ms4fleet reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ms4fleet.inventory import _pyinfra_hosts, load_inventory
+from ms4fleet.inventory import load_inventory
+from ms4fleet_pyinfra.inventory import read_hosts
 
 # pyinfra's own CLI loader, in a child process (it monkey-patches with gevent on import).
 _PYINFRA_DUMP = textwrap.dedent(
@@ -42,7 +43,7 @@ def test_merge_matches_pyinfra_itself(tmp_path: Path) -> None:
             """
         )
     )
-    ours = {name: data for name, _, data in _pyinfra_hosts(inventory)}
+    ours = {name: data for name, _, data in read_hosts(inventory)}
     done = subprocess.run(
         [sys.executable, "-c", _PYINFRA_DUMP, str(inventory), str(tmp_path)], capture_output=True, text=True, check=True
     )

@@ -96,6 +96,10 @@ class ModelProfile(BaseModel):
     min_gpus: dict[str, int] = Field(default_factory=dict)
     recommended_gpus: dict[str, int] = Field(default_factory=dict)
 
+    def max_model_len(self, configured: int | None) -> int:
+        """The context served: the host's ``max_model_len`` when set, else this profile's default."""
+        return configured or self.default_max_model_len
+
 
 def _load(name: str) -> dict[str, dict[str, object]]:
     text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")

@@ -100,10 +100,9 @@ def now_iso() -> str:
 
 def release_for(config: HostConfig, plan: ServingPlan, created: str | None = None) -> Release:
     runtime = config.runtime
-    docker = runtime.kind == "docker"
     return Release(
-        runtime=f"docker {runtime.image}" if docker else f"native {runtime.venv} vllm=={runtime.vllm_version}",
-        image=runtime.image if docker else None,
+        runtime=f"docker {plan.image}" if plan.image else f"native {runtime.venv} vllm=={runtime.vllm_version}",
+        image=plan.image,
         argv=tuple(r.argv for r in plan.replicas),
         weights_revision=config.weights.revision if config.weights else None,
         units={r.unit_name: r.unit_text for r in plan.replicas},

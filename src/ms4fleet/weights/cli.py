@@ -10,12 +10,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
-
-# target_for and DEFAULT_STAGING live in ``stage``; re-exported for the engines that import them from here.
-__all__ = ["DEFAULT_ROOT", "DEFAULT_STAGING", "main", "register", "target_for"]
-
-DEFAULT_ROOT = "/srv/ms4fleet/models"
+from ms4fleet.paths import WEIGHTS_ROOT
+from ms4fleet.weights.stage import DEFAULT_STAGING
 
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
@@ -41,7 +37,7 @@ def register(subparsers: Any) -> None:
     fetch.add_argument("--host", help="the inventory host whose weights config to use")
     fetch.add_argument("--profile", help="catalog model profile, e.g. mistral-small-4-fp8")
     fetch.add_argument("--revision", help="40-character commit hash to pin")
-    fetch.add_argument("--dest", help=f"weights directory (default {DEFAULT_ROOT}/<repo>/<revision>)")
+    fetch.add_argument("--dest", help=f"weights directory (default {WEIGHTS_ROOT}/<repo>/<revision>)")
     fetch.add_argument("--source", choices=("hub", "mirror", "path"), default="hub")
     fetch.add_argument("--mirror-url", help="mirror base URL (source mirror)")
     fetch.add_argument("--path", help="directory or NFS mount holding a weights directory (source path)")

@@ -20,7 +20,6 @@ from ms4fleet.catalog import model_profiles
 from ms4fleet.config import ConfigError
 from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.cli import DEFAULT_ROOT
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
@@ -85,7 +84,7 @@ def _explicit_request(args: argparse.Namespace) -> WeightsRequest:
         revision=args.revision,
         include=profile.include_patterns,
         exclude=profile.exclude_patterns,
-        dest=args.dest or paths.model_dir(DEFAULT_ROOT, profile, args.revision),
+        dest=args.dest or paths.model_dir(paths.WEIGHTS_ROOT, profile, args.revision),
         source=args.source,
         owner=args.owner,
         mirror_url=args.mirror_url,

@@ -21,9 +21,9 @@ from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import KEYRING, SUPPORTED_OS, OsRelease, ProvisionPlan, provision_plan
 from ms4fleet.secrets import service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
-from ms4fleet.weights.cli import DEFAULT_STAGING, target_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
 from ms4fleet_pyinfra import verdicts
 from ms4fleet_pyinfra.converged import Desired, fingerprint, live_differences, quick_script, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
@@ -118,10 +118,9 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     report_headroom(config, serving_plan, sudo)
     provision(config, desired.provision)
     data = host_data(host)
-    runtime = config.runtime
     image_op = (
-        docker.image(ref=runtime.image, archive=data.get("vllm_image_archive"), name="vLLM image")
-        if runtime.kind == "docker"
+        docker.image(ref=serving_plan.image, archive=data.get("vllm_image_archive"), name="vLLM image")
+        if serving_plan.image is not None
         else None
     )
     weights_op = weights.weights(

@@ -129,7 +129,7 @@ def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:
 def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
     api_key = _read_host_secret(host, config, sudo)
     checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
-    model = config.serving.served_model_name or plan.profile.served_model_name
+    model = plan.served_model_name
     results = []
     for replica in plan.replicas:
         with forwarded(host, replica.port) as url:

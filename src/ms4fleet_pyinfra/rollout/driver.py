@@ -23,9 +23,9 @@ from ms4fleet.rollout.release import Release, now_iso, release_for
 from ms4fleet.rollout.report import RolloutReport
 from ms4fleet.rollout.waves import Policy, RolloutPlan, plan_waves
 from ms4fleet.serving import ServingPlan, plan_host
-from ms4fleet.weights.cli import DEFAULT_STAGING, target_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
 from ms4fleet_pyinfra.operations import docker, weights
 from ms4fleet_pyinfra.rollout import hostops
 from ms4fleet_pyinfra.rollout.lbctl import LbHost, LoadBalancer, backends_for
@@ -111,10 +111,9 @@ class Rollout:
         def build(spec: HostSpec) -> None:
             name, sudo = spec.name, sudo_for(spec)
             config, data = self.configs[name], dict(spec.data)
-            if config.runtime.kind == "docker":
-                docker.image(
-                    ref=config.runtime.image, archive=data.get("vllm_image_archive"), name="vLLM image", _sudo=sudo
-                )
+            image = self.plans[name].image
+            if image is not None:
+                docker.image(ref=image, archive=data.get("vllm_image_archive"), name="vLLM image", _sudo=sudo)
             weights.weights(
                 request=self.requests[name],
                 target=target_for(name, dict(spec.connection), data),

@@ -28,7 +28,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
-from ms4fleet.serving import ServingPlan, timeout_start_s
+from ms4fleet.serving import ServingPlan, served_model_name, timeout_start_s
 from ms4fleet.verify import DEFAULT_CHECKS, VerifyReport, checks_for_profile, verify
 from ms4fleet.weights.startcheck import verifier_file
 from ms4fleet_pyinfra.facts import Probe
@@ -232,7 +232,7 @@ def _verify(
 ) -> tuple[bool, str, list[Any]]:
     api_key = read_host_secret(host, config, sudo)
     checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
-    model = config.serving.served_model_name or plan.profile.served_model_name
+    model = plan.served_model_name
     results: list[dict[str, Any]] = []
     causes: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -337,7 +337,7 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     if not ok:
         return tracker.fail(host.name, f"rollback: start: {why}")
     ports = [_port_of(previous, unit) for unit in units]
-    model = config.serving.served_model_name or config.profile.served_model_name
+    model = served_model_name(config)
     api_key = read_host_secret(host, config, sudo)
     for port in ports:
         if port is None:

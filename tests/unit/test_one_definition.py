@@ -1,0 +1,85 @@
+"""No decision in two places: each of these has one definition in the core, and both engines take it from there.
+
+A literal or an expression that re-derives one of them anywhere else in the shipped code (src/, the collection's
+plugins/ roles/ playbooks/, deploy.py) fails here, naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ms4fleet import paths
+from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION, HostConfig
+from ms4fleet.headroom import check_headroom
+from ms4fleet.serving import plan_host
+from ms4fleet.weights.stage import DEFAULT_STAGING
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ("src", "plugins", "roles", "playbooks", "deploy.py")
+SUFFIXES = {".py", ".yml", ".yaml", ".j2", ".toml", ".cfg"}
+
+# decision -> (the one file that defines it, a pattern that re-deciding it elsewhere would contain)
+DECISIONS = {
+    "weights root": ("src/ms4fleet/paths.py", re.escape(paths.WEIGHTS_ROOT)),
+    "staging directory": ("src/ms4fleet/weights/stage.py", r"/var/cache/ms4fleet/weights|~/\.cache/ms4fleet/weights"),
+    "utilization default": ("src/ms4fleet/config.py", r"(?<![\d.])0\.9[02]?\b(?![\d.])"),
+    "served-model-name fallback": ("src/ms4fleet/serving.py", r"served_model_name\s+or\b"),
+    "image if docker": ("src/ms4fleet/serving.py", r"runtime\.image\b.*\bif\b|if\b.*kind\s*[!=]=\s*.docker.*image"),
+    "max_model_len default": ("src/ms4fleet/catalog/__init__.py", r"or\s+\w*\.?default_max_model_len"),
+}
+
+
+def _shipped_files() -> list[Path]:
+    out: list[Path] = []
+    for part in SHIPPED:
+        base = ROOT / part
+        files = [base] if base.is_file() else base.rglob("*")
+        out += [p for p in files if p.is_file() and p.suffix in SUFFIXES and ".egg-info" not in str(p)]
+    return sorted(out)
+
+
+@pytest.mark.parametrize("decision", sorted(DECISIONS))
+def test_one_definition(decision: str) -> None:
+    home, pattern = DECISIONS[decision]
+    where = {
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _shipped_files()
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(pattern, line) and str(path.relative_to(ROOT)) != home
+    }
+    assert where == set(), f"{decision} is decided outside {home}"
+    assert any(re.search(pattern, line) for line in (ROOT / home).read_text(encoding="utf-8").splitlines()), home
+
+
+def _config(**serving: object) -> HostConfig:
+    return HostConfig.from_host_data(
+        "h",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_serving": serving,
+        },
+    )
+
+
+def test_the_plan_carries_each_decision_the_engines_read() -> None:
+    plan = plan_host(_config())
+    profile = plan.profile
+    assert plan.served_model_name == profile.served_model_name
+    assert plan.image == "vllm/vllm-openai:v0.32.0"
+    assert plan.max_model_len == profile.default_max_model_len
+    assert plan.model_dir.startswith(paths.WEIGHTS_ROOT + "/")
+    argv = plan.replicas[0].argv
+    assert argv[argv.index("--gpu-memory-utilization") + 1] == f"{DEFAULT_GPU_MEMORY_UTILIZATION:.2f}"
+    named = plan_host(_config(served_model_name="small4", max_model_len=32768))
+    assert (named.served_model_name, named.max_model_len) == ("small4", 32768)
+    assert str(DEFAULT_STAGING) == "/var/cache/ms4fleet/weights"
+
+
+def test_headroom_defaults_to_the_config_utilization() -> None:
+    """The gate judges the same share of the GPU the service will take, when the caller names none."""
+    signature = check_headroom.__kwdefaults__ or {}
+    assert signature["gpu_memory_utilization"] == DEFAULT_GPU_MEMORY_UTILIZATION
