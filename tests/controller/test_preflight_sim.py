@@ -78,9 +78,7 @@ def test_pyinfra_stops_before_any_host_is_touched(
     with monkeypatch.context() as env:  # the pyinfra run's PATH only (the snapshots need docker)
         env.setenv("PATH", _path_without(tmp_path, missing))
         # Never reached: the run stops before the weights source or the image archive is looked at.
-        run = simfleet.pyinfra(
-            fleet, mirror_url="http://127.0.0.1:9", archive=tmp_path / "none.tar", staging=tmp_path / "staging"
-        )
+        run = simfleet.pyinfra(fleet, archive=tmp_path / "none.tar")
     line = LINES[missing].format(what=SSH_USE["pyinfra"])
     assert run.rc != 0
     # pyinfra frames it ("--> pyinfra error in FILE line N: LINE"); the line is said once, nothing else is.
