@@ -75,7 +75,9 @@ if ! docker info >/dev/null 2>&1; then
         $SUDO systemctl start docker
     else
         echo "ensure-docker: starting dockerd (log: /var/log/dockerd.log)"
-        $SUDO setsid sh -c 'exec dockerd >>/var/log/dockerd.log 2>&1' </dev/null &
+        # The daemon outlives this script: it must not inherit the caller's other descriptors (a CI
+        # runner's pipes, a held lock file) or whoever waits on them waits for dockerd.
+        $SUDO setsid sh -c 'exec dockerd >>/var/log/dockerd.log 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&-' </dev/null &
     fi
     for _ in $(seq 1 60); do
         docker info >/dev/null 2>&1 && break

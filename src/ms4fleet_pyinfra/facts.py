@@ -2,6 +2,7 @@
 for, and evaluates every operation twice, so each fact batches what it needs into one shell command).
 
 + ``OsReleaseFact`` -> ``OsRelease``; ``Probe`` -> ``ProbeResult`` (the core's probe run on the host);
++ ``GpuHealth`` -> ``HealthResult`` (the core's GPU health verdicts, from its reader run on the host);
 + ``DriverState``, ``FabricManagerState``: packages, holds, services;
 + ``DockerState`` (daemon.json bytes, service, runtimes) and ``DockerImage`` (image id or None);
 + ``WeightsState`` (the host-side verifier's report), ``VllmUnits`` (unit files, content hashes, states),
@@ -25,6 +26,7 @@ from pyinfra.api.facts import FactBase
 from typing_extensions import override
 
 from ms4fleet import paths
+from ms4fleet.health import HealthError, HealthReport, parse_health
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import DAEMON_JSON, REBOOT_REQUIRED, OsRelease
 from ms4fleet_pyinfra.hostscripts import python_command
@@ -144,6 +146,44 @@ class Probe(FactBase[ProbeResult]):
             return ProbeResult(parse_probe("\n".join(output)))
         except ProbeError as err:
             return ProbeResult(None, str(err))
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    report: HealthReport | None
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``pyinfra INVENTORY fact ms4fleet_pyinfra.facts.GpuHealth`` prints per host: the core's
+        verdict per GPU (with reasons and fixes), or why there is none."""
+        return {"report": None if self.report is None else self.report.to_json(), "error": self.error}
+
+
+class GpuHealth(FactBase[HealthResult]):
+    """The core's GPU health reading (``ms4fleet/hostside/health.py``), run on the host, judged by the core.
+
+    + watch_s: also watch NVML Xid events and PCIe replays this many seconds, e.g. ``5``
+    + dcgm_level: run ``dcgmi diag -r N`` where DCGM is installed (0: never), e.g. ``1``
+    """
+
+    @override
+    def command(self, watch_s: float = 0, dcgm_level: int = 0) -> str:
+        return python_command("health.py", "--watch-s", str(float(watch_s)), "--dcgm-level", str(int(dcgm_level)))
+
+    @override
+    def requires_command(self, watch_s: float = 0, dcgm_level: int = 0) -> str:
+        return "python3"
+
+    @staticmethod
+    def default() -> HealthResult:
+        return HealthResult(None, "python3 is missing on the host: the health check cannot run")
+
+    @override
+    def process(self, output: list[str]) -> HealthResult:
+        try:
+            return HealthResult(parse_health("\n".join(output), "host"))
+        except HealthError as err:
+            return HealthResult(None, str(err))
 
 
 @dataclass(frozen=True)

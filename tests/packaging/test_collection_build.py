@@ -77,6 +77,7 @@ def test_the_tarball_holds_only_the_collection(tmp_path: Path) -> None:
         "docs",
         "docs/ansible.md",
         "docs/architecture.md",
+        "docs/health.md",
         "docs/probe.md",
         "docs/rollout.md",
         "docs/sizing.md",

@@ -27,6 +27,8 @@ SAMPLES = {
     "script": "echo '--ms4fleet-- os'; cat /etc/os-release",
     "repo": "mistralai/Mistral-Small-4-119B-2603",
     "revision": "5e" * 20,
+    "watch_s": "0",
+    "dcgm_level": "0",
 }
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from ms4fleet.catalog import MIB, gpu_kinds
+from ms4fleet.health import judge_gpu
+from ms4fleet.hostside import health as reader
 from ms4fleet.inventory import load_inventory
 from ms4fleet_sim import inventories, packages
 from ms4fleet_sim.fleet import Fleet, FleetRecord, HostRecord
@@ -269,3 +271,49 @@ def test_runc_shim_finds_the_specs_runc_applies() -> None:
 def test_spec_labels_parse_back() -> None:
     spec = GpuSpec("h100-nvl", 2)
     assert parse_gpu_spec(spec.label()) == spec
+
+
+def _health_of(host_faults: dict[str, Any]) -> Any:
+    """The sim's nvidia-smi answers the health reader's own queries; the core judges them."""
+    state.FAULTS.write_text(json.dumps(host_faults))
+    query = smi.run(["--query-gpu=" + ",".join(reader.SMI_FIELDS), "--format=csv,noheader,nounits"])
+    remap = smi.run(["--query-remapped-rows=" + ",".join(reader.SMI_REMAP_FIELDS), "--format=csv,noheader,nounits"])
+    details = reader.parse_smi_details(smi.run(["-q"]))
+    return [judge_gpu(gpu, [], []) for gpu in reader.parse_smi(query, remap, details)]
+
+
+@pytest.mark.parametrize(
+    ("switch", "verdict", "reason"),
+    [
+        ({"ecc_uncorrected_volatile": 1}, "unhealthy", "uncorrectable ECC"),
+        ({"ecc_uncorrected_aggregate": 4}, "degraded", "in its lifetime"),
+        ({"ecc_mode": False}, "degraded", "ECC is off"),
+        ({"row_remap_pending": True}, "unhealthy", "row remap is pending"),
+        ({"row_remap_failure": True}, "unhealthy", "row remapping failed"),
+        ({"banks_without_spare_rows": 3}, "degraded", "no spare rows"),
+        ({"pcie_width": 8}, "degraded", "x8 of x16"),
+        ({"pcie_gen": 3, "clocks_event_reasons": 0}, "degraded", "gen 3 of 5"),
+        ({"clocks_event_reasons": 0x40}, "unhealthy", "hw_thermal_slowdown"),
+        ({"clocks_event_reasons": 0x20}, "degraded", "sw_thermal_slowdown"),
+        ({"temperature_c": 90}, "degraded", "slowdown limit"),
+        ({"temperature_c": 96}, "unhealthy", "shutdown limit"),
+        ({"mig": True}, "unhealthy", "MIG is on"),
+        ({"fabric_state": "In Progress"}, "unhealthy", "fabric state is in_progress"),
+    ],
+)
+def test_every_sim_gpu_fault_switch_excludes_or_warns_with_its_reason(
+    fake_host: dict[str, Any], switch: dict[str, Any], verdict: str, reason: str
+) -> None:
+    (smi.PERSISTENCE).parent.mkdir(parents=True, exist_ok=True)
+    smi.PERSISTENCE.write_text('{"enabled": true}')
+    healthy = _health_of({})
+    assert [str(g.verdict) for g in healthy] == ["healthy"] * 8, [g.findings for g in healthy]
+    gpus = _health_of({"gpu_health": {"3": switch}})
+    assert [str(g.verdict) for g in gpus] == ["healthy"] * 3 + [verdict] + ["healthy"] * 4
+    assert reason in gpus[3].summary, gpus[3].findings
+
+
+def test_sim_gpu_health_refuses_an_unknown_switch(fake_host: dict[str, Any]) -> None:
+    state.FAULTS.write_text(json.dumps({"gpu_health": {"0": {"ecc_erors": 1}}}))
+    with pytest.raises(smi.SmiError, match="unknown gpu_health switch"):
+        smi.run(["-q"])

@@ -27,6 +27,28 @@ NO_DRIVER = (
 )
 
 
+# What a healthy GPU answers (the values the real H200 gave, tests/data/h200/health); every key is a fault switch.
+HEALTHY: dict[str, Any] = {
+    "ecc_mode": True,
+    "ecc_corrected_volatile": 0,
+    "ecc_uncorrected_volatile": 0,
+    "ecc_corrected_aggregate": 0,
+    "ecc_uncorrected_aggregate": 0,
+    "row_remap_correctable": 0,
+    "row_remap_uncorrectable": 0,
+    "row_remap_pending": False,
+    "row_remap_failure": False,
+    "banks_without_spare_rows": 0,
+    "pcie_gen": 5,
+    "pcie_width": 16,
+    "pcie_replays": 0,
+    "clocks_event_reasons": 0x1,
+    "temperature_c": 32,
+    "mig": False,
+    "fabric_state": "Completed",
+}
+
+
 class SmiError(Exception):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -64,6 +86,17 @@ class Snapshot:
         self.persistence = _persistence()
         self.total = int(self.profile["memory_total_bytes"])
         self.reserved = int(self.profile.get("memory_reserved_bytes", 0))
+        self.faults = state.faults(state.FAULTS)
+        self.nvswitch = bool(self.profile.get("nvswitch"))
+
+    def health(self, index: int) -> dict[str, Any]:
+        """GPU ``index``'s health values: a healthy H200's, with the host's ``gpu_health`` fault switches
+        (faults.json: ``{"gpu_health": {"3": {"row_remap_pending": true}}}``) laid over them."""
+        overrides = (self.faults.get("gpu_health") or {}).get(str(index)) or {}
+        unknown = set(overrides) - set(HEALTHY)
+        if unknown:
+            raise SmiError(f"nvidia-sim: unknown gpu_health switch(es) {sorted(unknown)}\n", 2)
+        return {**HEALTHY, **overrides}
 
     @property
     def gpus(self) -> list[dict[str, Any]]:
@@ -101,6 +134,7 @@ def gpu_field(snap: Snapshot, gpu: dict[str, Any], name: str, units: bool) -> st
     if name in memory:
         return f"{_mib(memory[name])} MiB" if units else str(_mib(memory[name]))
     device = prof["pci_device_id"].removeprefix("0x").upper()
+    health = snap.health(index)
     values: dict[str, str] = {
         "index": str(index),
         "count": str(len(snap.gpus)),
@@ -117,11 +151,25 @@ def gpu_field(snap: Snapshot, gpu: dict[str, Any], name: str, units: bool) -> st
         "driver_version": snap.driver["version"],
         "compute_cap": prof["compute_capability"],
         "persistence_mode": "Enabled" if snap.persistence else "Disabled",
-        "mig.mode.current": "Disabled",
-        "mig.mode.pending": "Disabled",
-        "ecc.mode.current": "Enabled",
-        "ecc.mode.pending": "Enabled",
-        "temperature.gpu": "32",
+        "mig.mode.current": _enabled(health["mig"]),
+        "mig.mode.pending": _enabled(health["mig"]),
+        "ecc.mode.current": _enabled(health["ecc_mode"]),
+        "ecc.mode.pending": _enabled(health["ecc_mode"]),
+        "ecc.errors.corrected.volatile.total": str(health["ecc_corrected_volatile"]),
+        "ecc.errors.uncorrected.volatile.total": str(health["ecc_uncorrected_volatile"]),
+        "ecc.errors.corrected.aggregate.total": str(health["ecc_corrected_aggregate"]),
+        "ecc.errors.uncorrected.aggregate.total": str(health["ecc_uncorrected_aggregate"]),
+        # Hopper replaced page retirement with row remapping: nvidia-smi answers [N/A], as on the real H200.
+        "retired_pages.pending": "[N/A]",
+        "retired_pages.single_bit_ecc.count": "[N/A]",
+        "retired_pages.double_bit.count": "[N/A]",
+        "pcie.link.gen.current": str(health["pcie_gen"]),
+        "pcie.link.gen.max": "5",
+        "pcie.link.width.current": str(health["pcie_width"]),
+        "pcie.link.width.max": "16",
+        "clocks_event_reasons.active": f"0x{int(health['clocks_event_reasons']):016X}",
+        "power.limit": "700.00 W" if units else "700.00",
+        "temperature.gpu": str(health["temperature_c"]),
         "utilization.gpu": "0 %" if units else "0",
         "utilization.memory": "0 %" if units else "0",
         "power.draw": "72.50 W" if units else "72.50",
@@ -133,6 +181,33 @@ def gpu_field(snap: Snapshot, gpu: dict[str, Any], name: str, units: bool) -> st
     if name not in values:
         raise SmiError(f'Field "{name}" is not a valid field to query.\n', 2)
     return values[name]
+
+
+def _enabled(on: bool) -> str:
+    return "Enabled" if on else "Disabled"
+
+
+def remap_field(snap: Snapshot, gpu: dict[str, Any], name: str) -> str:
+    health = snap.health(int(gpu["index"]))
+    values: dict[str, str] = {
+        "gpu_bus_id": gpu["pci_bus_id"],
+        "gpu_uuid": gpu["uuid"],
+        "remapped_rows.correctable": str(health["row_remap_correctable"]),
+        "remapped_rows.uncorrectable": str(health["row_remap_uncorrectable"]),
+        "remapped_rows.pending": "Yes" if health["row_remap_pending"] else "No",
+        "remapped_rows.failure": "Yes" if health["row_remap_failure"] else "No",
+    }
+    if name not in values:
+        raise SmiError(f'Field "{name}" is not a valid field to query.\n', 2)
+    return values[name]
+
+
+def query_remapped_rows(snap: Snapshot, fields: list[str], fmt: str) -> str:
+    header, _ = _format(fmt)
+    lines = [", ".join(fields)] if header else []
+    for gpu in snap.gpus:
+        lines.append(", ".join(remap_field(snap, gpu, f) for f in fields))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def app_field(proc: state.ProcEntry, gpu: dict[str, Any], amount: int, name: str, units: bool) -> str:
@@ -167,6 +242,7 @@ def _header(fields: list[str], units: bool) -> str:
         "used_memory": " [MiB]",
         "used_gpu_memory": " [MiB]",
         "power.draw": " [W]",
+        "power.limit": " [W]",
         "utilization.gpu": " [%]",
     }
     return ", ".join(f + (unit.get(f, "") if units else "") for f in fields)
@@ -215,6 +291,7 @@ def full_query(snap: Snapshot, ids: str | None) -> str:
     ]
     for gpu in _select(snap, ids):
         index = int(gpu["index"])
+        health = snap.health(index)
         out += [
             f"GPU {gpu['pci_bus_id']}",
             f"    Product Name                          : {prof['name']}",
@@ -238,8 +315,28 @@ def full_query(snap: Snapshot, ids: str | None) -> str:
             f"        Free                              : {_mib(snap.free(index))} MiB",
             "    Compute Mode                          : Default",
             "    ECC Mode",
-            "        Current                           : Enabled",
-            "        Pending                           : Enabled",
+            f"        Current                           : {_enabled(health['ecc_mode'])}",
+            f"        Pending                           : {_enabled(health['ecc_mode'])}",
+            "    Remapped Rows",
+            f"        Correctable Error                 : {health['row_remap_correctable']}",
+            f"        Uncorrectable Error               : {health['row_remap_uncorrectable']}",
+            f"        Pending                           : {'Yes' if health['row_remap_pending'] else 'No'}",
+            f"        Remapping Failure Occurred        : {'Yes' if health['row_remap_failure'] else 'No'}",
+            "        Bank Remap Availability Histogram",
+            f"            Max                           : {3072 - health['banks_without_spare_rows']} bank(s)",
+            "            High                          : 0 bank(s)",
+            "            Partial                       : 0 bank(s)",
+            "            Low                           : 0 bank(s)",
+            f"            None                          : {health['banks_without_spare_rows']} bank(s)",
+            "    PCIe Replays",
+            f"        Replays Since Reset               : {health['pcie_replays']}",
+            "    Temperature",
+            f"        GPU Current Temp                  : {health['temperature_c']} C",
+            "        GPU Shutdown Temp                 : 95 C",
+            "        GPU Slowdown Temp                 : 89 C",
+            "    Fabric",
+            f"        State                             : {health['fabric_state'] if snap.nvswitch else 'N/A'}",
+            f"        Status                            : {'Success' if snap.nvswitch else 'N/A'}",
             "    Processes",
         ]
         rows = [(p, a) for p, g, a in snap.apps() if g["index"] == index]
@@ -329,6 +426,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="*")
     parser.add_argument("--query-gpu", dest="query_gpu")
     parser.add_argument("--query-compute-apps", dest="query_apps")
+    parser.add_argument("--query-remapped-rows", dest="query_remapped_rows")
     parser.add_argument("--format", default="csv")
     parser.add_argument("-i", "--id", dest="ids")
     parser.add_argument("-L", "--list-gpus", action="store_true")
@@ -354,6 +452,8 @@ def run(argv: list[str]) -> str:
         return query_gpu(snap, [f.strip() for f in args.query_gpu.split(",")], args.format, args.ids)
     if args.query_apps:
         return query_apps(snap, [f.strip() for f in args.query_apps.split(",")], args.format)
+    if args.query_remapped_rows:
+        return query_remapped_rows(snap, [f.strip() for f in args.query_remapped_rows.split(",")], args.format)
     if args.list_gpus:
         return list_gpus(snap)
     if args.query:

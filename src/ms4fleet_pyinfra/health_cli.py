@@ -1,0 +1,101 @@
+"""``ms4fleet health INVENTORY``: every GPU of every host judged healthy, degraded or unhealthy, with the
+reason and the fix, read through the pyinfra engine's SSH connections (registered through the
+``ms4fleet.commands`` entry point ``register_health``; the reader and the rules are the core's).
+
+Exit codes: 0 no GPU unhealthy and every host read, 1 an unhealthy GPU or a host that could not be read,
+2 bad input (before any host is contacted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from pyinfra.api.command import FunctionCommand
+from pyinfra.api.operation import operation
+from rich.console import Console
+from rich.table import Table
+
+from ms4fleet.health import HealthError, HealthReport, parse_health
+from ms4fleet.inventory import Fleet, load_inventory
+from ms4fleet_pyinfra.hostscripts import python_command
+from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
+
+
+@dataclass
+class HostHealth:
+    host: str
+    report: HealthReport | None = None
+    error: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "report": None if self.report is None else self.report.to_json(),
+            "error": self.error,
+        }
+
+
+def register_health(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "health",
+        help="every GPU's health: healthy, degraded (warned) or unhealthy (excluded), with reason and fix",
+    )
+    parser.add_argument("inventory", help="pyinfra .py or Ansible .yml inventory")
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument(
+        "--watch-s", type=float, default=0.0, help="also watch NVML Xid events and PCIe replays this long"
+    )
+    parser.add_argument(
+        "--dcgm-level", type=int, choices=(0, 1, 2, 3), default=1, help="dcgmi diag run level where DCGM is installed"
+    )
+    parser.set_defaults(func=run_health)
+
+
+def _read(state: Any, host: Any, row: HostHealth, args: tuple[str, ...], sudo: bool) -> bool:
+    ok, out, err = shell(host, python_command("health.py", *args), sudo)
+    if not ok:
+        row.error = err.strip()[-200:] or "the health reader failed"
+        return True
+    try:
+        row.report = parse_health(out, host.name)
+    except HealthError as exc:
+        row.error = str(exc)
+    return True
+
+
+@operation(is_idempotent=False)
+def read_health(row: HostHealth, args: tuple[str, ...], sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_read, (row, args, sudo), {})
+
+
+def fleet_health(fleet: Fleet, watch_s: float = 0.0, dcgm_level: int = 1) -> list[HostHealth]:
+    rows = {spec.name: HostHealth(spec.name) for spec in fleet}
+    args = ("--watch-s", str(watch_s), "--dcgm-level", str(dcgm_level))
+    result = run_state(list(fleet), lambda s: read_health(row=rows[s.name], args=args, sudo=sudo_for(s), name="health"))
+    for name in result.unreachable:
+        rows[name].error = "unreachable"
+    return [rows[spec.name] for spec in fleet]
+
+
+def run_health(args: argparse.Namespace) -> int:
+    rows = fleet_health(load_inventory(args.inventory), max(0.0, float(args.watch_s)), args.dcgm_level)
+    if args.json:
+        sys.stdout.write(json.dumps([row.to_dict() for row in rows], indent=2) + "\n")
+    else:
+        table = Table("host", "GPU", "verdict", "why", "fix")
+        for row in rows:
+            if row.report is None:
+                table.add_row(row.host, "-", "[red]unread[/red]", row.error, "")
+                continue
+            for gpu in row.report.gpus:
+                fixes = "; ".join(dict.fromkeys(f.fix for f in gpu.findings if f.verdict == gpu.verdict))
+                colour = ("green", "yellow", "red")[gpu.verdict]
+                table.add_row(row.host, str(gpu.index), f"[{colour}]{gpu.verdict}[/{colour}]", gpu.summary, fixes)
+        Console().print(table)
+    bad = any(row.report is None or row.report.excluded for row in rows)
+    return 1 if bad else 0
