@@ -8,7 +8,7 @@ A loader is ``read_hosts(path) -> [RawHost, ...]`` raising ``ConfigError`` (one 
 
 + ``load_inventory(path)``: e.g. ``load_inventory("inventory/example.py")`` -> ``Fleet``; raises
   ``ConfigError`` naming the host and field for the first problem found.
-+ ``validate_hosts(raw_hosts, require_weights=...)``: the same checks on hosts an engine already read (both
++ ``validate_hosts(raw_hosts, deploying=...)``: the same checks on hosts an engine already read (both
   engines' preflight calls it for every host of the run before touching any): each host's ``HostConfig``
   and the fleet-wide rules (canonical names, no tie between groups, one machine once, serving ports).
 """
@@ -16,6 +16,7 @@ A loader is ``read_hosts(path) -> [RawHost, ...]`` raising ``ConfigError`` (one 
 from __future__ import annotations
 
 import ipaddress
+import os
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ class Fleet:
         return Fleet(self.path, tuple(h for h in self.hosts if h.name in wanted or wanted & set(h.groups)))
 
 
-def load_inventory(path: str | Path, *, require_weights: bool = False) -> Fleet:
+def load_inventory(path: str | Path, *, deploying: bool = False) -> Fleet:
     """Read and validate every host of an inventory, before any host is contacted."""
     source = Path(path)
     if not source.is_file():
@@ -105,23 +106,20 @@ def load_inventory(path: str | Path, *, require_weights: bool = False) -> Fleet:
     raw = _loader_for(source)(source)
     if not raw:
         raise ConfigError(str(source), "", "defines no hosts")
-    return Fleet(str(source), tuple(validate_hosts(raw, require_weights=require_weights)))
+    return Fleet(str(source), tuple(validate_hosts(raw, deploying=deploying)))
 
 
-def validate_hosts(raw_hosts: Iterable[RawHost], *, require_weights: bool = False) -> list[HostSpec]:
-    """Every host's config and the fleet-wide rules; ``require_weights`` for runs that serve (deploy, rollout)."""
+def validate_hosts(raw_hosts: Iterable[RawHost], *, deploying: bool = False) -> list[HostSpec]:
+    """Every host's config and the fleet-wide rules. ``deploying``: the run serves the model (deploy, rollout),
+    so each host needs its weights section and every secret it references by environment variable set here."""
     raw = list(raw_hosts)
     _check_names(raw)
     hosts = []
     for host in raw:
         _check_group_ties(host)
         config = HostConfig.from_host_data(host.name, host.data)
-        if require_weights and config.weights is None:
-            raise ConfigError(
-                host.name,
-                "weights",
-                "is missing: set ms4fleet_weights (source, revision, ...) so the host can be given its model",
-            )
+        if deploying:
+            _check_deployable(config)
         hosts.append(
             HostSpec(
                 name=host.name,
@@ -156,6 +154,26 @@ def _check_names(raw: list[RawHost]) -> None:
                 "name",
                 f"holds {what}: host names are printable ASCII (a look-alike or invisible character "
                 "makes a second host that --limit and ssh do not match)",
+            )
+
+
+def _check_deployable(config: HostConfig) -> None:
+    if config.weights is None:
+        raise ConfigError(
+            config.name,
+            "weights",
+            "is missing: set ms4fleet_weights (source, revision, ...) so the host can be given its model",
+        )
+    refs = {"serving.api_key": config.serving.api_key}
+    if config.weights.source == "hub":
+        refs["weights.hf_token"] = config.weights.hf_token
+    for where, ref in refs.items():
+        # Read on the controller when the run starts (uploaded, or used to fetch): unset means an empty secret.
+        if ref is not None and ref.env is not None and not os.environ.get(ref.env):
+            raise ConfigError(
+                config.name,
+                f"{where}.env",
+                f"names {ref.env}, which is unset or empty on this controller: export it before the run",
             )
 
 
