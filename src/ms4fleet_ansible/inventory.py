@@ -14,7 +14,12 @@ non-UTF-8 file, and a source no inventory plugin could parse (Ansible would warn
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +39,14 @@ from ms4fleet.inventory import GroupSettings, RawHost
 def read_hosts(source: Path) -> list[RawHost]:
     """Every host of a YAML inventory, its groups (without ``all``/``ungrouped``) and its variables."""
     _check_yaml(source)
+    for path in _vars_files(source):
+        _check_yaml(path)
     # A source no plugin parses is an error, not a warning followed by a run on the hosts that did parse.
     C.INVENTORY_UNPARSED_IS_FAILED = True
     C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
     loader = DataLoader()
     try:
-        inventory = InventoryManager(loader=loader, sources=[str(source)])
+        inventory = _parse(loader, source)
         variables = VariableManager(loader=loader, inventory=inventory)
         hosts: list[RawHost] = []
         for host in inventory.get_hosts():
@@ -50,7 +57,24 @@ def read_hosts(source: Path) -> list[RawHost]:
             hosts.append(RawHost(host.name, groups, _plain(data), settings, own))
     except AnsibleError as err:
         raise ConfigError(str(source), "", f"cannot be read by Ansible: {_first_line(err)}") from None
+    _check_vars_dirs(source, inventory)
     return hosts
+
+
+def _parse(loader: DataLoader, source: Path) -> InventoryManager:
+    """Ansible's InventoryManager; when no plugin parses the file, the one line says why the YAML plugin did
+    not (Ansible prints every plugin's failure over many lines, then a line that names none of them)."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            inventory = InventoryManager(loader=loader, sources=[str(source)])
+    except AnsibleError as err:
+        why = re.search(r"Failed to parse inventory with 'yaml' plugin: (.*)", captured.getvalue())
+        raise ConfigError(
+            str(source), "", f"cannot be read by Ansible: {why.group(1).strip() if why else _first_line(err)}"
+        ) from None
+    sys.stderr.write(captured.getvalue())  # Ansible's warnings about a source it did read stay visible
+    return inventory
 
 
 def group_settings(inventory: Any, loader: Any, host: Any) -> tuple[tuple[GroupSettings, ...], frozenset[str]]:
@@ -64,6 +88,42 @@ def group_settings(inventory: Any, loader: Any, host: Any) -> tuple[tuple[GroupS
         layers.append(GroupSettings(group.name, (group.depth, group.priority), settings))
     own = combine_vars(host.get_vars(), get_vars_from_inventory_sources(loader, sources, [host], "all"))
     return tuple(layers), frozenset(k for k in own if str(k).startswith(KEY_PREFIX))
+
+
+# Where Ansible looks for variable files beside an inventory file, and the extensions it reads there.
+_VARS_DIRS = ("group_vars", "host_vars")
+_VARS_SUFFIXES = ("", ".yml", ".yaml", ".json")
+
+
+def _vars_files(source: Path) -> list[Path]:
+    """The files of ``group_vars/`` and ``host_vars/`` beside the inventory; a link to nothing is an error
+    (Ansible skips it without a word, and the hosts lose its settings)."""
+    files = []
+    for name in _VARS_DIRS:
+        base = source.parent / name
+        for path in sorted(base.rglob("*")) if base.is_dir() else []:
+            if path.is_symlink() and not path.exists():
+                raise ConfigError(str(path), "", f"is a link to {path.readlink()}, which does not exist")
+            if path.is_file() and path.suffix in _VARS_SUFFIXES and not path.name.startswith("."):
+                files.append(path)
+    return files
+
+
+def _check_vars_dirs(source: Path, inventory: Any) -> None:
+    """A variables file for a group or host the inventory does not have reaches no host: name the likely one."""
+    for dirname, names in (("group_vars", inventory.groups), ("host_vars", {h.name for h in inventory.get_hosts()})):
+        base = source.parent / dirname
+        for entry in sorted(base.iterdir()) if base.is_dir() else []:
+            stem = entry.name if entry.is_dir() else entry.name.removesuffix(entry.suffix)
+            if entry.name.startswith(".") or (entry.is_file() and entry.suffix not in _VARS_SUFFIXES):
+                continue
+            if stem not in names:
+                close = difflib.get_close_matches(stem, sorted(names), n=1)
+                hint = f"; did you mean {dirname}/{close[0]}?" if close else ""
+                kind = "group" if dirname == "group_vars" else "host"
+                raise ConfigError(
+                    str(entry), "", f"names no {kind} of {source.name}, so its variables reach no host{hint}"
+                )
 
 
 def _plain(data: Any) -> dict[str, Any]:
@@ -109,7 +169,7 @@ def _check_yaml(source: Path) -> None:
             str(source), "", f"is not UTF-8 text (byte 0x{_bad_byte(err):02x} at offset {err.start}): save it as UTF-8"
         ) from None
     try:
-        yaml.load(text, Loader=_Loader)
+        document = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
@@ -117,6 +177,9 @@ def _check_yaml(source: Path) -> None:
         raise ConfigError(where, "", f"is not valid YAML: {what}") from None
     except yaml.YAMLError as err:
         raise ConfigError(str(source), "", f"is not valid YAML: {' '.join(str(err).split())}") from None
+    # An inventory (and a group_vars file) is a mapping; Ansible's INI fallback reads a bare word as a host.
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(str(source), "", f"holds a YAML {type(document).__name__}, not a mapping")
 
 
 def _bad_byte(err: UnicodeDecodeError) -> int:

@@ -13,6 +13,7 @@ runs it in a child Python with a time limit, which writes its answer (hosts, or 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import runpy
@@ -138,6 +139,9 @@ def _dump(source: Path, cwd: str) -> dict[str, Any]:
         with ctx_state.use(State(check_for_changes=False)):
             inventory = make_inventory_from_files(str(source), cwd=cwd)
             hosts = raw_hosts(inventory, file_group=source.name.rsplit(".", 1)[0])
+        orphan = _orphan_group_data(inventory, namespace, source)
+        if orphan:
+            return {"error": list(orphan)}
     except ConfigError as err:
         return {"error": _parts(err)}
     except BaseException as err:
@@ -154,6 +158,18 @@ def _dump(source: Path, cwd: str) -> dict[str, Any]:
             for h in hosts
         ]
     }
+
+
+def _orphan_group_data(inventory: Any, namespace: dict[str, Any], source: Path) -> tuple[str, str, str] | None:
+    """A ``group_data/`` file for a group the inventory does not have: pyinfra makes it an empty group, so its
+    settings silently reach no host (``group_data/gpu.py`` beside a group ``gpus``)."""
+    groups = {name for name, _ in _groups(namespace)} | {"all", source.name.rsplit(".", 1)[0]}
+    for name, data in inventory.group_data.items():
+        if name not in groups and data and not inventory.groups.get(name):
+            close = difflib.get_close_matches(name, sorted(groups), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            return f"group_data/{name}.py", "", f"names no group of {source.name}, so its data reaches no host{hint}"
+    return None
 
 
 def _parts(err: ConfigError) -> list[str]:
