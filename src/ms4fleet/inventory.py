@@ -8,6 +8,7 @@ A loader is ``read_hosts(path) -> [RawHost, ...]`` raising ``ConfigError`` (one 
 
 + ``load_inventory(path)``: e.g. ``load_inventory("inventory/example.py")`` -> ``Fleet``; raises
   ``ConfigError`` naming the host and field for the first problem found.
++ ``read_text(path)``: a file as UTF-8 text or one ``ConfigError`` line (unreadable, another encoding).
 + ``validate_hosts(raw_hosts, deploying=...)``: the same checks on hosts an engine already read (both
   engines' preflight calls it for every host of the run before touching any): each host's ``HostConfig``
   and the fleet-wide rules (canonical names, no tie between groups, one machine once, serving ports).
@@ -107,6 +108,20 @@ def load_inventory(path: str | Path, *, deploying: bool = False) -> Fleet:
     if not raw:
         raise ConfigError(str(source), "", "defines no hosts")
     return Fleet(str(source), tuple(validate_hosts(raw, deploying=deploying)))
+
+
+def read_text(path: Path) -> str:
+    """An inventory file (or one it includes) as UTF-8 text, or one line saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(path), "", f"cannot be read: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), "", f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}): save it as UTF-8"
+        ) from None
 
 
 def validate_hosts(raw_hosts: Iterable[RawHost], *, deploying: bool = False) -> list[HostSpec]:

@@ -18,6 +18,7 @@ import contextlib
 import difflib
 import io
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ from ansible.vars.plugins import get_vars_from_inventory_sources
 
 from ansible import constants as C
 from ms4fleet.config import KEY_PREFIX, ConfigError
-from ms4fleet.inventory import GroupSettings, RawHost
+from ms4fleet.inventory import GroupSettings, RawHost, read_text
 
 
 def read_hosts(source: Path) -> list[RawHost]:
@@ -80,7 +81,9 @@ def _parse(loader: DataLoader, source: Path) -> InventoryManager:
 def group_settings(inventory: Any, loader: Any, host: Any) -> tuple[tuple[GroupSettings, ...], frozenset[str]]:
     """Each group's own ``ms4fleet_*`` variables for ``host`` (inventory file and ``group_vars/``), ranked as
     Ansible merges them, and the ``ms4fleet_*`` keys the host sets itself (inline or ``host_vars/``)."""
-    sources = inventory._sources  # the same list VariableManager hands its vars plugins
+    # The sources VariableManager hands its vars plugins, absolute: a relative "inventory.yml" has no directory
+    # for them to find group_vars/ in.
+    sources = [os.path.abspath(s) if os.path.exists(s) else s for s in inventory._sources]
     layers = []
     for group in host.get_groups():
         data = combine_vars(group.get_vars(), get_vars_from_inventory_sources(loader, sources, [group], "all"))
@@ -160,14 +163,7 @@ def _check_yaml(source: Path) -> None:
 
     _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
     _Loader.add_multi_constructor("!", _ansible_tag)
-    try:
-        text = source.read_bytes().decode("utf-8")
-    except OSError as err:
-        raise ConfigError(str(source), "", f"cannot be read: {err.strerror or err}") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            str(source), "", f"is not UTF-8 text (byte 0x{_bad_byte(err):02x} at offset {err.start}): save it as UTF-8"
-        ) from None
+    text = read_text(source)
     try:
         document = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as err:
@@ -181,6 +177,3 @@ def _check_yaml(source: Path) -> None:
     if document is not None and not isinstance(document, dict):
         raise ConfigError(str(source), "", f"holds a YAML {type(document).__name__}, not a mapping")
 
-
-def _bad_byte(err: UnicodeDecodeError) -> int:
-    return err.object[err.start]

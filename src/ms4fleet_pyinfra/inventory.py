@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ms4fleet.config import KEY_PREFIX, ConfigError
-from ms4fleet.inventory import GroupSettings, RawHost
+from ms4fleet.inventory import GroupSettings, RawHost, read_text
 
 # Reading an inventory is local work: one that takes longer is waiting on something it should not.
 LOAD_TIMEOUT_S = float(os.environ.get("MS4FLEET_INVENTORY_TIMEOUT_S", "30"))
@@ -39,6 +39,7 @@ _CONNECTION = ("ssh_hostname", "ssh_port", "ssh_user", "ssh_key")
 
 def read_hosts(source: Path) -> list[RawHost]:
     """Every host of a pyinfra inventory, its groups (without the file's own group) and its merged data."""
+    read_text(source)
     with tempfile.TemporaryDirectory(prefix="ms4fleet-inventory-") as scratch:
         answer_file = Path(scratch) / "answer.json"
         try:
@@ -145,7 +146,8 @@ def _dump(source: Path, cwd: str) -> dict[str, Any]:
     except ConfigError as err:
         return {"error": _parts(err)}
     except BaseException as err:
-        return {"error": [str(source), "", f"cannot be read by pyinfra: {type(err).__name__}: {_one_line(err)}"]}
+        what = "" if hasattr(err, "exception") else f"{type(err).__name__}: "
+        return {"error": [str(source), "", f"cannot be read by pyinfra: {what}{_one_line(err)}"]}
     return {
         "hosts": [
             {
@@ -179,7 +181,15 @@ def _parts(err: ConfigError) -> list[str]:
 
 
 def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or "(no message)"
+    # pyinfra wraps an error in a group_data file as UnexpectedExternalError(exception, filename).
+    inner, filename = getattr(err, "exception", None), getattr(err, "filename", None)
+    if isinstance(inner, BaseException) and filename:
+        return f"{filename}: {type(inner).__name__}: {_one_line(inner)}"
+    try:
+        text = str(err)
+    except Exception:  # an exception whose __str__ fails still gets its type named
+        text = ""
+    return " ".join(text.split()) or "(no message)"
 
 
 def _groups(namespace: dict[str, Any]) -> Iterable[tuple[str, Any]]:
