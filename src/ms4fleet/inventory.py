@@ -159,7 +159,7 @@ def _check_names(raw: list[RawHost]) -> None:
             raise ConfigError(
                 ascii(host.name),
                 "name",
-                f"is host {ascii(other)} written another way (case or Unicode form): write each host once, one way",
+                f"is host {other!a} written another way (case or Unicode form): write each host once, one way",
             )
         odd = next((c for c in host.name if c not in _NAME_CHARS), None)
         if odd is not None or not host.name:

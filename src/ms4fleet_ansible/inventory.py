@@ -176,4 +176,3 @@ def _check_yaml(source: Path) -> None:
     # An inventory (and a group_vars file) is a mapping; Ansible's INI fallback reads a bare word as a host.
     if document is not None and not isinstance(document, dict):
         raise ConfigError(str(source), "", f"holds a YAML {type(document).__name__}, not a mapping")
-

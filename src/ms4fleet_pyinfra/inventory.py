@@ -54,7 +54,9 @@ def read_hosts(source: Path) -> list[RawHost]:
             )
         except subprocess.TimeoutExpired:
             raise ConfigError(
-                str(source), "", f"did not finish loading in {LOAD_TIMEOUT_S:g}s: an inventory must not wait on anything"
+                str(source),
+                "",
+                f"did not finish loading in {LOAD_TIMEOUT_S:g}s: an inventory must not wait on anything",
             ) from None
         try:
             answer = json.loads(answer_file.read_text(encoding="utf-8"))
