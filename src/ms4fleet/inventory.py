@@ -163,7 +163,7 @@ def _check_names(raw: list[RawHost]) -> None:
             )
         odd = next((c for c in host.name if c not in _NAME_CHARS), None)
         if odd is not None or not host.name:
-            what = f"U+{ord(odd):04X} {unicodedata.name(odd, 'unnamed')}" if odd else "nothing"
+            what = f"U+{ord(odd):04X} {unicodedata.name(odd, 'a control character')}" if odd else "nothing"
             raise ConfigError(
                 ascii(host.name),
                 "name",
