@@ -38,6 +38,7 @@ SNAPSHOT = (
 )
 # sshd's record of logins: pyinfra must validate before it connects at all.
 SSH_LOGINS = "journalctl -q --no-pager -u ssh -u sshd 2>/dev/null | grep -c 'Accepted' || true"
+SSH_STARTED = "journalctl -q --no-pager -u ssh -u sshd 2>/dev/null | grep -c 'Server listening' || true"
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,8 @@ def world() -> Iterator[World]:
     try:
         (hosts, shared) = runpy.run_path(str(fleet.inventory))[inventories.GROUP]
         _, yml_path = inventories.paths(fleet.target)
+        # The login count below means something only if sshd's journal is there to read.
+        assert int(fleet.sh(fleet.hosts[0], SSH_STARTED, check=False).strip() or 0) >= 1
         yield World(fleet, fleet.hosts[0], dict(hosts), shared, yaml.safe_load(yml_path.read_text()))
     finally:
         fleet.down()
