@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ms4fleet import __version__
 from ms4fleet.config import ConfigError
@@ -34,9 +34,16 @@ class UsageError(Exception):
     """Bad command-line input: printed as one line, exit code 2."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse prints the usage before its error: bad input gets one line here, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with a known ``command``, only the module registering it is imported (start-up time)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ms4fleet",
         description="Turn NVIDIA GPU hosts into a fleet serving Mistral Small 4 on vLLM.",
     )

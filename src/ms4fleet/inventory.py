@@ -4,21 +4,28 @@ The core reads no inventory format itself: an engine registers a loader for a fi
 entry-point group ``ms4fleet.inventory_loaders`` (``py``: ``ms4fleet_pyinfra.inventory``, pyinfra's own CLI
 loader; ``yml``/``yaml``: ``ms4fleet_ansible.inventory``, Ansible's InventoryManager + VariableManager), so
 the data the core validates and plans is exactly what that engine will apply, with that engine's precedence.
-A loader is ``read_hosts(path) -> [(name, groups, data), ...]`` raising ``ConfigError``.
+A loader is ``read_hosts(path) -> [RawHost, ...]`` raising ``ConfigError`` (one line) for anything else.
 
 + ``load_inventory(path)``: e.g. ``load_inventory("inventory/example.py")`` -> ``Fleet``; raises
   ``ConfigError`` naming the host and field for the first problem found.
++ ``read_text(path)``: a file as UTF-8 text or one ``ConfigError`` line (unreadable, another encoding).
++ ``validate_hosts(raw_hosts, deploying=...)``: the same checks on hosts an engine already read (both
+  engines' preflight calls it for every host of the run before touching any): each host's ``HostConfig``
+  and the fleet-wide rules (canonical names, no tie between groups, one machine once, serving ports).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import ipaddress
+import os
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.config import KEY_PREFIX, ConfigError, HostConfig
 
 # Connection keys each engine understands, mapped to one neutral name.
 _CONNECTION_KEYS = {
@@ -31,6 +38,31 @@ _CONNECTION_KEYS = {
     "ssh_key": "key",
     "ansible_ssh_private_key_file": "key",
 }
+# A host name is what ssh, DNS and both engines' --limit match on: printable ASCII without spaces.
+_NAME_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """One group's own ``ms4fleet_*`` settings for a host and its place in the engine's precedence."""
+
+    name: str
+    # A higher rank wins. Equal ranks are a tie the engine breaks by file order or name, which nobody
+    # reading the inventory can see: two such groups setting one key differently is refused.
+    rank: tuple[int, ...]
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class RawHost:
+    """One host as its engine's loader read it: merged data plus what each group said on its own."""
+
+    name: str
+    groups: tuple[str, ...]
+    data: Mapping[str, Any]
+    group_settings: tuple[GroupSettings, ...] = ()
+    # ms4fleet_* keys set above every group (the host itself, extra vars): they settle any group tie.
+    own_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -67,7 +99,7 @@ class Fleet:
         return Fleet(self.path, tuple(h for h in self.hosts if h.name in wanted or wanted & set(h.groups)))
 
 
-def load_inventory(path: str | Path) -> Fleet:
+def load_inventory(path: str | Path, *, deploying: bool = False) -> Fleet:
     """Read and validate every host of an inventory, before any host is contacted."""
     source = Path(path)
     if not source.is_file():
@@ -75,26 +107,123 @@ def load_inventory(path: str | Path) -> Fleet:
     raw = _loader_for(source)(source)
     if not raw:
         raise ConfigError(str(source), "", "defines no hosts")
-    hosts = [
-        HostSpec(
-            name=name,
-            groups=groups,
-            config=HostConfig.from_host_data(name, data),
-            connection={_CONNECTION_KEYS[k]: v for k, v in data.items() if k in _CONNECTION_KEYS},
-            data=data,
+    return Fleet(str(source), tuple(validate_hosts(raw, deploying=deploying)))
+
+
+def read_text(path: Path) -> str:
+    """An inventory file (or one it includes) as UTF-8 text, or one line saying why it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(str(path), "", f"cannot be read: {err.strerror or err}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            str(path), "", f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}): save it as UTF-8"
+        ) from None
+
+
+def validate_hosts(raw_hosts: Iterable[RawHost], *, deploying: bool = False) -> list[HostSpec]:
+    """Every host's config and the fleet-wide rules. ``deploying``: the run serves the model (deploy, rollout),
+    so each host needs its weights section and every secret it references by environment variable set here."""
+    raw = list(raw_hosts)
+    _check_names(raw)
+    hosts = []
+    for host in raw:
+        _check_group_ties(host)
+        config = HostConfig.from_host_data(host.name, host.data)
+        if deploying:
+            _check_deployable(config)
+        hosts.append(
+            HostSpec(
+                name=host.name,
+                groups=host.groups,
+                config=config,
+                connection={_CONNECTION_KEYS[k]: v for k, v in host.data.items() if k in _CONNECTION_KEYS},
+                data=host.data,
+            )
         )
-        for name, groups, data in raw
-    ]
     _check_unique_addresses(hosts)
-    return Fleet(str(source), tuple(hosts))
+    _check_shared_address_ports(hosts)
+    return hosts
+
+
+def _check_names(raw: list[RawHost]) -> None:
+    """One host written two ways is one host; a name with a look-alike or invisible character is refused."""
+    seen: dict[str, str] = {}
+    for host in raw:
+        folded = unicodedata.normalize("NFKC", host.name).casefold()
+        other = seen.setdefault(folded, host.name)
+        if other != host.name:
+            raise ConfigError(
+                ascii(host.name),
+                "name",
+                f"is host {other!a} written another way (case or Unicode form): write each host once, one way",
+            )
+        odd = next((c for c in host.name if c not in _NAME_CHARS), None)
+        if odd is not None or not host.name:
+            what = f"U+{ord(odd):04X} {unicodedata.name(odd, 'a control character')}" if odd else "nothing"
+            raise ConfigError(
+                ascii(host.name),
+                "name",
+                f"holds {what}: host names are printable ASCII (a look-alike or invisible character "
+                "makes a second host that --limit and ssh do not match)",
+            )
+
+
+def _check_deployable(config: HostConfig) -> None:
+    if config.weights is None:
+        raise ConfigError(
+            config.name,
+            "weights",
+            "is missing: set ms4fleet_weights (source, revision, ...) so the host can be given its model",
+        )
+    refs = {"serving.api_key": config.serving.api_key}
+    if config.weights.source == "hub":
+        refs["weights.hf_token"] = config.weights.hf_token
+    for where, ref in refs.items():
+        # Read on the controller when the run starts (uploaded, or used to fetch): unset means an empty secret.
+        if ref is not None and ref.env is not None and not os.environ.get(ref.env):
+            raise ConfigError(
+                config.name,
+                f"{where}.env",
+                f"names {ref.env}, which is unset or empty on this controller: export it before the run",
+            )
+
+
+def _check_group_ties(host: RawHost) -> None:
+    """Two groups of equal precedence giving one ms4fleet_* key different values: the engine picks one silently."""
+    keys = {k for g in host.group_settings for k in g.data if k.startswith(KEY_PREFIX)} - host.own_keys
+    for key in sorted(keys):
+        setters = [g for g in host.group_settings if key in g.data]
+        top = max(g.rank for g in setters)
+        winners = [g for g in setters if g.rank == top]
+        differing = [g for g in winners if g.data[key] != winners[0].data[key]]
+        if differing:
+            first, second = sorted((winners[0].name, differing[0].name))
+            raise ConfigError(
+                host.name,
+                key,
+                f"is set differently by groups {first!r} and {second!r}, neither of which overrides the other: "
+                "set it in one group only, on the host, or in a child group of both",
+            )
+
+
+def _canonical_hostname(hostname: str) -> str:
+    """``GPU-1.Example.`` and ``gpu-1.example`` are one machine; so are two spellings of one IP address."""
+    try:
+        return str(ipaddress.ip_address(hostname.strip("[]")))
+    except ValueError:
+        return hostname.rstrip(".").casefold()
 
 
 def _check_unique_addresses(hosts: list[HostSpec]) -> None:
     seen: dict[tuple[str, int], str] = {}
     for host in hosts:
-        other = seen.setdefault(host.address, host.name)
+        hostname, port = host.address
+        other = seen.setdefault((_canonical_hostname(hostname), port), host.name)
         if other != host.name:
-            hostname, port = host.address
             raise ConfigError(
                 host.name,
                 "address",
@@ -102,17 +231,39 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
             )
 
 
-RawHosts = list[tuple[str, tuple[str, ...], dict[str, Any]]]
+def _check_shared_address_ports(hosts: list[HostSpec]) -> None:
+    """Hosts behind one address (containers or VMs on distinct SSH ports) that serve on it need distinct ports:
+    the load balancer and clients reach every replica as ``address:port``."""
+    from ms4fleet.serving import plan_host
+
+    by_address: dict[str, list[HostSpec]] = {}
+    for host in hosts:
+        if not ipaddress.ip_address(host.config.serving.bind_address).is_loopback:
+            by_address.setdefault(_canonical_hostname(host.address[0]), []).append(host)
+    for sharing in by_address.values():
+        if len(sharing) < 2:
+            continue
+        owner: dict[int, str] = {}
+        for host in sharing:
+            for replica in plan_host(host.config).replicas:
+                other = owner.setdefault(replica.port, host.name)
+                if other != host.name:
+                    raise ConfigError(
+                        host.name,
+                        f"serving.replicas[{replica.index}].port",
+                        f"={replica.port} is also a port of host {other} at the same address "
+                        f"{host.address[0]}: give the hosts different serving.port ranges",
+                    )
 
 
-def _loader_for(source: Path) -> Callable[[Path], RawHosts]:
+def _loader_for(source: Path) -> Callable[[Path], list[RawHost]]:
     """The installed engine loader registered for this file's suffix."""
     suffix = source.suffix.lstrip(".")
     found = [e for e in entry_points(group="ms4fleet.inventory_loaders") if e.name == suffix]
     if not found:
         raise ConfigError(str(source), "", "is neither a pyinfra .py nor an Ansible .yml inventory")
     try:
-        loader: Callable[[Path], RawHosts] = found[0].load()
+        loader: Callable[[Path], list[RawHost]] = found[0].load()
     except ImportError as err:
         raise ConfigError(str(source), "", f"needs its engine installed to be read ({err})") from None
     return loader

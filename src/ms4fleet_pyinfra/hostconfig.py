@@ -17,28 +17,21 @@ from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
 
-from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.config import HostConfig
 from ms4fleet.controller import ControllerError, deploy_uses, require_controller
+from ms4fleet.inventory import validate_hosts
 from ms4fleet.weights.stage import is_local
+from ms4fleet_pyinfra.inventory import raw_hosts
 
 
 def host_data(host: Any) -> dict[str, Any]:
     return dict(host.data.dict())
 
 
-def validate_inventory(hosts: Iterable[Any]) -> dict[str, HostConfig]:
-    """Validate every inventory host's ``ms4fleet_*`` data; the engines require weights before serving."""
-    configs = {}
-    for host in hosts:
-        config = HostConfig.from_host_data(host.name, host_data(host))
-        if config.weights is None:
-            raise ConfigError(
-                host.name,
-                "weights",
-                "is missing: set ms4fleet_weights (source, revision, ...) so the host can be given its model",
-            )
-        configs[host.name] = config
-    return configs
+def validate_inventory(inventory: Iterable[Any]) -> dict[str, HostConfig]:
+    """The core's validator over every inventory host (``ms4fleet.inventory.validate_hosts``): each host's
+    config, the fleet-wide rules, the weights section and the secrets a deploy reads from this environment."""
+    return {spec.name: spec.config for spec in validate_hosts(raw_hosts(inventory), deploying=True)}
 
 
 _validated: dict[int, dict[str, HostConfig]] = {}

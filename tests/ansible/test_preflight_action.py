@@ -21,6 +21,7 @@ def test_options_are_the_documented_ones() -> None:
     assert action.ARGUMENT_SPEC == {
         "hosts": {"type": "list", "elements": "str"},
         "weights": {"type": "bool", "default": False},
+        "validate": {"type": "list", "elements": "str"},
     }
 
 

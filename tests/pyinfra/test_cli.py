@@ -42,10 +42,22 @@ def test_one_bad_host_stops_the_run_before_any_host_is_touched(tmp_path: Path) -
     done = _run("-y", str(_inventory(tmp_path, bad=True)), "deploy.py")
     out = done.stdout + done.stderr
     assert done.returncode != 0
+    assert done.returncode == 2
     assert (
-        "ms4fleet: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting; did you mean gpu_memory_utilization?"
-        in out
-    )
+        "ms4fleet: error: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting; "
+        "did you mean gpu_memory_utilization?"
+    ) in out
+    # The checkout's config.py validated before pyinfra read the inventory, let alone connected.
+    assert "Connecting to hosts" not in out and "Loading inventory" not in out
+    assert "Starting operation" not in out and "Detected changes" not in out
+
+
+def test_the_packaged_deploy_validates_every_host_too(tmp_path: Path) -> None:
+    # Outside the checkout there is no config.py: deploy() itself refuses the inventory before any operation.
+    done = _run("-y", str(_inventory(tmp_path, bad=True)), "ms4fleet_pyinfra.deploy", cwd=tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "ms4fleet: @fake/gpu-3: serving.gpu_memory_utilisation is not a setting" in out
     assert "Starting operation" not in out and "Detected changes" not in out
 
 

@@ -43,7 +43,7 @@ def test_merge_matches_pyinfra_itself(tmp_path: Path) -> None:
             """
         )
     )
-    ours = {name: data for name, _, data in read_hosts(inventory)}
+    ours = {host.name: host.data for host in read_hosts(inventory)}
     done = subprocess.run(
         [sys.executable, "-c", _PYINFRA_DUMP, str(inventory), str(tmp_path)], capture_output=True, text=True, check=True
     )

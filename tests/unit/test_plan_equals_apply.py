@@ -77,7 +77,7 @@ def test_pyinfra_inventory_plan_equals_debug_inventory() -> None:
     for host in HOSTS:
         assert plan[host]["settings"] == _ms4fleet_keys(theirs[host]), host
     # The conflicts resolved pyinfra's way: group_data/ beats the inventory's own group data, the host beats
-    # its groups, the later group beats the earlier one.
+    # its groups (and settles a tie between two of them).
     assert plan["gpu-h100-01"]["max_model_len"] == 131072
     assert plan["gpu-h100-02"]["settings"]["ms4fleet_serving"] == {"max_num_seqs": 8}
     assert "--max-num-seqs" in (argv := plan["gpu-h100-02"]["replicas"][0]["argv"])

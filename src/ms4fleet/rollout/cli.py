@@ -9,8 +9,10 @@ host is contacted.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from ms4fleet.rollout.report import HTML_NAME, JSON_NAME
 from ms4fleet.rollout.waves import Policy, WaveSize
 
 DEFAULT_REPORT_DIR = Path("rollout-report")
@@ -22,6 +24,23 @@ def _whole_number(value: str) -> int:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     return number
+
+
+def _report_dir(value: str) -> Path:
+    """A directory the report can be written to, checked before the rollout changes any host."""
+    path = Path(value)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{value}: {existing} is not writable")
+    reports = (path / JSON_NAME, path / HTML_NAME)
+    unwritable = [p for p in reports if p.exists() and not (p.is_file() and os.access(p, os.W_OK))]
+    if unwritable:
+        raise argparse.ArgumentTypeError(f"{value}: {unwritable[0]} is not writable")
+    return path
 
 
 def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,8 +65,8 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--report-dir",
-        type=Path,
-        default=DEFAULT_REPORT_DIR,
+        type=_report_dir,
+        default=str(DEFAULT_REPORT_DIR),
         metavar="D",
         help=f"where rollout.json and rollout.html go (default {DEFAULT_REPORT_DIR})",
     )

@@ -21,7 +21,7 @@ from ms4fleet.config import ConfigError
 from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.fetch import fetch_weights
+from ms4fleet.weights.fetch import fetch_weights, make_parent
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
 from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
@@ -118,6 +118,7 @@ def fetch(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         request = _host_request(args) if args.inventory else _explicit_request(args)
+        make_parent(Path(request.dest))
         source, secret = open_source(request, endpoint=args.endpoint)
     except (WeightsError, ConfigError) as err:
         print(f"ms4fleet weights fetch: {err}", file=sys.stderr)

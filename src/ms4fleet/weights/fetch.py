@@ -108,6 +108,17 @@ def _open_staging(dest: Path, staging: Path, dest_report: hv.Report | None) -> A
     return "fetched"
 
 
+def make_parent(dest: Path) -> None:
+    """Create the directory ``dest`` goes in, or say in one line why it cannot be (before any byte moves)."""
+    parent = Path(os.path.abspath(dest)).parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WeightsError(
+            f"{dest}: its directory {parent} cannot be created ({err.strerror or err}): choose another --dest"
+        ) from None
+
+
 def fetch_weights(
     source: Source,
     dest: Path,
@@ -125,7 +136,7 @@ def fetch_weights(
     dest = Path(os.path.abspath(dest))
     progress = progress or NullProgress()
     check_owner(owner)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(dest)
     staging = Path(hv.staging_dir(str(dest)))
     if not hv.replaceable(str(dest)):
         raise WeightsError(f"{dest} exists and is not an ms4fleet weights directory: refusing to replace it")

@@ -70,7 +70,7 @@ def run_rollout(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     try:
         policy = policy_from_args(args)
-        fleet = load_inventory(args.inventory)
+        fleet = load_inventory(args.inventory, deploying=True)
         # Options that no fleet of this size can honour fail here, before any connection.
         plan_waves([h.name for h in fleet], set(), policy)
         lb_hosts = load_lb_inventory(args.lb_inventory) if args.lb_inventory else []
@@ -94,7 +94,12 @@ def run_rollout(args: argparse.Namespace) -> int:
     if not lb_hosts:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
     report = rollout.run()
-    json_path, html_path = report.write(args.report_dir)
+    try:
+        json_path, html_path = report.write(args.report_dir)
+    except OSError as err:
+        # Checked before the rollout; a directory that changed since still gets one line, not a traceback.
+        print(f"ms4fleet: error: rollout {report.outcome}, but its report cannot be written: {err}", file=sys.stderr)
+        return report.exit_code or 1
     style = "green" if report.exit_code == 0 else "red"
     console.print(f"[{style}]rollout {report.outcome}[/{style}] in {report.duration_s:.1f}s")
     if report.stopped:

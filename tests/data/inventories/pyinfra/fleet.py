@@ -10,11 +10,12 @@ _all = {"ssh_user": "ubuntu", "ms4fleet_runtime": {"kind": "docker", "image": "v
 h100 = (
     [
         ("gpu-h100-01", {"ssh_hostname": "10.0.1.11", "ms4fleet_serving": {"max_model_len": 131072}}),
-        ("gpu-h100-02", {"ssh_hostname": "10.0.1.12"}),
+        ("gpu-h100-02", {"ssh_hostname": "10.0.1.12", "ms4fleet_serving": {"max_num_seqs": 8}}),
     ],
     {"ms4fleet_gpu": {"kind": "h100-sxm", "count": 8}, "ms4fleet_serving": {"max_model_len": 32768}},
 )
-# a host in two groups that both set ms4fleet_serving: the later group wins.
+# a host in two groups that both set ms4fleet_serving: pyinfra lets the later group win, which nobody reading
+# the inventory can see, so ms4fleet refuses it unless the host settles it (gpu-h100-02 does, above).
 canary = ([("gpu-h100-02", {})], {"ms4fleet_serving": {"max_num_seqs": 16}})
 h200 = [("gpu-h200-01", {"ssh_hostname": "10.0.2.11", "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8}})]
 

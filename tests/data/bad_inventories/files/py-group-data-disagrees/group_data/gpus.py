@@ -1,0 +1,1 @@
+ms4fleet_serving = {"max_num_seqs": 64}

@@ -1,0 +1,1 @@
+gpus = [("gpu-01", ["ms4fleet_gpu"])]

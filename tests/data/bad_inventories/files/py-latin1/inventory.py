@@ -1,0 +1,2 @@
+# réseau
+gpus = ["gpu-01"]

@@ -1,0 +1,1 @@
+_helpers = ["not", "a", "group"]

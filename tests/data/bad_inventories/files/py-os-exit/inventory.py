@@ -1,0 +1,3 @@
+import os
+print("partial output")
+os._exit(0)
