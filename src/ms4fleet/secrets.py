@@ -45,12 +45,17 @@ def env_file_script(config: HostConfig, check: bool = False) -> str:
         "trap 'rm -f \"$tmp\"' EXIT",
     ]
     for variable, (name, ref) in service_secret_refs(config).items():
-        source = shlex.quote(secret_path(ref, name))
+        path = secret_path(ref, name)
+        source = shlex.quote(path)
+        missing = shlex.quote(f"secret file {path} is missing or empty")
+        unsafe = shlex.quote(f"secret file {path} holds a control character on its first line: remove it")
         lines += [
-            f"test -s {source} || {{ echo 'secret file {secret_path(ref, name)} is missing or empty' >&2; exit 3; }}",
-            # printf and read are shell builtins: the value never becomes a process argument.
+            f"test -s {source} || {{ echo {missing} >&2; exit 3; }}",
+            # read and printf are shell builtins and sed reads a pipe: the value never becomes a process argument.
             f"IFS= read -r value < {source} || true",
-            f'printf \'%s=%s\\n\' {variable} "$value" >> "$tmp"',
+            f'case "$value" in *[![:print:]]*) echo {unsafe} >&2; exit 3;; esac',
+            # EnvironmentFile syntax: a double-quoted value, with \\ " ` $ escaped, reads back byte for byte.
+            f'printf \'%s="%s"\\n\' {variable} "$(printf \'%s\\n\' "$value" | sed \'s/[\\\\"`$]/\\\\&/g\')" >> "$tmp"',
         ]
     replace = "" if check else f'mv "$tmp" {env_file}; '
     lines.append(f'if cmp -s "$tmp" {env_file}; then echo unchanged; else {replace}echo changed; fi')
