@@ -48,12 +48,14 @@ def env_file_script(config: HostConfig, check: bool = False) -> str:
         path = secret_path(ref, name)
         source = shlex.quote(path)
         missing = shlex.quote(f"secret file {path} is missing or empty")
-        unsafe = shlex.quote(f"secret file {path} holds a control character on its first line: remove it")
+        unsafe = shlex.quote(f"secret file {path}: its first line must be printable ASCII (no NUL, CR, tab)")
         lines += [
-            f"test -s {source} || {{ echo {missing} >&2; exit 3; }}",
+            f"test -s {source} || {{ printf '%s\\n' {missing} >&2; exit 3; }}",
+            # Bytes of the first line outside printable ASCII (NUL included, which `read` would drop silently).
+            f"test \"$(head -n 1 {source} | LC_ALL=C tr -d '\\040-\\176\\n' | wc -c)\" -eq 0 || "
+            f"{{ printf '%s\\n' {unsafe} >&2; exit 3; }}",
             # read and printf are shell builtins and sed reads a pipe: the value never becomes a process argument.
             f"IFS= read -r value < {source} || true",
-            f'case "$value" in *[![:print:]]*) echo {unsafe} >&2; exit 3;; esac',
             # EnvironmentFile syntax: a double-quoted value, with \\ " ` $ escaped, reads back byte for byte.
             f'printf \'%s="%s"\\n\' {variable} "$(printf \'%s\\n\' "$value" | sed \'s/[\\\\"`$]/\\\\&/g\')" >> "$tmp"',
         ]
