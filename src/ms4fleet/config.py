@@ -159,6 +159,8 @@ class ServingConfig(_Section):
     @field_validator("bind_address")
     @classmethod
     def _address(cls, value: str) -> str:
+        if "%" in value:
+            raise ValueError("names a scope (%...): bind to an address without one")
         try:
             address = ipaddress.ip_address(value)
         except ValueError:
@@ -490,7 +492,7 @@ def _to_config_error(host: str, err: ValidationError) -> ConfigError:
     if kind == "extra_forbidden":
         section_fields = _fields_of(loc[:-1])
         hint = _did_you_mean(loc[-1], section_fields)
-        missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and list(e["loc"][:-1]) == first["loc"][:-1]]
+        missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]]
         if not hint and missing:
             hint = f"; did you mean {missing[0]} (required, and not set)?"
         return ConfigError(host, field, f"is not a setting{hint}")
@@ -524,6 +526,8 @@ def _type_hint(kind: str, value: Any) -> str:
 def _dotted(loc: list[str]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for a mapping key: the key itself is the previous part
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
     return out
 

@@ -107,7 +107,7 @@ def host_path(value: str) -> str:
     if not _PATH.match(trimmed):
         raise ValueError("may hold only letters, digits and . _ @ + - / (it reaches unit files, shells and docker -v)")
     if "//" in trimmed or posixpath.normpath(trimmed) != trimmed:
-        raise ValueError(f"is not normalised (no //, . or ..): write {posixpath.normpath(trimmed)!r}")
+        raise ValueError("is not normalised: write it without //, . or .. components")
     return trimmed
 
 

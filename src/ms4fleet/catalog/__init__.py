@@ -154,7 +154,7 @@ def gpu_kind_by_name(name: str) -> GpuKind | None:
 @cache
 def vllm_options() -> VllmOptions:
     data = _load("vllm_options.toml")
-    options = [VllmOption.model_validate(row) for row in data["option"]]  # type: ignore[attr-defined]
+    options = [VllmOption.model_validate(row) for row in data["option"]]
     return VllmOptions(
         vllm_version=str(data["vllm_version"]),
         allow_abbrev=bool(data["allow_abbrev"]),
