@@ -45,12 +45,13 @@ MANAGED = frozenset(
     }
 )
 # Flags whose value is a secret: on a command line it is in every `ps` and in the unit file.
-SECRET = frozenset({"--api-key", "--hf-token", "--ssl-keyfile-password"})
+SECRET = frozenset({"--api-key", "--hf-token"})
 _NUMBER = re.compile(r"\A-\d+(?:\.\d*)?\Z")
 
 
 def _looks_like_value(word: str) -> bool:
-    return not word.startswith("-") or bool(_NUMBER.match(word))
+    # argparse takes a word as a value unless it looks like an option: "-" alone and negative numbers are values.
+    return word == "-" or not word.startswith("-") or bool(_NUMBER.match(word))
 
 
 def _resolve(key: str) -> VllmOption:
@@ -65,7 +66,8 @@ def _resolve(key: str) -> VllmOption:
     if len(matches) == 1:
         return next(iter(matches.values()))
     if len(matches) > 1:
-        raise ValueError(f"{key!r} is an ambiguous abbreviation ({', '.join(sorted(matches))}): write the full option")
+        shown = ", ".join(sorted(matches)[:4]) + (", ..." if len(matches) > 4 else "")
+        raise ValueError(f"{key!r} is an ambiguous abbreviation ({shown}): write the full option")
     close = difflib.get_close_matches(key, [s for s in table.options if s.startswith("--")], n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     raise ValueError(f"{key!r} is not a `vllm serve` option of vLLM {table.vllm_version}{hint}")
@@ -93,7 +95,8 @@ def check_extra_args(args: list[str]) -> None:
                 f"word {i} is neither an option nor an option's value: vllm serve takes the model "
                 "from serving.model, and every extra word must follow the option it belongs to"
             )
-        attached = False
+        if word == "--":
+            raise ValueError("holds a bare --, after which vLLM reads no options: remove it")
         if word.startswith("--"):
             key, eq, _ = word.partition("=")
             head, dot, _ = key[2:].partition(".")
@@ -101,8 +104,9 @@ def check_extra_args(args: list[str]) -> None:
             attached = bool(eq)
             # --name.field value: vLLM reads the next word as that field's value, whatever its nargs.
             dotted = bool(dot)
-        elif word.startswith("-O") and word != "-O":
-            key, attached, dotted = "--optimization-level", True, False
+        elif word.startswith("-O"):
+            # vLLM's own shorthand: -O3, -O=3 and -O 3 are --optimization-level.
+            key, attached, dotted = "--optimization-level", word != "-O", False
         else:
             key, eq, _ = word.partition("=")
             attached, dotted = bool(eq) or (key not in vllm_options().options and len(key) > 2), False

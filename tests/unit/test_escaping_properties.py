@@ -82,7 +82,7 @@ def test_environment_values_reach_the_unit_unchanged(value: str, kind: str) -> N
 def test_extra_args_reach_execstart_unchanged(value: str, kind: str) -> None:
     args = ["--chat-template", value]
     try:
-        unit = _unit(_host(runtime={"kind": kind}, serving={"extra_args": args}))
+        unit = _unit(_host(runtime={"kind": kind}, serving={"env": {"X": "1"}, "extra_args": args}))
     except ConfigError as err:
         assert unsafe_char(value) is not None or (value.startswith("-") and value != "-"), err
         assert "serving.extra_args" in str(err) and "\n" not in str(err)

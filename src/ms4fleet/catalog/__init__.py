@@ -114,7 +114,8 @@ class VllmOption(BaseModel):
 
     @property
     def canonical(self) -> str:
-        return self.strings[0]
+        """The long spelling, the positive one of a --x / --no-x pair."""
+        return next((s for s in self.strings if s.startswith("--") and not s.startswith("--no-")), self.strings[0])
 
 
 class VllmOptions(BaseModel):
