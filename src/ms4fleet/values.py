@@ -37,17 +37,17 @@ _SYSTEM_TREES = (
     "/sbin",
     "/snap",
     "/sys",
-    "/tmp",
     "/usr",
     "/var/lib/apt",
     "/var/lib/dpkg",
     "/var/lib/systemd",
     "/var/log",
     "/var/run",
-    "/var/tmp",
 )
 # Shared roots a weights directory may sit under but never be.
-_SHARED_ROOTS = frozenset({"/", "/home", "/media", "/mnt", "/opt", "/srv", "/var", "/var/cache", "/var/lib"})
+_SHARED_ROOTS = frozenset(
+    {"/", "/home", "/media", "/mnt", "/opt", "/srv", "/tmp", "/var", "/var/cache", "/var/lib", "/var/tmp"}
+)
 # Docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest].
 _DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
