@@ -16,6 +16,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
+from packaging.version import Version as _Release
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,39 +28,41 @@ from pydantic import (
 
 from ms4fleet import paths
 from ms4fleet.catalog import GpuKind, ModelProfile, gpu_kinds, model_profiles
+from ms4fleet.values import (
+    AptComponent,
+    AptSuite,
+    AptUrl,
+    Backend,
+    CudaToolkit,
+    DataDir,
+    DriverVersion,
+    EnvName,
+    HostPath,
+    HttpUrl,
+    ImageRef,
+    Port,
+    ServedName,
+    Size,
+    Text,
+    Token,
+    UserName,
+    Version,
+    image_version,
+)
+from ms4fleet.vllm_args import check_extra_args
 
 SECTIONS = ("gpu", "serving", "runtime", "weights", "provision")
 KEY_PREFIX = "ms4fleet_"
 # The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL)", re.IGNORECASE)
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+([.+-][0-9A-Za-z.]+)?$")
-# Flags ms4fleet derives itself; setting them through extra_args would fork the decision.
-_MANAGED_FLAGS = frozenset(
-    {
-        "--port",
-        "--host",
-        "--api-key",
-        "--tensor-parallel-size",
-        "-tp",
-        "--served-model-name",
-        "--max-model-len",
-        "--gpu-memory-utilization",
-        "--max-num-seqs",
-        "--max-num-batched-tokens",
-        "--kv-cache-dtype",
-        "--attention-backend",
-        "--tokenizer-mode",
-        "--config-format",
-        "--load-format",
-        "--tool-call-parser",
-        "--reasoning-parser",
-        "--enable-auto-tool-choice",
-    }
-)
+# Variables the unit sets itself (GPU selection, home, offline weights): an override would fork the decision.
+_MANAGED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HOME", "HF_HUB_OFFLINE"})
+_COMMIT = re.compile(r"\A[0-9a-f]{40}\Z")
+# Fields whose input is never shown in an error: a secret may sit in them.
+_SECRET_FIELDS = frozenset({"api_key", "hf_token", "extra_args"})
+# Line breaks of any kind, so a ConfigError stays one line whatever it quotes.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class ConfigError(ValueError):
@@ -69,27 +72,25 @@ class ConfigError(ValueError):
         self.host = host
         self.field = field
         sep = "" if message.startswith("=") else " "
-        super().__init__(f"{host}: {field}{sep}{message}" if field else f"{host}: {message}")
+        line = f"{host}: {field}{sep}{message}" if field else f"{host}: {message}"
+        super().__init__(_BREAKS.sub(" ", line))
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a string is not a number, a YAML boolean is not a string, a float is not an int.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class SecretRef(_Section):
     """A secret BY REFERENCE: a file on the host, or an environment variable of the deploying process."""
 
-    file: str | None = None
-    env: str | None = None
+    file: HostPath | None = None
+    env: EnvName | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
         if (self.file is None) == (self.env is None):
             raise ValueError("must name exactly one of file (a path on the host) or env (a variable name)")
-        if self.file is not None and not self.file.startswith("/"):
-            raise ValueError(f"file {self.file!r} must be an absolute path on the host")
-        if self.env is not None and not _ENV_NAME.match(self.env):
-            raise ValueError(f"env {self.env!r} is not an environment variable name")
         return self
 
 
@@ -123,8 +124,8 @@ class GpuSpec(_Section):
 class ReplicaSpec(_Section):
     """An explicit replica layout entry: which GPU indices, which port."""
 
-    gpus: list[Annotated[int, Field(ge=0)]]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    gpus: list[Annotated[int, Field(ge=0, le=15)]]
+    port: Port
 
 
 class ServingConfig(_Section):
@@ -136,15 +137,15 @@ class ServingConfig(_Section):
     max_num_batched_tokens: Annotated[int, Field(ge=256, le=1_048_576)] = 8192
     gpu_memory_utilization: float = DEFAULT_GPU_MEMORY_UTILIZATION
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
-    port: Annotated[int, Field(ge=1024, le=65535)] = 8000
+    port: Port = 8000
     bind_address: str = "127.0.0.1"
-    served_model_name: str | None = None
-    attention_backend: str | None = None
-    default_reasoning_effort: str | None = None
+    served_model_name: ServedName | None = None
+    attention_backend: Backend | None = None
+    default_reasoning_effort: Token | None = None
     replicas: list[ReplicaSpec] | None = None
     api_key: SecretRef | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    extra_args: list[str] = Field(default_factory=list)
+    env: dict[EnvName, Text] = Field(default_factory=dict)
+    extra_args: list[Text] = Field(default_factory=list)
 
     _api_key_ref = field_validator("api_key", mode="before")(_secret_ref)
 
@@ -158,18 +159,23 @@ class ServingConfig(_Section):
     @field_validator("bind_address")
     @classmethod
     def _address(cls, value: str) -> str:
+        if "%" in value:
+            raise ValueError("names a scope (%...): bind to an address without one")
         try:
-            ipaddress.ip_address(value)
+            address = ipaddress.ip_address(value)
         except ValueError:
-            raise ValueError(f"={value!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+            raise ValueError("is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)") from None
+        if str(address) != value:
+            # Scope ids (fe80::1%eth0) and other spellings: the unit, docker -p and URLs take the canonical form.
+            raise ValueError(f"is not written canonically: write {str(address).split('%')[0]!r}")
         return value
 
     @field_validator("env")
     @classmethod
     def _no_secret_env(cls, env: dict[str, str]) -> dict[str, str]:
         for name in env:
-            if not _ENV_NAME.match(name):
-                raise ValueError(f"key {name!r} is not an environment variable name")
+            if name in _MANAGED_ENV:
+                raise ValueError(f"key {name!r} is set by ms4fleet itself (GPU selection, home, offline weights)")
             if _SECRET_NAME.search(name):
                 raise ValueError(
                     f"key {name!r} looks like a secret given by value: reference it with "
@@ -180,56 +186,44 @@ class ServingConfig(_Section):
     @field_validator("extra_args")
     @classmethod
     def _unmanaged(cls, args: list[str]) -> list[str]:
-        for arg in args:
-            flag = arg.split("=", 1)[0]
-            if flag in _MANAGED_FLAGS:
-                raise ValueError(f"sets {flag}, which ms4fleet derives: use the serving.* setting instead")
+        check_extra_args(args)
         return args
 
 
 class RuntimeConfig(_Section):
     kind: Literal["docker", "native"] = "docker"
-    image: str = "vllm/vllm-openai:v0.32.0"
-    vllm_version: str = "0.32.0"
-    venv: str = "/opt/ms4fleet/vllm"
-    shm_size: str | None = None
+    image: ImageRef = "vllm/vllm-openai:v0.32.0"
+    # The native install's version, and the label of an image pinned by digest alone or by a custom tag.
+    vllm_version: Version = "0.32.0"
+    venv: HostPath = "/opt/ms4fleet/vllm"
+    shm_size: Size | None = None
 
-    @field_validator("image")
+    @field_validator("venv")
     @classmethod
-    def _pinned_image(cls, image: str) -> str:
-        if _DIGEST.search(image):
-            return image
-        name, _, tag = image.rpartition(":")
-        if not name or "/" in tag or tag in {"", "latest"}:
-            raise ValueError(
-                f"={image!r} is not pinned: name a release tag (vllm/vllm-openai:v0.32.0) or a digest (@sha256:...)"
-            )
-        return image
+    def _not_root(cls, venv: str) -> str:
+        if venv == "/":
+            raise ValueError("is / : name the venv's own directory, e.g. /opt/ms4fleet/vllm")
+        return venv
 
-    @field_validator("vllm_version")
-    @classmethod
-    def _pinned_version(cls, version: str) -> str:
-        if not _VERSION.match(version):
-            raise ValueError(f"={version!r} must be an exact version such as 0.32.0")
-        return version
+    def running_vllm(self) -> tuple[str, str]:
+        """The vLLM release this runtime runs and the field that says so."""
+        if self.kind == "docker":
+            tagged = image_version(self.image)
+            if tagged is not None:
+                return tagged, "runtime.image"
+        return self.vllm_version, "runtime.vllm_version"
 
 
 class WeightsConfig(_Section):
     source: Literal["hub", "mirror", "path"] = "hub"
-    revision: str | None = None
-    dir: str = paths.WEIGHTS_ROOT
-    mirror_url: str | None = None
-    path: str | None = None
+    # A commit for the hub; for a mirror or a path, a name of the pin (it becomes a directory name).
+    revision: Token | None = None
+    dir: DataDir = paths.WEIGHTS_ROOT
+    mirror_url: HttpUrl | None = None
+    path: DataDir | None = None
     hf_token: SecretRef | None = None
 
     _hf_token_ref = field_validator("hf_token", mode="before")(_secret_ref)
-
-    @field_validator("dir")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"={value!r} must be an absolute path")
-        return value.rstrip("/") or "/"
 
     @model_validator(mode="after")
     def _source_fields(self) -> WeightsConfig:
@@ -246,39 +240,33 @@ class WeightsConfig(_Section):
                 "is missing: the model is gated; reference a READ token with "
                 '{"file": "/etc/ms4fleet/hf-token"} or {"env": "HF_TOKEN"}',
             )
-        if self.source == "mirror" and not (self.mirror_url or "").startswith(("http://", "https://")):
-            raise _FieldError("mirror_url", "must be an http(s):// URL when source is mirror")
-        if self.source == "path" and not (self.path or "").startswith("/"):
-            raise _FieldError("path", "must be an absolute path when source is path")
+        if self.source == "mirror" and self.mirror_url is None:
+            raise _FieldError("mirror_url", "is required when source is mirror: an http(s):// URL")
+        if self.source == "path" and self.path is None:
+            raise _FieldError("path", "is required when source is path: an absolute directory on the host")
         return self
 
 
 class AptRepo(_Section):
     """An apt repository in deb822 form, trusted only through its own keyring."""
 
-    url: str
-    suite: str
-    components: list[str] = Field(default_factory=list)
-    key_url: str
-
-    @field_validator("url", "key_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://", "file:/")):
-            raise ValueError(f"={value!r} must be an http(s):// or file:/ URL")
-        return value
+    # One deb822 field each: single-line and without spaces (URIs, Suites, Components split on them).
+    url: AptUrl
+    suite: AptSuite
+    components: list[AptComponent] = Field(default_factory=list)
+    key_url: AptUrl
 
 
 class ProvisionConfig(_Section):
     manage_driver: bool = True
     driver_branch: Annotated[int, Field(ge=470, le=999)] = 580
-    driver_version: str = "580.95.05"
-    cuda_toolkit: str = "13-0"
+    driver_version: DriverVersion = "580.95.05"
+    cuda_toolkit: CudaToolkit = "13-0"
     persistence_mode: bool = True
     reboot: Literal["auto", "never"] = "auto"
     nvidia_apt_repo: AptRepo | None = None
-    docker_daemon_options: dict[str, Any] = Field(default_factory=dict)
-    service_user: str = "ms4fleet"
+    docker_daemon_options: dict[Text, Any] = Field(default_factory=dict)
+    service_user: UserName = "ms4fleet"
 
     @model_validator(mode="after")
     def _version_in_branch(self) -> ProvisionConfig:
@@ -294,7 +282,7 @@ class ProvisionConfig(_Section):
 class HostConfig(_Section):
     """Everything ms4fleet needs to decide about one host."""
 
-    name: str
+    name: Text
     gpu: GpuSpec
     serving: ServingConfig = Field(default_factory=ServingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
@@ -319,6 +307,7 @@ class HostConfig(_Section):
                 "serving.max_model_len",
                 f"={serving.max_model_len} exceeds {family}'s {profile.max_context}",
             )
+        self._check_minimums(profile)
         tp = serving.tensor_parallel_size
         if tp is not None and tp > self.gpu.count:
             raise _FieldError(
@@ -344,9 +333,60 @@ class HostConfig(_Section):
                 f"={backend!r} crashes {family} on the first decode (kv_lora_rank 256, vllm#40260): "
                 f"leave it unset or use {profile.attention_backend}",
             )
+        if tp is not None:
+            self._check_shardable("serving.tensor_parallel_size", tp)
         if serving.replicas is not None:
             self._check_replicas(serving.replicas)
+            self._check_shardable("serving.replicas", len(serving.replicas[0].gpus))
+        else:
+            self._check_ports()
         return self
+
+    def tp_candidates(self) -> list[int]:
+        """Tensor-parallel sizes the planner may pick: each divides the GPU count, shards the model and is
+        at least the vendor's minimum for this GPU kind (or the whole host when that is smaller)."""
+        count = self.gpu.count
+        floor = min(self.profile.min_gpus.get(self.gpu.kind, 1), count)
+        return [tp for tp in range(floor, count + 1) if count % tp == 0 and shard_problem(self.profile, tp) is None]
+
+    def _check_minimums(self, profile: ModelProfile) -> None:
+        gpu = self.gpu.gpu
+        branch = self.provision.driver_branch
+        if self.provision.manage_driver and branch < gpu.min_driver_branch:
+            raise _FieldError(
+                "provision.driver_branch",
+                f"={branch} is below the {gpu.id} minimum {gpu.min_driver_branch}: "
+                f"set driver_branch (and driver_version) to {gpu.min_driver_branch} or later",
+            )
+        version, field = self.runtime.running_vllm()
+        if _Release(version) < _Release(profile.min_vllm):
+            raise _FieldError(
+                field,
+                f"runs vLLM {version}, below {profile.display_name}'s minimum {profile.min_vllm}: "
+                f"use vLLM {profile.min_vllm} or later",
+            )
+
+    def _check_shardable(self, field: str, tp: int) -> None:
+        problem = shard_problem(self.profile, tp)
+        if problem is not None:
+            raise _FieldError(field, f"gives TP={tp}, but {problem}: use a TP that divides it")
+
+    def _check_ports(self) -> None:
+        candidates = [self.serving.tensor_parallel_size] if self.serving.tensor_parallel_size else self.tp_candidates()
+        if not candidates:
+            raise _FieldError(
+                "gpu.count",
+                f"={self.gpu.count}: no tensor-parallel size divides it and shards {self.profile.display_name} "
+                f"(at least {self.profile.min_gpus.get(self.gpu.kind, 1)} GPUs); use a count such as 1, 2, 4 or 8",
+            )
+        replicas = self.gpu.count // min(candidates)
+        last = self.serving.port + replicas - 1
+        if last > 65535:
+            raise _FieldError(
+                "serving.port",
+                f"={self.serving.port} with up to {replicas} replicas needs ports up to {last}, past 65535: "
+                f"use a port of at most {65536 - replicas}",
+            )
 
     def _check_replicas(self, replicas: list[ReplicaSpec]) -> None:
         seen_gpus: set[int] = set()
@@ -393,6 +433,19 @@ class HostConfig(_Section):
             raise _to_config_error(name, err) from None
 
 
+def shard_problem(profile: ModelProfile, tp: int) -> str | None:
+    """Why vLLM cannot split ``profile`` over ``tp`` GPUs (attention heads, KV heads, MoE width), or None."""
+    if profile.num_attention_heads % tp:
+        return f"{profile.display_name}'s {profile.num_attention_heads} attention heads do not divide by {tp}"
+    kv_heads = profile.num_kv_heads if profile.kv == "gqa" else 1
+    if kv_heads and (tp % kv_heads if tp >= kv_heads else kv_heads % tp):
+        return f"its {kv_heads} KV heads neither divide by nor divide {tp}"
+    for width, what in ((profile.moe_intermediate_size, "expert"), (profile.intermediate_size, "MLP")):
+        if width and width % tp:
+            return f"its {what} width {width} does not divide by {tp}"
+    return None
+
+
 class _FieldError(ValueError):
     """Raised inside validators to point at a field other than the one pydantic is validating."""
 
@@ -426,7 +479,9 @@ def _did_you_mean(word: str, options: Any, prefix: str = "") -> str:
 
 
 def _to_config_error(host: str, err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A typo first: "gpu.type is not a setting" explains the "gpu.kind is required" that follows from it.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = [str(part) for part in first["loc"]]
     ctx_error = (first.get("ctx") or {}).get("error")
     field = _dotted(loc)
@@ -436,17 +491,43 @@ def _to_config_error(host: str, err: ValidationError) -> ConfigError:
     kind = first["type"]
     if kind == "extra_forbidden":
         section_fields = _fields_of(loc[:-1])
-        return ConfigError(host, field, f"is not a setting{_did_you_mean(loc[-1], section_fields)}")
+        hint = _did_you_mean(loc[-1], section_fields)
+        missing = [e["loc"][-1] for e in errors if e["type"] == "missing" and e["loc"][:-1] == first["loc"][:-1]]
+        if not hint and missing:
+            hint = f"; did you mean {missing[0]} (required, and not set)?"
+        return ConfigError(host, field, f"is not a setting{hint}")
     if kind == "missing":
         return ConfigError(host, field, "is required")
     value = first.get("input")
-    shown = "" if message.startswith("=") or isinstance(value, Mapping) else f"={value!r} "
-    return ConfigError(host, field, f"{shown}{message}".strip())
+    secret = bool(_SECRET_FIELDS & set(loc))
+    if secret and isinstance(value, str) and kind != "value_error":
+        message = "is given by value: secrets are referenced, never inlined"
+    return ConfigError(host, field, f"{_shown(value, secret, message)}{message}{_type_hint(kind, value)}".strip())
+
+
+def _shown(value: Any, secret: bool, message: str) -> str:
+    """``=<value> `` before the message: scalars only, shortened, and never for a field that may hold a secret."""
+    if secret or message.startswith("=") or not isinstance(value, (str, int, float, type(None))):
+        return ""
+    text = repr(value)
+    return f"={text[:77]}...{text[-1]} " if len(text) > 80 else f"={text} "
+
+
+def _type_hint(kind: str, value: Any) -> str:
+    if isinstance(value, bool) and kind in {"string_type", "int_type", "float_type", "literal_error"}:
+        return " (YAML reads yes/no/on/off/true/false as booleans: quote the value)"
+    if isinstance(value, str) and kind in {"int_type", "float_type"}:
+        return " (a string is not a number: write it without quotes)"
+    if isinstance(value, float) and kind == "int_type":
+        return " (write a whole number)"
+    return ""
 
 
 def _dotted(loc: list[str]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":
+            continue  # pydantic's marker for a mapping key: the key itself is the previous part
         out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
     return out
 

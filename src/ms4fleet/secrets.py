@@ -45,12 +45,19 @@ def env_file_script(config: HostConfig, check: bool = False) -> str:
         "trap 'rm -f \"$tmp\"' EXIT",
     ]
     for variable, (name, ref) in service_secret_refs(config).items():
-        source = shlex.quote(secret_path(ref, name))
+        path = secret_path(ref, name)
+        source = shlex.quote(path)
+        missing = shlex.quote(f"secret file {path} is missing or empty")
+        unsafe = shlex.quote(f"secret file {path}: its first line must be printable ASCII (no NUL, CR, tab)")
         lines += [
-            f"test -s {source} || {{ echo 'secret file {secret_path(ref, name)} is missing or empty' >&2; exit 3; }}",
-            # printf and read are shell builtins: the value never becomes a process argument.
+            f"test -s {source} || {{ printf '%s\\n' {missing} >&2; exit 3; }}",
+            # Bytes of the first line outside printable ASCII (NUL included, which `read` would drop silently).
+            f"test \"$(head -n 1 {source} | LC_ALL=C tr -d '\\040-\\176\\n' | wc -c)\" -eq 0 || "
+            f"{{ printf '%s\\n' {unsafe} >&2; exit 3; }}",
+            # read and printf are shell builtins and sed reads a pipe: the value never becomes a process argument.
             f"IFS= read -r value < {source} || true",
-            f'printf \'%s=%s\\n\' {variable} "$value" >> "$tmp"',
+            # EnvironmentFile syntax: a double-quoted value, with \\ " ` $ escaped, reads back byte for byte.
+            f'printf \'%s="%s"\\n\' {variable} "$(printf \'%s\\n\' "$value" | sed \'s/[\\\\"`$]/\\\\&/g\')" >> "$tmp"',
         ]
     replace = "" if check else f'mv "$tmp" {env_file}; '
     lines.append(f'if cmp -s "$tmp" {env_file}; then echo unchanged; else {replace}echo changed; fi')

@@ -19,6 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
 from ms4fleet.config import HostConfig
+from ms4fleet.escape import systemd_env, systemd_word
 from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
 from ms4fleet.weights.startcheck import exec_start_pre
 
@@ -112,7 +113,8 @@ def choose_tp(config: HostConfig) -> int:
     """The tensor-parallel size per replica.
 
     An explicit setting (or replica layout) wins. Otherwise: the smallest TP dividing the GPU count that
-    is at least the vendor's stated minimum for this GPU kind and holds the configured context; more
+    is at least the vendor's stated minimum for this GPU kind, shards the model (``HostConfig.tp_candidates``)
+    and holds the configured context; more
     replicas of fewer GPUs serve more requests, since MLA's KV cache does not shrink with TP.
     """
     serving = config.serving
@@ -120,9 +122,7 @@ def choose_tp(config: HostConfig) -> int:
         return len(serving.replicas[0].gpus)
     if serving.tensor_parallel_size:
         return serving.tensor_parallel_size
-    count = config.gpu.count
-    floor = config.profile.min_gpus.get(config.gpu.kind, 1)
-    candidates = [tp for tp in range(1, count + 1) if count % tp == 0 and tp >= min(floor, count)]
+    candidates = config.tp_candidates()
     for wanted in ("fits", "fits-with-reduced-context"):
         for tp in candidates:
             if size(sizing_input(config, tp)).verdict == wanted:
@@ -250,14 +250,6 @@ def service_env(config: HostConfig) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def systemd_quote(arg: str) -> str:
-    """Quote one ExecStart word so systemd hands it to the program unchanged."""
-    escaped = arg.replace("%", "%%").replace("$", "$$")
-    if escaped and not any(c in escaped for c in " \t\"'\\;"):
-        return escaped
-    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _replica(
     config: HostConfig, index: int, gpus: tuple[int, ...], port: int, tp: int, max_model_len: int, model_dir: str
 ) -> Replica:
@@ -304,7 +296,7 @@ def _render_unit(
             "--ulimit",
             "stack=67108864",
             "-p",
-            f"{serving.bind_address}:{port}:{port}",
+            f"{_url_host(serving.bind_address)}:{port}:{port}",
             "-v",
             f"{model_dir}:{paths.CONTAINER_MODEL_DIR}:ro",
         ]
@@ -326,11 +318,11 @@ def _render_unit(
         port=port,
         docker=runtime.kind == "docker",
         nvswitch=config.gpu.gpu.has_nvswitch(config.gpu.count),
-        env=env,
+        env=[systemd_env(name, value) for name, value in env.items()],
         env_file=paths.ENV_FILE,
         has_secrets=serving.api_key is not None,
         container=paths.container_name(index),
-        exec_start=" ".join(systemd_quote(word) for word in command),
+        exec_start=" ".join(systemd_word(word) for word in command),
         health_url=f"http://{_url_host(host)}:{port}/health",
         timeout=timeout_start_s(config.profile),
         user=config.provision.service_user,

@@ -32,6 +32,6 @@ def test_check_mode_reports_without_writing(tmp_path: Path) -> None:
     assert _run(check) == "unchanged\n"
     (tmp_path / "k").write_text("sk-rotated\n")
     assert _run(check) == "changed\n"
-    assert (etc / "vllm.env").read_text() == "VLLM_API_KEY=sk-test-123\n"
+    assert (etc / "vllm.env").read_text() == 'VLLM_API_KEY="sk-test-123"\n'
     assert sorted(p.name for p in etc.iterdir()) == ["vllm.env"]
     assert "sk-" not in check

@@ -116,12 +116,12 @@ def test_env_file_script_writes_0600_and_reports_changes(tmp_path: Path) -> None
     assert run().stdout == "changed\n"
     assert run().stdout == "unchanged\n"
     env_file = tmp_path / "etc" / "vllm.env"
-    assert env_file.read_text() == "VLLM_API_KEY=sk-test-123\n"
+    assert env_file.read_text() == 'VLLM_API_KEY="sk-test-123"\n'
     assert oct(os.stat(env_file).st_mode & 0o777) == "0o600"
     assert "sk-test-123" not in script
     (tmp_path / "api-key").write_text("sk-rotated\n")
     assert run().stdout == "changed\n"
-    assert env_file.read_text() == "VLLM_API_KEY=sk-rotated\n"
+    assert env_file.read_text() == 'VLLM_API_KEY="sk-rotated"\n'
 
 
 def test_env_file_script_fails_on_a_missing_secret(tmp_path: Path) -> None:

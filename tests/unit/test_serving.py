@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from ms4fleet.config import HostConfig
+from ms4fleet.escape import systemd_word as systemd_quote
 from ms4fleet.inventory import load_inventory
-from ms4fleet.serving import plan_host, systemd_quote, timeout_start_s
+from ms4fleet.serving import plan_host, timeout_start_s
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"

@@ -2,6 +2,7 @@
 
 + ``gpu_kinds()``: every GPU kind in ``gpus.toml``, keyed by id, e.g. ``gpu_kinds()["h200-sxm"]``.
 + ``model_profiles()``: every model profile in ``models.toml``, keyed by id.
++ ``vllm_options()``: the ``vllm serve`` option table in ``vllm_options.toml``, keyed by every spelling.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ class ModelProfile(BaseModel):
     # The shape of one forward pass, for vLLM's profiling peak (docs/sizing.md): hidden width, vocabulary
     # (the sampler's logits), the dense or shared-expert MLP width, and the routed experts.
     hidden_size: int
+    # Query heads: tensor parallel must divide them (and the KV heads, and the MoE width) for vLLM to shard.
+    num_attention_heads: int
     vocab_size: int
     intermediate_size: int = 0
     num_experts: int = 0
@@ -101,6 +104,28 @@ class ModelProfile(BaseModel):
         return configured or self.default_max_model_len
 
 
+class VllmOption(BaseModel):
+    """One ``vllm serve`` option: all its spellings (long first) and how many values it takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strings: tuple[str, ...]
+    nargs: Literal["0", "1", "?", "*", "+"]
+
+    @property
+    def canonical(self) -> str:
+        """The long spelling, the positive one of a --x / --no-x pair."""
+        return next((s for s in self.strings if s.startswith("--") and not s.startswith("--no-")), self.strings[0])
+
+
+class VllmOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vllm_version: str
+    allow_abbrev: bool
+    options: dict[str, VllmOption]
+
+
 def _load(name: str) -> dict[str, dict[str, object]]:
     text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -125,3 +150,14 @@ def gpu_kind_by_pci_id(device_id: str) -> GpuKind | None:
 def gpu_kind_by_name(name: str) -> GpuKind | None:
     """Map a product name as NVML or nvidia-smi reports it (``NVIDIA H200``) to its GPU kind."""
     return next((kind for kind in gpu_kinds().values() if kind.name == name.strip()), None)
+
+
+@cache
+def vllm_options() -> VllmOptions:
+    data = _load("vllm_options.toml")
+    options = [VllmOption.model_validate(row) for row in data["option"]]
+    return VllmOptions(
+        vllm_version=str(data["vllm_version"]),
+        allow_abbrev=bool(data["allow_abbrev"]),
+        options={spelling: option for option in options for spelling in option.strings},
+    )

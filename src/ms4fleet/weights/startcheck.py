@@ -8,8 +8,7 @@ the journal, instead of vLLM loading corrupted or missing weights.
 
 from __future__ import annotations
 
-import shlex
-
+from ms4fleet.escape import systemd_word
 from ms4fleet.weights.stage import verifier_source
 
 HOST_VERIFIER_PATH = "/usr/local/lib/ms4fleet/weights_verify.py"
@@ -24,4 +23,4 @@ def verifier_file() -> tuple[str, bytes, int]:
 def exec_start_pre(dest: str, repo: str, revision: str) -> str:
     """The ``ExecStartPre=`` value; ``+`` runs it with full privileges so it may refresh the stat stamp."""
     argv = [HOST_PYTHON, HOST_VERIFIER_PATH, "verify", dest, "--repo", repo, "--revision", revision]
-    return "+" + shlex.join(argv)
+    return "+" + " ".join(systemd_word(word) for word in argv)

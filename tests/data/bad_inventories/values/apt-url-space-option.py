@@ -1,0 +1,23 @@
+# expect: gpu-19 provision.nvidia_apt_repo.url
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-19",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+            "ms4fleet_provision": {
+                "nvidia_apt_repo": {
+                    "url": "https://mirror.example/cuda/ubuntu2404/x86_64/ [trusted=yes]",
+                    "suite": "/",
+                    "key_url": "https://mirror.example/cuda/key.asc",
+                }
+            },
+        },
+    )
+]

@@ -1,0 +1,19 @@
+# expect: gpu-01 serving.env.NCCL_DEBUG
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-01",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {
+                "api_key": {"file": "/etc/ms4fleet/api-key"},
+                "env": {"NCCL_DEBUG": "INFO\nExecStartPre=+/bin/touch /root/pwned"},
+            },
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

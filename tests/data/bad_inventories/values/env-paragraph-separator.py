@@ -1,0 +1,16 @@
+# expect: gpu-03 serving.env.NCCL_DEBUG
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-03",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}, "env": {"NCCL_DEBUG": "INFO\u2029x"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

@@ -1,0 +1,20 @@
+# expect: gpu-33 serving.extra_args
+# secret: sk-prod-9e1c3a5b7d
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-33",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {
+                "api_key": {"file": "/etc/ms4fleet/api-key"},
+                "extra_args": ["--api-k", "sk-prod-9e1c3a5b7d"],
+            },
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

@@ -1,0 +1,19 @@
+# expect: gpu-38 serving.extra_args
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-38",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {
+                "api_key": {"file": "/etc/ms4fleet/api-key"},
+                "extra_args": ["--served_model_name", "other"],
+            },
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

@@ -1,0 +1,20 @@
+# expect: ok
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-ok",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {
+                "kind": "docker",
+                "image": "registry.example:5000/vllm/vllm-openai@sha256:abababababababababababababababababababababababababababababababab",
+                "vllm_version": "0.32.0",
+            },
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

@@ -1,0 +1,17 @@
+# expect: gpu-44 weights.hf_token
+# secret: hf_ZyXwVuTsRqPo9876
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-44",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": "hf_ZyXwVuTsRqPo9876",
+            },
+        },
+    )
+]

@@ -1,0 +1,16 @@
+# expect: gpu-67 runtime.image
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-67",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0\nExecStartPre=/bin/true"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

@@ -1,0 +1,20 @@
+# expect: gpu-54 serving.port
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-54",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {
+                "api_key": {"file": "/etc/ms4fleet/api-key"},
+                "port": 65534,
+                "tensor_parallel_size": 2,
+            },
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

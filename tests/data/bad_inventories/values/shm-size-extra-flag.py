@@ -1,0 +1,16 @@
+# expect: gpu-64 runtime.shm_size
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-64",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0", "shm_size": "16g --privileged"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+            },
+        },
+    )
+]

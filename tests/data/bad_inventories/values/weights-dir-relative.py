@@ -1,0 +1,17 @@
+# expect: gpu-71 weights.dir
+# pyinfra inventory: one group of one host.
+gpus = [
+    (
+        "gpu-71",
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_serving": {"api_key": {"file": "/etc/ms4fleet/api-key"}},
+            "ms4fleet_runtime": {"kind": "docker", "image": "vllm/vllm-openai:v0.32.0"},
+            "ms4fleet_weights": {
+                "revision": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                "hf_token": {"env": "HF_TOKEN"},
+                "dir": "srv/weights",
+            },
+        },
+    )
+]
