@@ -11,14 +11,9 @@ from typing import Any
 
 import pytest
 
-from ms4fleet import paths
+from ms4fleet import paths, verdicts
 from ms4fleet.config import HostConfig
-from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
-from ms4fleet.secrets import secret_path
-from ms4fleet.serving import plan_host
-from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra import verdicts
-from ms4fleet_pyinfra.converged import (
+from ms4fleet.converged import (
     STATE_FILES,
     VERIFIED_FILE,
     Desired,
@@ -28,6 +23,10 @@ from ms4fleet_pyinfra.converged import (
     quick_script,
     snapshot_script,
 )
+from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
+from ms4fleet.secrets import secret_path
+from ms4fleet.serving import plan_host
+from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
 from tests.pyinfra import harness
 
