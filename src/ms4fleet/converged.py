@@ -298,11 +298,12 @@ def check(
     serving: ServingPlan,
     request: WeightsRequest,
     read: Callable[[str], dict[str, list[str]]],
+    quick: bool = True,
 ) -> Check:
-    """The quick check where a stored verdict still applies, else the full one (which stores or forgets the
-    verdict). At most two reads; a host whose OS cannot be read is not converged. Raises ``ConfigError``
+    """The quick check where a stored verdict still applies (and ``quick``), else the full one (which stores
+    or forgets the verdict). At most two reads; a host whose OS cannot be read is not converged. Raises ``ConfigError``
     for an OS the core does not support."""
-    known = verdicts.load(name)
+    known = verdicts.load(name) if quick else None
     if known is not None:
         desired = Desired(config, provision_plan(config, known.os), serving, request)
         if desired.digest == known.digest:
