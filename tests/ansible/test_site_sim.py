@@ -1,7 +1,7 @@
 """End to end on a 3-host simulated fleet: ``ansible-playbook -i INVENTORY playbooks/site.yml`` from bare
 hosts to verified endpoints, asserted ON the hosts; a second run reports changed=0 (the core's converged
-check leaves every host out of the roles); a host whose GPU is
-taken by a co-tenant fails its headroom gate while the other hosts complete."""
+check leaves every host out of the roles); a host whose GPU is taken by a co-tenant fails its headroom gate
+while the other hosts complete."""
 
 from __future__ import annotations
 
