@@ -61,7 +61,7 @@ def main() -> int:
     parser.add_argument("--reuse", action="store_true", help="keep the fleet if it is up (default: a fresh one)")
     parser.add_argument("--down", action="store_true", help="remove the fleet afterwards")
     args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr] # progress shows in a log file
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
     if not args.reuse:
         simcore.down(simcore.Fleet(root=ROOT, name=args.fleet))
     fleet = simfleet.ensure_fleet(args.fleet, args.hosts, gpus=args.gpus)
