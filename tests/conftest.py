@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ms4fleet_pyinfra.verdicts import CACHE_ENV
+from ms4fleet.verdicts import CACHE_ENV
 
 
 @pytest.fixture(autouse=True, scope="session")

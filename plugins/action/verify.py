@@ -31,6 +31,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.config import HostConfig
+from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.secrets import secret_path
 from ms4fleet.serving import plan_host
 from ms4fleet.verify import CHECKS, DEFAULT_CHECKS, checks_for_profile, verify
@@ -78,9 +79,19 @@ class ActionModule(ActionBase):
             reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
         failed = [r for r in reports if not r["ok"]]
         result.update(changed=False, replicas=reports, ok=not failed)
+        # The record the core's converged check requires (the same bytes the pyinfra engine leaves).
+        summary = [
+            {"replica": r.index, "port": r.port, "ok": report["ok"], "failed": _failed(report)}
+            for r, report in zip(plan.replicas, reports, strict=True)
+        ]
+        record = verified_record(served, sorted(selected), summary)
+        self._low_level_execute_command(
+            f"rm -f {shlex.quote(VERIFIED_FILE)}" if failed else f"sh -c {shlex.quote(record_command(record))}",
+            sudoable=True,
+        )
         if failed:
             first = failed[0]
-            checks = ", ".join(f"{c['name']}: {c['detail']}" for c in first["checks"] if c["status"] == "fail")
+            checks = ", ".join(_failed(first))
             causes = "; ".join(f"{c['id']} ({c['fix']})" for c in first["causes"])
             result.update(
                 failed=True,
@@ -147,6 +158,10 @@ class ActionModule(ActionBase):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def _failed(report: dict[str, Any]) -> list[str]:
+    return [f"{c['name']}: {c['detail']}" for c in report["checks"] if c["status"] == "fail"]
 
 
 def _free_port() -> int:

@@ -27,15 +27,14 @@ from typing_extensions import override
 
 from ms4fleet import paths
 from ms4fleet.health import HealthError, HealthReport, parse_health
+from ms4fleet.hostoutput import DPKG_FORMAT, SEPARATOR, installed_packages, sections, upstream_version
+from ms4fleet.hostscripts import python_command
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import DAEMON_JSON, REBOOT_REQUIRED, OsRelease
-from ms4fleet_pyinfra.hostscripts import python_command
 
 # nvidia-smi is outside PATH on some images (GPU containers and VMs keep it in /usr/local/nvidia/bin).
 _SMI = "PATH=$PATH:/usr/local/nvidia/bin nvidia-smi"
-_SEP = "--ms4fleet--"
 _DRIVER_PACKAGE = re.compile(r"nvidia-driver-\d+(-open|-server|-server-open)?")
-_DPKG_FORMAT = r"${Package}\t${Version}\t${db:Status-Abbrev}\n"
 
 
 class Plain:
@@ -64,7 +63,7 @@ def _sections(output: list[str]) -> list[list[str]]:
     """Split a batched fact's output on the separator lines its command prints."""
     parts: list[list[str]] = [[]]
     for line in output:
-        if line.strip() == _SEP:
+        if line.strip() == SEPARATOR:
             parts.append([])
         else:
             parts[-1].append(line)
@@ -78,23 +77,7 @@ def _section(output: list[str], index: int) -> list[str]:
 
 def _dpkg_query(*patterns: str) -> str:
     quoted = " ".join(shlex.quote(p) for p in patterns)
-    return f"dpkg-query -W -f={shlex.quote(_DPKG_FORMAT)} {quoted} 2>/dev/null || true"
-
-
-def _installed(lines: list[str]) -> dict[str, str]:
-    """dpkg-query lines -> {package: version} for packages actually installed: the status abbreviation's
-    second letter is ``i`` (``ii`` installed, ``hi`` installed and held)."""
-    out = {}
-    for line in lines:
-        bits = line.split("\t")
-        if len(bits) == 3 and bits[2][1:2] == "i":
-            out[bits[0]] = bits[1]
-    return out
-
-
-def upstream_version(version: str) -> str:
-    """``1:580.95.05-0ubuntu1`` -> ``580.95.05``: the driver's own version from a Debian package version."""
-    return version.split(":", 1)[-1].rsplit("-", 1)[0] if "-" in version else version.split(":", 1)[-1]
+    return f"dpkg-query -W -f={shlex.quote(DPKG_FORMAT)} {quoted} 2>/dev/null || true"
 
 
 @dataclass(frozen=True)
@@ -210,13 +193,13 @@ class DriverState(FactBase[DriverInfo]):
         return " ; ".join(
             [
                 _dpkg_query("nvidia-driver-*"),
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "apt-mark showhold 2>/dev/null || true",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 f"{_SMI} --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n1 || true",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "head -n1 /proc/driver/nvidia/version 2>/dev/null || true",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 f"test -e {REBOOT_REQUIRED} && echo reboot-required || true",
             ]
         )
@@ -227,7 +210,7 @@ class DriverState(FactBase[DriverInfo]):
 
     @override
     def process(self, output: list[str]) -> DriverInfo:
-        installed = _installed(_section(output, 0))
+        installed = installed_packages(_section(output, 0))
         drivers = {n: v for n, v in installed.items() if _DRIVER_PACKAGE.fullmatch(n)}
         held = {line.strip() for line in _section(output, 1)}
         loaded = next((line.strip() for line in _section(output, 2) if line.strip()), None)
@@ -273,9 +256,9 @@ class FabricManagerState(FactBase[FabricManagerInfo]):
         return " ; ".join(
             [
                 _dpkg_query("nvidia-fabricmanager*", "nvlsm"),
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "apt-mark showhold 2>/dev/null || true",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "systemctl is-active nvidia-fabricmanager 2>/dev/null || true",
             ]
         )
@@ -286,7 +269,7 @@ class FabricManagerState(FactBase[FabricManagerInfo]):
 
     @override
     def process(self, output: list[str]) -> FabricManagerInfo:
-        installed = _installed(_section(output, 0))
+        installed = installed_packages(_section(output, 0))
         held = frozenset(line.strip() for line in _section(output, 1)) & frozenset(installed)
         state = " ".join(_section(output, 2)).strip()
         return FabricManagerInfo(installed, held, state == "active")
@@ -316,9 +299,9 @@ class DockerState(FactBase[DockerInfo]):
         return " ; ".join(
             [
                 f"base64 -w0 {DAEMON_JSON} 2>/dev/null && echo || echo absent",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "command -v dockerd >/dev/null && echo installed || true",
-                f"echo {_SEP}",
+                f"echo {SEPARATOR}",
                 "systemctl is-active docker 2>/dev/null || true",
             ]
         )
@@ -495,28 +478,7 @@ class Sections(FactBase[dict[str, list[str]]]):
 
     @override
     def process(self, output: list[str]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        current: list[str] | None = None
-        for line in output:
-            if line.startswith(f"{_SEP} "):
-                current = out.setdefault(line.split(" ", 1)[1].strip(), [])
-            elif current is not None:
-                current.append(line)
-        return out
-
-
-def section_marker(name: str) -> str:
-    return f"echo '{_SEP} {name}'"
-
-
-def installed_packages(lines: list[str]) -> dict[str, str]:
-    return _installed(lines)
-
-
-def held_packages(lines: list[str]) -> set[str]:
-    """dpkg-query lines -> packages on hold: the status abbreviation's first letter is ``h`` (what
-    ``apt-mark hold`` sets and ``apt-mark showhold`` reads), so one dpkg query answers both questions."""
-    return {bits[0] for bits in (line.split("\t") for line in lines) if len(bits) == 3 and bits[2][:1] == "h"}
+        return sections(output)
 
 
 class ServiceStates(FactBase[dict[str, tuple[str, str]]]):

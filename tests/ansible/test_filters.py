@@ -152,7 +152,8 @@ def test_image_archive_id_reads_the_config_digest(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("role", ROLES)
 def test_every_default_is_documented_in_the_argument_spec(role: str) -> None:
-    defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text()) or {}
+    path = ROOT / "roles" / role / "defaults" / "main.yml"
+    defaults = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
     specs = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())["argument_specs"]
     options = specs["main"].get("options", {})
     assert set(defaults) == set(options)
@@ -162,7 +163,18 @@ def test_every_default_is_documented_in_the_argument_spec(role: str) -> None:
             assert options[name]["default"] == value, name
 
 
-@pytest.mark.parametrize("role", ROLES)
+OS_VARS_ROLES = yaml.safe_load((ROOT / "roles" / "os_vars" / "vars" / "main.yml").read_text())["os_vars_roles"]
+
+
+def test_os_vars_loads_every_other_role_and_each_depends_on_it() -> None:
+    assert sorted(OS_VARS_ROLES) == [role for role in ROLES if role != "os_vars"]
+    for role in OS_VARS_ROLES:
+        meta = yaml.safe_load((ROOT / "roles" / role / "meta" / "main.yml").read_text())
+        assert {"role": "ms4fleet.fleet.os_vars"} in meta["dependencies"], role
+        assert "first_found" not in (ROOT / "roles" / role / "tasks" / "main.yml").read_text(), role
+
+
+@pytest.mark.parametrize("role", OS_VARS_ROLES)
 def test_every_role_has_vars_for_each_supported_release(role: str) -> None:
     names = {p.name for p in (ROOT / "roles" / role / "vars").iterdir()}
     assert {"Ubuntu-22.04.yml", "Ubuntu-24.04.yml", "Debian-12.yml", "unsupported.yml"} <= names

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ms4fleet_pyinfra.verdicts import CACHE_ENV
+from ms4fleet.verdicts import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ms4fleet_pyinfra.verdicts import CACHE_ENV
+from ms4fleet.verdicts import CACHE_ENV
 from ms4fleet_sim import dockercli, inventories, standin_image
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.profiles import assign_specs, parse_gpu_spec

@@ -1,33 +1,39 @@
-"""The no-op check (``ms4fleet_pyinfra.converged``): a host answering exactly what the core wants has no
-differences; each way a host can drift from it is named, so the full deploy runs."""
+"""The no-op check (``ms4fleet.converged``, as the pyinfra engine runs it): a host answering exactly what the
+core wants has no differences; each way a host can drift from it is named, so the full deploy runs."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ms4fleet import paths
+from ms4fleet import paths, verdicts
 from ms4fleet.config import HostConfig
-from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
-from ms4fleet.secrets import secret_path
-from ms4fleet.serving import plan_host
-from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra import verdicts
-from ms4fleet_pyinfra.converged import (
+from ms4fleet.converged import (
     STATE_FILES,
     VERIFIED_FILE,
     Desired,
+    check,
     differences,
     fingerprint,
     live_differences,
     quick_script,
+    record_command,
     snapshot_script,
+    verified_record,
 )
+from ms4fleet.hostoutput import sections
+from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
+from ms4fleet.secrets import secret_path
+from ms4fleet.serving import plan_host
+from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
 from tests.pyinfra import harness
 
@@ -324,3 +330,53 @@ def test_the_fingerprint_is_of_its_section_only() -> None:
     sections = Sections().process(quick_answer(desired()))
     assert fingerprint(sections) == hashlib.sha256("\n".join(FINGERPRINT).encode()).hexdigest()
     assert fingerprint({}) is None
+
+
+def test_the_core_check_is_engine_neutral() -> None:
+    """``check`` with a plain reader (what the Ansible action passes): full check, verdict stored, then the
+    quick check only; a host whose OS cannot be read is never converged."""
+    want = desired()
+    scripts: list[str] = []
+
+    def host(answer: list[str]) -> Callable[[str], dict[str, list[str]]]:
+        def read(script: str) -> dict[str, list[str]]:
+            scripts.append(script)
+            return sections(answer if "cat /etc/os-release" in script else quick_answer(want))
+
+        return read
+
+    name = "ansible/gpu-1"
+    verdicts.forget(name)
+    first = check(name, want.config, want.serving, want.weights, host(full_answer(want)))
+    assert (first.converged, first.quick, first.os) == (True, False, OsRelease("debian", "12"))
+    assert len(scripts) == 1 and verdicts.load(name) is not None
+    again = check(name, want.config, want.serving, want.weights, host(full_answer(want)))
+    assert (again.converged, again.quick) == (True, True)
+    assert scripts[1] == quick_script(want)
+    # quick=False always runs the full check.
+    full = check(name, want.config, want.serving, want.weights, host(full_answer(want)), quick=False)
+    assert (full.converged, full.quick) == (True, False) and "cat /etc/os-release" in scripts[2]
+    # No /etc/os-release (or no answer at all): not converged, and the stored verdict is dropped.
+    blind = check(name, want.config, want.serving, want.weights, host(converged_output(want)), quick=False)
+    assert (blind.converged, blind.os, blind.differences) == (False, None, ("/etc/os-release unreadable",))
+    assert verdicts.load(name) is None
+    silent = check(name, want.config, want.serving, want.weights, lambda script: {})
+    assert not silent.converged
+
+
+def test_the_verified_record_is_written_as_given(tmp_path: Path) -> None:
+    record = verified_record("mistral", ["models", "chat"], [{"replica": 0, "port": 8000, "ok": True, "failed": []}])
+    assert json.loads(record) == {
+        "model": "mistral",
+        "checks": ["chat", "models"],
+        "replicas": [{"replica": 0, "port": 8000, "ok": True, "failed": []}],
+    }
+    target = tmp_path / "lib" / "verified.json"
+    command = (
+        record_command(record)
+        .replace(VERIFIED_FILE, str(target))
+        .replace(os.path.dirname(VERIFIED_FILE), str(target.parent))
+    )
+    subprocess.run(["sh", "-c", command], check=True)
+    assert target.read_text() == record
+    assert target.stat().st_mode & 0o777 == 0o644

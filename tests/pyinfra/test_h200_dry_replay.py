@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 
 from ms4fleet.config import HostConfig
+from ms4fleet.converged import Desired, fingerprint, live_differences, quick_script
 from ms4fleet.provision import OsRelease, provision_plan
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra.converged import Desired, fingerprint, live_differences, quick_script
 from ms4fleet_pyinfra.facts import Sections
 
 CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-11-29-pyinfra"

@@ -18,16 +18,14 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import KEYRING, SUPPORTED_OS, OsRelease, ProvisionPlan, provision_plan
+from ms4fleet.converged import check
+from ms4fleet.provision import KEYRING, ProvisionPlan, provision_plan
 from ms4fleet.secrets import service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.request import request_for_host
 from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
-from ms4fleet_pyinfra import verdicts
-from ms4fleet_pyinfra.converged import Desired, fingerprint, live_differences, quick_script, snapshot_script
-from ms4fleet_pyinfra.converged import differences as converge_check
-from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections, section_marker
+from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
@@ -36,8 +34,6 @@ from pyinfra import logger
 
 # apt waits for a lock held by unattended-upgrades on fresh Ubuntu instead of failing the host.
 APT_ARGS = "-o DPkg::Lock::Timeout=600"
-# The OS the converged check's script is built for before the host's own is read (any supported one).
-ASSUMED_OS = next(OsRelease(name, versions[0]) for name, versions in SUPPORTED_OS.items())
 
 
 def connection(data: dict[str, Any]) -> dict[str, Any]:
@@ -64,59 +60,34 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
             logger.warning(f"{host.print_prefix}headroom replica {index}: {' '.join(reasons)}")
 
 
-def still_converged(config: HostConfig, serving_plan: ServingPlan, request: WeightsRequest) -> bool:
-    """The quick check: a verdict stored by a passed full check, for exactly what the core wants now, whose
-    fingerprint the host still prints, with every unit active and the image present."""
-    known = verdicts.load(host.name)
-    if known is None:
-        return False
-    desired = Desired(config, provision_plan(config, known.os), serving_plan, request)
-    if desired.digest != known.digest:
-        return False
-    sections = host.get_fact(Sections, script=quick_script(desired))
-    return fingerprint(sections) == known.fingerprint and not live_differences(desired, sections)
-
-
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
         request = request_for_host(config)
         serving_plan = plan_host(config)
-        if still_converged(config, serving_plan, request):
+        # The core's converged check (quick where a stored verdict still holds, else full), read through a
+        # fact so that it also runs under --dry.
+        found = check(host.name, config, serving_plan, request, lambda script: host.get_fact(Sections, script=script))
+        if found.converged:
+            count = len(serving_plan.replicas)
             hostops.converged(
-                summary=f"converged: {len(serving_plan.replicas)} replica(s) active, nothing the last full check "
-                "read has changed",
+                summary=f"converged: {count} replica(s) active, nothing the last full check read has changed"
+                if found.quick
+                else f"converged: {count} verified replica(s), packages held, files as planned",
                 name="converged (nothing to do)",
             )
             return
-        # One round trip answers "is this host converged?" before its OS is known: the snapshot lists paths,
-        # packages and units, which no supported OS changes (the OS changes what the answers must be).
-        assumed = Desired(config, provision_plan(config, ASSUMED_OS), serving_plan, request)
-        script = snapshot_script(assumed)
-        sections = host.get_fact(Sections, script=f"{section_marker('os')}\ncat /etc/os-release\n{script}")
-        os_release = OsRelease.parse("\n".join(sections["os"])) if "os" in sections else host.get_fact(OsReleaseFact)
-        desired = Desired(config, provision_plan(config, os_release), serving_plan, request)
+        os_release = found.os or host.get_fact(OsReleaseFact)
+        plan = provision_plan(config, os_release)
     except (ConfigError, WeightsError) as err:
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
-    if "os" not in sections or snapshot_script(desired) != script:
-        sections = host.get_fact(Sections, script=snapshot_script(desired))
-    differences = converge_check(desired, sections)
-    if not differences:
-        found = fingerprint(sections)
-        if found is not None:
-            verdicts.store(host.name, verdicts.Verdict(desired.digest, desired.provision.os, found))
-        hostops.converged(
-            summary=f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files as planned",
-            name="converged (nothing to do)",
-        )
-        return
-    verdicts.forget(host.name)
+    differences = found.differences
     logger.info(
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
     report_headroom(config, serving_plan, sudo)
-    provision(config, desired.provision)
+    provision(config, plan)
     data = host_data(host)
     image_op = (
         docker.image(ref=serving_plan.image, archive=data.get("vllm_image_archive"), name="vLLM image")

@@ -4,7 +4,6 @@ gates (headroom before any replica (re)starts, endpoint verification after)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shlex
 from collections.abc import Callable, Generator
@@ -16,11 +15,11 @@ from pyinfra.context import host
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.headroom import check_plan
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
-from ms4fleet_pyinfra.converged import VERIFIED_FILE
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
 from ms4fleet_pyinfra.report import fail, say
 from ms4fleet_pyinfra.tunnel import forwarded
@@ -145,9 +144,8 @@ def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, s
                 f"verify: replica {replica.index} (port {replica.port}) failed: {'; '.join(failed)}"
                 + (f" (causes: {', '.join(causes)})" if causes else ""),
             )
-    record = json.dumps({"model": model, "checks": sorted(checks), "replicas": results}, sort_keys=True)
-    script = f"umask 022; mkdir -p {shlex.quote(os.path.dirname(VERIFIED_FILE))}; cat > {shlex.quote(VERIFIED_FILE)}"
-    host.run_shell_command(StringCommand("sh", "-c", shlex.quote(script)), _sudo=sudo, _stdin=record + "\n")
+    record = verified_record(model, sorted(checks), results)
+    host.run_shell_command(StringCommand("sh", "-c", shlex.quote(record_command(record))), _sudo=sudo)
     say(host, f"verify: {len(results)} replica(s) passed {', '.join(sorted(checks))}")
     return True
 

@@ -36,7 +36,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.provision import OsRelease, provision_plan
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
-from ms4fleet_pyinfra.converged import Desired, quick_script
+from ms4fleet.converged import Desired, quick_script
 
 config = HostConfig.from_host_data("@local", {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1},

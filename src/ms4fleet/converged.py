@@ -1,9 +1,9 @@
-"""Is a host already exactly what the core wants? One batched, read-only command answers it.
+"""Is a host already exactly what the core wants? One batched, read-only command answers it, for both engines.
 
-A converged host then gets a single no-op instead of ~35 operations that would each read their own facts
-twice (pyinfra evaluates every operation at prepare and again at execution): the no-op re-converge of a
-fleet costs one round trip per host. Any difference, even one, plans the full deploy, whose operations
-re-read their facts and change only what differs.
+A converged host then gets a single no-op (pyinfra) or ends before its roles (Ansible) instead of ~35
+operations that would each read their own facts: the no-op re-converge of a fleet costs one round trip per
+host. Any difference, even one, runs the full deploy, whose operations re-read their facts and change only
+what differs.
 
 The snapshot starts with the host's fingerprint: the stat identity (size, inode, mtime, ctime, mode, owner)
 of every file the rest of it reads, the boot and machine ids and the loaded driver. Once a full check has
@@ -13,6 +13,9 @@ unchanged (``verdicts`` keeps it on the controller): no package database, hashin
 + ``snapshot_script(desired)`` and ``differences(desired, sections)``: the full check.
 + ``quick_script(desired)``, ``fingerprint(sections)`` and ``live_differences(desired, sections)``: the
   quick one; ``Desired.digest`` names what the core wanted when a verdict was stored.
++ ``check(name, config, serving, request, read)``: both in order, as every engine runs them; ``read`` runs
+  a script on the host and returns its output by section (``hostoutput.sections``).
++ ``verified_record(...)`` and ``record_command(record)``: what the verification gate leaves on the host.
 """
 
 from __future__ import annotations
@@ -23,18 +26,28 @@ import hashlib
 import json
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import ms4fleet
-from ms4fleet import paths
+from ms4fleet import paths, verdicts
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import DAEMON_JSON, KEYRING, ProvisionPlan, daemon_json, needs_reboot
+from ms4fleet.hostoutput import held_packages, installed_packages, section_marker, upstream_version
+from ms4fleet.hostscripts import python_command
+from ms4fleet.provision import (
+    DAEMON_JSON,
+    KEYRING,
+    SUPPORTED_OS,
+    OsRelease,
+    ProvisionPlan,
+    daemon_json,
+    needs_reboot,
+    provision_plan,
+)
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.request import WeightsRequest
-from ms4fleet_pyinfra.facts import held_packages, installed_packages, section_marker, upstream_version
-from ms4fleet_pyinfra.hostscripts import python_command
 
 VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
 # Files the full check reads besides the managed ones: packages and holds, the OS, the service user, and
@@ -42,6 +55,9 @@ VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
 STATE_FILES = ("/var/lib/dpkg/status", "/etc/os-release", "/etc/passwd", "/etc/group", paths.SYSTEMD_DIR)
 # A verdict is only as good as the check that reached it: another check, another digest.
 _CHECKER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+# The OS the full check's script is built for before the host's own is read (any supported one): the
+# script lists paths, packages and units, which no supported OS changes (the OS changes the answers).
+ASSUMED_OS = next(OsRelease(name, versions[0]) for name, versions in SUPPORTED_OS.items())
 
 
 @dataclass(frozen=True)
@@ -260,3 +276,67 @@ def _weights_difference(lines: list[str]) -> list[str]:
             continue
         return [] if isinstance(report, dict) and report.get("ok") else ["weights not verified"]
     return ["weights not verified"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A converged check's answer. ``os`` is the host's OS when the check read it (None: unknown);
+    ``quick`` says a stored verdict was confirmed instead of the full check being run."""
+
+    differences: tuple[str, ...]
+    os: OsRelease | None
+    quick: bool = False
+
+    @property
+    def converged(self) -> bool:
+        return not self.differences
+
+
+def check(
+    name: str,
+    config: HostConfig,
+    serving: ServingPlan,
+    request: WeightsRequest,
+    read: Callable[[str], dict[str, list[str]]],
+    quick: bool = True,
+) -> Check:
+    """The quick check where a stored verdict still applies (and ``quick``), else the full one (which stores
+    or forgets the verdict). At most two reads; a host whose OS cannot be read is not converged. Raises ``ConfigError``
+    for an OS the core does not support."""
+    known = verdicts.load(name) if quick else None
+    if known is not None:
+        desired = Desired(config, provision_plan(config, known.os), serving, request)
+        if desired.digest == known.digest:
+            found = read(quick_script(desired))
+            if fingerprint(found) == known.fingerprint and not live_differences(desired, found):
+                return Check((), known.os, quick=True)
+    script = snapshot_script(Desired(config, provision_plan(config, ASSUMED_OS), serving, request))
+    found = read(f"{section_marker('os')}\ncat /etc/os-release\n{script}")
+    os_release = OsRelease.parse("\n".join(found.get("os", [])))
+    if not os_release.id:
+        verdicts.forget(name)
+        return Check(("/etc/os-release unreadable",), None)
+    desired = Desired(config, provision_plan(config, os_release), serving, request)
+    if snapshot_script(desired) != script:
+        found = read(snapshot_script(desired))
+    diffs = tuple(differences(desired, found))
+    printed = fingerprint(found)
+    if diffs:
+        verdicts.forget(name)
+    elif printed is not None:
+        verdicts.store(name, verdicts.Verdict(desired.digest, os_release, printed))
+    return Check(diffs, os_release)
+
+
+def verified_record(model: str, checks: list[str], replicas: list[dict[str, object]]) -> str:
+    """The bytes the verification gate leaves in ``VERIFIED_FILE`` once every replica passed."""
+    return json.dumps({"model": model, "checks": sorted(checks), "replicas": replicas}, sort_keys=True) + "\n"
+
+
+def record_command(record: str) -> str:
+    """A shell command that writes ``record`` to ``VERIFIED_FILE`` (world-readable: it holds no secret)."""
+    encoded = base64.b64encode(record.encode()).decode("ascii")
+    return (
+        f"umask 022 && mkdir -p {shlex.quote(os.path.dirname(VERIFIED_FILE))} && "
+        f"echo {encoded} | base64 -d > {shlex.quote(VERIFIED_FILE)}"
+    )

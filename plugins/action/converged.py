@@ -1,0 +1,53 @@
+"""Action ``ms4fleet.fleet.converged``: the core's converged check (``ms4fleet.converged.check``) on the host.
+
+The core builds the read-only script and judges its output; this action only runs the script over the
+task's connection (``sh -c``, with become) and hands the output back. Nothing is copied to the host. Any
+doubt (a config the core rejects, a host whose OS cannot be read) answers "not converged", never a failure:
+the roles then run and report the problem themselves.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from ansible.plugins.action import ActionBase
+from ansible_collections.ms4fleet.fleet.plugins.modules.converged import DOCUMENTATION
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
+    core,  # noqa: F401 (before the core)
+    hostplan,
+)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.argspec import from_documentation
+
+from ms4fleet.converged import check
+from ms4fleet.hostoutput import sections
+from ms4fleet.serving import plan_host
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.request import request_for_host
+
+ARGUMENT_SPEC = from_documentation(DOCUMENTATION)
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _supports_check_mode = True
+    _requires_connection = True
+
+    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
+        result = super().run(tmp, task_vars)
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        try:
+            config = hostplan.task_host_config(self._templar, task_vars or {})
+            found = check(config.name, config, plan_host(config), request_for_host(config), self._read, args["quick"])
+        except (ValueError, WeightsError) as err:  # ConfigError is a ValueError
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            result.update(changed=False, converged=False, quick=False, differences=[f"not checked: {first}"])
+            return result
+        result.update(changed=False, converged=found.converged, quick=found.quick, differences=list(found.differences))
+        return result
+
+    def _read(self, script: str) -> dict[str, list[str]]:
+        # As the pyinfra engine's Sections fact: a part that fails prints nothing and the check reads that
+        # as a difference; the exit status says nothing more.
+        done = self._low_level_execute_command(f"sh -c {shlex.quote(script)} 2>/dev/null", sudoable=True)
+        return sections(str(done.get("stdout", "")).splitlines())
