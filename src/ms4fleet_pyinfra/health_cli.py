@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ms4fleet.health import HealthError, HealthReport, parse_health
-from ms4fleet.inventory import Fleet, load_inventory
 from ms4fleet.hostscripts import python_command
+from ms4fleet.inventory import Fleet, load_inventory
 from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
 
 
