@@ -86,6 +86,9 @@ def _refuse_managed(option: VllmOption, spelling: str) -> None:
 
 def check_extra_args(args: list[str]) -> None:
     """Refuse managed or secret flags in any spelling, unknown options and stray positional words."""
+    if ";" in args:
+        # A lone ';' separates commands in a unit's ExecStart=: no vLLM option value is one.
+        raise ValueError(f"word {args.index(';') + 1} is a lone ';', which systemd reads as a second command")
     i = 0
     while i < len(args):
         word = args[i]

@@ -81,7 +81,7 @@ def verdicts(report: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
         ({"row_remap_pending": True}, "unhealthy", "a row remap is pending"),
         ({"ecc_uncorrected_volatile": 3}, "unhealthy", "3 uncorrectable ECC error(s) since the last reset"),
         ({"pcie_width": 8}, "degraded", "PCIe link trained at x8 of x16"),
-        ({"fabric_state": "In Progress"}, "unhealthy", "NVLink fabric state is in_progress"),
+        ({"mig": True}, "unhealthy", "MIG is on (replicas use whole GPUs)"),
     ],
 )
 def test_both_engines_judge_a_faulty_gpu_the_same(
