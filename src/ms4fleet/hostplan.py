@@ -1,0 +1,437 @@
+"""One host's desired state, computed once from its merged config and OS: what both engines apply.
+
+``HostPlan`` composes the core's decisions (``provision.provision_plan``, ``serving.plan_host``,
+``secrets``, ``weights.request``) into plain typed data: packages and holds, the apt source and its key,
+every managed file with its exact bytes, units and their wanted states, the image and how it is obtained,
+the weights, secret references (never values), replicas, gates, the reboot policy, and a digest over all
+of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansible collection reads.
+
++ ``host_plan(config, os=None, image_archive=None, staging_dir=None)``: ``os`` None means ``DEFAULT_OS``
+  (no probe yet); the JSON says which (``os.source``).
++ ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Literal
+
+from ms4fleet import paths
+from ms4fleet.config import HostConfig
+from ms4fleet.hostside.weights_verify import manifest_path
+from ms4fleet.provision import (
+    DAEMON_JSON,
+    KEYRING,
+    NOUVEAU_FILE,
+    PREFERENCES_FILE,
+    REBOOT_REQUIRED,
+    SOURCES_FILE,
+    OsRelease,
+    Packages,
+    ProvisionPlan,
+    daemon_json,
+    provision_plan,
+)
+from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
+from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.stage import DEFAULT_STAGING
+from ms4fleet.weights.startcheck import HOST_VERIFIER_PATH
+
+SCHEMA = 1
+# The OS a plan is made for before any host was read (the sim's hosts run it; a probe or facts replace it).
+DEFAULT_OS = OsRelease("debian", "12")
+# How long the endpoint gate waits for one replica's checks.
+VERIFY_TIMEOUT_S = 120.0
+# What each managed file is, by path (engines that split files across roles select by kind).
+_KINDS = {
+    SOURCES_FILE: "repository",
+    PREFERENCES_FILE: "pin",
+    NOUVEAU_FILE: "nouveau",
+    HOST_VERIFIER_PATH: "weights-verifier",
+}
+OsSource = Literal["default", "probe"]
+ImageObtain = Literal["pull", "load", "none"]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file an engine writes with exactly these bytes."""
+
+    path: str
+    content: str
+    mode: int
+    owner: str
+    group: str
+    kind: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "content": self.content,
+            "sha256": self.sha256,
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+        }
+
+
+@dataclass(frozen=True)
+class MergedFile:
+    """A file whose ms4fleet keys are merged into what the host has (Docker's daemon.json): ``content`` is
+    the bytes on a host that had none; on any other host, ``merge(current)`` gives them."""
+
+    path: str
+    mode: int
+    owner: str
+    group: str
+    content: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": "daemon-json",
+            "merged": True,
+            "content": self.content,
+            "sha256": hashlib.sha256(self.content.encode()).hexdigest(),
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+        }
+
+
+@dataclass(frozen=True)
+class PackageGroup:
+    group: str
+    names: tuple[str, ...]
+    hold: bool
+    # Names of the group apt pins to ``pin_version`` (the driver's exact version).
+    pinned: tuple[str, ...]
+    pin_version: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        pin = {"names": list(self.pinned), "version": self.pin_version} if self.pinned else None
+        return {"group": self.group, "names": list(self.names), "hold": self.hold, "pin": pin}
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    enabled: bool
+    active: bool
+    role: Literal["provision", "replica"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "enabled": self.enabled, "active": self.active, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str | None
+    obtain: ImageObtain
+    archive: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "obtain": self.obtain, "archive": self.archive}
+
+
+@dataclass(frozen=True)
+class Weights:
+    request: WeightsRequest
+    staging_dir: str
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "source": r.source,
+            "repo_id": r.repo_id,
+            "revision": r.revision,
+            "profile": r.profile,
+            "include": list(r.include),
+            "exclude": list(r.exclude),
+            "mirror_url": r.mirror_url,
+            "path": r.path,
+            "token": None if r.token is None else {"file": r.token.file, "env": r.token.env},
+            "dest": r.dest,
+            "owner": r.owner,
+            "manifest": manifest_path(r.dest),
+            "staging_dir": self.staging_dir,
+        }
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one secret of the service comes from and lands: a reference, never its value."""
+
+    variable: str
+    name: str
+    host_path: str
+    file: str | None
+    env: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variable": self.variable,
+            "name": self.name,
+            "host_path": self.host_path,
+            "file": self.file,
+            "env": self.env,
+        }
+
+
+@dataclass(frozen=True)
+class Secrets:
+    refs: tuple[SecretRef, ...]
+    # Built on the host by ``script`` from the secret files (mode 0600, root): its bytes are secret.
+    env_file: str
+    script: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "needed": bool(self.refs),
+            "refs": [r.to_json() for r in self.refs],
+            "secrets_dir": paths.SECRETS_DIR,
+            "env_file": {"path": self.env_file, "mode": "0600", "owner": "root", "group": "root"},
+            "script": self.script,
+        }
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    index: int
+    gpus: tuple[int, ...]
+    port: int
+    unit_name: str
+    unit_path: str
+    container_name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "gpus": list(self.gpus),
+            "port": self.port,
+            "unit_name": self.unit_name,
+            "unit_path": self.unit_path,
+            "container_name": self.container_name,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+        }
+
+
+@dataclass(frozen=True)
+class Gates:
+    headroom_utilization: float
+    verify_checks: tuple[str, ...]
+    verify_timeout_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            # Before any replica (re)starts: each must fit in the GPU memory free now at this utilization.
+            "headroom": {"gpu_memory_utilization": self.headroom_utilization, "blocks_on": "does-not-fit"},
+            "verify": {"checks": list(self.verify_checks), "timeout_s": self.verify_timeout_s},
+        }
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    os: OsRelease
+    os_source: OsSource
+    runtime: str
+    service_user: str
+    packages: tuple[PackageGroup, ...]
+    apt: dict[str, Any]
+    files: tuple[PlannedFile, ...]
+    merged_files: tuple[MergedFile, ...]
+    units: tuple[Unit, ...]
+    image: Image
+    weights: Weights | None
+    secrets: Secrets
+    replicas: tuple[ReplicaPlan, ...]
+    serving_summary: dict[str, Any]
+    gates: Gates
+    reboot: str
+    notes: tuple[str, ...]
+    # The core's plans this one was made from, for engine code that calls the core with them (gates).
+    config: HostConfig = field(repr=False, compare=False)
+    provision: ProvisionPlan = field(repr=False, compare=False)
+    serving: ServingPlan = field(repr=False, compare=False)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        return tuple(name for group in self.packages if group.hold for name in group.names)
+
+    def group(self, name: str) -> PackageGroup | None:
+        return next((g for g in self.packages if g.group == name), None)
+
+    def file(self, path: str) -> PlannedFile:
+        return next(f for f in self.files if f.path == path)
+
+    def require_weights(self) -> Weights:
+        """The weights, or the core's error for a host without a ``weights`` section (engines deploy none)."""
+        if self.weights is None:
+            request_for_host(self.config)  # raises, with the core's message
+            raise WeightsError(f"{self.host}: weights section is missing")
+        return self.weights
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "host": self.host,
+            "os": {**self.os.to_json(), "source": self.os_source},
+            "runtime": self.runtime,
+            "service_user": self.service_user,
+            "packages": [g.to_json() for g in self.packages],
+            "held": list(self.held),
+            "apt": self.apt,
+            "files": [f.to_json() for f in self.files],
+            "merged_files": [f.to_json() for f in self.merged_files],
+            "units": [u.to_json() for u in self.units],
+            "image": self.image.to_json(),
+            "weights": None if self.weights is None else self.weights.to_json(),
+            "secrets": self.secrets.to_json(),
+            "serving": self.serving_summary,
+            "replicas": [r.to_json() for r in self.replicas],
+            "gates": self.gates.to_json(),
+            "reboot": {
+                "policy": self.reboot,
+                "reboot_required_file": REBOOT_REQUIRED,
+                "when": "the driver changed and the OS asks for it, or the loaded module is not the installed driver",
+            },
+            "notes": list(self.notes),
+        }
+
+    @cached_property
+    def digest(self) -> str:
+        return digest_of(self._body())
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data, stable for the same inputs; ``digest`` covers every other key."""
+        return {**self._body(), "digest": self.digest}
+
+
+def digest_of(doc: dict[str, Any]) -> str:
+    body = {k: v for k, v in doc.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def host_plan(
+    config: HostConfig,
+    os: OsRelease | None = None,
+    image_archive: str | None = None,
+    staging_dir: str | None = None,
+) -> HostPlan:
+    """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
+    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
+    provision = provision_plan(config, os or DEFAULT_OS)
+    serving = plan_host(config)
+    weights = (
+        Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if config.weights is not None else None
+    )
+    files = [
+        PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other")) for f in provision.files
+    ]
+    files += [
+        PlannedFile(f"{paths.SYSTEMD_DIR}/{r.unit_name}", r.unit_text, 0o644, "root", "root", "unit")
+        for r in serving.replicas
+    ]
+    merged = (
+        (MergedFile(DAEMON_JSON, 0o644, "root", "root", daemon_json(None, config)),) if provision.docker else ()
+    )
+    units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
+    units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
+    if serving.image is None:
+        image = Image(None, "none", None)
+    else:
+        image = Image(serving.image, "load" if image_archive else "pull", image_archive or None)
+    return HostPlan(
+        host=config.name,
+        os=provision.os,
+        os_source="default" if os is None else "probe",
+        runtime=config.runtime.kind,
+        service_user=provision.service_user,
+        packages=tuple(_groups(provision)),
+        apt={
+            "url": provision.nvidia_repo.url,
+            "suite": provision.nvidia_repo.suite,
+            "components": list(provision.nvidia_repo.components),
+            "key_url": provision.nvidia_repo.key_url,
+            "keyring": KEYRING,
+            "sources_file": SOURCES_FILE,
+        },
+        files=tuple(files),
+        merged_files=merged,
+        units=tuple(units),
+        image=image,
+        weights=weights,
+        secrets=Secrets(
+            tuple(
+                SecretRef(variable, name, secret_path(ref, name), ref.file, ref.env)
+                for variable, (name, ref) in service_secret_refs(config).items()
+            ),
+            paths.ENV_FILE,
+            env_file_script(config),
+        ),
+        replicas=tuple(
+            ReplicaPlan(
+                r.index,
+                r.gpus,
+                r.port,
+                r.unit_name,
+                f"{paths.SYSTEMD_DIR}/{r.unit_name}",
+                r.container_name,
+                r.argv,
+                tuple(r.env.items()),
+            )
+            for r in serving.replicas
+        ),
+        serving_summary={
+            "model": serving.profile.id,
+            "served_model_name": serving.served_model_name,
+            "tp": serving.tp,
+            "max_model_len": serving.max_model_len,
+            "model_dir": serving.model_dir,
+            "verdict": serving.verdict,
+            "reasons": list(serving.sizing.reasons),
+            "warnings": list(serving.warnings),
+        },
+        gates=Gates(
+            headroom_utilization=config.serving.gpu_memory_utilization,
+            verify_checks=tuple(sorted(DEFAULT_CHECKS & checks_for_profile(serving.profile))),
+            verify_timeout_s=VERIFY_TIMEOUT_S,
+        ),
+        reboot=config.provision.reboot,
+        notes=provision.notes,
+        config=config,
+        provision=provision,
+        serving=serving,
+    )
+
+
+def _groups(plan: ProvisionPlan) -> list[PackageGroup]:
+    named: list[tuple[str, Packages | None]] = [
+        ("base", plan.base),
+        ("driver", plan.driver),
+        ("fabric_manager", plan.fabric_manager),
+        ("cuda", plan.cuda),
+        ("docker", plan.docker),
+        ("container_toolkit", plan.container_toolkit),
+    ]
+    out = []
+    for name, group in named:
+        if group is not None:
+            pinned = tuple(n for n in group.names if n in plan.pinned)
+            out.append(PackageGroup(name, group.names, group.hold, pinned, plan.driver_version if pinned else None))
+    return out
