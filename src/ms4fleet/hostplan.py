@@ -8,6 +8,8 @@ of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansibl
 
 + ``host_plan(config, os=None, image_archive=None, staging_dir=None)``: ``os`` None means ``DEFAULT_OS``
   (no probe yet); the JSON says which (``os.source``).
++ ``plan_for_data(config, data, os=None)``: the same, with the controller-side inputs read from the host's
+  inventory data (``IMAGE_ARCHIVE_KEYS``, ``STAGING_DIR_KEYS``).
 + ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -55,6 +58,9 @@ _KINDS = {
     NOUVEAU_FILE: "nouveau",
     HOST_VERIFIER_PATH: "weights-verifier",
 }
+# Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
+IMAGE_ARCHIVE_KEYS = ("vllm_image_archive", "vllm_service_image_archive")
+STAGING_DIR_KEYS = ("weights_staging_dir", "model_weights_staging_dir")
 OsSource = Literal["default", "probe"]
 ImageObtain = Literal["pull", "load", "none"]
 
@@ -418,6 +424,15 @@ def host_plan(
         provision=provision,
         serving=serving,
     )
+
+
+def plan_for_data(config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None) -> HostPlan:
+    """``host_plan`` with the image archive and staging directory the host's inventory data names."""
+
+    def first(keys: tuple[str, ...]) -> str | None:
+        return next((str(data[k]) for k in keys if data.get(k)), None)
+
+    return host_plan(config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS))
 
 
 def _groups(plan: ProvisionPlan) -> list[PackageGroup]:
