@@ -353,9 +353,7 @@ def host_plan(
         PlannedFile(f"{paths.SYSTEMD_DIR}/{r.unit_name}", r.unit_text, 0o644, "root", "root", "unit")
         for r in serving.replicas
     ]
-    merged = (
-        (MergedFile(DAEMON_JSON, 0o644, "root", "root", daemon_json(None, config)),) if provision.docker else ()
-    )
+    merged = (MergedFile(DAEMON_JSON, 0o644, "root", "root", daemon_json(None, config)),) if provision.docker else ()
     units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
     units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
     if serving.image is None:
@@ -413,16 +411,21 @@ def host_plan(
             "reasons": list(serving.sizing.reasons),
             "warnings": list(serving.warnings),
         },
-        gates=Gates(
-            headroom_utilization=config.serving.gpu_memory_utilization,
-            verify_checks=tuple(sorted(DEFAULT_CHECKS & checks_for_profile(serving.profile))),
-            verify_timeout_s=VERIFY_TIMEOUT_S,
-        ),
+        gates=gates(config, serving),
         reboot=config.provision.reboot,
         notes=provision.notes,
         config=config,
         provision=provision,
         serving=serving,
+    )
+
+
+def gates(config: HostConfig, serving: ServingPlan) -> Gates:
+    """The per-host gates: headroom before any replica (re)starts, the endpoint checks after."""
+    return Gates(
+        headroom_utilization=config.serving.gpu_memory_utilization,
+        verify_checks=tuple(sorted(DEFAULT_CHECKS & checks_for_profile(serving.profile))),
+        verify_timeout_s=VERIFY_TIMEOUT_S,
     )
 
 

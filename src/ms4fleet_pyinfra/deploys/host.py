@@ -1,4 +1,4 @@
-"""The ms4fleet deploy of one host: facts -> the core's plans (provision, serving, weights) -> operations.
+"""The ms4fleet deploy of one host: the core's ``HostPlan`` (for the OS the host runs) -> operations.
 
 Order: base packages, NVIDIA apt source and keyring, pin and nouveau blacklist, driver / fabric manager /
 CUDA / Docker / container toolkit (held where the core says), reboot only when the core's ``needs_reboot``
@@ -16,14 +16,12 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.operations import apt, files, systemd
 
-from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import KEYRING, SUPPORTED_OS, OsRelease, ProvisionPlan, provision_plan
-from ms4fleet.secrets import service_secret_refs
-from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
+from ms4fleet.provision import OsRelease
+from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.request import WeightsRequest, request_for_host
-from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
+from ms4fleet.weights.stage import target_for
 from ms4fleet_pyinfra import verdicts
 from ms4fleet_pyinfra.converged import Desired, fingerprint, live_differences, quick_script, snapshot_script
 from ms4fleet_pyinfra.converged import differences as converge_check
@@ -36,8 +34,6 @@ from pyinfra import logger
 
 # apt waits for a lock held by unattended-upgrades on fresh Ubuntu instead of failing the host.
 APT_ARGS = "-o DPkg::Lock::Timeout=600"
-# The OS the converged check's script is built for before the host's own is read (any supported one).
-ASSUMED_OS = next(OsRelease(name, versions[0]) for name, versions in SUPPORTED_OS.items())
 
 
 def connection(data: dict[str, Any]) -> dict[str, Any]:
@@ -64,38 +60,47 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
             logger.warning(f"{host.print_prefix}headroom replica {index}: {' '.join(reasons)}")
 
 
-def still_converged(config: HostConfig, serving_plan: ServingPlan, request: WeightsRequest) -> bool:
+def desired_state(hp: HostPlan) -> Desired:
+    """The converged check's view of the host's plan."""
+    return Desired(hp.config, hp.provision, hp.serving, hp.require_weights().request)
+
+
+def still_converged(hp: HostPlan) -> bool:
     """The quick check: a verdict stored by a passed full check, for exactly what the core wants now, whose
     fingerprint the host still prints, with every unit active and the image present."""
     known = verdicts.load(host.name)
     if known is None:
         return False
-    desired = Desired(config, provision_plan(config, known.os), serving_plan, request)
+    desired = desired_state(replan(hp, known.os))
     if desired.digest != known.digest:
         return False
     sections = host.get_fact(Sections, script=quick_script(desired))
     return fingerprint(sections) == known.fingerprint and not live_differences(desired, sections)
 
 
+def replan(hp: HostPlan, os: OsRelease) -> HostPlan:
+    """The host's plan for the OS it runs (the same plan when that is the one it was made for)."""
+    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os)
+
+
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
-        request = request_for_host(config)
-        serving_plan = plan_host(config)
-        if still_converged(config, serving_plan, request):
+        # Made for the default OS first: the snapshot lists paths, packages and units, which no supported OS
+        # changes (the OS changes what the answers must be), so one round trip reads the OS and the state.
+        hp = plan_for_data(config, host_data(host))
+        if still_converged(hp):
             hostops.converged(
-                summary=f"converged: {len(serving_plan.replicas)} replica(s) active, nothing the last full check "
-                "read has changed",
+                summary=f"converged: {len(hp.replicas)} replica(s) active, nothing the last full check read "
+                "has changed",
                 name="converged (nothing to do)",
             )
             return
-        # One round trip answers "is this host converged?" before its OS is known: the snapshot lists paths,
-        # packages and units, which no supported OS changes (the OS changes what the answers must be).
-        assumed = Desired(config, provision_plan(config, ASSUMED_OS), serving_plan, request)
-        script = snapshot_script(assumed)
+        script = snapshot_script(desired_state(hp))
         sections = host.get_fact(Sections, script=f"{section_marker('os')}\ncat /etc/os-release\n{script}")
         os_release = OsRelease.parse("\n".join(sections["os"])) if "os" in sections else host.get_fact(OsReleaseFact)
-        desired = Desired(config, provision_plan(config, os_release), serving_plan, request)
+        hp = replan(hp, os_release)
+        desired = desired_state(hp)
     except (ConfigError, WeightsError) as err:
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
@@ -105,9 +110,9 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     if not differences:
         found = fingerprint(sections)
         if found is not None:
-            verdicts.store(host.name, verdicts.Verdict(desired.digest, desired.provision.os, found))
+            verdicts.store(host.name, verdicts.Verdict(desired.digest, hp.os, found))
         hostops.converged(
-            summary=f"converged: {len(serving_plan.replicas)} verified replica(s), packages held, files as planned",
+            summary=f"converged: {len(hp.replicas)} verified replica(s), packages held, files as planned",
             name="converged (nothing to do)",
         )
         return
@@ -115,74 +120,76 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     logger.info(
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
-    report_headroom(config, serving_plan, sudo)
-    provision(config, desired.provision)
-    data = host_data(host)
+    report_headroom(config, hp.serving, sudo)
+    provision(hp)
+    image = hp.image
     image_op = (
-        docker.image(ref=serving_plan.image, archive=data.get("vllm_image_archive"), name="vLLM image")
-        if serving_plan.image is not None
+        docker.image(ref=image.ref, archive=image.archive, name="vLLM image")
+        if image.ref is not None and image.obtain != "none"
         else None
     )
+    weights_plan = hp.require_weights()
     weights_op = weights.weights(
-        request=request,
-        target=target_for(host.name, connection(data), data),
-        staging_root=str(data.get("weights_staging_dir") or DEFAULT_STAGING),
+        request=weights_plan.request,
+        target=target_for(host.name, connection(host_data(host)), host_data(host)),
+        staging_root=weights_plan.staging_dir,
         name="weights (fetch once, push, verify on host)",
     )
-    serve(config, serving_plan, [op for op in (image_op, weights_op) if op is not None], sudo)
+    serve(hp, [op for op in (image_op, weights_op) if op is not None], sudo)
 
 
-def provision(config: HostConfig, plan: ProvisionPlan) -> None:
-    repo = plan.nvidia_repo
-    apt.packages(packages=list(plan.base.names), update=True, cache_time=3600, name="base packages")
-    key = files.download(src=repo.key_url, dest=KEYRING, mode="644", name="NVIDIA apt keyring")
-    managed = [
-        files.put(src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=f.path)
-        for f in plan.files
-    ]
+def provision(hp: HostPlan) -> None:
+    base = hp.group("base")
+    assert base is not None
+    apt.packages(packages=list(base.names), update=True, cache_time=3600, name="base packages")
+    key = files.download(src=hp.apt["key_url"], dest=hp.apt["keyring"], mode="644", name="NVIDIA apt keyring")
+    managed = [put(f) for f in hp.files if f.kind != "unit"]
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
     installs = {}
-    for group in plan.packages()[1:]:
+    for group in hp.packages:
+        if group is base:
+            continue
         label = " ".join(group.names)
-        installs[group.names] = apt.packages(
+        installs[group.group] = apt.packages(
             packages=list(group.names), extra_install_args=APT_ARGS, name=f"install {label}"
         )
         if group.hold:
             hostops.holds(packages=group.names, name=f"hold {label}")
-    driver_op = installs.get(plan.driver.names) if plan.driver else None
+    driver_op = installs.get("driver")
     hostops.reboot_if_needed(
         driver_changed=any_changed([driver_op] if driver_op else []),
-        policy=config.provision.reboot,
+        policy=hp.reboot,
         name="reboot if the driver needs it",
     )
-    if plan.fabric_manager is not None:
+    if hp.group("fabric_manager") is not None:
         hostops.fabric_manager_matches_driver(name="fabric manager matches the driver")
-    if plan.docker is not None:
-        daemon = docker.daemon_config(config=config, name="docker daemon.json (merged)")
+    for merged in hp.merged_files:
+        daemon = docker.daemon_config(config=hp.config, name=f"{merged.path} (merged)")
         services.service(
             unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
         )
-    for name in plan.enabled_services:
-        if name != "docker":
-            services.service(unit=name, name=f"{name} running")
-    hostops.service_user(user=plan.service_user, name=f"service user {plan.service_user}")
+    for unit in hp.units:
+        if unit.role == "provision" and unit.name != "docker":
+            services.service(unit=unit.name, name=f"{unit.name} running")
+    hostops.service_user(user=hp.service_user, name=f"service user {hp.service_user}")
 
 
-def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) -> None:
-    serving.stale_units(wanted=tuple(r.unit_name for r in plan.replicas), name="stale vLLM units")
-    units = {
-        r.unit_name: files.put(
-            src=StringIO(r.unit_text), dest=f"{paths.SYSTEMD_DIR}/{r.unit_name}", mode="644", name=r.unit_name
-        )
-        for r in plan.replicas
-    }
+def put(f: PlannedFile) -> Any:
+    """One managed file, exactly the plan's bytes, mode and owner."""
+    return files.put(src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=f.path)
+
+
+def serve(hp: HostPlan, inputs: list[Any], sudo: bool) -> None:
+    config, plan = hp.config, hp.serving
+    serving.stale_units(wanted=tuple(r.unit_name for r in hp.replicas), name="stale vLLM units")
+    units = {r.unit_name: put(hp.file(r.unit_path)) for r in hp.replicas}
     systemd.daemon_reload(name="systemd daemon-reload (units changed)", _if=any_changed(units.values()))
     secrets = (
         [
             serving.uploaded_secrets(config=config, name="secret files from the deploying environment"),
-            serving.env_file(config=config, name=f"{paths.ENV_FILE} (0600)"),
+            serving.env_file(config=config, name=f"{hp.secrets.env_file} (0600)"),
         ]
-        if service_secret_refs(config)
+        if hp.secrets.refs
         else []
     )
     restarting = any_changed([*units.values(), *inputs, *secrets])
@@ -193,8 +200,14 @@ def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) 
             restart=any_changed([units[r.unit_name], *inputs, *secrets]),
             name=f"run {r.unit_name}",
         )
-        for r in plan.replicas
+        for r in hp.replicas
     ]
     serving.verify_gate(
-        config=config, plan=plan, restarted=any_changed(started), sudo=sudo, name="endpoint verification gate"
+        config=config,
+        plan=plan,
+        checks=frozenset(hp.gates.verify_checks),
+        timeout_s=hp.gates.verify_timeout_s,
+        restarted=any_changed(started),
+        sudo=sudo,
+        name="endpoint verification gate",
     )
