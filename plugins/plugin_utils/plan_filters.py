@@ -22,8 +22,8 @@ def provision_plan(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> di
     return hostplan.provision(variables, facts)
 
 
-def serving_plan(variables: Mapping[str, Any]) -> dict[str, Any]:
-    return hostplan.serving(variables)
+def serving_plan(variables: Mapping[str, Any], image_archive: str | None = None) -> dict[str, Any]:
+    return hostplan.serving(variables, image_archive or None)
 
 
 def service_secrets(variables: Mapping[str, Any]) -> dict[str, Any]:

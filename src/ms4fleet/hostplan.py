@@ -42,6 +42,7 @@ from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile
 from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.manifest import COMMIT
 from ms4fleet.weights.request import WeightsRequest, request_for_host
 from ms4fleet.weights.stage import DEFAULT_STAGING
 from ms4fleet.weights.startcheck import HOST_VERIFIER_PATH
@@ -286,10 +287,10 @@ class HostPlan:
         return next(f for f in self.files if f.path == path)
 
     def require_weights(self) -> Weights:
-        """The weights, or the core's error for a host without a ``weights`` section (engines deploy none)."""
+        """The weights, or the core's error for a host without a ``weights`` section or a pinned revision."""
         if self.weights is None:
             request_for_host(self.config)  # raises, with the core's message
-            raise WeightsError(f"{self.host}: weights section is missing")
+            raise WeightsError(f"{self.host}: weights.revision is not pinned")
         return self.weights
 
     def _body(self) -> dict[str, Any]:
@@ -343,9 +344,9 @@ def host_plan(
     of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
     provision = provision_plan(config, os or DEFAULT_OS)
     serving = plan_host(config)
-    weights = (
-        Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if config.weights is not None else None
-    )
+    # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
+    pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
+    weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
     files = [
         PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other")) for f in provision.files
     ]
