@@ -163,8 +163,8 @@ def provision(hp: HostPlan) -> None:
     )
     if hp.group("fabric_manager") is not None:
         hostops.fabric_manager_matches_driver(name="fabric manager matches the driver")
-    for merged in hp.merged_files:
-        daemon = docker.daemon_config(config=hp.config, name=f"{merged.path} (merged)")
+    if hp.merged_files:
+        daemon = docker.daemon_config(config=hp.config, name="docker daemon.json (merged)")
         services.service(
             unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
         )
@@ -174,15 +174,17 @@ def provision(hp: HostPlan) -> None:
     hostops.service_user(user=hp.service_user, name=f"service user {hp.service_user}")
 
 
-def put(f: PlannedFile) -> Any:
+def put(f: PlannedFile, name: str | None = None) -> Any:
     """One managed file, exactly the plan's bytes, mode and owner."""
-    return files.put(src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=f.path)
+    return files.put(
+        src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=name or f.path
+    )
 
 
 def serve(hp: HostPlan, inputs: list[Any], sudo: bool) -> None:
     config, plan = hp.config, hp.serving
     serving.stale_units(wanted=tuple(r.unit_name for r in hp.replicas), name="stale vLLM units")
-    units = {r.unit_name: put(hp.file(r.unit_path)) for r in hp.replicas}
+    units = {r.unit_name: put(hp.file(r.unit_path), name=r.unit_name) for r in hp.replicas}
     systemd.daemon_reload(name="systemd daemon-reload (units changed)", _if=any_changed(units.values()))
     secrets = (
         [
