@@ -1,0 +1,120 @@
+"""HostPlan: one host's desired state as stable JSON, with a digest over all of it and no secret value."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import DEFAULT_OS, HostPlan, digest_of, host_plan
+from ms4fleet.provision import OsRelease
+
+REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
+SECRET = "sk-do-not-print-4242"
+TOKEN = "hf_token_value_that_must_not_leak"
+
+
+def _config(**sections: dict[str, Any]) -> HostConfig:
+    data: dict[str, Any] = {
+        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+        "ms4fleet_serving": {"api_key": {"env": "TEST_VLLM_KEY"}},
+        "ms4fleet_weights": {"revision": REVISION, "hf_token": {"env": "TEST_HF_TOKEN"}},
+    }
+    data.update({f"ms4fleet_{name}": value for name, value in sections.items()})
+    return HostConfig.from_host_data("gpu-1", data)
+
+
+def _plan(**sections: dict[str, Any]) -> HostPlan:
+    return host_plan(_config(**sections))
+
+
+def test_the_digest_is_stable_and_covers_the_json() -> None:
+    first, second = _plan().to_json(), _plan().to_json()
+    assert first == second and len(first["digest"]) == 64
+    assert digest_of(first) == first["digest"]
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"serving": {"max_num_seqs": 32}},
+        {"serving": {"env": {"NCCL_DEBUG": "INFO"}}},
+        {"runtime": {"kind": "native"}},
+        {"runtime": {"image": "vllm/vllm-openai:v0.31.0"}},
+        {"provision": {"driver_version": "580.82.07"}},
+        {"provision": {"reboot": "never"}},
+        {"provision": {"docker_daemon_options": {"log-driver": "journald"}}},
+        {"weights": {"revision": "0" * 40, "hf_token": {"env": "TEST_HF_TOKEN"}}},
+        {"gpu": {"kind": "h200-sxm", "count": 4}},
+    ],
+    ids=lambda change: json.dumps(change),
+)
+def test_the_digest_changes_when_any_part_changes(change: dict[str, Any]) -> None:
+    assert _plan(**change).digest != _plan().digest
+
+
+def test_the_digest_changes_with_the_os_the_image_source_and_the_staging() -> None:
+    base = host_plan(_config())
+    assert host_plan(_config(), OsRelease("ubuntu", "24.04")).digest != base.digest
+    assert host_plan(_config(), image_archive="/srv/vllm.tar").digest != base.digest
+    assert host_plan(_config(), staging_dir="/data/staging").digest != base.digest
+
+
+def test_a_tampered_plan_no_longer_matches_its_digest() -> None:
+    doc = _plan().to_json()
+    doc["files"][0]["content"] += "# extra\n"
+    assert digest_of(doc) != doc["digest"]
+
+
+def test_no_secret_value_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_VLLM_KEY", SECRET)
+    monkeypatch.setenv("TEST_HF_TOKEN", TOKEN)
+    text = json.dumps(_plan().to_json())
+    assert SECRET not in text and TOKEN not in text
+    doc = _plan().to_json()
+    # References only: where the secret comes from and where it lands.
+    assert doc["secrets"]["refs"] == [
+        {
+            "variable": "VLLM_API_KEY",
+            "name": "api_key",
+            "host_path": "/etc/ms4fleet/secrets/api_key",
+            "file": None,
+            "env": "TEST_VLLM_KEY",
+        }
+    ]
+    assert doc["weights"]["token"] == {"file": None, "env": "TEST_HF_TOKEN"}
+    assert all(f["path"] != doc["secrets"]["env_file"]["path"] for f in doc["files"])
+
+
+def test_json_round_trip() -> None:
+    doc = _plan().to_json()
+    back = json.loads(json.dumps(doc))
+    assert back == doc and digest_of(back) == doc["digest"]
+
+
+def test_files_carry_exact_bytes_and_octal_modes() -> None:
+    plan = _plan()
+    doc = plan.to_json()
+    by_path = {f["path"]: f for f in doc["files"]}
+    unit = by_path["/etc/systemd/system/ms4fleet-vllm-0.service"]
+    assert unit["content"] == plan.serving.replicas[0].unit_text and unit["mode"] == "0644"
+    assert by_path["/usr/local/lib/ms4fleet/weights_verify.py"]["mode"] == "0755"
+    assert {f["path"] for f in doc["files"]} >= {f.path for f in plan.provision.files}
+    assert [f["path"] for f in doc["merged_files"]] == ["/etc/docker/daemon.json"]
+
+
+def test_without_a_probe_the_plan_says_which_os_it_assumed() -> None:
+    doc = _plan().to_json()
+    assert doc["os"] == {**DEFAULT_OS.to_json(), "source": "default"}
+    probed = host_plan(_config(), OsRelease("ubuntu", "24.04")).to_json()
+    assert probed["os"]["source"] == "probe" and "ubuntu2404" in probed["apt"]["url"]
+
+
+def test_image_obtained_by_pull_load_or_not_at_all() -> None:
+    assert _plan().image.obtain == "pull"
+    assert host_plan(_config(), image_archive="/srv/vllm.tar").image.obtain == "load"
+    native = _plan(runtime={"kind": "native"})
+    assert (native.image.ref, native.image.obtain) == (None, "none") and not native.merged_files
