@@ -40,7 +40,7 @@ from ms4fleet.provision import (
 )
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan, plan_host
-from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile
+from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.manifest import COMMIT
 from ms4fleet.weights.request import WeightsRequest, request_for_host
@@ -50,8 +50,6 @@ from ms4fleet.weights.startcheck import HOST_VERIFIER_PATH
 SCHEMA = 1
 # The OS a plan is made for before any host was read (the sim's hosts run it; a probe or facts replace it).
 DEFAULT_OS = OsRelease("debian", "12")
-# How long the endpoint gate waits for one replica's checks.
-VERIFY_TIMEOUT_S = 120.0
 # What each managed file is, by path (engines that split files across roles select by kind).
 _KINDS = {
     SOURCES_FILE: "repository",
@@ -426,7 +424,7 @@ def gates(config: HostConfig, serving: ServingPlan) -> Gates:
     return Gates(
         headroom_utilization=config.serving.gpu_memory_utilization,
         verify_checks=tuple(sorted(DEFAULT_CHECKS & checks_for_profile(serving.profile))),
-        verify_timeout_s=VERIFY_TIMEOUT_S,
+        verify_timeout_s=DEFAULT_TIMEOUT_S,
     )
 
 
