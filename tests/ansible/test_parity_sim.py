@@ -185,7 +185,7 @@ def test_every_file_each_engine_wrote_is_the_plans(converged: simfleet.Fleet, ho
     assert {k: v for k, v in plan["os"].items() if k != "source"} == os_release.to_json(), plan["os"]
     # daemon.json is merged into what the host had: the sim's hosts had none, so it is the plan's bytes.
     planned = {f["path"]: f for f in [*plan["files"], *plan["merged_files"]]}
-    found = fleet.sh(host, f"for p in {' '.join(MANAGED_PLACES)}; do [ -f \"$p\" ] && echo \"$p\"; done; true").split()
+    found = fleet.sh(host, f'for p in {" ".join(MANAGED_PLACES)}; do [ -f "$p" ] && echo "$p"; done; true').split()
     assert set(found) == set(planned), {"not planned": set(found) - set(planned), "missing": set(planned) - set(found)}
     wanted = {p: (f["owner"], f["group"], int(f["mode"], 8), f["sha256"]) for p, f in planned.items()}
     assert on_host(fleet, host, sorted(planned)) == wanted

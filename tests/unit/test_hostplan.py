@@ -50,7 +50,7 @@ def test_the_digest_is_stable_and_covers_the_json() -> None:
         {"weights": {"revision": "0" * 40, "hf_token": {"env": "TEST_HF_TOKEN"}}},
         {"gpu": {"kind": "h200-sxm", "count": 4}},
     ],
-    ids=lambda change: json.dumps(change),
+    ids=json.dumps,
 )
 def test_the_digest_changes_when_any_part_changes(change: dict[str, Any]) -> None:
     assert _plan(**change).digest != _plan().digest
