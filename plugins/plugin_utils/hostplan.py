@@ -102,6 +102,7 @@ def serving(variables: Mapping[str, Any], image_archive: str | None = None) -> d
         "image": plan["image"]["ref"],
         "image_obtain": plan["image"]["obtain"],
         "image_archive": plan["image"]["archive"],
+        "image_id": plan["image"]["id"],
         "service_user": plan["service_user"],
         "weights_configured": plan["weights"] is not None,
         "env_file": plan["secrets"]["env_file"]["path"],

@@ -23,8 +23,9 @@ from functools import cached_property
 from typing import Any, Literal
 
 from ms4fleet import paths
-from ms4fleet.config import HostConfig
+from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.hostside.weights_verify import manifest_path
+from ms4fleet.imagearchive import archive_image_id
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
@@ -142,12 +143,16 @@ class Unit:
 
 @dataclass(frozen=True)
 class Image:
+    """The vLLM image and how a host gets it: ``pull`` when it has no image ``ref``; ``load`` the controller's
+    archive when its image ``ref`` is not ``id`` (the archive's); ``none`` when vLLM runs from a venv."""
+
     ref: str | None
     obtain: ImageObtain
     archive: str | None
+    id: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ref": self.ref, "obtain": self.obtain, "archive": self.archive}
+        return {"ref": self.ref, "obtain": self.obtain, "archive": self.archive, "id": self.id}
 
 
 @dataclass(frozen=True)
@@ -356,9 +361,14 @@ def host_plan(
     units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
     units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
     if serving.image is None:
-        image = Image(None, "none", None)
+        image = Image(None, "none", None, None)
+    elif image_archive:
+        try:
+            image = Image(serving.image, "load", image_archive, archive_image_id(image_archive))
+        except ValueError as err:
+            raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
     else:
-        image = Image(serving.image, "load" if image_archive else "pull", image_archive or None)
+        image = Image(serving.image, "pull", None, None)
     return HostPlan(
         host=config.name,
         os=provision.os,

@@ -3,9 +3,7 @@ roles document every default they have."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -127,27 +125,6 @@ def test_needs_reboot_is_the_cores() -> None:
     assert needs(False, False, "580.95.05", "580.95.05") is False
     assert needs(False, False, "570.195.03", "580.95.05") is True
     assert needs(True, False, "", "") is False
-
-
-def _archive(manifest: Any) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        blob = json.dumps(manifest).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-    return buffer.getvalue()
-
-
-def test_image_archive_id_reads_the_config_digest(tmp_path: Path) -> None:
-    path = tmp_path / "image.tar"
-    path.write_bytes(_archive([{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.32.0"], "Layers": []}]))
-    assert FILTERS["image_archive_id"](str(path)) == "sha256:69da1c4d"
-    path.write_bytes(_archive([{"Config": "blobs/sha256/abc123", "RepoTags": [], "Layers": []}]))
-    assert FILTERS["image_archive_id"](str(path)) == "sha256:abc123"
-    path.write_bytes(b"not a tar")
-    with pytest.raises(AnsibleFilterError, match="not a `docker save` archive"):
-        FILTERS["image_archive_id"](str(path))
 
 
 @pytest.mark.parametrize("role", ROLES)

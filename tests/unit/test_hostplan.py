@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ms4fleet.config import HostConfig
+from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.hostplan import DEFAULT_OS, HostPlan, digest_of, host_plan
+from ms4fleet.imagearchive import archive_image_id
 from ms4fleet.provision import OsRelease
 
 REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -56,10 +60,14 @@ def test_the_digest_changes_when_any_part_changes(change: dict[str, Any]) -> Non
     assert _plan(**change).digest != _plan().digest
 
 
-def test_the_digest_changes_with_the_os_the_image_source_and_the_staging() -> None:
+def test_the_digest_changes_with_the_os_the_image_source_and_the_staging(tmp_path: Path) -> None:
     base = host_plan(_config())
     assert host_plan(_config(), OsRelease("ubuntu", "24.04")).digest != base.digest
-    assert host_plan(_config(), image_archive="/srv/vllm.tar").digest != base.digest
+    archive = _write_archive(tmp_path / "vllm.tar", [{"Config": "aa.json", "RepoTags": [], "Layers": []}])
+    loaded = host_plan(_config(), image_archive=str(archive)).digest
+    assert loaded != base.digest
+    _write_archive(archive, [{"Config": "bbb.json", "RepoTags": [], "Layers": []}])
+    assert host_plan(_config(), image_archive=str(archive)).digest != loaded
     assert host_plan(_config(), staging_dir="/data/staging").digest != base.digest
 
 
@@ -113,8 +121,40 @@ def test_without_a_probe_the_plan_says_which_os_it_assumed() -> None:
     assert probed["os"]["source"] == "probe" and "ubuntu2404" in probed["apt"]["url"]
 
 
-def test_image_obtained_by_pull_load_or_not_at_all() -> None:
+def _write_archive(path: Path, manifest: Any) -> Path:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        blob = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_archive_image_id_reads_the_config_digest(tmp_path: Path) -> None:
+    one = [{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.32.0"], "Layers": []}]
+    assert archive_image_id(str(_write_archive(tmp_path / "a.tar", one))) == "sha256:69da1c4d"
+    oci = [{"Config": "blobs/sha256/abc123", "RepoTags": [], "Layers": []}]
+    assert archive_image_id(str(_write_archive(tmp_path / "b.tar", oci))) == "sha256:abc123"
+    (tmp_path / "c.tar").write_bytes(b"not a tar")
+    with pytest.raises(ValueError, match="not a `docker save` archive"):
+        archive_image_id(str(tmp_path / "c.tar"))
+    with pytest.raises(ValueError, match="holds 2 images"):
+        archive_image_id(str(_write_archive(tmp_path / "d.tar", one + oci)))
+
+
+def test_image_obtained_by_pull_load_or_not_at_all(tmp_path: Path) -> None:
     assert _plan().image.obtain == "pull"
-    assert host_plan(_config(), image_archive="/srv/vllm.tar").image.obtain == "load"
+    archive = _write_archive(tmp_path / "vllm.tar", [{"Config": "69da1c4d.json", "RepoTags": [], "Layers": []}])
+    loaded = host_plan(_config(), image_archive=str(archive)).to_json()["image"]
+    assert loaded == {
+        "ref": "vllm/vllm-openai:v0.32.0",
+        "obtain": "load",
+        "archive": str(archive),
+        "id": "sha256:69da1c4d",
+    }
+    with pytest.raises(ConfigError, match=r"^gpu-1: image archive"):
+        host_plan(_config(), image_archive=str(tmp_path / "missing.tar"))
     native = _plan(runtime={"kind": "native"})
     assert (native.image.ref, native.image.obtain) == (None, "none") and not native.merged_files

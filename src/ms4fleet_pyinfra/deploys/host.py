@@ -124,7 +124,7 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     provision(hp)
     image = hp.image
     image_op = (
-        docker.image(ref=image.ref, archive=image.archive, name="vLLM image")
+        docker.image(ref=image.ref, archive=image.archive, image_id=image.id, name="vLLM image")
         if image.ref is not None and image.obtain != "none"
         else None
     )

@@ -115,7 +115,9 @@ class Rollout:
             # Only the OS-independent parts of the plan are read here: the image and the weights staging.
             hp = plan_for_data(config, data)
             if hp.image.ref is not None and hp.image.obtain != "none":
-                docker.image(ref=hp.image.ref, archive=hp.image.archive, name="vLLM image", _sudo=sudo)
+                docker.image(
+                    ref=hp.image.ref, archive=hp.image.archive, image_id=hp.image.id, name="vLLM image", _sudo=sudo
+                )
             weights.weights(
                 request=self.requests[name],
                 target=target_for(name, dict(spec.connection), data),
