@@ -15,11 +15,12 @@ of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansibl
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from ms4fleet import paths
@@ -76,7 +77,7 @@ class PlannedFile:
     group: str
     kind: str
 
-    @property
+    @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.content.encode()).hexdigest()
 
@@ -103,13 +104,17 @@ class MergedFile:
     group: str
     content: str
 
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
     def to_json(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "kind": "daemon-json",
             "merged": True,
             "content": self.content,
-            "sha256": hashlib.sha256(self.content.encode()).hexdigest(),
+            "sha256": self.sha256,
             "mode": f"{self.mode:04o}",
             "owner": self.owner,
             "group": self.group,
@@ -296,7 +301,13 @@ class HostPlan:
             raise WeightsError(f"{self.host}: weights.revision is not pinned")
         return self.weights
 
-    def _body(self) -> dict[str, Any]:
+    def _body(self, contents: dict[str, str] | None) -> dict[str, Any]:
+        def file_json(f: PlannedFile | MergedFile) -> dict[str, Any]:
+            doc = f.to_json()
+            if contents is not None:
+                contents[doc["sha256"]] = doc.pop("content")
+            return doc
+
         return {
             "schema": SCHEMA,
             "host": self.host,
@@ -306,8 +317,8 @@ class HostPlan:
             "packages": [g.to_json() for g in self.packages],
             "held": list(self.held),
             "apt": self.apt,
-            "files": [f.to_json() for f in self.files],
-            "merged_files": [f.to_json() for f in self.merged_files],
+            "files": [file_json(f) for f in self.files],
+            "merged_files": [file_json(f) for f in self.merged_files],
             "units": [u.to_json() for u in self.units],
             "image": self.image.to_json(),
             "weights": None if self.weights is None else self.weights.to_json(),
@@ -325,15 +336,28 @@ class HostPlan:
 
     @cached_property
     def digest(self) -> str:
-        return digest_of(self._body())
+        return digest_of(self._body({}))
 
-    def to_json(self) -> dict[str, Any]:
-        """Plain JSON data, stable for the same inputs; ``digest`` covers every other key."""
-        return {**self._body(), "digest": self.digest}
+    def to_json(self, contents: dict[str, str] | None = None) -> dict[str, Any]:
+        """Plain JSON data, stable for the same inputs; ``digest`` covers every other key. With ``contents``,
+        each file's bytes go there under their sha256 instead of into the file's entry (a fleet's plans share
+        most files: ``ms4fleet plan --json`` prints each once)."""
+        return {**self._body(contents), "digest": self.digest}
 
 
 def digest_of(doc: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of a plan without its ``digest``; a file's bytes count through their
+    sha256, recomputed from ``content`` where the entry has it (so changed bytes change the digest)."""
+
+    def canonical(f: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in f.items() if k != "content"}
+        if "content" in f:
+            out["sha256"] = hashlib.sha256(f["content"].encode()).hexdigest()
+        return out
+
     body = {k: v for k, v in doc.items() if k != "digest"}
+    for key in ("files", "merged_files"):
+        body[key] = [canonical(f) for f in body.get(key, [])]
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -345,6 +369,35 @@ def host_plan(
 ) -> HostPlan:
     """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
     of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
+    image_id = None
+    if image_archive:
+        try:
+            image_id = archive_image_id(image_archive)
+        except ValueError as err:
+            raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
+    inputs = (os, image_archive or None, image_id, staging_dir or None)
+    try:
+        # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
+        shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
+    except (ConfigError, WeightsError):
+        return _build(config, *inputs)  # raises again, naming this host
+    return dataclasses.replace(
+        shape, host=config.name, config=config, serving=dataclasses.replace(shape.serving, host=config.name)
+    )
+
+
+@lru_cache(maxsize=256)
+def _shape_plan(
+    config_json: str, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+) -> HostPlan:
+    # Nothing planned depends on the host's name but error messages: validate under a neutral one.
+    config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
+    return _build(config, os, image_archive, image_id, staging_dir)
+
+
+def _build(
+    config: HostConfig, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+) -> HostPlan:
     provision = provision_plan(config, os or DEFAULT_OS)
     serving = plan_host(config)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
@@ -363,10 +416,7 @@ def host_plan(
     if serving.image is None:
         image = Image(None, "none", None, None)
     elif image_archive:
-        try:
-            image = Image(serving.image, "load", image_archive, archive_image_id(image_archive))
-        except ValueError as err:
-            raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
+        image = Image(serving.image, "load", image_archive, image_id)
     else:
         image = Image(serving.image, "pull", None, None)
     return HostPlan(

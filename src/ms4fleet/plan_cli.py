@@ -14,7 +14,6 @@ from rich.table import Table
 from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
-from ms4fleet.hostplan import DEFAULT_OS, plan_for_data
 from ms4fleet.inventory import load_inventory
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan, plan_host
@@ -48,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     plan.add_argument(
         "--os",
         type=_os_release,
-        help=f"ID:VERSION_ID the hosts run, e.g. ubuntu:24.04 (default {DEFAULT_OS.id}:{DEFAULT_OS.version_id}; "
-        "an engine plans for the OS it reads on the host)",
+        help="with --json: ID:VERSION_ID the hosts run, e.g. ubuntu:24.04 (default: the core's, hostplan.DEFAULT_OS, "
+        "stated in the JSON; an engine plans for the OS it reads on the host)",
     )
     plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
@@ -90,18 +89,23 @@ def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
     plans = [plan_host(host.config) for host in fleet]
     if args.json:
-        # "plan": the HostPlan the engine applies; "settings": the host's ms4fleet_* data exactly as its engine's
-        # loader merged it; "sizing": the serving plan's verdict and figures.
+        # "plan": the HostPlan the engine applies, its files' bytes in "contents" by sha256 (hosts share most
+        # files); "settings": the host's ms4fleet_* data exactly as its engine's loader merged it; "sizing": the
+        # serving plan's verdict and figures.
+        # Only --json builds whole host plans (their weights and gates pull in the HTTP client): import it here.
+        from ms4fleet.hostplan import plan_for_data
+
+        contents: dict[str, str] = {}
         hosts = [
             {
                 "host": host.name,
-                "plan": plan_for_data(host.config, host.data, args.os).to_json(),
+                "plan": plan_for_data(host.config, host.data, args.os).to_json(contents),
                 "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")},
                 "sizing": plan.to_dict(),
             }
             for host, plan in zip(fleet, plans, strict=True)
         ]
-        print_json({"inventory": str(args.inventory), "hosts": hosts})
+        print_json({"inventory": str(args.inventory), "hosts": hosts, "contents": contents})
     else:
         _print_plans(plans, show_argv=args.argv)
     failed = any(p.verdict == "does-not-fit" for p in plans)

@@ -154,12 +154,16 @@ def test_both_engines_leave_the_same_host(converged: simfleet.Fleet) -> None:
 
 
 def plan_json(inventory: Path, host: str) -> dict[str, Any]:
-    """That host's ``HostPlan`` as ``ms4fleet plan --json`` prints it for this inventory."""
+    """That host's ``HostPlan`` as ``ms4fleet plan --json`` prints it for this inventory (bytes put back in)."""
     argv = [str(simrun.BIN / "ms4fleet"), "plan", str(inventory), "--json", "--limit", host]
     done = subprocess.run(argv, cwd=simrun.ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    (entry,) = json.loads(done.stdout)["hosts"]
-    return dict(entry["plan"])
+    printed = json.loads(done.stdout)
+    (entry,) = printed["hosts"]
+    plan = dict(entry["plan"])
+    for f in [*plan["files"], *plan["merged_files"]]:
+        f["content"] = printed["contents"][f["sha256"]]
+    return plan
 
 
 def on_host(fleet: simfleet.Fleet, name: str, paths_: list[str]) -> dict[str, tuple[str, str, int, str]]:

@@ -20,12 +20,15 @@ SECRET = "sk-do-not-print-4242"
 TOKEN = "hf_token_value_that_must_not_leak"
 
 
+_SECTIONS: dict[str, Any] = {
+    "gpu": {"kind": "h200-sxm", "count": 8},
+    "serving": {"api_key": {"env": "TEST_VLLM_KEY"}},
+    "weights": {"revision": REVISION, "hf_token": {"env": "TEST_HF_TOKEN"}},
+}
+
+
 def _config(**sections: dict[str, Any]) -> HostConfig:
-    data: dict[str, Any] = {
-        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
-        "ms4fleet_serving": {"api_key": {"env": "TEST_VLLM_KEY"}},
-        "ms4fleet_weights": {"revision": REVISION, "hf_token": {"env": "TEST_HF_TOKEN"}},
-    }
+    data: dict[str, Any] = {f"ms4fleet_{name}": value for name, value in _SECTIONS.items()}
     data.update({f"ms4fleet_{name}": value for name, value in sections.items()})
     return HostConfig.from_host_data("gpu-1", data)
 
@@ -101,6 +104,19 @@ def test_json_round_trip() -> None:
     doc = _plan().to_json()
     back = json.loads(json.dumps(doc))
     assert back == doc and digest_of(back) == doc["digest"]
+    # The same plan with its bytes in a shared table (how `ms4fleet plan --json` prints a fleet).
+    contents: dict[str, str] = {}
+    shared = _plan().to_json(contents)
+    assert all("content" not in f for f in shared["files"]) and shared["digest"] == doc["digest"]
+    assert {f["sha256"]: f["content"] for f in doc["files"] + doc["merged_files"]} == contents
+
+
+def test_errors_name_the_host_though_shapes_are_planned_once() -> None:
+    host_plan(_config())
+    with pytest.raises(ConfigError, match=r"^gpu-1: os ubuntu 20\.04 is not supported"):
+        host_plan(_config(), OsRelease("ubuntu", "20.04"))
+    other = HostConfig.from_host_data("gpu-2", {f"ms4fleet_{k}": v for k, v in _SECTIONS.items()})
+    assert host_plan(other).host == "gpu-2" and host_plan(other).serving.host == "gpu-2"
 
 
 def test_files_carry_exact_bytes_and_octal_modes() -> None:
