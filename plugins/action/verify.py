@@ -33,7 +33,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ss
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import gates
 from ms4fleet.secrets import secret_path
-from ms4fleet.serving import plan_host
+from ms4fleet.serving import local_address, plan_host
 from ms4fleet.verify import CHECKS, verify
 
 ARGUMENT_SPEC = {
@@ -66,7 +66,7 @@ class ActionModule(ActionBase):
         gate = gates(config, plan)
         selected = set(args["checks"] or gate.verify_checks) - set(args["skip"])
         api_key = self._api_key(config)
-        target = "127.0.0.1" if config.serving.bind_address in ("0.0.0.0", "::") else config.serving.bind_address
+        target = local_address(config)
         reports = []
         for replica in plan.replicas:
             with self._tunnel(target, replica.port, args["tunnel_timeout"]) as url:

@@ -41,7 +41,7 @@ from ms4fleet.provision import (
     provision_plan,
 )
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.serving import ServingPlan, local_address, plan_host
 from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.manifest import COMMIT
@@ -226,6 +226,8 @@ class ReplicaPlan:
     index: int
     gpus: tuple[int, ...]
     port: int
+    # Where the replica answers on its host (the gates reach it there through the engine's connection).
+    address: str
     unit_name: str
     unit_path: str
     container_name: str
@@ -237,6 +239,7 @@ class ReplicaPlan:
             "index": self.index,
             "gpus": list(self.gpus),
             "port": self.port,
+            "address": self.address,
             "unit_name": self.unit_name,
             "unit_path": self.unit_path,
             "container_name": self.container_name,
@@ -452,6 +455,7 @@ def _build(
                 r.index,
                 r.gpus,
                 r.port,
+                local_address(config),
                 r.unit_name,
                 f"{paths.SYSTEMD_DIR}/{r.unit_name}",
                 r.container_name,

@@ -36,6 +36,7 @@ DECISIONS = {
         "src/ms4fleet/hostplan.py",
         r"[\"'](vllm_image_archive|weights_staging_dir)[\"']",
     ),
+    "where a replica answers on its host": ("src/ms4fleet/serving.py", r"[\"']0\.0\.0\.0[\"'],\s*[\"']::[\"']"),
     "verification timeout": ("src/ms4fleet/verify.py", r"timeout_s\s*=\s*120|DEFAULT_TIMEOUT_S\s*=\s*\d"),
 }
 

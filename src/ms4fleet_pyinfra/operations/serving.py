@@ -18,7 +18,7 @@ from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.headroom import check_plan
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan
+from ms4fleet.serving import ServingPlan, local_address
 from ms4fleet.verify import verify
 from ms4fleet_pyinfra.converged import VERIFIED_FILE
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
@@ -129,11 +129,12 @@ def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:
 def _verify_gate(
     state: Any, host: Any, config: HostConfig, plan: ServingPlan, checks: frozenset[str], timeout_s: float, sudo: bool
 ) -> bool:
+    address = local_address(config)
     api_key = _read_host_secret(host, config, sudo)
     model = plan.served_model_name
     results = []
     for replica in plan.replicas:
-        with forwarded(host, replica.port) as url:
+        with forwarded(host, replica.port, address) as url:
             report = verify(url, model, api_key=api_key, checks=checks, timeout_s=timeout_s)
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         causes = [str(cause.to_dict().get("name", "")) for cause in report.causes]
