@@ -29,7 +29,7 @@ from ms4fleet.hostplan import gates
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
-from ms4fleet.serving import ServingPlan, served_model_name, timeout_start_s
+from ms4fleet.serving import ServingPlan, local_address, served_model_name, timeout_start_s
 from ms4fleet.verify import VerifyReport, verify
 from ms4fleet.weights.startcheck import verifier_file
 from ms4fleet_pyinfra.facts import Probe
@@ -240,7 +240,7 @@ def _verify(
     failures: list[str] = []
 
     def check(port: int) -> VerifyReport:
-        with forwarded(host, port) as url:
+        with forwarded(host, port, local_address(config)) as url:
             return verify(url, model, checks=checks, timeout_s=gate.verify_timeout_s, api_key=api_key)
 
     # Replicas are independent: verify them at once (each through its own channel of the SSH connection).
@@ -344,7 +344,7 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     for port in ports:
         if port is None:
             continue
-        with forwarded(host, port) as url:
+        with forwarded(host, port, local_address(config)) as url:
             report = verify(url, model, checks={"health", "models", "completion"}, timeout_s=60.0, api_key=api_key)
         if not report.ok:
             return tracker.fail(host.name, f"rollback: the previous release does not serve on port {port} either")
