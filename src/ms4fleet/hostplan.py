@@ -249,6 +249,52 @@ class ReplicaPlan:
 
 
 @dataclass(frozen=True)
+class AptSource:
+    """NVIDIA's apt repository: the sources file (in ``files``) names it; the key is downloaded from ``key_url``."""
+
+    url: str
+    suite: str
+    components: tuple[str, ...]
+    key_url: str
+    keyring: str
+    sources_file: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "suite": self.suite,
+            "components": list(self.components),
+            "key_url": self.key_url,
+            "keyring": self.keyring,
+            "sources_file": self.sources_file,
+        }
+
+
+@dataclass(frozen=True)
+class ServingSummary:
+    model: str
+    served_model_name: str
+    tp: int
+    max_model_len: int
+    model_dir: str
+    verdict: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "served_model_name": self.served_model_name,
+            "tp": self.tp,
+            "max_model_len": self.max_model_len,
+            "model_dir": self.model_dir,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
 class Gates:
     headroom_utilization: float
     verify_checks: tuple[str, ...]
@@ -270,7 +316,7 @@ class HostPlan:
     runtime: str
     service_user: str
     packages: tuple[PackageGroup, ...]
-    apt: dict[str, Any]
+    apt: AptSource
     files: tuple[PlannedFile, ...]
     merged_files: tuple[MergedFile, ...]
     units: tuple[Unit, ...]
@@ -278,7 +324,7 @@ class HostPlan:
     weights: Weights | None
     secrets: Secrets
     replicas: tuple[ReplicaPlan, ...]
-    serving_summary: dict[str, Any]
+    serving_summary: ServingSummary
     gates: Gates
     reboot: str
     notes: tuple[str, ...]
@@ -319,14 +365,14 @@ class HostPlan:
             "service_user": self.service_user,
             "packages": [g.to_json() for g in self.packages],
             "held": list(self.held),
-            "apt": self.apt,
+            "apt": self.apt.to_json(),
             "files": [file_json(f) for f in self.files],
             "merged_files": [file_json(f) for f in self.merged_files],
             "units": [u.to_json() for u in self.units],
             "image": self.image.to_json(),
             "weights": None if self.weights is None else self.weights.to_json(),
             "secrets": self.secrets.to_json(),
-            "serving": self.serving_summary,
+            "serving": self.serving_summary.to_json(),
             "replicas": [r.to_json() for r in self.replicas],
             "gates": self.gates.to_json(),
             "reboot": {
@@ -429,14 +475,14 @@ def _build(
         runtime=config.runtime.kind,
         service_user=provision.service_user,
         packages=tuple(_groups(provision)),
-        apt={
-            "url": provision.nvidia_repo.url,
-            "suite": provision.nvidia_repo.suite,
-            "components": list(provision.nvidia_repo.components),
-            "key_url": provision.nvidia_repo.key_url,
-            "keyring": KEYRING,
-            "sources_file": SOURCES_FILE,
-        },
+        apt=AptSource(
+            url=provision.nvidia_repo.url,
+            suite=provision.nvidia_repo.suite,
+            components=tuple(provision.nvidia_repo.components),
+            key_url=provision.nvidia_repo.key_url,
+            keyring=KEYRING,
+            sources_file=SOURCES_FILE,
+        ),
         files=tuple(files),
         merged_files=merged,
         units=tuple(units),
@@ -464,16 +510,16 @@ def _build(
             )
             for r in serving.replicas
         ),
-        serving_summary={
-            "model": serving.profile.id,
-            "served_model_name": serving.served_model_name,
-            "tp": serving.tp,
-            "max_model_len": serving.max_model_len,
-            "model_dir": serving.model_dir,
-            "verdict": serving.verdict,
-            "reasons": list(serving.sizing.reasons),
-            "warnings": list(serving.warnings),
-        },
+        serving_summary=ServingSummary(
+            model=serving.profile.id,
+            served_model_name=serving.served_model_name,
+            tp=serving.tp,
+            max_model_len=serving.max_model_len,
+            model_dir=serving.model_dir,
+            verdict=serving.verdict,
+            reasons=tuple(serving.sizing.reasons),
+            warnings=tuple(serving.warnings),
+        ),
         gates=gates(config, serving),
         reboot=config.provision.reboot,
         notes=provision.notes,

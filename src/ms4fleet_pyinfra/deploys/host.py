@@ -142,7 +142,7 @@ def provision(hp: HostPlan) -> None:
     base = hp.group("base")
     assert base is not None
     apt.packages(packages=list(base.names), update=True, cache_time=3600, name="base packages")
-    key = files.download(src=hp.apt["key_url"], dest=hp.apt["keyring"], mode="644", name="NVIDIA apt keyring")
+    key = files.download(src=hp.apt.key_url, dest=hp.apt.keyring, mode="644", name="NVIDIA apt keyring")
     managed = [put(f) for f in hp.files if f.kind != "unit"]
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
     installs = {}
