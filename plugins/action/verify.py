@@ -32,14 +32,15 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ss
 
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
+from ms4fleet.hostplan import gates
 from ms4fleet.secrets import secret_path
-from ms4fleet.serving import plan_host
-from ms4fleet.verify import CHECKS, DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet.serving import local_address, plan_host
+from ms4fleet.verify import CHECKS, verify
 
 ARGUMENT_SPEC = {
     "checks": {"type": "list", "elements": "str", "choices": list(CHECKS)},
     "skip": {"type": "list", "elements": "str", "default": [], "choices": list(CHECKS)},
-    "timeout": {"type": "float", "default": 120.0},
+    "timeout": {"type": "float"},
     "tunnel_timeout": {"type": "float", "default": 30.0},
 }
 LOG_LINES = 400
@@ -62,9 +63,11 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail(str(err)) from None
         plan = plan_host(config)
         served = plan.served_model_name
-        selected = set(args["checks"] or (DEFAULT_CHECKS & checks_for_profile(plan.profile))) - set(args["skip"])
+        # The host plan's verification gate, unless the task names its own checks or timeout.
+        gate = gates(config, plan)
+        selected = set(args["checks"] or gate.verify_checks) - set(args["skip"])
         api_key = self._api_key(config)
-        target = "127.0.0.1" if config.serving.bind_address in ("0.0.0.0", "::") else config.serving.bind_address
+        target = local_address(config)
         reports = []
         for replica in plan.replicas:
             with self._tunnel(target, replica.port, args["tunnel_timeout"]) as url:
@@ -74,7 +77,7 @@ class ActionModule(ActionBase):
                     api_key=api_key,
                     checks=selected,
                     logs=lambda unit=replica.unit_name: self._journal(unit),
-                    timeout_s=args["timeout"],
+                    timeout_s=args["timeout"] or gate.verify_timeout_s,
                 )
             reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
         failed = [r for r in reports if not r["ok"]]

@@ -27,15 +27,16 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 )
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
+from ms4fleet.hostplan import host_plan
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
-from ms4fleet.weights.request import open_source, request_for_host
+from ms4fleet.weights.request import open_source
 from ms4fleet.weights.secret import scrubbed
-from ms4fleet.weights.stage import DEFAULT_STAGING, HostTarget, StageJob, stage_to_hosts, verifier_source
+from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, verifier_source
 
 ARGUMENT_SPEC = {
-    # The core's staging directory: one copy of the model on a controller that uses both engines.
-    "staging_dir": {"type": "path", "default": str(DEFAULT_STAGING)},
+    # Unset: the host plan's (the core's staging directory: one copy of the model for both engines).
+    "staging_dir": {"type": "path"},
     "endpoint": {"type": "str"},
     "timeout": {"type": "float", "default": 6 * 3600.0},
 }
@@ -51,15 +52,16 @@ class ActionModule(ActionBase):
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         try:
             config = hostplan.task_host_config(self._templar, task_vars or {})
-            request = request_for_host(config)
+            planned = host_plan(config, staging_dir=args["staging_dir"]).require_weights()
         except (ValueError, WeightsError) as err:
             raise AnsibleActionFail(str(err)) from None
+        request = planned.request
         result.update(dest=request.dest, repo=request.repo_id, revision=request.revision)
         if self._task.check_mode:
             verified = self._verified_on_host(request.dest, request.repo_id, request.revision)
             result.update(changed=not verified, msg="verified" if verified else "would stage the weights")
             return result
-        staged = Path(os.path.expanduser(args["staging_dir"])) / request.repo_id.replace("/", "--") / request.revision
+        staged = Path(os.path.expanduser(planned.staging_dir)) / request.repo_id.replace("/", "--") / request.revision
         try:
             source, secret = open_source(request, endpoint=args["endpoint"])
             with scrubbed(secret):

@@ -6,7 +6,6 @@
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.service_secrets``: secret uploads and the env-file script.
 + ``current_text | ms4fleet.fleet.daemon_json(hostvars[inventory_hostname])``: daemon.json merged.
 + ``driver_changed | ms4fleet.fleet.needs_reboot(reboot_required, loaded, installed)``.
-+ ``path | ms4fleet.fleet.image_archive_id``: the image id inside a ``docker save`` archive.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any
 
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.requirement import core_filters
 
-NAMES = ("provision_plan", "serving_plan", "service_secrets", "daemon_json", "needs_reboot", "image_archive_id")
+NAMES = ("provision_plan", "serving_plan", "service_secrets", "daemon_json", "needs_reboot")
 
 
 class FilterModule:

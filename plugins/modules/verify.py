@@ -29,9 +29,8 @@ options:
     default: []
     choices: [health, models, completion, tools, reasoning, streaming, image, metrics]
   timeout:
-    description: Seconds allowed per request.
+    description: Seconds allowed per request (default the host plan's verification gate, C(gates.verify.timeout_s)).
     type: float
-    default: 120.0
   tunnel_timeout:
     description: Seconds allowed for the SSH tunnel to open.
     type: float

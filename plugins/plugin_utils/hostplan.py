@@ -1,8 +1,9 @@
 """Controller-side glue between Ansible variables and the ms4fleet core (imported by the filters and actions).
 
 Nothing here decides: it reads a host's ``ms4fleet_*`` variables into the core's ``HostConfig``, asks the
-core for its plans and hands them back as plain data Ansible can loop over. The core is the
-``ms4fleet`` package installed next to ansible-core on the controller; hosts need only python3.
+core for the host's ``HostPlan`` and hands back parts of its ``to_json()``, keyed the way the roles read
+them. The core is the ``ms4fleet`` package installed next to ansible-core on the controller; hosts need only
+python3.
 """
 
 from __future__ import annotations
@@ -15,29 +16,11 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa
 
 from ms4fleet import paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
-from ms4fleet.provision import (
-    DAEMON_JSON,
-    KEYRING,
-    NOUVEAU_FILE,
-    PREFERENCES_FILE,
-    REBOOT_REQUIRED,
-    SOURCES_FILE,
-    OsRelease,
-    ProvisionPlan,
-    provision_plan,
-)
-from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan, plan_host
-from ms4fleet.weights.startcheck import verifier_file
+from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
+from ms4fleet.provision import DAEMON_JSON, OsRelease
 
-# Which role writes each managed file of the provision plan (by the core's path constants).
-# A file the core adds later lands as "other", which the nvidia_driver role refuses (a role must own it).
-FILE_KINDS = {
-    SOURCES_FILE: "repository",
-    PREFERENCES_FILE: "pin",
-    NOUVEAU_FILE: "nouveau",
-    verifier_file()[0]: "weights-verifier",
-}
+# The package groups of the plan, by the names the roles read.
+PACKAGE_GROUPS = ("base", "driver", "fabric_manager", "cuda", "docker", "container_toolkit")
 
 # Keys of a host's variables the core reads (all others are Ansible's or other roles').
 CONFIG_KEYS = tuple(f"{KEY_PREFIX}{section}" for section in SECTIONS)
@@ -68,117 +51,79 @@ def os_release(facts: Mapping[str, Any]) -> OsRelease:
     return OsRelease(distribution, str(version or ""))
 
 
-def provision_dict(plan: ProvisionPlan, config: HostConfig) -> dict[str, Any]:
-    """The provision plan as Ansible data: package groups by role, managed files with bytes and mode."""
-
-    def group(packages: Any) -> dict[str, Any] | None:
-        return None if packages is None else {"names": list(packages.names), "hold": packages.hold}
-
-    repo = plan.nvidia_repo
-    return {
-        "os": {"id": plan.os.id, "version_id": plan.os.version_id, "key": plan.os.key},
-        "nvidia_repo": {
-            "url": repo.url,
-            "suite": repo.suite,
-            "components": list(repo.components),
-            "key_url": repo.key_url,
-        },
-        "base": group(plan.base),
-        "driver": group(plan.driver),
-        "fabric_manager": group(plan.fabric_manager),
-        "cuda": group(plan.cuda),
-        "docker": group(plan.docker),
-        "container_toolkit": group(plan.container_toolkit),
-        "held": list(plan.held),
-        "files": [
-            {
-                "path": f.path,
-                "content": f.content,
-                "mode": f"{f.mode:04o}",
-                "owner": f.owner,
-                "group": f.group,
-                "sha256": f.sha256,
-                "kind": FILE_KINDS.get(f.path, "other"),
-            }
-            for f in plan.files
-        ],
-        "enabled_services": list(plan.enabled_services),
-        "service_user": plan.service_user,
-        "driver_version": plan.driver_version,
-        "persistence_mode": config.provision.persistence_mode,
-        "reboot": config.provision.reboot,
-        "runtime": config.runtime.kind,
-        "notes": list(plan.notes),
-        "paths": {
-            "keyring": KEYRING,
-            "sources": SOURCES_FILE,
-            "daemon_json": DAEMON_JSON,
-            "reboot_required": REBOOT_REQUIRED,
-        },
-    }
+def host_plan(
+    variables: Mapping[str, Any], facts: Mapping[str, Any] | None = None, image_archive: str | None = None
+) -> dict[str, Any]:
+    """The core's ``HostPlan`` of this host as JSON data: for the OS in ``facts`` (the core's default OS
+    without them: only OS-independent parts may then be read), with the role's image archive if any."""
+    config = host_config(variables)
+    data = {key: _plain(variables[key]) for key in (*IMAGE_ARCHIVE_KEYS, *STAGING_DIR_KEYS) if variables.get(key)}
+    if image_archive:
+        data[IMAGE_ARCHIVE_KEYS[-1]] = image_archive
+    return plan_for_data(config, data, os_release(facts) if facts is not None else None).to_json()
 
 
 def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
-    config = host_config(variables)
-    return provision_dict(provision_plan(config, os_release(facts)), config)
-
-
-def serving_dict(plan: ServingPlan, config: HostConfig) -> dict[str, Any]:
-    """The serving plan as Ansible data: replicas with their unit names and exact unit bytes."""
-    weights = config.weights
+    """The provisioning part of the host's plan, keyed the way the roles read it (package groups by name)."""
+    plan = host_plan(variables, facts)
+    groups = {g["group"]: {"names": g["names"], "hold": g["hold"]} for g in plan["packages"]}
+    pins = [g["pin"]["version"] for g in plan["packages"] if g["pin"]]
+    merged = {f["kind"]: f["path"] for f in plan["merged_files"]}
     return {
-        "host": plan.host,
-        "model": plan.profile.id,
-        "served_model_name": plan.served_model_name,
-        "tp": plan.tp,
-        "max_model_len": plan.max_model_len,
-        "model_dir": plan.model_dir,
-        "verdict": plan.verdict,
-        "reasons": list(plan.sizing.reasons),
-        "warnings": list(plan.warnings),
-        "runtime": config.runtime.kind,
-        "image": plan.image,
-        "service_user": config.provision.service_user,
-        "weights_configured": weights is not None,
-        "env_file": paths.ENV_FILE,
-        "unit_prefix": paths.UNIT_PREFIX,
-        "replicas": [
-            {
-                "index": r.index,
-                "gpus": list(r.gpus),
-                "port": r.port,
-                "unit_name": r.unit_name,
-                "unit_path": f"{paths.SYSTEMD_DIR}/{r.unit_name}",
-                "container_name": r.container_name,
-                "unit_text": r.unit_text,
-            }
-            for r in plan.replicas
-        ],
+        "os": plan["os"],
+        "nvidia_repo": {k: plan["apt"][k] for k in ("url", "suite", "components", "key_url")},
+        **{name: groups.get(name) for name in PACKAGE_GROUPS},
+        "held": plan["held"],
+        "files": [f for f in plan["files"] if f["kind"] != "unit"],
+        "enabled_services": [u["name"] for u in plan["units"] if u["role"] == "provision"],
+        "service_user": plan["service_user"],
+        "driver_version": pins[0] if pins else None,
+        "reboot": plan["reboot"]["policy"],
+        "runtime": plan["runtime"],
+        "notes": plan["notes"],
+        "paths": {
+            "keyring": plan["apt"]["keyring"],
+            "sources": plan["apt"]["sources_file"],
+            "daemon_json": merged.get("daemon-json", DAEMON_JSON),
+            "reboot_required": plan["reboot"]["reboot_required_file"],
+        },
     }
 
 
-def serving(variables: Mapping[str, Any]) -> dict[str, Any]:
-    config = host_config(variables)
-    return serving_dict(plan_host(config), config)
+def serving(variables: Mapping[str, Any], image_archive: str | None = None) -> dict[str, Any]:
+    """The serving part of the host's plan: replicas with their unit paths and exact unit bytes, the image and
+    how it is obtained."""
+    plan = host_plan(variables, image_archive=image_archive)
+    units = {f["path"]: f["content"] for f in plan["files"] if f["kind"] == "unit"}
+    return {
+        "host": plan["host"],
+        **plan["serving"],
+        "runtime": plan["runtime"],
+        "image": plan["image"]["ref"],
+        "image_obtain": plan["image"]["obtain"],
+        "image_archive": plan["image"]["archive"],
+        "image_id": plan["image"]["id"],
+        "service_user": plan["service_user"],
+        "weights_configured": plan["weights"] is not None,
+        "env_file": plan["secrets"]["env_file"]["path"],
+        "unit_prefix": paths.UNIT_PREFIX,
+        "replicas": [{**r, "unit_text": units[r["unit_path"]]} for r in plan["replicas"]],
+    }
 
 
 def secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
     """What the host's service secrets need: uploads of controller env-var secrets (path, variable) and
     the core's env-file script. Values never pass through here: the role reads them under no_log."""
-    config = host_config(variables)
-    refs = service_secret_refs(config)
-    uploads = [
-        {"name": name, "env": ref.env, "path": secret_path(ref, name)}
-        for name, ref in refs.values()
-        if ref.env is not None
-    ]
+    plan = host_plan(variables)["secrets"]
     return {
         # No secrets, no environment file: the unit names one only when the service has secrets.
-        "needed": bool(refs),
-        "secrets_dir": paths.SECRETS_DIR,
-        "uploads": uploads,
-        "env_file": paths.ENV_FILE,
-        "script": env_file_script(config),
+        "needed": plan["needed"],
+        "secrets_dir": plan["secrets_dir"],
+        "uploads": [
+            {"name": r["name"], "env": r["env"], "path": r["host_path"]} for r in plan["refs"] if r["env"] is not None
+        ],
+        "env_file": plan["env_file"]["path"],
+        "script": plan["script"],
     }
 
 

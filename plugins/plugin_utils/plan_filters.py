@@ -5,8 +5,6 @@ See that module for what each filter is for; nothing is decided here but in the 
 
 from __future__ import annotations
 
-import json
-import tarfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,8 +20,8 @@ def provision_plan(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> di
     return hostplan.provision(variables, facts)
 
 
-def serving_plan(variables: Mapping[str, Any]) -> dict[str, Any]:
-    return hostplan.serving(variables)
+def serving_plan(variables: Mapping[str, Any], image_archive: str | None = None) -> dict[str, Any]:
+    return hostplan.serving(variables, image_archive or None)
 
 
 def service_secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,19 +34,3 @@ def daemon_json(current: str | None, variables: Mapping[str, Any]) -> str:
 
 def needs_reboot(driver_changed: bool, reboot_required: bool, loaded: str | None, installed: str | None) -> bool:
     return core_provision.needs_reboot(bool(driver_changed), bool(reboot_required), loaded or None, installed or None)
-
-
-def image_archive_id(path: str) -> str:
-    """``sha256:…`` of the image in a ``docker save`` archive (its config blob's digest), read from manifest.json."""
-    try:
-        with tarfile.open(path) as archive:
-            member = archive.extractfile("manifest.json")
-            if member is None:
-                raise ValueError("manifest.json is not a file")
-            manifest = json.load(member)
-    except (OSError, KeyError, tarfile.TarError, ValueError) as err:
-        raise ValueError(f"image archive {path}: not a `docker save` archive ({err})") from None
-    if len(manifest) != 1:
-        raise ValueError(f"image archive {path}: holds {len(manifest)} images, expected exactly one")
-    config = str(manifest[0]["Config"]).rsplit("/", 1)[-1].removesuffix(".json")
-    return config if config.startswith("sha256:") else f"sha256:{config}"

@@ -34,11 +34,11 @@ import ms4fleet
 from ms4fleet import paths, verdicts
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.hostoutput import held_packages, installed_packages, section_marker, upstream_version
+from ms4fleet.hostplan import DEFAULT_OS
 from ms4fleet.hostscripts import python_command
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
-    SUPPORTED_OS,
     OsRelease,
     ProvisionPlan,
     daemon_json,
@@ -55,9 +55,6 @@ VERIFIED_FILE = "/var/lib/ms4fleet/verified.json"
 STATE_FILES = ("/var/lib/dpkg/status", "/etc/os-release", "/etc/passwd", "/etc/group", paths.SYSTEMD_DIR)
 # A verdict is only as good as the check that reached it: another check, another digest.
 _CHECKER = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
-# The OS the full check's script is built for before the host's own is read (any supported one): the
-# script lists paths, packages and units, which no supported OS changes (the OS changes the answers).
-ASSUMED_OS = next(OsRelease(name, versions[0]) for name, versions in SUPPORTED_OS.items())
 
 
 @dataclass(frozen=True)
@@ -310,7 +307,9 @@ def check(
             found = read(quick_script(desired))
             if fingerprint(found) == known.fingerprint and not live_differences(desired, found):
                 return Check((), known.os, quick=True)
-    script = snapshot_script(Desired(config, provision_plan(config, ASSUMED_OS), serving, request))
+    # Built for the OS a plan assumes before a host is read: the script lists paths, packages and units,
+    # which no supported OS changes (the OS changes what the answers must be).
+    script = snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), serving, request))
     found = read(f"{section_marker('os')}\ncat /etc/os-release\n{script}")
     os_release = OsRelease.parse("\n".join(found.get("os", [])))
     if not os_release.id:

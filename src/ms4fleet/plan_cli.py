@@ -15,6 +15,7 @@ from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
 from ms4fleet.inventory import load_inventory
+from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.sizing import (
     KvShape,
@@ -40,7 +41,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     plan.add_argument("inventory", type=existing_file, help="pyinfra .py or Ansible .yml inventory")
     plan.add_argument("--limit", action="append", help="host or group (repeatable)")
-    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument(
+        "--json", action="store_true", help="each host's full plan (files with their bytes, packages, units, digest)"
+    )
+    plan.add_argument(
+        "--os",
+        type=_os_release,
+        help="with --json: ID:VERSION_ID the hosts run, e.g. ubuntu:24.04 (default: the core's, hostplan.DEFAULT_OS, "
+        "stated in the JSON; an engine plans for the OS it reads on the host)",
+    )
     plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
     plan.set_defaults(func=run_plan)
@@ -80,16 +89,34 @@ def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
     plans = [plan_host(host.config) for host in fleet]
     if args.json:
-        # "settings": the host's ms4fleet_* data exactly as its engine's loader merged it (what it will apply).
+        # "plan": the HostPlan the engine applies, its files' bytes in "contents" by sha256 (hosts share most
+        # files); "settings": the host's ms4fleet_* data exactly as its engine's loader merged it; "sizing": the
+        # serving plan's verdict and figures.
+        # Only --json builds whole host plans (their weights and gates pull in the HTTP client): import it here.
+        from ms4fleet.hostplan import plan_for_data
+
+        contents: dict[str, str] = {}
         hosts = [
-            {**plan.to_dict(), "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")}}
+            {
+                "host": host.name,
+                "plan": plan_for_data(host.config, host.data, args.os).to_json(contents),
+                "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")},
+                "sizing": plan.to_dict(),
+            }
             for host, plan in zip(fleet, plans, strict=True)
         ]
-        print_json({"inventory": str(args.inventory), "hosts": hosts})
+        print_json({"inventory": str(args.inventory), "hosts": hosts, "contents": contents})
     else:
         _print_plans(plans, show_argv=args.argv)
     failed = any(p.verdict == "does-not-fit" for p in plans)
     return 1 if args.strict and failed else 0
+
+
+def _os_release(text: str) -> OsRelease:
+    name, sep, version = text.partition(":")
+    if not sep or not name or not version:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ID:VERSION_ID, e.g. ubuntu:24.04 or debian:12")
+    return OsRelease(name.lower(), version)
 
 
 def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:

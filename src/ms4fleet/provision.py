@@ -93,6 +93,8 @@ class ProvisionPlan:
     service_user: str
     driver_version: str
     notes: tuple[str, ...] = field(default=())
+    # Packages apt pins to ``driver_version`` (the preferences file): the driver and the fabric manager.
+    pinned: tuple[str, ...] = field(default=())
 
     def packages(self) -> list[Packages]:
         """Install order: base tools, driver, fabric manager, CUDA, Docker, container toolkit."""
@@ -170,6 +172,7 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
         service_user=provision.service_user,
         driver_version=provision.driver_version,
         notes=() if manage else ("driver management is off: the installed driver is left as it is",),
+        pinned=pinned if manage else (),
     )
 
 

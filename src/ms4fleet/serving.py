@@ -310,7 +310,7 @@ def _render_unit(
         command += [runtime.image, *argv]
     else:
         command = [f"{runtime.venv}/bin/vllm", "serve", *argv]
-    host = "127.0.0.1" if serving.bind_address in {"0.0.0.0", "::"} else serving.bind_address
+    host = local_address(config)
     text: str = _template().render(
         index=index,
         profile=config.profile,
@@ -333,6 +333,12 @@ def _render_unit(
         ),
     )
     return text
+
+
+def local_address(config: HostConfig) -> str:
+    """Where a replica answers on its own host: loopback for a wildcard bind, else the bind address."""
+    bind = config.serving.bind_address
+    return "127.0.0.1" if bind in {"0.0.0.0", "::"} else bind
 
 
 def _url_host(address: str) -> str:

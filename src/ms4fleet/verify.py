@@ -136,6 +136,8 @@ def checks_for_profile(profile: ModelProfile) -> frozenset[str]:
 
 
 DEFAULT_CHECKS = frozenset(CHECKS) - {"image"}
+# Seconds allowed per request of a check (a cold replica's first completion can take a while).
+DEFAULT_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -153,7 +155,7 @@ def verify(
     api_key: str | None = None,
     checks: Iterable[str] = DEFAULT_CHECKS,
     logs: str | Callable[[], str] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     max_tokens: int = 16,
 ) -> VerifyReport:
     """Run the selected checks against ``url`` (e.g. ``http://10.0.0.5:8000``) serving ``model``.

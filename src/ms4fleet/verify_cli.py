@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 
 from ms4fleet.catalog import model_profiles
-from ms4fleet.verify import CHECKS, DEFAULT_CHECKS, EXIT_UNREACHABLE, VerifyReport, checks_for_profile, verify
+from ms4fleet.verify import (
+    CHECKS,
+    DEFAULT_CHECKS,
+    DEFAULT_TIMEOUT_S,
+    EXIT_UNREACHABLE,
+    VerifyReport,
+    checks_for_profile,
+    verify,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -36,7 +44,9 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="service journal or container log to name the cause of a failure from ('-' reads stdin)",
     )
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help=f"seconds per request (default {DEFAULT_TIMEOUT_S:g})"
+    )
     parser.set_defaults(func=run)
 
 

@@ -15,6 +15,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ms4fleet.fleet.plugins.filter.plan import FilterModule
 
 from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import host_plan
 from ms4fleet.provision import OsRelease, daemon_json, provision_plan
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
@@ -83,6 +84,31 @@ def test_serving_plan_units_are_the_cores_bytes() -> None:
     assert plan["tp"] == 2 and len(plan["replicas"]) == 4
 
 
+def test_the_filters_are_views_of_the_host_plan(tmp_path: Path) -> None:
+    data = hostvars()
+    whole = host_plan(config(data), OsRelease("debian", "12")).to_json()
+    provision = FILTERS["provision_plan"](data, DEBIAN_12)
+    assert provision["files"] == [f for f in whole["files"] if f["kind"] != "unit"]
+    assert provision["held"] == whole["held"] and provision["driver_version"] == "580.95.05"
+    serving = FILTERS["serving_plan"](data)
+    assert (serving["image"], serving["image_obtain"], serving["image_id"]) == (whole["image"]["ref"], "pull", None)
+    # An image archive (the role's vllm_service_image_archive) makes the plan load it when the id differs.
+    archive = tmp_path / "vllm.tar"
+    with tarfile.open(archive, "w") as tar:
+        blob = json.dumps([{"Config": "abc123.json", "RepoTags": [], "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(blob)
+        tar.addfile(info, io.BytesIO(blob))
+    loaded = FILTERS["serving_plan"](data, str(archive))
+    assert (loaded["image_obtain"], loaded["image_archive"], loaded["image_id"]) == (
+        "load",
+        str(archive),
+        "sha256:abc123",
+    )
+    assert FILTERS["serving_plan"](data, "")["image_obtain"] == "pull"
+    assert FILTERS["service_secrets"](data)["needed"] is False
+
+
 def test_daemon_json_merges_into_what_the_host_has() -> None:
     data = hostvars(provision={"docker_daemon_options": {"log-driver": "journald"}})
     current = json.dumps({"data-root": "/srv/docker", "runtimes": {"crun": {"path": "/usr/bin/crun"}}})
@@ -127,27 +153,6 @@ def test_needs_reboot_is_the_cores() -> None:
     assert needs(False, False, "580.95.05", "580.95.05") is False
     assert needs(False, False, "570.195.03", "580.95.05") is True
     assert needs(True, False, "", "") is False
-
-
-def _archive(manifest: Any) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        blob = json.dumps(manifest).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(blob)
-        tar.addfile(info, io.BytesIO(blob))
-    return buffer.getvalue()
-
-
-def test_image_archive_id_reads_the_config_digest(tmp_path: Path) -> None:
-    path = tmp_path / "image.tar"
-    path.write_bytes(_archive([{"Config": "69da1c4d.json", "RepoTags": ["vllm/vllm-openai:v0.32.0"], "Layers": []}]))
-    assert FILTERS["image_archive_id"](str(path)) == "sha256:69da1c4d"
-    path.write_bytes(_archive([{"Config": "blobs/sha256/abc123", "RepoTags": [], "Layers": []}]))
-    assert FILTERS["image_archive_id"](str(path)) == "sha256:abc123"
-    path.write_bytes(b"not a tar")
-    with pytest.raises(AnsibleFilterError, match="not a `docker save` archive"):
-        FILTERS["image_archive_id"](str(path))
 
 
 @pytest.mark.parametrize("role", ROLES)

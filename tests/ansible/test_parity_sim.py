@@ -3,10 +3,14 @@ and one by Ansible (``playbooks/site.yml``) end with identical managed files (pa
 sha256), identical versions of the packages the core plans, and identical service states.
 
 Both engines also run the core's GPU probe on both hosts, on the bare hosts and again once the driver is in:
-the same report, from PCI ids before the driver and from nvidia-smi after it."""
+the same report, from PCI ids before the driver and from nvidia-smi after it.
+
+plan == apply: every file either engine wrote in ms4fleet's places on its host is one of that host's
+``ms4fleet plan --json`` files (read through the engine's own inventory), byte for byte, owner and mode."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import subprocess
@@ -33,6 +37,15 @@ PYINFRA_HOST, ANSIBLE_HOST = f"{FLEET}-1", f"{FLEET}-2"
 # The probes each engine ran, by moment ("before" the driver, "after" it), engine and host.
 PROBES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 APT_MODULE_NEEDS = {"python3-apt", "python-apt-common", "distro-info-data", "iso-codes", "lsb-release"}
+# Where ms4fleet writes files on a host: anything found here must be a file of the host's plan.
+MANAGED_PLACES = (
+    "/etc/apt/sources.list.d/ms4fleet-*",
+    "/etc/apt/preferences.d/ms4fleet-*",
+    "/etc/modprobe.d/ms4fleet-*",
+    "/etc/systemd/system/ms4fleet-*",
+    "/usr/local/lib/ms4fleet/*",
+    "/etc/docker/daemon.json",
+)
 
 
 def host_config(fleet: simfleet.Fleet, name: str) -> HostConfig:
@@ -138,6 +151,59 @@ def test_both_engines_leave_the_same_host(converged: simfleet.Fleet) -> None:
     print(json.dumps({k: sorted(v) for k, v in extra.items()}, indent=1))
     assert {line.split()[0] for line in extra["ansible"]} <= APT_MODULE_NEEDS, extra
     assert not extra["pyinfra"], extra
+
+
+def plan_json(inventory: Path, host: str) -> dict[str, Any]:
+    """That host's ``HostPlan`` as ``ms4fleet plan --json`` prints it for this inventory (bytes put back in)."""
+    argv = [str(simrun.BIN / "ms4fleet"), "plan", str(inventory), "--json", "--limit", host]
+    done = subprocess.run(argv, cwd=simrun.ROOT, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout)
+    (entry,) = printed["hosts"]
+    plan = dict(entry["plan"])
+    for f in [*plan["files"], *plan["merged_files"]]:
+        f["content"] = printed["contents"][f["sha256"]]
+    return plan
+
+
+def on_host(fleet: simfleet.Fleet, name: str, paths_: list[str]) -> dict[str, tuple[str, str, int, str]]:
+    """path -> (owner, group, mode, sha256 of the bytes) as the host has it (through Docker, not an engine)."""
+    script = " ; ".join(
+        f"p={shlex.quote(p)}; echo $p $(stat -c '%U %G %a' $p) $(sha256sum < $p | cut -c1-64)" for p in paths_
+    )
+    out = {}
+    for line in fleet.sh(name, script).splitlines():
+        path, owner, group, mode, digest = line.split()
+        out[path] = (owner, group, int(mode, 8), digest)
+    return out
+
+
+@pytest.mark.parametrize("host", [PYINFRA_HOST, ANSIBLE_HOST])
+def test_every_file_each_engine_wrote_is_the_plans(converged: simfleet.Fleet, host: str) -> None:
+    fleet = converged
+    # Each engine's host, planned through that engine's inventory and loader.
+    inventory = fleet.inventory if host == PYINFRA_HOST else fleet.inventory.with_suffix(".yml")
+    plan = plan_json(inventory, host)
+    # Planned without a probe: the OS the plan states is the one the host runs (and the engine applied).
+    os_release = OsRelease.parse(fleet.sh(host, "cat /etc/os-release"))
+    assert {k: v for k, v in plan["os"].items() if k != "source"} == os_release.to_json(), plan["os"]
+    # daemon.json is merged into what the host had: the sim's hosts had none, so it is the plan's bytes.
+    planned = {f["path"]: f for f in [*plan["files"], *plan["merged_files"]]}
+    found = fleet.sh(host, f'for p in {" ".join(MANAGED_PLACES)}; do [ -f "$p" ] && echo "$p"; done; true').split()
+    assert set(found) == set(planned), {"not planned": set(found) - set(planned), "missing": set(planned) - set(found)}
+    wanted = {p: (f["owner"], f["group"], int(f["mode"], 8), f["sha256"]) for p, f in planned.items()}
+    assert on_host(fleet, host, sorted(planned)) == wanted
+    assert all(hashlib.sha256(f["content"].encode()).hexdigest() == f["sha256"] for f in planned.values())
+    # Files whose bytes the plan does not hold: the downloaded apt key, and the secrets' environment file
+    # (a reference: its owner and mode are planned, its bytes are secret).
+    assert fleet.sh(host, f"test -s {shlex.quote(plan['apt']['keyring'])} && echo ok").strip() == "ok"
+    env_file = plan["secrets"]["env_file"]
+    if plan["secrets"]["needed"]:
+        owner, group, mode, _ = on_host(fleet, host, [env_file["path"]])[env_file["path"]]
+        assert (owner, group, mode) == (env_file["owner"], env_file["group"], int(env_file["mode"], 8))
+    assert [u["name"] for u in plan["units"] if u["role"] == "replica"] == [
+        Path(p).name for p in planned if p.startswith(f"{paths.SYSTEMD_DIR}/")
+    ]
 
 
 def _stable(report: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,15 @@ DECISIONS = {
     "served-model-name fallback": ("src/ms4fleet/serving.py", r"served_model_name\s+or\b"),
     "image if docker": ("src/ms4fleet/serving.py", r"runtime\.image\b.*\bif\b|if\b.*kind\s*[!=]=\s*.docker.*image"),
     "max_model_len default": ("src/ms4fleet/catalog/__init__.py", r"or\s+\w*\.?default_max_model_len"),
+    # What the host plan decides once for both engines.
+    "verification gate checks": ("src/ms4fleet/hostplan.py", r"DEFAULT_CHECKS\s*&|&\s*DEFAULT_CHECKS"),
+    "OS planned before the host is read": ("src/ms4fleet/hostplan.py", r"OsRelease\(\s*[\"'][a-z]"),
+    "image archive and staging inventory keys": (
+        "src/ms4fleet/hostplan.py",
+        r"[\"'](vllm_image_archive|weights_staging_dir)[\"']",
+    ),
+    "where a replica answers on its host": ("src/ms4fleet/serving.py", r"[\"']0\.0\.0\.0[\"'],\s*[\"']::[\"']"),
+    "verification timeout": ("src/ms4fleet/verify.py", r"timeout_s\s*=\s*120|DEFAULT_TIMEOUT_S\s*=\s*\d"),
 }
 
 

@@ -78,9 +78,9 @@ def test_pyinfra_inventory_plan_equals_debug_inventory() -> None:
         assert plan[host]["settings"] == _ms4fleet_keys(theirs[host]), host
     # The conflicts resolved pyinfra's way: group_data/ beats the inventory's own group data, the host beats
     # its groups (and settles a tie between two of them).
-    assert plan["gpu-h100-01"]["max_model_len"] == 131072
+    assert plan["gpu-h100-01"]["plan"]["serving"]["max_model_len"] == 131072
     assert plan["gpu-h100-02"]["settings"]["ms4fleet_serving"] == {"max_num_seqs": 8}
-    assert "--max-num-seqs" in (argv := plan["gpu-h100-02"]["replicas"][0]["argv"])
+    assert "--max-num-seqs" in (argv := plan["gpu-h100-02"]["plan"]["replicas"][0]["argv"])
     assert argv[argv.index("--max-num-seqs") + 1] == "8"
     assert plan["gpu-h200-01"]["settings"]["ms4fleet_runtime"]["image"] == "vllm/vllm-openai:v0.31.0"
 
@@ -92,6 +92,6 @@ def test_ansible_inventory_plan_equals_ansible_inventory_host() -> None:
     for host in HOSTS:
         assert plan[host]["settings"] == _ms4fleet_keys(_ansible_inventory_host(inventory, host)), host
     # Ansible's precedence: host_vars/ beat the inline host, group_vars/ beat the inline group vars.
-    assert plan["gpu-h100-01"]["max_model_len"] == 131072
+    assert plan["gpu-h100-01"]["plan"]["serving"]["max_model_len"] == 131072
     assert plan["gpu-h100-02"]["settings"]["ms4fleet_serving"] == {"max_num_seqs": 4}
     assert plan["gpu-h200-01"]["settings"]["ms4fleet_runtime"]["image"] == "vllm/vllm-openai:v0.31.0"

@@ -13,10 +13,7 @@ from dataclasses import dataclass, replace
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.hub import HubSource
-from ms4fleet.weights.localpath import PathSource
 from ms4fleet.weights.manifest import COMMIT
-from ms4fleet.weights.mirror import MirrorSource
 from ms4fleet.weights.secret import Secret, TokenRef, read_token
 from ms4fleet.weights.source import Source, SourceKind
 
@@ -79,6 +76,11 @@ def request_for_host(config: HostConfig) -> WeightsRequest:
 def open_source(request: WeightsRequest, endpoint: str | None = None) -> tuple[Source, Secret | None]:
     """Build the source and return the secret it holds (to scrub from logs); a Hub source reads its token
     now, so a missing or exposed token fails before anything is transferred."""
+    # The sources (the Hub client above all) load only to fetch: planning a fleet reads requests, never sources.
+    from ms4fleet.weights.hub import HubSource
+    from ms4fleet.weights.localpath import PathSource
+    from ms4fleet.weights.mirror import MirrorSource
+
     if request.source == "hub":
         secret = read_token(request.token) if request.token is not None else None
         return HubSource(request.repo_id, request.revision, secret, endpoint=endpoint), secret

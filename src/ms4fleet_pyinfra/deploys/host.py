@@ -1,4 +1,4 @@
-"""The ms4fleet deploy of one host: facts -> the core's plans (provision, serving, weights) -> operations.
+"""The ms4fleet deploy of one host: the core's ``HostPlan`` (for the OS the host runs) -> operations.
 
 Order: base packages, NVIDIA apt source and keyring, pin and nouveau blacklist, driver / fabric manager /
 CUDA / Docker / container toolkit (held where the core says), reboot only when the core's ``needs_reboot``
@@ -16,15 +16,13 @@ from pyinfra.api.deploy import deploy
 from pyinfra.context import host
 from pyinfra.operations import apt, files, systemd
 
-from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check
-from ms4fleet.provision import KEYRING, ProvisionPlan, provision_plan
-from ms4fleet.secrets import service_secret_refs
-from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
+from ms4fleet.provision import OsRelease
+from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.request import request_for_host
-from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
+from ms4fleet.weights.stage import target_for
 from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
@@ -60,16 +58,26 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
             logger.warning(f"{host.print_prefix}headroom replica {index}: {' '.join(reasons)}")
 
 
+def replan(hp: HostPlan, os: OsRelease) -> HostPlan:
+    """The host's plan for the OS it runs (the same plan when that is the one it was made for)."""
+    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os)
+
+
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
-        request = request_for_host(config)
-        serving_plan = plan_host(config)
+        hp = plan_for_data(config, host_data(host))
         # The core's converged check (quick where a stored verdict still holds, else full), read through a
         # fact so that it also runs under --dry.
-        found = check(host.name, config, serving_plan, request, lambda script: host.get_fact(Sections, script=script))
+        found = check(
+            host.name,
+            config,
+            hp.serving,
+            hp.require_weights().request,
+            lambda script: host.get_fact(Sections, script=script),
+        )
         if found.converged:
-            count = len(serving_plan.replicas)
+            count = len(hp.replicas)
             hostops.converged(
                 summary=f"converged: {count} replica(s) active, nothing the last full check read has changed"
                 if found.quick
@@ -77,8 +85,7 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
                 name="converged (nothing to do)",
             )
             return
-        os_release = found.os or host.get_fact(OsReleaseFact)
-        plan = provision_plan(config, os_release)
+        hp = replan(hp, found.os or host.get_fact(OsReleaseFact))
     except (ConfigError, WeightsError) as err:
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
@@ -86,74 +93,78 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     logger.info(
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
-    report_headroom(config, serving_plan, sudo)
-    provision(config, plan)
-    data = host_data(host)
+    report_headroom(config, hp.serving, sudo)
+    provision(hp)
+    image = hp.image
     image_op = (
-        docker.image(ref=serving_plan.image, archive=data.get("vllm_image_archive"), name="vLLM image")
-        if serving_plan.image is not None
+        docker.image(ref=image.ref, archive=image.archive, image_id=image.id, name="vLLM image")
+        if image.ref is not None and image.obtain != "none"
         else None
     )
+    weights_plan = hp.require_weights()
     weights_op = weights.weights(
-        request=request,
-        target=target_for(host.name, connection(data), data),
-        staging_root=str(data.get("weights_staging_dir") or DEFAULT_STAGING),
+        request=weights_plan.request,
+        target=target_for(host.name, connection(host_data(host)), host_data(host)),
+        staging_root=weights_plan.staging_dir,
         name="weights (fetch once, push, verify on host)",
     )
-    serve(config, serving_plan, [op for op in (image_op, weights_op) if op is not None], sudo)
+    serve(hp, [op for op in (image_op, weights_op) if op is not None], sudo)
 
 
-def provision(config: HostConfig, plan: ProvisionPlan) -> None:
-    repo = plan.nvidia_repo
-    apt.packages(packages=list(plan.base.names), update=True, cache_time=3600, name="base packages")
-    key = files.download(src=repo.key_url, dest=KEYRING, mode="644", name="NVIDIA apt keyring")
-    managed = [
-        files.put(src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=f.path)
-        for f in plan.files
-    ]
+def provision(hp: HostPlan) -> None:
+    base = hp.group("base")
+    assert base is not None
+    apt.packages(packages=list(base.names), update=True, cache_time=3600, name="base packages")
+    key = files.download(src=hp.apt.key_url, dest=hp.apt.keyring, mode="644", name="NVIDIA apt keyring")
+    managed = [put(f) for f in hp.files if f.kind != "unit"]
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
     installs = {}
-    for group in plan.packages()[1:]:
+    for group in hp.packages:
+        if group is base:
+            continue
         label = " ".join(group.names)
-        installs[group.names] = apt.packages(
+        installs[group.group] = apt.packages(
             packages=list(group.names), extra_install_args=APT_ARGS, name=f"install {label}"
         )
         if group.hold:
             hostops.holds(packages=group.names, name=f"hold {label}")
-    driver_op = installs.get(plan.driver.names) if plan.driver else None
+    driver_op = installs.get("driver")
     hostops.reboot_if_needed(
         driver_changed=any_changed([driver_op] if driver_op else []),
-        policy=config.provision.reboot,
+        policy=hp.reboot,
         name="reboot if the driver needs it",
     )
-    if plan.fabric_manager is not None:
+    if hp.group("fabric_manager") is not None:
         hostops.fabric_manager_matches_driver(name="fabric manager matches the driver")
-    if plan.docker is not None:
-        daemon = docker.daemon_config(config=config, name="docker daemon.json (merged)")
+    if hp.merged_files:
+        daemon = docker.daemon_config(config=hp.config, name="docker daemon.json (merged)")
         services.service(
             unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
         )
-    for name in plan.enabled_services:
-        if name != "docker":
-            services.service(unit=name, name=f"{name} running")
-    hostops.service_user(user=plan.service_user, name=f"service user {plan.service_user}")
+    for unit in hp.units:
+        if unit.role == "provision" and unit.name != "docker":
+            services.service(unit=unit.name, name=f"{unit.name} running")
+    hostops.service_user(user=hp.service_user, name=f"service user {hp.service_user}")
 
 
-def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) -> None:
-    serving.stale_units(wanted=tuple(r.unit_name for r in plan.replicas), name="stale vLLM units")
-    units = {
-        r.unit_name: files.put(
-            src=StringIO(r.unit_text), dest=f"{paths.SYSTEMD_DIR}/{r.unit_name}", mode="644", name=r.unit_name
-        )
-        for r in plan.replicas
-    }
+def put(f: PlannedFile, name: str | None = None) -> Any:
+    """One managed file, exactly the plan's bytes, mode and owner."""
+    return files.put(
+        src=StringIO(f.content), dest=f.path, mode=f"{f.mode:o}", user=f.owner, group=f.group, name=name or f.path
+    )
+
+
+def serve(hp: HostPlan, inputs: list[Any], sudo: bool) -> None:
+    config, plan = hp.config, hp.serving
+    serving.stale_units(wanted=tuple(r.unit_name for r in hp.replicas), name="stale vLLM units")
+    units = {r.unit_name: put(hp.file(r.unit_path), name=r.unit_name) for r in hp.replicas}
     systemd.daemon_reload(name="systemd daemon-reload (units changed)", _if=any_changed(units.values()))
     secrets = (
         [
             serving.uploaded_secrets(config=config, name="secret files from the deploying environment"),
-            serving.env_file(config=config, name=f"{paths.ENV_FILE} (0600)"),
+            serving.env_file(config=config, name=f"{hp.secrets.env_file} (0600)"),
         ]
-        if service_secret_refs(config)
+        if hp.secrets.refs
         else []
     )
     restarting = any_changed([*units.values(), *inputs, *secrets])
@@ -164,8 +175,14 @@ def serve(config: HostConfig, plan: ServingPlan, inputs: list[Any], sudo: bool) 
             restart=any_changed([units[r.unit_name], *inputs, *secrets]),
             name=f"run {r.unit_name}",
         )
-        for r in plan.replicas
+        for r in hp.replicas
     ]
     serving.verify_gate(
-        config=config, plan=plan, restarted=any_changed(started), sudo=sudo, name="endpoint verification gate"
+        config=config,
+        plan=plan,
+        checks=frozenset(hp.gates.verify_checks),
+        timeout_s=hp.gates.verify_timeout_s,
+        restarted=any_changed(started),
+        sudo=sudo,
+        name="endpoint verification gate",
     )

@@ -34,11 +34,11 @@ def daemon_config(config: HostConfig) -> Generator[Any, None, None]:
 
 
 @operation()
-def image(ref: str, archive: str | None = None) -> Generator[Any, None, None]:
-    """The vLLM image: ``docker pull``, or ``docker load`` of an image archive from the controller (air-gapped
-    hosts; the data key ``vllm_image_archive``) when the host has no image of that name."""
+def image(ref: str, archive: str | None = None, image_id: str | None = None) -> Generator[Any, None, None]:
+    """The vLLM image as the host plan obtains it: ``docker pull`` when the host has no image ``ref``, or
+    ``docker load`` of the controller's archive (air-gapped hosts) when the host's ``ref`` is not ``image_id``."""
     current = host.get_fact(DockerImage, image=ref)
-    if current:
+    if current and (archive is None or current == image_id):
         host.noop(f"image {ref} present ({current[:19]})")
         return
     if archive is None:

@@ -18,8 +18,8 @@ from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.headroom import check_plan
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan
-from ms4fleet.verify import DEFAULT_CHECKS, checks_for_profile, verify
+from ms4fleet.serving import ServingPlan, local_address
+from ms4fleet.verify import verify
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
 from ms4fleet_pyinfra.report import fail, say
 from ms4fleet_pyinfra.tunnel import forwarded
@@ -125,14 +125,16 @@ def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:
     return output.stdout.strip() if ok else None
 
 
-def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+def _verify_gate(
+    state: Any, host: Any, config: HostConfig, plan: ServingPlan, checks: frozenset[str], timeout_s: float, sudo: bool
+) -> bool:
+    address = local_address(config)
     api_key = _read_host_secret(host, config, sudo)
-    checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
     model = plan.served_model_name
     results = []
     for replica in plan.replicas:
-        with forwarded(host, replica.port) as url:
-            report = verify(url, model, api_key=api_key, checks=checks, timeout_s=120.0)
+        with forwarded(host, replica.port, address) as url:
+            report = verify(url, model, api_key=api_key, checks=checks, timeout_s=timeout_s)
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         causes = [str(cause.to_dict().get("name", "")) for cause in report.causes]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
@@ -152,10 +154,15 @@ def _verify_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, s
 
 @operation(is_idempotent=False)
 def verify_gate(
-    config: HostConfig, plan: ServingPlan, restarted: Callable[[], bool], sudo: bool
+    config: HostConfig,
+    plan: ServingPlan,
+    checks: frozenset[str],
+    timeout_s: float,
+    restarted: Callable[[], bool],
+    sudo: bool,
 ) -> Generator[Any, None, None]:
     """Fail this host (only) unless every replica really serves (decode, tools, streaming, metrics, ...)."""
     if not (restarted() or host.get_fact(FileSha256, path=VERIFIED_FILE) is None):
         host.noop("nothing restarted and the last verification passed: not re-verified")
         return
-    yield FunctionCommand(_verify_gate, (config, plan, sudo), {})
+    yield FunctionCommand(_verify_gate, (config, plan, checks, timeout_s, sudo), {})

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ms4fleet.config import ConfigError
+from ms4fleet.hostplan import plan_for_data
 from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
@@ -25,7 +26,7 @@ from ms4fleet.rollout.waves import Policy, RolloutPlan, plan_waves
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
-from ms4fleet.weights.stage import DEFAULT_STAGING, target_for
+from ms4fleet.weights.stage import target_for
 from ms4fleet_pyinfra.operations import docker, weights
 from ms4fleet_pyinfra.rollout import hostops
 from ms4fleet_pyinfra.rollout.lbctl import LbHost, LoadBalancer, backends_for
@@ -111,13 +112,16 @@ class Rollout:
         def build(spec: HostSpec) -> None:
             name, sudo = spec.name, sudo_for(spec)
             config, data = self.configs[name], dict(spec.data)
-            image = self.plans[name].image
-            if image is not None:
-                docker.image(ref=image, archive=data.get("vllm_image_archive"), name="vLLM image", _sudo=sudo)
+            # Only the OS-independent parts of the plan are read here: the image and the weights staging.
+            hp = plan_for_data(config, data)
+            if hp.image.ref is not None and hp.image.obtain != "none":
+                docker.image(
+                    ref=hp.image.ref, archive=hp.image.archive, image_id=hp.image.id, name="vLLM image", _sudo=sudo
+                )
             weights.weights(
                 request=self.requests[name],
                 target=target_for(name, dict(spec.connection), data),
-                staging_root=str(data.get("weights_staging_dir") or DEFAULT_STAGING),
+                staging_root=hp.require_weights().staging_dir,
                 name="weights",
                 _sudo=sudo,
             )

@@ -25,11 +25,12 @@ from pyinfra.api.operation import operation
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import gates
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
-from ms4fleet.serving import ServingPlan, served_model_name, timeout_start_s
-from ms4fleet.verify import DEFAULT_CHECKS, VerifyReport, checks_for_profile, verify
+from ms4fleet.serving import ServingPlan, local_address, served_model_name, timeout_start_s
+from ms4fleet.verify import VerifyReport, verify
 from ms4fleet.weights.startcheck import verifier_file
 from ms4fleet_pyinfra.facts import Probe
 from ms4fleet_pyinfra.operations.serving import _read_host_secret as read_host_secret
@@ -231,15 +232,16 @@ def _verify(
     host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool
 ) -> tuple[bool, str, list[Any]]:
     api_key = read_host_secret(host, config, sudo)
-    checks = checks_for_profile(plan.profile) & DEFAULT_CHECKS
+    gate = gates(config, plan)
+    checks = frozenset(gate.verify_checks)
     model = plan.served_model_name
     results: list[dict[str, Any]] = []
     causes: list[dict[str, Any]] = []
     failures: list[str] = []
 
     def check(port: int) -> VerifyReport:
-        with forwarded(host, port) as url:
-            return verify(url, model, checks=checks, timeout_s=120.0, api_key=api_key)
+        with forwarded(host, port, local_address(config)) as url:
+            return verify(url, model, checks=checks, timeout_s=gate.verify_timeout_s, api_key=api_key)
 
     # Replicas are independent: verify them at once (each through its own channel of the SSH connection).
     with ThreadPoolExecutor(max_workers=len(plan.replicas)) as pool:
@@ -342,7 +344,7 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     for port in ports:
         if port is None:
             continue
-        with forwarded(host, port) as url:
+        with forwarded(host, port, local_address(config)) as url:
             report = verify(url, model, checks={"health", "models", "completion"}, timeout_s=60.0, api_key=api_key)
         if not report.ok:
             return tracker.fail(host.name, f"rollback: the previous release does not serve on port {port} either")

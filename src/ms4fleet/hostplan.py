@@ -1,0 +1,564 @@
+"""One host's desired state, computed once from its merged config and OS: what both engines apply.
+
+``HostPlan`` composes the core's decisions (``provision.provision_plan``, ``serving.plan_host``,
+``secrets``, ``weights.request``) into plain typed data: packages and holds, the apt source and its key,
+every managed file with its exact bytes, units and their wanted states, the image and how it is obtained,
+the weights, secret references (never values), replicas, gates, the reboot policy, and a digest over all
+of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansible collection reads.
+
++ ``host_plan(config, os=None, image_archive=None, staging_dir=None)``: ``os`` None means ``DEFAULT_OS``
+  (no probe yet); the JSON says which (``os.source``).
++ ``plan_for_data(config, data, os=None)``: the same, with the controller-side inputs read from the host's
+  inventory data (``IMAGE_ARCHIVE_KEYS``, ``STAGING_DIR_KEYS``).
++ ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from typing import Any, Literal
+
+from ms4fleet import paths
+from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.hostside.weights_verify import manifest_path
+from ms4fleet.imagearchive import archive_image_id
+from ms4fleet.provision import (
+    DAEMON_JSON,
+    KEYRING,
+    NOUVEAU_FILE,
+    PREFERENCES_FILE,
+    REBOOT_REQUIRED,
+    SOURCES_FILE,
+    OsRelease,
+    Packages,
+    ProvisionPlan,
+    daemon_json,
+    provision_plan,
+)
+from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
+from ms4fleet.serving import ServingPlan, local_address, plan_host
+from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.manifest import COMMIT
+from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.stage import DEFAULT_STAGING
+from ms4fleet.weights.startcheck import HOST_VERIFIER_PATH
+
+SCHEMA = 1
+# The OS a plan is made for before any host was read (the sim's hosts run it; a probe or facts replace it).
+DEFAULT_OS = OsRelease("debian", "12")
+# What each managed file is, by path (engines that split files across roles select by kind).
+_KINDS = {
+    SOURCES_FILE: "repository",
+    PREFERENCES_FILE: "pin",
+    NOUVEAU_FILE: "nouveau",
+    HOST_VERIFIER_PATH: "weights-verifier",
+}
+# Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
+IMAGE_ARCHIVE_KEYS = ("vllm_image_archive", "vllm_service_image_archive")
+STAGING_DIR_KEYS = ("weights_staging_dir", "model_weights_staging_dir")
+OsSource = Literal["default", "probe"]
+ImageObtain = Literal["pull", "load", "none"]
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """A file an engine writes with exactly these bytes."""
+
+    path: str
+    content: str
+    mode: int
+    owner: str
+    group: str
+    kind: str
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "content": self.content,
+            "sha256": self.sha256,
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+        }
+
+
+@dataclass(frozen=True)
+class MergedFile:
+    """A file whose ms4fleet keys are merged into what the host has (Docker's daemon.json): ``content`` is
+    the bytes on a host that had none; on any other host, ``merge(current)`` gives them."""
+
+    path: str
+    mode: int
+    owner: str
+    group: str
+    content: str
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "kind": "daemon-json",
+            "merged": True,
+            "content": self.content,
+            "sha256": self.sha256,
+            "mode": f"{self.mode:04o}",
+            "owner": self.owner,
+            "group": self.group,
+        }
+
+
+@dataclass(frozen=True)
+class PackageGroup:
+    group: str
+    names: tuple[str, ...]
+    hold: bool
+    # Names of the group apt pins to ``pin_version`` (the driver's exact version).
+    pinned: tuple[str, ...]
+    pin_version: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        pin = {"names": list(self.pinned), "version": self.pin_version} if self.pinned else None
+        return {"group": self.group, "names": list(self.names), "hold": self.hold, "pin": pin}
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    enabled: bool
+    active: bool
+    role: Literal["provision", "replica"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "enabled": self.enabled, "active": self.active, "role": self.role}
+
+
+@dataclass(frozen=True)
+class Image:
+    """The vLLM image and how a host gets it: ``pull`` when it has no image ``ref``; ``load`` the controller's
+    archive when its image ``ref`` is not ``id`` (the archive's); ``none`` when vLLM runs from a venv."""
+
+    ref: str | None
+    obtain: ImageObtain
+    archive: str | None
+    id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "obtain": self.obtain, "archive": self.archive, "id": self.id}
+
+
+@dataclass(frozen=True)
+class Weights:
+    request: WeightsRequest
+    staging_dir: str
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.request
+        return {
+            "source": r.source,
+            "repo_id": r.repo_id,
+            "revision": r.revision,
+            "profile": r.profile,
+            "include": list(r.include),
+            "exclude": list(r.exclude),
+            "mirror_url": r.mirror_url,
+            "path": r.path,
+            "token": None if r.token is None else {"file": r.token.file, "env": r.token.env},
+            "dest": r.dest,
+            "owner": r.owner,
+            "manifest": manifest_path(r.dest),
+            "staging_dir": self.staging_dir,
+        }
+
+
+@dataclass(frozen=True)
+class SecretRef:
+    """Where one secret of the service comes from and lands: a reference, never its value."""
+
+    variable: str
+    name: str
+    host_path: str
+    file: str | None
+    env: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "variable": self.variable,
+            "name": self.name,
+            "host_path": self.host_path,
+            "file": self.file,
+            "env": self.env,
+        }
+
+
+@dataclass(frozen=True)
+class Secrets:
+    refs: tuple[SecretRef, ...]
+    # Built on the host by ``script`` from the secret files (mode 0600, root): its bytes are secret.
+    env_file: str
+    script: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "needed": bool(self.refs),
+            "refs": [r.to_json() for r in self.refs],
+            "secrets_dir": paths.SECRETS_DIR,
+            "env_file": {"path": self.env_file, "mode": "0600", "owner": "root", "group": "root"},
+            "script": self.script,
+        }
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    index: int
+    gpus: tuple[int, ...]
+    port: int
+    # Where the replica answers on its host (the gates reach it there through the engine's connection).
+    address: str
+    unit_name: str
+    unit_path: str
+    container_name: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "gpus": list(self.gpus),
+            "port": self.port,
+            "address": self.address,
+            "unit_name": self.unit_name,
+            "unit_path": self.unit_path,
+            "container_name": self.container_name,
+            "argv": list(self.argv),
+            "env": dict(self.env),
+        }
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """NVIDIA's apt repository: the sources file (in ``files``) names it; the key is downloaded from ``key_url``."""
+
+    url: str
+    suite: str
+    components: tuple[str, ...]
+    key_url: str
+    keyring: str
+    sources_file: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "suite": self.suite,
+            "components": list(self.components),
+            "key_url": self.key_url,
+            "keyring": self.keyring,
+            "sources_file": self.sources_file,
+        }
+
+
+@dataclass(frozen=True)
+class ServingSummary:
+    model: str
+    served_model_name: str
+    tp: int
+    max_model_len: int
+    model_dir: str
+    verdict: str
+    reasons: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "served_model_name": self.served_model_name,
+            "tp": self.tp,
+            "max_model_len": self.max_model_len,
+            "model_dir": self.model_dir,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(frozen=True)
+class Gates:
+    headroom_utilization: float
+    verify_checks: tuple[str, ...]
+    verify_timeout_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            # Before any replica (re)starts: each must fit in the GPU memory free now at this utilization.
+            "headroom": {"gpu_memory_utilization": self.headroom_utilization, "blocks_on": "does-not-fit"},
+            "verify": {"checks": list(self.verify_checks), "timeout_s": self.verify_timeout_s},
+        }
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: str
+    os: OsRelease
+    os_source: OsSource
+    runtime: str
+    service_user: str
+    packages: tuple[PackageGroup, ...]
+    apt: AptSource
+    files: tuple[PlannedFile, ...]
+    merged_files: tuple[MergedFile, ...]
+    units: tuple[Unit, ...]
+    image: Image
+    weights: Weights | None
+    secrets: Secrets
+    replicas: tuple[ReplicaPlan, ...]
+    serving_summary: ServingSummary
+    gates: Gates
+    reboot: str
+    notes: tuple[str, ...]
+    # The core's plans this one was made from, for engine code that calls the core with them (gates).
+    config: HostConfig = field(repr=False, compare=False)
+    provision: ProvisionPlan = field(repr=False, compare=False)
+    serving: ServingPlan = field(repr=False, compare=False)
+
+    @property
+    def held(self) -> tuple[str, ...]:
+        return tuple(name for group in self.packages if group.hold for name in group.names)
+
+    def group(self, name: str) -> PackageGroup | None:
+        return next((g for g in self.packages if g.group == name), None)
+
+    def file(self, path: str) -> PlannedFile:
+        return next(f for f in self.files if f.path == path)
+
+    def require_weights(self) -> Weights:
+        """The weights, or the core's error for a host without a ``weights`` section or a pinned revision."""
+        if self.weights is None:
+            request_for_host(self.config)  # raises, with the core's message
+            raise WeightsError(f"{self.host}: weights.revision is not pinned")
+        return self.weights
+
+    def _body(self, contents: dict[str, str] | None) -> dict[str, Any]:
+        def file_json(f: PlannedFile | MergedFile) -> dict[str, Any]:
+            doc = f.to_json()
+            if contents is not None:
+                contents[doc["sha256"]] = doc.pop("content")
+            return doc
+
+        return {
+            "schema": SCHEMA,
+            "host": self.host,
+            "os": {**self.os.to_json(), "source": self.os_source},
+            "runtime": self.runtime,
+            "service_user": self.service_user,
+            "packages": [g.to_json() for g in self.packages],
+            "held": list(self.held),
+            "apt": self.apt.to_json(),
+            "files": [file_json(f) for f in self.files],
+            "merged_files": [file_json(f) for f in self.merged_files],
+            "units": [u.to_json() for u in self.units],
+            "image": self.image.to_json(),
+            "weights": None if self.weights is None else self.weights.to_json(),
+            "secrets": self.secrets.to_json(),
+            "serving": self.serving_summary.to_json(),
+            "replicas": [r.to_json() for r in self.replicas],
+            "gates": self.gates.to_json(),
+            "reboot": {
+                "policy": self.reboot,
+                "reboot_required_file": REBOOT_REQUIRED,
+                "when": "the driver changed and the OS asks for it, or the loaded module is not the installed driver",
+            },
+            "notes": list(self.notes),
+        }
+
+    @cached_property
+    def digest(self) -> str:
+        return digest_of(self._body({}))
+
+    def to_json(self, contents: dict[str, str] | None = None) -> dict[str, Any]:
+        """Plain JSON data, stable for the same inputs; ``digest`` covers every other key. With ``contents``,
+        each file's bytes go there under their sha256 instead of into the file's entry (a fleet's plans share
+        most files: ``ms4fleet plan --json`` prints each once)."""
+        return {**self._body(contents), "digest": self.digest}
+
+
+def digest_of(doc: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of a plan without its ``digest``; a file's bytes count through their
+    sha256, recomputed from ``content`` where the entry has it (so changed bytes change the digest)."""
+
+    def canonical(f: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in f.items() if k != "content"}
+        if "content" in f:
+            out["sha256"] = hashlib.sha256(f["content"].encode()).hexdigest()
+        return out
+
+    body = {k: v for k, v in doc.items() if k != "digest"}
+    for key in ("files", "merged_files"):
+        body[key] = [canonical(f) for f in body.get(key, [])]
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def host_plan(
+    config: HostConfig,
+    os: OsRelease | None = None,
+    image_archive: str | None = None,
+    staging_dir: str | None = None,
+) -> HostPlan:
+    """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
+    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
+    image_id = None
+    if image_archive:
+        try:
+            image_id = archive_image_id(image_archive)
+        except ValueError as err:
+            raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
+    inputs = (os, image_archive or None, image_id, staging_dir or None)
+    try:
+        # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
+        shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
+    except (ConfigError, WeightsError):
+        return _build(config, *inputs)  # raises again, naming this host
+    return dataclasses.replace(
+        shape, host=config.name, config=config, serving=dataclasses.replace(shape.serving, host=config.name)
+    )
+
+
+@lru_cache(maxsize=256)
+def _shape_plan(
+    config_json: str, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+) -> HostPlan:
+    # Nothing planned depends on the host's name but error messages: validate under a neutral one.
+    config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
+    return _build(config, os, image_archive, image_id, staging_dir)
+
+
+def _build(
+    config: HostConfig, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+) -> HostPlan:
+    provision = provision_plan(config, os or DEFAULT_OS)
+    serving = plan_host(config)
+    # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
+    pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
+    weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
+    files = [
+        PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other")) for f in provision.files
+    ]
+    files += [
+        PlannedFile(f"{paths.SYSTEMD_DIR}/{r.unit_name}", r.unit_text, 0o644, "root", "root", "unit")
+        for r in serving.replicas
+    ]
+    merged = (MergedFile(DAEMON_JSON, 0o644, "root", "root", daemon_json(None, config)),) if provision.docker else ()
+    units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
+    units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
+    if serving.image is None:
+        image = Image(None, "none", None, None)
+    elif image_archive:
+        image = Image(serving.image, "load", image_archive, image_id)
+    else:
+        image = Image(serving.image, "pull", None, None)
+    return HostPlan(
+        host=config.name,
+        os=provision.os,
+        os_source="default" if os is None else "probe",
+        runtime=config.runtime.kind,
+        service_user=provision.service_user,
+        packages=tuple(_groups(provision)),
+        apt=AptSource(
+            url=provision.nvidia_repo.url,
+            suite=provision.nvidia_repo.suite,
+            components=tuple(provision.nvidia_repo.components),
+            key_url=provision.nvidia_repo.key_url,
+            keyring=KEYRING,
+            sources_file=SOURCES_FILE,
+        ),
+        files=tuple(files),
+        merged_files=merged,
+        units=tuple(units),
+        image=image,
+        weights=weights,
+        secrets=Secrets(
+            tuple(
+                SecretRef(variable, name, secret_path(ref, name), ref.file, ref.env)
+                for variable, (name, ref) in service_secret_refs(config).items()
+            ),
+            paths.ENV_FILE,
+            env_file_script(config),
+        ),
+        replicas=tuple(
+            ReplicaPlan(
+                r.index,
+                r.gpus,
+                r.port,
+                local_address(config),
+                r.unit_name,
+                f"{paths.SYSTEMD_DIR}/{r.unit_name}",
+                r.container_name,
+                r.argv,
+                tuple(r.env.items()),
+            )
+            for r in serving.replicas
+        ),
+        serving_summary=ServingSummary(
+            model=serving.profile.id,
+            served_model_name=serving.served_model_name,
+            tp=serving.tp,
+            max_model_len=serving.max_model_len,
+            model_dir=serving.model_dir,
+            verdict=serving.verdict,
+            reasons=tuple(serving.sizing.reasons),
+            warnings=tuple(serving.warnings),
+        ),
+        gates=gates(config, serving),
+        reboot=config.provision.reboot,
+        notes=provision.notes,
+        config=config,
+        provision=provision,
+        serving=serving,
+    )
+
+
+def gates(config: HostConfig, serving: ServingPlan) -> Gates:
+    """The per-host gates: headroom before any replica (re)starts, the endpoint checks after."""
+    return Gates(
+        headroom_utilization=config.serving.gpu_memory_utilization,
+        verify_checks=tuple(sorted(DEFAULT_CHECKS & checks_for_profile(serving.profile))),
+        verify_timeout_s=DEFAULT_TIMEOUT_S,
+    )
+
+
+def plan_for_data(config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None) -> HostPlan:
+    """``host_plan`` with the image archive and staging directory the host's inventory data names."""
+
+    def first(keys: tuple[str, ...]) -> str | None:
+        return next((str(data[k]) for k in keys if data.get(k)), None)
+
+    return host_plan(config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS))
+
+
+def _groups(plan: ProvisionPlan) -> list[PackageGroup]:
+    named: list[tuple[str, Packages | None]] = [
+        ("base", plan.base),
+        ("driver", plan.driver),
+        ("fabric_manager", plan.fabric_manager),
+        ("cuda", plan.cuda),
+        ("docker", plan.docker),
+        ("container_toolkit", plan.container_toolkit),
+    ]
+    out = []
+    for name, group in named:
+        if group is not None:
+            pinned = tuple(n for n in group.names if n in plan.pinned)
+            out.append(PackageGroup(name, group.names, group.hold, pinned, plan.driver_version if pinned else None))
+    return out
