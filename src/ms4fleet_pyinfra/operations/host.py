@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
-from pyinfra.api.command import FunctionCommand, StringCommand
+from pyinfra.api.command import FunctionCommand, QuoteString, StringCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 
@@ -86,7 +86,10 @@ def service_user(user: str) -> Generator[Any, None, None]:
     if host.get_fact(UserExists, user=user):
         host.noop(f"user {user} exists")
         return
-    yield StringCommand("useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", user)
+    # The core admits only a plain user name; quoted anyway, as every value that reaches a shell is.
+    yield StringCommand(
+        "useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", QuoteString(user)
+    )
 
 
 @operation(is_idempotent=False)
