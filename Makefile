@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The dev venv is rebuilt only when a dependency list changes.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sim/pyproject.toml | sha256sum | cut -c1-12)
-SRC := src sim/src tests bench plugins deploy.py
+SRC := src sim/src tests bench plugins deploy.py config.py
 # Ansible tools run from the dev venv, with the collection straight from this checkout (ansible.cfg).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
