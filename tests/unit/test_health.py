@@ -21,19 +21,15 @@ def _nvml_capture() -> dict[str, Any]:
 
 
 def _base() -> dict[str, Any]:
-    """The capture as the rules' starting point. Its fabric reading is an error: the reader that took it
-    passed pynvml's fabric query no struct (fixed since); nvidia-smi on that VM says the fabric is N/A."""
-    data = _nvml_capture()
-    data["gpus"][0]["readings"]["fabric"] = {"status": "unsupported"}
-    return data
+    """The real capture, as the rules' starting point (a fresh copy each time)."""
+    return _nvml_capture()
 
 
 def test_real_h200_nvml_reading_is_healthy_with_real_values() -> None:
     report = parse_health((H200 / "health-nvml.json").read_text(), "h200")
     assert report.source == "nvml" and report.driver_version == "580.159.04"
     (gpu,) = report.gpus
-    # Every reading passed but the fabric one, which that reader took wrongly (see _base): a warning only.
-    assert [(f.check, f.verdict) for f in gpu.findings] == [("fabric", Verdict.DEGRADED)], gpu.findings
+    assert gpu.verdict == Verdict.HEALTHY and gpu.findings == (), gpu.findings
     assert report.usable == (0,)
     r = gpu.readings
     assert r["ecc_mode"]["value"] == {"current": True, "pending": True}
@@ -43,7 +39,7 @@ def test_real_h200_nvml_reading_is_healthy_with_real_values() -> None:
     assert r["power"]["value"]["limit_w"] == 700.0
     assert r["pcie_replay_growth"] == {"status": "ok", "value": 0}
     # What that single-GPU VM does not answer is recorded as such, never judged.
-    assert {"retired_pages", "nvlink"} <= set(gpu.unsupported)
+    assert set(gpu.unsupported) == {"retired_pages", "nvlink", "fabric"}
 
 
 def test_nvidia_smi_fallback_agrees_with_nvml_on_the_real_h200() -> None:
@@ -181,6 +177,7 @@ def test_unusable_readings_are_one_line_errors() -> None:
 
 def test_a_failed_dcgm_diagnostic_excludes_the_hosts_gpus_and_its_absence_is_neither() -> None:
     raw = _base()
+    assert raw["dcgm"] == {"status": "unsupported"}  # no DCGM on the real H200 VM
     raw["dcgm"] = {
         "status": "ok",
         "value": {"level": 1, "passed": False, "exit": 226, "output_tail": ["| Memory | Fail - GPU : 0 |"]},

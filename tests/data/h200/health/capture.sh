@@ -2,7 +2,8 @@
 # How the files here were made: one run on the accelerator machine (1 x H200, driver 580.159.04, Ubuntu 24.04
 # VM, nvidia-ml-py and torch present), output under $OUT. It runs the core's hostside health reader through
 # NVML (watching Xid events and PCIe replays for 5 s) and through nvidia-smi, keeps nvidia-smi's raw answers
-# for the same fields (replayed by tests/unit/test_health.py), and runs the NCCL burn-in's single-rank path.
+# for the same fields (replayed by tests/unit/test_health.py), and runs the NCCL burn-in's single-rank path
+# (burnin-1gpu.json: NCCL's own version line, then the burn-in's JSON line).
 set -o pipefail
 export PATH="$PATH:/usr/local/nvidia/bin"
 h=src/ms4fleet/hostside
