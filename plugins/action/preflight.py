@@ -24,6 +24,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.hostplan import hos
 from ms4fleet.config import KEY_PREFIX, ConfigError
 from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 from ms4fleet.inventory import RawHost, validate_hosts
+from ms4fleet.rollout import lb
 from ms4fleet_ansible.inventory import group_settings
 
 # The options as documented in plugins/modules/preflight.py (written once, there).
@@ -68,7 +69,10 @@ class ActionModule(ActionBase):
             host = inventory.get_host(name)
             settings, own = group_settings(inventory, self._loader, host)
             groups = tuple(g.name for g in host.get_groups() if g.name not in {"all", "ungrouped"})
-            hosts.append(RawHost(name, groups, host_data(hostvars[name]), settings, own | extra))
+            # Besides the settings, what places the host: its SSH address and the load balancer's address.
+            variables = hostvars[name]
+            placing = {k: variables[k] for k in ("ansible_host", "ansible_port", lb.ADDRESS_KEY) if k in variables}
+            hosts.append(RawHost(name, groups, {**host_data(variables), **placing}, settings, own | extra))
         return hosts
 
     @staticmethod

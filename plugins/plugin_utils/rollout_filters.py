@@ -18,8 +18,6 @@ from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
 
-ADDRESS_KEY = "lb_backend_address"
-
 
 def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
     if not hosts:
@@ -49,7 +47,7 @@ def rollout_nginx_conf(gpu_hostvars: Sequence[Mapping[str, Any]], down: Sequence
     for variables in gpu_hostvars:
         name = str(variables["inventory_hostname"])
         plan = plan_host(hostplan.host_config(variables, name))
-        address = str(variables.get(ADDRESS_KEY) or variables.get("ansible_host") or name)
+        address = lb.backend_address(name, variables, variables.get("ansible_host"))
         backends.extend(lb.Backend(name, address, replica.port) for replica in plan.replicas)
     return lb.nginx_conf(backends, set(down))
 

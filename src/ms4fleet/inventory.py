@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ms4fleet.config import KEY_PREFIX, ConfigError, HostConfig
+from ms4fleet.rollout import lb
 
 # Connection keys each engine understands, mapped to one neutral name.
 _CONNECTION_KEYS = {
@@ -232,14 +233,17 @@ def _check_unique_addresses(hosts: list[HostSpec]) -> None:
 
 
 def _check_shared_address_ports(hosts: list[HostSpec]) -> None:
-    """Hosts behind one address (containers or VMs on distinct SSH ports) that serve on it need distinct ports:
-    the load balancer and clients reach every replica as ``address:port``."""
+    """Hosts the load balancer reaches at one address (containers or VMs behind one IP) that serve on it need
+    distinct ports: the load balancer and clients reach every replica as ``address:port``. The address is the
+    load balancer's (``lb.backend_address``), not merely the SSH one: containers on distinct SSH ports of one
+    address may well be reached at their own addresses."""
     from ms4fleet.serving import plan_host
 
     by_address: dict[str, list[HostSpec]] = {}
     for host in hosts:
         if not ipaddress.ip_address(host.config.serving.bind_address).is_loopback:
-            by_address.setdefault(_canonical_hostname(host.address[0]), []).append(host)
+            address = lb.backend_address(host.name, host.data, host.connection.get("hostname"))
+            by_address.setdefault(_canonical_hostname(address), []).append(host)
     for sharing in by_address.values():
         if len(sharing) < 2:
             continue
@@ -252,7 +256,8 @@ def _check_shared_address_ports(hosts: list[HostSpec]) -> None:
                         host.name,
                         f"serving.replicas[{replica.index}].port",
                         f"={replica.port} is also a port of host {other} at the same address "
-                        f"{host.address[0]}: give the hosts different serving.port ranges",
+                        f"{lb.backend_address(host.name, host.data, host.connection.get('hostname'))}: "
+                        "give the hosts different serving.port ranges (or each its lb_backend_address)",
                     )
 
 

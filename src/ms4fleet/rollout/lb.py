@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 CONF_PATH = "/etc/nginx/conf.d/ms4fleet.conf"
+# Host data naming the address the load balancer reaches a host's replicas at (else its SSH hostname).
+ADDRESS_KEY = "lb_backend_address"
 UPSTREAM = "ms4fleet_vllm"
 LISTEN_PORT = 8080
 # Gauges vLLM (V1) exports per model: requests decoding now, and queued ones it has accepted.
@@ -25,6 +28,12 @@ IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # Old nginx workers rename themselves while they finish their requests after a reload.
 OLD_WORKER_TITLE = "nginx: worker process is shutting down"
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
+
+
+def backend_address(name: str, data: Mapping[str, Any], hostname: str | None) -> str:
+    """Where the load balancer reaches host ``name``'s replicas: ``lb_backend_address``, else the SSH
+    hostname, else the inventory name."""
+    return str(data.get(ADDRESS_KEY) or hostname or name)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from ms4fleet.rollout import lb
 from ms4fleet.serving import ServingPlan
 from ms4fleet_pyinfra.rollout.session import StateResult, run_state, shell, sudo_for
 
-ADDRESS_KEY = "lb_backend_address"
 # Old workers finish their requests then exit; a streaming generation can take minutes.
 OLD_WORKERS_TIMEOUT_S = 900.0
 _RELOAD = """set -e
@@ -56,7 +55,7 @@ def backends_for(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]) ->
                 f"={bind!r} keeps the replicas on loopback, out of the load balancer's reach: "
                 "set 0.0.0.0 (or the address the load balancer uses)",
             )
-        address = str(spec.data.get(ADDRESS_KEY) or spec.connection.get("hostname") or spec.name)
+        address = lb.backend_address(spec.name, spec.data, spec.connection.get("hostname"))
         out.extend(lb.Backend(spec.name, address, replica.port) for replica in plan.replicas)
     return out
 
