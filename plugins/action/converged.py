@@ -11,12 +11,9 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.modules.converged import DOCUMENTATION
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
-    core,  # noqa: F401 (before the core)
-    hostplan,
-)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import hostplan
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.argspec import from_documentation
 
 from ms4fleet.converged import check
@@ -25,19 +22,14 @@ from ms4fleet.serving import plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import request_for_host
 
-ARGUMENT_SPEC = from_documentation(DOCUMENTATION)
 
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC = from_documentation(DOCUMENTATION)
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _requires_connection = True
-
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         try:
-            config = hostplan.task_host_config(self._templar, task_vars or {})
+            # Not self.host_config: a config the core refuses answers "not converged", never a failure.
+            config = hostplan.task_host_config(self._templar, variables)
             found = check(config.name, config, plan_host(config), request_for_host(config), self._read, args["quick"])
         except (ValueError, WeightsError) as err:  # ConfigError is a ValueError
             first = str(err).splitlines()[0] if str(err) else type(err).__name__

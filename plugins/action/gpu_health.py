@@ -9,31 +9,24 @@ Read-only: safe in check mode. With ``fail_on_unhealthy`` the task fails naming 
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 
 from ms4fleet.health import HealthError, parse_health, script_path
 
-ARGUMENT_SPEC = {
-    "watch_s": {"type": "float", "default": 0.0},
-    "dcgm_level": {"type": "int", "default": 0, "choices": [0, 1, 2, 3]},
-    "python": {"type": "str", "default": "python3"},
-    "fail_on_unhealthy": {"type": "bool", "default": False},
-}
 
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC: ClassVar[Spec] = {
+        "watch_s": {"type": "float", "default": 0.0},
+        "dcgm_level": {"type": "int", "default": 0, "choices": [0, 1, 2, 3]},
+        "python": {"type": "str", "default": "python3"},
+        "fail_on_unhealthy": {"type": "bool", "default": False},
+    }
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _requires_connection = True
-
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        host = (task_vars or {}).get("inventory_hostname", "?")
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+        host = variables.get("inventory_hostname", "?")
         command = (
             f"{shlex.quote(args['python'])} - --watch-s {float(args['watch_s'])} --dcgm-level {int(args['dcgm_level'])}"
         )

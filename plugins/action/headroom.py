@@ -8,32 +8,23 @@ that does not fit fails THIS host only (Ansible keeps going with the others); no
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
-    core,  # noqa: F401 (before the core)
-    hostplan,
-)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 
 from ms4fleet.headroom import check_plan
 from ms4fleet.probe import ProbeError, ProbeReport
 from ms4fleet.serving import plan_host
 
-ARGUMENT_SPEC = {"probe": {"type": "dict", "required": True}}
 
-
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC: ClassVar[Spec] = {"probe": {"type": "dict", "required": True}}
     _requires_connection = False
 
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+        config = self.host_config(variables)
         try:
-            config = hostplan.task_host_config(self._templar, task_vars or {})
             report = ProbeReport.model_validate(args["probe"])
         except (ValueError, ProbeError) as err:
             raise AnsibleActionFail(str(err).splitlines()[0]) from None

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
 from ansible.constants import DEFAULT_TRANSPORT
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
 from ansible_collections.ms4fleet.fleet.plugins.modules.preflight import DOCUMENTATION
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.argspec import from_documentation
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.hostplan import host_data
 
 from ms4fleet.config import KEY_PREFIX, ConfigError
@@ -27,22 +26,12 @@ from ms4fleet.inventory import RawHost, validate_hosts
 from ms4fleet.rollout import lb
 from ms4fleet_ansible.inventory import group_settings
 
-# The options as documented in plugins/modules/preflight.py (written once, there).
-ARGUMENT_SPEC = {
-    name: {key: value for key, value in option.items() if key in ("type", "elements", "default", "required")}
-    for name, option in yaml.safe_load(DOCUMENTATION)["options"].items()
-}
 
-
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC = from_documentation(DOCUMENTATION)
     _requires_connection = False
 
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        variables = task_vars or {}
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         names = args["hosts"] if args["hosts"] is not None else variables.get("groups", {}).get("all", [])
         hostvars = variables.get("hostvars", {})
         if args["validate"]:

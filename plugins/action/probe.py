@@ -8,18 +8,13 @@ validated by the core (``ms4fleet.probe.parse_probe``) before it is returned. Re
 from __future__ import annotations
 
 import shlex
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 
 from ms4fleet.probe import ProbeError, parse_probe, probe_script
-
-ARGUMENT_SPEC = {
-    "source": {"type": "str", "default": "auto", "choices": ["auto", "nvml", "nvidia-smi", "pci"]},
-    "python": {"type": "str", "default": "python3"},
-}
 
 
 def run_probe(action: ActionBase, host: str, source: str = "auto", python: str = "python3") -> dict[str, Any]:
@@ -37,15 +32,14 @@ def run_probe(action: ActionBase, host: str, source: str = "auto", python: str =
     return report.model_dump(mode="json", by_alias=True)
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _requires_connection = True
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC: ClassVar[Spec] = {
+        "source": {"type": "str", "default": "auto", "choices": ["auto", "nvml", "nvidia-smi", "pci"]},
+        "python": {"type": "str", "default": "python3"},
+    }
 
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        host = (task_vars or {}).get("inventory_hostname", "?")
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+        host = variables.get("inventory_hostname", "?")
         report = run_probe(self, host, args["source"], args["python"])
         driver = report["driver"]
         result.update(

@@ -20,14 +20,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
-    core,  # noqa: F401 (before the core)
-    hostplan,
-)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.config import HostConfig
@@ -37,30 +33,22 @@ from ms4fleet.secrets import secret_path
 from ms4fleet.serving import local_address, plan_host
 from ms4fleet.verify import CHECKS, verify
 
-ARGUMENT_SPEC = {
-    "checks": {"type": "list", "elements": "str", "choices": list(CHECKS)},
-    "skip": {"type": "list", "elements": "str", "default": [], "choices": list(CHECKS)},
-    "timeout": {"type": "float"},
-    "tunnel_timeout": {"type": "float", "default": 30.0},
-}
 LOG_LINES = 400
 
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _requires_connection = True
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC: ClassVar[Spec] = {
+        "checks": {"type": "list", "elements": "str", "choices": list(CHECKS)},
+        "skip": {"type": "list", "elements": "str", "default": [], "choices": list(CHECKS)},
+        "timeout": {"type": "float"},
+        "tunnel_timeout": {"type": "float", "default": 30.0},
+    }
 
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
         if self._task.check_mode:
             result.update(skipped=True, msg="check mode: the endpoint is not exercised")
             return result
-        try:
-            config = hostplan.task_host_config(self._templar, task_vars or {})
-        except ValueError as err:
-            raise AnsibleActionFail(str(err)) from None
+        config = self.host_config(variables)
         plan = plan_host(config)
         served = plan.served_model_name
         # The host plan's verification gate, unless the task names its own checks or timeout.

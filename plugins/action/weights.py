@@ -17,14 +17,10 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
-from ansible.plugins.action import ActionBase
-from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
-    core,  # noqa: F401 (before the core)
-    hostplan,
-)
+from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.hostplan import host_plan
@@ -34,24 +30,18 @@ from ms4fleet.weights.request import open_source
 from ms4fleet.weights.secret import scrubbed
 from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, verifier_source
 
-ARGUMENT_SPEC = {
-    # Unset: the host plan's (the core's staging directory: one copy of the model for both engines).
-    "staging_dir": {"type": "path"},
-    "endpoint": {"type": "str"},
-    "timeout": {"type": "float", "default": 6 * 3600.0},
-}
 
+class ActionModule(CoreAction):
+    ARGUMENT_SPEC: ClassVar[Spec] = {
+        # Unset: the host plan's (the core's staging directory: one copy of the model for both engines).
+        "staging_dir": {"type": "path"},
+        "endpoint": {"type": "str"},
+        "timeout": {"type": "float", "default": 6 * 3600.0},
+    }
 
-class ActionModule(ActionBase):
-    TRANSFERS_FILES = False
-    _supports_check_mode = True
-    _requires_connection = True
-
-    def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
-        result = super().run(tmp, task_vars)
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+    def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
+        config = self.host_config(variables)
         try:
-            config = hostplan.task_host_config(self._templar, task_vars or {})
             planned = host_plan(config, staging_dir=args["staging_dir"]).require_weights()
         except (ValueError, WeightsError) as err:
             raise AnsibleActionFail(str(err)) from None
@@ -70,7 +60,7 @@ class ActionModule(ActionBase):
                 )
         except WeightsError as err:
             raise AnsibleActionFail(f"{config.name}: weights: {err}") from None
-        job = StageJob(self._target(task_vars or {}), request.dest, request.owner)
+        job = StageJob(self._targetvariables, request.dest, request.owner)
         outcome = stage_to_hosts(staged, [job], parallel=1, timeout=args["timeout"])[0]
         result.update(
             fetch=fetched.action,

@@ -1,4 +1,5 @@
-"""Documentation shared by the collection's actions: the controller needs the ms4fleet core installed."""
+"""Documentation shared by the collection's actions: the controller needs the ms4fleet core installed, the
+work runs in the action on the controller, and check mode is supported (an action that differs says so)."""
 
 from __future__ import annotations
 
@@ -8,4 +9,12 @@ class ModuleDocFragment:
 options: {}
 requirements:
   - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+  action:
+    description: Indicates this has a corresponding action plugin so some parts of the options can be executed on
+      the controller.
+    support: full
 """

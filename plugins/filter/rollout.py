@@ -3,7 +3,8 @@
 + ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary=1, wave='25%', max_unavailable=1)``: the
   play's ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts).
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_release``: the release (id, units) the host's
-  settings describe.
+  settings describe; ``release | ms4fleet.fleet.rollout_paths``: where its record, staged units, installed
+  units and the load balancer's config live on the hosts.
 + ``record_text | ms4fleet.fleet.rollout_record(release, host)``: the host's release record after a verified
   switch (previous kept); ``record_text | ms4fleet.fleet.rollout_current(host)``: the release it runs now.
 + ``gpu_hostvars | ms4fleet.fleet.rollout_nginx_conf(down=[...])``: the load balancer's config text.
@@ -20,6 +21,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.requirement import 
 NAMES = (
     "rollout_serial",
     "rollout_release",
+    "rollout_paths",
     "rollout_current",
     "rollout_record",
     "rollout_nginx_conf",

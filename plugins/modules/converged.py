@@ -29,11 +29,6 @@ options:
     description: Use the controller's stored verdict (the quick check) when it still applies.
     type: bool
     default: true
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -15,8 +15,8 @@ description:
   - Read-only; runs in check mode too.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   watch_s:
     description: Also watch NVML Xid events and PCIe replay growth for this many seconds.
@@ -35,11 +35,6 @@ options:
     description: Fail the task, naming each excluded GPU and why, when any GPU is unhealthy.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

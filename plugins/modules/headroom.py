@@ -13,18 +13,13 @@ description:
     process does not. A replica that does not fit fails this host only, before anything is changed.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   probe:
     description: The C(probe) value returned by M(ms4fleet.fleet.probe) on this host.
     type: dict
     required: true
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -26,8 +26,8 @@ description:
     is touched.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   hosts:
     description:
@@ -49,11 +49,6 @@ options:
       - Omitted or empty, no host is validated (a run with no GPU hosts, or the controller check alone).
     type: list
     elements: str
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -13,8 +13,8 @@ description:
   - Read-only; runs in check mode too.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   source:
     description: Force one probe source instead of trying them in order.
@@ -25,11 +25,6 @@ options:
     description: Python interpreter on the host (3.8 or later).
     type: str
     default: python3
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

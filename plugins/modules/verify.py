@@ -14,8 +14,8 @@ description:
   - On failure the replica's journal is read to name the cause. Skipped in check mode.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   checks:
     description: Checks to run; default, the checks the model's catalog profile can pass (image excluded).
@@ -38,8 +38,6 @@ options:
 attributes:
   check_mode:
     support: none
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

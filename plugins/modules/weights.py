@@ -13,8 +13,8 @@ description:
   - A host whose directory already verifies is left alone. Check mode only verifies on the host.
 version_added: "0.1.0"
 author: ms4fleet maintainers
-requirements:
-  - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
+extends_documentation_fragment:
+  - ms4fleet.fleet.controller
 options:
   staging_dir:
     description:
@@ -29,11 +29,6 @@ options:
     description: Seconds allowed for the transfer to one host.
     type: float
     default: 21600.0
-attributes:
-  check_mode:
-    support: full
-  action:
-    support: full
 """
 
 EXAMPLES = r"""

@@ -76,7 +76,8 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         "held": plan["held"],
         "files": [f for f in plan["files"] if f["kind"] != "unit"],
         "enabled_services": [u["name"] for u in plan["units"] if u["role"] == "provision"],
-        "service_user": plan["service_user"],
+        "service_user": plan["service_user"]["name"],
+        "service_shell": plan["service_user"]["shell"],
         "driver_version": pins[0] if pins else None,
         "reboot": plan["reboot"]["policy"],
         "runtime": plan["runtime"],
@@ -103,10 +104,12 @@ def serving(variables: Mapping[str, Any], image_archive: str | None = None) -> d
         "image_obtain": plan["image"]["obtain"],
         "image_archive": plan["image"]["archive"],
         "image_id": plan["image"]["id"],
-        "service_user": plan["service_user"],
+        "service_user": plan["service_user"]["name"],
+        "service_shell": plan["service_user"]["shell"],
         "weights_configured": plan["weights"] is not None,
         "env_file": plan["secrets"]["env_file"]["path"],
         "unit_prefix": paths.UNIT_PREFIX,
+        "units_dir": paths.SYSTEMD_DIR,
         "replicas": [{**r, "unit_text": units[r["unit_path"]]} for r in plan["replicas"]],
     }
 

@@ -13,16 +13,24 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
     hostplan,
 )
 
+from ms4fleet import paths
 from ms4fleet.rollout import lb
-from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
+from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseRecord, release_for
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
 
 
-def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max_unavailable: int = 1) -> list[int]:
+def rollout_serial(
+    hosts: Sequence[str], canary: int | None = None, wave: str | None = None, max_unavailable: int | None = None
+) -> list[int]:
     if not hosts:
         return []  # no host in the group: the play has nothing to run (and lint checks it without an inventory)
-    policy = Policy(canary=int(canary), wave=WaveSize.parse(str(wave)), max_unavailable=int(max_unavailable))
+    default = Policy()  # an option left out (None) is the core's default
+    policy = Policy(
+        canary=default.canary if canary is None else int(canary),
+        wave=default.wave if wave is None else WaveSize.parse(str(wave)),
+        max_unavailable=default.max_unavailable if max_unavailable is None else int(max_unavailable),
+    )
     plan = plan_waves(list(hosts), set(hosts), policy)
     return [len(batch) for w in plan.waves for batch in w.batches]
 
@@ -30,6 +38,15 @@ def rollout_serial(hosts: Sequence[str], canary: int = 1, wave: str = "25%", max
 def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:
     config = hostplan.host_config(variables)
     return release_for(config, plan_host(config)).to_dict()
+
+
+def rollout_paths(release: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "release_file": RELEASE_FILE,
+        "staged_dir": f"{STAGED_DIR}/{release['id']}",
+        "units_dir": paths.SYSTEMD_DIR,
+        "lb_conf": lb.CONF_PATH,
+    }
 
 
 def rollout_current(record_text: str | None, host: str) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from ms4fleet.provision import (
     NOUVEAU_FILE,
     PREFERENCES_FILE,
     REBOOT_REQUIRED,
+    SERVICE_SHELL,
     SOURCES_FILE,
     OsRelease,
     Packages,
@@ -41,7 +42,7 @@ from ms4fleet.provision import (
     provision_plan,
 )
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan, local_address, plan_host
+from ms4fleet.serving import ServingPlan, local_address, plan_host, url_host
 from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.manifest import COMMIT
@@ -66,6 +67,11 @@ OsSource = Literal["default", "probe"]
 ImageObtain = Literal["pull", "load", "none"]
 
 
+def _fields_json(part: Any) -> dict[str, Any]:
+    """A plan part's fields as JSON data, in field order (tuples become lists)."""
+    return {f.name: list(v) if isinstance(v := getattr(part, f.name), tuple) else v for f in dataclasses.fields(part)}
+
+
 @dataclass(frozen=True)
 class PlannedFile:
     """A file an engine writes with exactly these bytes."""
@@ -76,49 +82,38 @@ class PlannedFile:
     owner: str
     group: str
     kind: str
+    # What an engine runs on the host after it changed this file, where argv[0] exists there.
+    after_change: tuple[str, ...] = ()
 
     @cached_property
     def sha256(self) -> str:
         return hashlib.sha256(self.content.encode()).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "content": self.content,
-            "sha256": self.sha256,
-            "mode": f"{self.mode:04o}",
-            "owner": self.owner,
-            "group": self.group,
-        }
+        return {**_fields_json(self), "sha256": self.sha256, "mode": f"{self.mode:04o}"}
 
 
 @dataclass(frozen=True)
-class MergedFile:
+class MergedFile(PlannedFile):
     """A file whose ms4fleet keys are merged into what the host has (Docker's daemon.json): ``content`` is
     the bytes on a host that had none; on any other host, ``merge(current)`` gives them."""
 
-    path: str
-    mode: int
-    owner: str
-    group: str
-    content: str
-
-    @cached_property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.content.encode()).hexdigest()
+    kind: str = "daemon-json"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "kind": "daemon-json",
-            "merged": True,
-            "content": self.content,
-            "sha256": self.sha256,
-            "mode": f"{self.mode:04o}",
-            "owner": self.owner,
-            "group": self.group,
-        }
+        return {**super().to_json(), "merged": True}
+
+
+@dataclass(frozen=True)
+class ServiceUser:
+    """The account the service runs as: created as a system user with no home and this shell when missing;
+    an existing account is left as it is (it may be a login account chosen on purpose)."""
+
+    name: str
+    shell: str
+
+    def to_json(self) -> dict[str, Any]:
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -143,7 +138,7 @@ class Unit:
     role: Literal["provision", "replica"]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "enabled": self.enabled, "active": self.active, "role": self.role}
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -157,7 +152,7 @@ class Image:
     id: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"ref": self.ref, "obtain": self.obtain, "archive": self.archive, "id": self.id}
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -195,13 +190,7 @@ class SecretRef:
     env: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "variable": self.variable,
-            "name": self.name,
-            "host_path": self.host_path,
-            "file": self.file,
-            "env": self.env,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -235,17 +224,8 @@ class ReplicaPlan:
     env: tuple[tuple[str, str], ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "gpus": list(self.gpus),
-            "port": self.port,
-            "address": self.address,
-            "unit_name": self.unit_name,
-            "unit_path": self.unit_path,
-            "container_name": self.container_name,
-            "argv": list(self.argv),
-            "env": dict(self.env),
-        }
+        # Where the replica answers, from its own host (the Ansible rollout's drain reads its metrics there).
+        return {**_fields_json(self), "env": dict(self.env), "url": f"http://{url_host(self.address)}:{self.port}"}
 
 
 @dataclass(frozen=True)
@@ -260,14 +240,7 @@ class AptSource:
     sources_file: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "suite": self.suite,
-            "components": list(self.components),
-            "key_url": self.key_url,
-            "keyring": self.keyring,
-            "sources_file": self.sources_file,
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -282,16 +255,7 @@ class ServingSummary:
     warnings: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "served_model_name": self.served_model_name,
-            "tp": self.tp,
-            "max_model_len": self.max_model_len,
-            "model_dir": self.model_dir,
-            "verdict": self.verdict,
-            "reasons": list(self.reasons),
-            "warnings": list(self.warnings),
-        }
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -314,7 +278,7 @@ class HostPlan:
     os: OsRelease
     os_source: OsSource
     runtime: str
-    service_user: str
+    service_user: ServiceUser
     packages: tuple[PackageGroup, ...]
     apt: AptSource
     files: tuple[PlannedFile, ...]
@@ -351,7 +315,7 @@ class HostPlan:
         return self.weights
 
     def _body(self, contents: dict[str, str] | None) -> dict[str, Any]:
-        def file_json(f: PlannedFile | MergedFile) -> dict[str, Any]:
+        def file_json(f: PlannedFile) -> dict[str, Any]:
             doc = f.to_json()
             if contents is not None:
                 contents[doc["sha256"]] = doc.pop("content")
@@ -362,7 +326,7 @@ class HostPlan:
             "host": self.host,
             "os": {**self.os.to_json(), "source": self.os_source},
             "runtime": self.runtime,
-            "service_user": self.service_user,
+            "service_user": self.service_user.to_json(),
             "packages": [g.to_json() for g in self.packages],
             "held": list(self.held),
             "apt": self.apt.to_json(),
@@ -453,13 +417,14 @@ def _build(
     pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
     weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
     files = [
-        PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other")) for f in provision.files
+        PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other"), f.after_change)
+        for f in provision.files
     ]
     files += [
         PlannedFile(f"{paths.SYSTEMD_DIR}/{r.unit_name}", r.unit_text, 0o644, "root", "root", "unit")
         for r in serving.replicas
     ]
-    merged = (MergedFile(DAEMON_JSON, 0o644, "root", "root", daemon_json(None, config)),) if provision.docker else ()
+    merged = (MergedFile(DAEMON_JSON, daemon_json(None, config), 0o644, "root", "root"),) if provision.docker else ()
     units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
     units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
     if serving.image is None:
@@ -473,7 +438,7 @@ def _build(
         os=provision.os,
         os_source="default" if os is None else "probe",
         runtime=config.runtime.kind,
-        service_user=provision.service_user,
+        service_user=ServiceUser(provision.service_user, SERVICE_SHELL),
         packages=tuple(_groups(provision)),
         apt=AptSource(
             url=provision.nvidia_repo.url,

@@ -23,6 +23,11 @@ PREFERENCES_FILE = "/etc/apt/preferences.d/ms4fleet-nvidia"
 NOUVEAU_FILE = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
 REBOOT_REQUIRED = "/var/run/reboot-required"
+# The service account: a system user that never logs in (every supported release has this shell).
+SERVICE_SHELL = "/usr/sbin/nologin"
+# Run after the nouveau blacklist changes, so it applies at the next boot (every supported release rebuilds
+# its initramfs this way; a host without the tool, such as a container, has no initramfs to rebuild).
+INITRAMFS_COMMAND = ("/usr/sbin/update-initramfs", "-u")
 # NVIDIA's CUDA network repositories: one flat repository per distribution release.
 _CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/"
 _CUDA_KEY = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
@@ -64,6 +69,8 @@ class ManagedFile:
     mode: int = 0o644
     owner: str = "root"
     group: str = "root"
+    # What runs on the host after an engine changes this file (skipped where argv[0] is not there).
+    after_change: tuple[str, ...] = ()
 
     @property
     def sha256(self) -> str:
@@ -192,7 +199,9 @@ def _preferences_file(packages: tuple[str, ...], version: str) -> ManagedFile:
 
 
 def _nouveau_file() -> ManagedFile:
-    return ManagedFile(NOUVEAU_FILE, f"{HEADER}blacklist nouveau\noptions nouveau modeset=0\n")
+    return ManagedFile(
+        NOUVEAU_FILE, f"{HEADER}blacklist nouveau\noptions nouveau modeset=0\n", after_change=INITRAMFS_COMMAND
+    )
 
 
 def daemon_json(current: str | None, config: HostConfig) -> str:

@@ -296,7 +296,7 @@ def _render_unit(
             "--ulimit",
             "stack=67108864",
             "-p",
-            f"{_url_host(serving.bind_address)}:{port}:{port}",
+            f"{url_host(serving.bind_address)}:{port}:{port}",
             "-v",
             f"{model_dir}:{paths.CONTAINER_MODEL_DIR}:ro",
         ]
@@ -323,7 +323,7 @@ def _render_unit(
         has_secrets=serving.api_key is not None,
         container=paths.container_name(index),
         exec_start=" ".join(systemd_word(word) for word in command),
-        health_url=f"http://{_url_host(host)}:{port}/health",
+        health_url=f"http://{url_host(host)}:{port}/health",
         timeout=timeout_start_s(config.profile),
         user=config.provision.service_user,
         weights_check=(
@@ -341,7 +341,7 @@ def local_address(config: HostConfig) -> str:
     return "127.0.0.1" if bind in {"0.0.0.0", "::"} else bind
 
 
-def _url_host(address: str) -> str:
+def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 

@@ -39,9 +39,9 @@ def _serve(listener: socket.socket, transport: Any, address: str, port: int, sto
 
 
 @contextlib.contextmanager
-def forwarded(host: Any, port: int, address: str = "127.0.0.1") -> Iterator[str]:
+def forwarded(host: Any, port: int, address: str) -> Iterator[str]:
     """Yield a base URL (``http://127.0.0.1:<local port>``) that reaches ``address:port`` on ``host``
-    (the replica's address in the host plan; loopback by default)."""
+    (the replica's address in the host plan: ``serving.local_address``)."""
     client = getattr(host.connector, "client", None)
     transport = client.get_transport() if client is not None else None
     if transport is None:

@@ -25,7 +25,7 @@ INVENTORY = """all:
 
 def test_options_are_the_documented_ones() -> None:
     action = importlib.import_module(ACTION)
-    assert action.ARGUMENT_SPEC == {"quick": {"type": "bool", "default": True}}
+    assert action.ActionModule.ARGUMENT_SPEC == {"quick": {"type": "bool", "default": True}}
 
 
 def _adhoc(tmp_path: Path, inventory: str) -> dict[str, object]:

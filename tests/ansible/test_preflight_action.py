@@ -18,7 +18,7 @@ ACTION = "ansible_collections.ms4fleet.fleet.plugins.action.preflight"
 
 def test_options_are_the_documented_ones() -> None:
     action = importlib.import_module(ACTION)
-    assert action.ARGUMENT_SPEC == {
+    assert action.ActionModule.ARGUMENT_SPEC == {
         "hosts": {"type": "list", "elements": "str"},
         "weights": {"type": "bool", "default": False},
         "validate": {"type": "list", "elements": "str"},

@@ -23,6 +23,8 @@ from ms4fleet.config import HostConfig
 from ms4fleet.serving import ServingPlan
 
 RELEASE_FILE = f"{paths.RELEASES_DIR}/releases.json"
+# A release's unit files wait here (one directory per release id) until the switch installs them.
+STAGED_DIR = f"{paths.RELEASES_DIR}/staged"
 FORMAT = 1
 ID_CHARS = 16
 

@@ -116,7 +116,11 @@ def provision(hp: HostPlan) -> None:
     assert base is not None
     apt.packages(packages=list(base.names), update=True, cache_time=3600, name="base packages")
     key = files.download(src=hp.apt.key_url, dest=hp.apt.keyring, mode="644", name="NVIDIA apt keyring")
-    managed = [put(f) for f in hp.files if f.kind != "unit"]
+    planned = [f for f in hp.files if f.kind != "unit"]
+    managed = [put(f) for f in planned]
+    for f, op in zip(planned, managed, strict=True):
+        if f.after_change:
+            hostops.after_change(argv=f.after_change, _if=any_changed([op]), name=f"after {f.path} changed")
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
     installs = {}
     for group in hp.packages:
@@ -144,7 +148,8 @@ def provision(hp: HostPlan) -> None:
     for unit in hp.units:
         if unit.role == "provision" and unit.name != "docker":
             services.service(unit=unit.name, name=f"{unit.name} running")
-    hostops.service_user(user=hp.service_user, name=f"service user {hp.service_user}")
+    user = hp.service_user
+    hostops.service_user(user=user.name, shell=user.shell, name=f"service user {user.name}")
 
 
 def put(f: PlannedFile, name: str | None = None) -> Any:

@@ -81,15 +81,21 @@ def holds(packages: tuple[str, ...]) -> Generator[Any, None, None]:
 
 
 @operation()
-def service_user(user: str) -> Generator[Any, None, None]:
-    """Create the service account (system, no login) when missing; an existing account is left as it is."""
+def service_user(user: str, shell: str) -> Generator[Any, None, None]:
+    """Create the service account (system, the plan's shell) when missing; an existing one is left as it is."""
     if host.get_fact(UserExists, user=user):
         host.noop(f"user {user} exists")
         return
     # The core admits only a plain user name; quoted anyway, as every value that reaches a shell is.
     yield StringCommand(
-        "useradd", "--system", "--user-group", "--no-create-home", "--shell", "/usr/sbin/nologin", QuoteString(user)
+        "useradd", "--system", "--user-group", "--no-create-home", "--shell", QuoteString(shell), QuoteString(user)
     )
+
+
+@operation(is_idempotent=False)
+def after_change(argv: tuple[str, ...]) -> Generator[Any, None, None]:
+    """What the plan runs after a file changed (the initramfs rebuild), where its program is on the host."""
+    yield StringCommand("test", "!", "-e", QuoteString(argv[0]), "||", *(QuoteString(a) for a in argv))
 
 
 @operation(is_idempotent=False)

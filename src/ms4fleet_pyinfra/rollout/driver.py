@@ -165,7 +165,9 @@ class Rollout:
             name = spec.name
             sudo = sudo_for(spec)
             plan, release = self.plans[name], self.targets[name]
-            hostops.start_release(tracker=self.tracker, plan=plan, release=release, sudo=sudo, name="start")
+            hostops.start_release(
+                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start"
+            )
             hostops.await_release(
                 tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="verify"
             )

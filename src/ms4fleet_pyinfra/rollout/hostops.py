@@ -28,7 +28,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import gates
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
-from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
+from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseError, ReleaseRecord
 from ms4fleet.serving import ServingPlan, local_address, served_model_name, timeout_start_s
 from ms4fleet.verify import VerifyReport, verify
 from ms4fleet.weights.startcheck import verifier_file
@@ -39,7 +39,6 @@ from ms4fleet_pyinfra.rollout.session import shell
 from ms4fleet_pyinfra.rollout.tracker import HostFacts, Tracker
 from ms4fleet_pyinfra.tunnel import forwarded
 
-STAGED_DIR = f"{paths.RELEASES_DIR}/staged"
 _SEPARATOR = "--ms4fleet-units--"
 _READ = (
     f"cat {shlex.quote(RELEASE_FILE)} 2>/dev/null; echo {_SEPARATOR}; "
@@ -134,11 +133,11 @@ def headroom(tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool
 # ------------------------------------------------------------------------------------------- switch
 
 
-def _in_flight(host: Any, ports: list[int]) -> float | None:
+def _in_flight(host: Any, address: str, ports: list[int]) -> float | None:
     total = 0.0
     for port in ports:
         try:
-            with forwarded(host, port) as url:
+            with forwarded(host, port, address) as url:
                 response = httpx.get(f"{url}/metrics", timeout=5.0)
             if response.status_code != 200:
                 return None
@@ -149,10 +148,10 @@ def _in_flight(host: Any, ports: list[int]) -> float | None:
     return total
 
 
-def _drain(host: Any, tracker: Tracker, ports: list[int]) -> None:
-    """Wait until the old replicas hold no request (the LB already sends them none)."""
+def _drain(host: Any, tracker: Tracker, address: str, ports: list[int]) -> None:
+    """Wait until the old replicas (at ``address`` on the host) hold no request (the LB sends them none)."""
     if ports:
-        result = lb.wait_drained(lambda: _in_flight(host, ports), timeout_s=DRAIN_TIMEOUT_S)
+        result = lb.wait_drained(lambda: _in_flight(host, address, ports), timeout_s=DRAIN_TIMEOUT_S)
         if not result.drained:
             tracker.runs[host.name].detail = f"drain: {result.detail}; stopped anyway"
 
@@ -259,9 +258,11 @@ def _verify(
     return not failures, "; ".join(failures), causes
 
 
-def _start_release(state: Any, host: Any, tracker: Tracker, plan: ServingPlan, release: Release, sudo: bool) -> bool:
+def _start_release(
+    state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> bool:
     facts = tracker.facts[host.name]
-    _drain(host, tracker, _serving_ports(facts))
+    _drain(host, tracker, local_address(config), _serving_ports(facts))
     # The gap starts with the stop command, not when it returns.
     tracker.advance(host.name, Phase.STOPPED)
     ok, why = _install(host, release.units, release.id, sorted(facts.units), sudo, start=True)
@@ -305,9 +306,11 @@ def _verify_and_record(
 
 
 @operation(is_idempotent=False)
-def start_release(tracker: Tracker, plan: ServingPlan, release: Release, sudo: bool) -> Generator[Any, None, None]:
+def start_release(
+    tracker: Tracker, config: HostConfig, plan: ServingPlan, release: Release, sudo: bool
+) -> Generator[Any, None, None]:
     """Drain wait, old replicas stopped, new units in place and started (not waited for)."""
-    yield FunctionCommand(_start_release, (tracker, plan, release, sudo), {})
+    yield FunctionCommand(_start_release, (tracker, config, plan, release, sudo), {})
 
 
 @operation(is_idempotent=False)

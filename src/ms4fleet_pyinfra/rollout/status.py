@@ -15,7 +15,7 @@ from pyinfra.api.operation import operation
 
 from ms4fleet.inventory import Fleet
 from ms4fleet.rollout.release import release_for
-from ms4fleet.serving import plan_host
+from ms4fleet.serving import local_address, plan_host
 from ms4fleet_pyinfra.rollout.hostops import parse_read, read_script
 from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
 from ms4fleet_pyinfra.tunnel import forwarded
@@ -51,7 +51,7 @@ class HostStatus:
         }
 
 
-def _gather(state: Any, host: Any, status: HostStatus, ports: list[int], sudo: bool) -> bool:
+def _gather(state: Any, host: Any, status: HostStatus, address: str, ports: list[int], sudo: bool) -> bool:
     ok, out, err = shell(host, read_script(), sudo)
     if not ok:
         status.error = err.strip()[-200:] or "cannot read the host"
@@ -62,7 +62,7 @@ def _gather(state: Any, host: Any, status: HostStatus, ports: list[int], sudo: b
     status.units = facts.units
     for port in ports:
         try:
-            with forwarded(host, port) as url:
+            with forwarded(host, port, address) as url:
                 code = httpx.get(f"{url}/health", timeout=5.0).status_code
             status.health[port] = "ok" if code == 200 else f"HTTP {code}"
         except (httpx.HTTPError, OSError) as exc:
@@ -71,8 +71,8 @@ def _gather(state: Any, host: Any, status: HostStatus, ports: list[int], sudo: b
 
 
 @operation(is_idempotent=False)
-def gather(status: HostStatus, ports: list[int], sudo: bool) -> Generator[Any, None, None]:
-    yield FunctionCommand(_gather, (status, ports, sudo), {})
+def gather(status: HostStatus, address: str, ports: list[int], sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_gather, (status, address, ports, sudo), {})
 
 
 def fleet_status(fleet: Fleet) -> list[HostStatus]:
@@ -84,7 +84,9 @@ def fleet_status(fleet: Fleet) -> list[HostStatus]:
         ports[spec.name] = [r.port for r in plan.replicas]
     result = run_state(
         list(fleet),
-        lambda s: gather(status=rows[s.name], ports=ports[s.name], sudo=sudo_for(s), name="status"),
+        lambda s: gather(
+            status=rows[s.name], address=local_address(s.config), ports=ports[s.name], sudo=sudo_for(s), name="status"
+        ),
     )
     for name in result.unreachable:
         rows[name].error = "unreachable"
