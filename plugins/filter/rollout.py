@@ -1,7 +1,7 @@
 """Filters for ``playbooks/rollout.yml``: the core's rollout policy (``ms4fleet.rollout``), nothing decided here.
 
-+ ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary=1, wave='25%', max_unavailable=1)``: the
-  play's ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts).
++ ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary, wave, max_unavailable)``: the play's
+  ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts; None: the core's).
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_release``: the release (id, units) the host's
   settings describe; ``release | ms4fleet.fleet.rollout_paths``: where its record, staged units, installed
   units and the load balancer's config live on the hosts.

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from ms4fleet import paths
 from ms4fleet.config import HostConfig
-from ms4fleet.rollout.lb import Backend, nginx_conf
-from ms4fleet.rollout.release import ReleaseRecord, release_for
+from ms4fleet.rollout.lb import CONF_PATH, Backend, nginx_conf
+from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, ReleaseRecord, release_for
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
 
@@ -52,6 +53,23 @@ def test_serial_is_the_core_plan_flattened(filters: SimpleNamespace) -> None:
     plan = plan_waves(hosts, set(hosts), Policy(1, WaveSize.parse("25%"), 2))
     assert serial == [len(b) for w in plan.waves for b in w.batches] == [1, 2, 2, 2, 1]
     assert filters.rollout_serial(hosts[:5], 1, "2", 1) == [1, 1, 1, 1, 1]
+
+
+def test_options_left_out_are_the_core_policy(filters: SimpleNamespace) -> None:
+    hosts = [f"gpu-{i}" for i in range(1, 10)]
+    plan = plan_waves(hosts, set(hosts), Policy())
+    assert filters.rollout_serial(hosts, None, None, None) == [len(b) for w in plan.waves for b in w.batches]
+    assert filters.rollout_serial(hosts) == filters.rollout_serial(hosts, None, None, None)
+
+
+def test_paths_are_the_core_paths(filters: SimpleNamespace) -> None:
+    release = filters.rollout_release(hostvars("gpu-1"))
+    assert filters.rollout_paths(release) == {
+        "release_file": RELEASE_FILE,
+        "staged_dir": f"{STAGED_DIR}/{release['id']}",
+        "units_dir": paths.SYSTEMD_DIR,
+        "lb_conf": CONF_PATH,
+    }
 
 
 def test_release_record_and_nginx_text_match_the_core(filters: SimpleNamespace) -> None:

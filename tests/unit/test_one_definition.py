@@ -6,14 +6,18 @@ plugins/ roles/ playbooks/, deploy.py) fails here, naming the file.
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
 import pytest
 
-from ms4fleet import paths
+from ms4fleet import paths, provision
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION, HostConfig
 from ms4fleet.headroom import check_headroom
+from ms4fleet.rollout import lb, release
+from ms4fleet.rollout.cli import add_rollout_arguments, policy_from_args
+from ms4fleet.rollout.waves import Policy
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.stage import DEFAULT_STAGING
 
@@ -38,12 +42,33 @@ DECISIONS = {
     ),
     "where a replica answers on its host": ("src/ms4fleet/serving.py", r"[\"']0\.0\.0\.0[\"'],\s*[\"']::[\"']"),
     "verification timeout": ("src/ms4fleet/verify.py", r"timeout_s\s*=\s*120|DEFAULT_TIMEOUT_S\s*=\s*\d"),
+    "the service user's shell": ("src/ms4fleet/provision.py", r"/s?bin/(nologin|false)\b"),
+    "rebuilding the initramfs after the nouveau blacklist": (
+        "src/ms4fleet/provision.py",
+        r"update-initramfs|\bdracut\b|mkinitcpio",
+    ),
+    "where staged release units wait": ("src/ms4fleet/rollout/release.py", r"RELEASES_DIR\}?/staged|releases/staged"),
+    "rollout wave default": ("src/ms4fleet/rollout/waves.py", r"[\"']25%[\"']|percent=25\b"),
+    "rollout canary and max-unavailable defaults": (
+        "src/ms4fleet/rollout/waves.py",
+        r"(canary|max_unavailable)\b.*\bdefault(=|\()\s*1\b|(canary|max_unavailable)\s*(:\s*int)?\s*=\s*1\b",
+    ),
+}
+
+# The engines (pyinfra's package and deploy, the collection) name no host path the core defines: they read it
+# from the plan or import it. Every such constant, by its value.
+ENGINES = ("src/ms4fleet_pyinfra", "plugins", "roles", "playbooks", "deploy.py")
+HOST_PATHS = {
+    f"{module.__name__}.{name}": value
+    for module in (paths, provision, lb, release)
+    for name, value in vars(module).items()
+    if name.isupper() and isinstance(value, str) and value.startswith("/") and value.count("/") > 1
 }
 
 
-def _shipped_files() -> list[Path]:
+def _shipped_files(parts: tuple[str, ...] = SHIPPED) -> list[Path]:
     out: list[Path] = []
-    for part in SHIPPED:
+    for part in parts:
         base = ROOT / part
         files = [base] if base.is_file() else base.rglob("*")
         out += [p for p in files if p.is_file() and p.suffix in SUFFIXES and ".egg-info" not in str(p)]
@@ -61,6 +86,31 @@ def test_one_definition(decision: str) -> None:
     }
     assert where == set(), f"{decision} is decided outside {home}"
     assert any(re.search(pattern, line) for line in (ROOT / home).read_text(encoding="utf-8").splitlines()), home
+
+
+@pytest.mark.parametrize("constant", sorted(HOST_PATHS))
+def test_engines_copy_no_host_path_of_the_core(constant: str) -> None:
+    value = HOST_PATHS[constant]
+    where = {
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _shipped_files(ENGINES)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if value in line
+    }
+    assert where == set(), f"{constant} ({value}) is copied into an engine"
+
+
+def test_playbooks_reach_replicas_where_the_plan_says() -> None:
+    """Drain and status read a replica at the plan's address (``replicas[].url``), never a loopback literal."""
+    for path in _shipped_files(("playbooks", "roles")):
+        assert "127.0.0.1" not in path.read_text(encoding="utf-8"), path.relative_to(ROOT)
+
+
+def test_rollout_command_defaults_are_the_core_policy() -> None:
+    parser = argparse.ArgumentParser()
+    add_rollout_arguments(parser)
+    args = parser.parse_args(["inventory.py"])
+    assert policy_from_args(args) == Policy()
 
 
 def _config(**serving: object) -> HostConfig:

@@ -16,6 +16,9 @@ from ms4fleet.rollout.report import HTML_NAME, JSON_NAME
 from ms4fleet.rollout.waves import Policy, WaveSize
 
 DEFAULT_REPORT_DIR = Path("rollout-report")
+# The options' defaults: the core's policy (the Ansible playbook's too).
+DEFAULT_POLICY = Policy()
+WAVE_DEFAULT = str(DEFAULT_POLICY.wave).replace("%", "%%")
 
 
 def _whole_number(value: str) -> int:
@@ -46,17 +49,25 @@ def _report_dir(value: str) -> Path:
 def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inventory", help="pyinfra inventory (.py) of the GPU hosts")
     parser.add_argument(
-        "--canary", type=_whole_number, default=1, metavar="N", help="hosts changed first, alone (default 1)"
+        "--canary",
+        type=_whole_number,
+        default=DEFAULT_POLICY.canary,
+        metavar="N",
+        help=f"hosts changed first, alone (default {DEFAULT_POLICY.canary})",
     )
     parser.add_argument(
-        "--wave", default="25%", metavar="SIZE", help="hosts per wave after the canary: a count or a share (25%%)"
+        "--wave",
+        default=str(DEFAULT_POLICY.wave),
+        metavar="SIZE",
+        # argparse formats help with %: a share's sign is doubled.
+        help=f"hosts per wave after the canary: a count or a share (default {WAVE_DEFAULT})",
     )
     parser.add_argument(
         "--max-unavailable",
         type=_whole_number,
-        default=1,
+        default=DEFAULT_POLICY.max_unavailable,
         metavar="K",
-        help="hosts out of the load balancer at once (default 1)",
+        help=f"hosts out of the load balancer at once (default {DEFAULT_POLICY.max_unavailable})",
     )
     parser.add_argument(
         "--lb-inventory",
