@@ -1,102 +1,59 @@
-"""The architecture's import rules, checked on the source: core decides, engines apply, sim stays apart."""
+"""The architecture's import rules, checked on the source: core decides, engines apply, sim stays apart.
+
+Every import counts: top-level, lazy (inside a function), relative, and ``importlib.import_module("...")``.
+"""
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _imports(path: Path) -> Iterator[str]:
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.module
-
-
-def _python_files(*parts: str) -> list[Path]:
-    base = ROOT.joinpath(*parts)
-    return [base] if base.is_file() else sorted(base.rglob("*.py"))
-
-
-def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
-    return [
-        f"{path.relative_to(ROOT)} imports {name}"
-        for path in files
-        for name in _imports(path)
-        if name.split(".")[0] in forbidden
-    ]
-
-
-@pytest.mark.parametrize(
-    ("where", "forbidden"),
-    [
-        # The core imports no engine, no engine framework and not the simulation.
-        (
-            ("src", "ms4fleet"),
-            (
-                "ms4fleet_pyinfra",
-                "ms4fleet_ansible",
-                "ms4fleet_sim",
-                "pyinfra",
-                "pyinfra_cli",
-                "ansible",
-                "ansible_collections",
-            ),
-        ),
-        # The pyinfra engine never imports the Ansible engine (or Ansible), nor the simulation.
-        (("src", "ms4fleet_pyinfra"), ("ansible", "ansible_collections", "ms4fleet_ansible", "ms4fleet_sim")),
-        # The Ansible engine's inventory reader never imports the pyinfra engine (or pyinfra), nor the simulation.
-        (("src", "ms4fleet_ansible"), ("ms4fleet_pyinfra", "pyinfra", "pyinfra_cli", "ms4fleet_sim")),
-        (("deploy.py",), ("ansible", "ansible_collections", "ms4fleet_sim")),
-        # The Ansible engine never imports the pyinfra engine (or pyinfra), nor the simulation.
-        (("plugins",), ("ms4fleet_pyinfra", "pyinfra", "pyinfra_cli", "ms4fleet_sim")),
-    ],
-    ids=["core", "pyinfra-engine", "ansible-inventory-reader", "deploy.py", "ansible-engine"],
+# Where each tree's modules live, and the dotted prefix they are imported under.
+PACKAGE_ROOTS = (
+    (ROOT / "src", ""),
+    (ROOT / "sim" / "src", ""),
+    (ROOT / "plugins", "ansible_collections.ms4fleet.fleet.plugins"),
 )
-def test_import_direction(where: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
-    files = _python_files(*where)
-    assert files, f"nothing to check under {'/'.join(where)}"
-    assert _violations(files, forbidden) == []
-
-
-def test_nothing_outside_the_simulation_and_its_tests_imports_it() -> None:
-    shipped = [p for p in ROOT.joinpath("src").rglob("*.py") if "ms4fleet_sim" not in p.parts]
-    shipped += _python_files("plugins") + _python_files("deploy.py")
-    assert _violations(shipped, ("ms4fleet_sim",)) == []
+ENGINE_FRAMEWORKS = ("pyinfra", "pyinfra_cli", "ansible", "ansible_collections")
+PYINFRA_ENGINE = ("ms4fleet_pyinfra", "pyinfra", "pyinfra_cli")
+ANSIBLE_ENGINE = ("ms4fleet_ansible", "ansible", "ansible_collections")
 
 
 def _module_index() -> dict[str, Path]:
-    """Dotted name -> file, for every package under src/ and sim/src/."""
+    """Dotted name -> file, for every module under src/, sim/src/ and the collection's plugins/."""
     index: dict[str, Path] = {}
-    for base in (ROOT / "src", ROOT / "sim" / "src"):
+    for base, prefix in PACKAGE_ROOTS:
         for path in base.rglob("*.py"):
             if ".egg-info" in str(path):
                 continue
             parts = list(path.relative_to(base).with_suffix("").parts)
-            index[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            index[".".join(p for p in (prefix, *parts) if p)] = path
     return index
 
 
-def _edges(name: str, path: Path, index: dict[str, Path]) -> set[str]:
-    """Modules ``name`` imports, at any depth (lazy ones and ``importlib.import_module("...")`` included)."""
+INDEX = _module_index()
+NAMES = {path: name for name, path in INDEX.items()}
+
+
+def _targets(path: Path) -> set[str]:
+    """What ``path`` imports, as dotted names: resolved to a module of the index where one matches (``from
+    ms4fleet.rollout import cli`` is ``ms4fleet.rollout.cli``), else as written (third-party)."""
+    name = NAMES.get(path, path.stem)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    raw: list[str] = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        targets: list[str] = []
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            raw += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, *([node.module] if node.module else [])])
-            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in index else base for a in node.names]
+            raw += [f"{base}.{a.name}" if f"{base}.{a.name}" in INDEX else base for a in node.names]
         elif (
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
@@ -105,25 +62,87 @@ def _edges(name: str, path: Path, index: dict[str, Path]) -> set[str]:
             and isinstance(node.args[0], ast.Constant)
             and isinstance(node.args[0].value, str)
         ):
-            targets = [node.args[0].value]
-        for target in targets:
-            known = target
-            while known and known not in index:
-                known = known.rpartition(".")[0]
-            if known and known != name and not name.startswith(known + "."):
-                found.add(known)
-    return found
+            raw.append(node.args[0].value)
+    return set(raw)
 
 
-def test_no_import_cycles() -> None:
-    index = _module_index()
-    graph = {name: _edges(name, path, index) for name, path in index.items()}
+def _known(target: str) -> str | None:
+    """The module of the index that ``target`` is, or is inside of."""
+    while target and target not in INDEX:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def _python_files(*parts: str) -> list[Path]:
+    base = ROOT.joinpath(*parts)
+    return [base] if base.is_file() else sorted(p for p in base.rglob("*.py") if ".egg-info" not in str(p))
+
+
+def _violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in files
+        for name in sorted(_targets(path))
+        if name.split(".")[0] in forbidden
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "forbidden"),
+    [
+        # The core imports no engine, no engine framework and not the simulation.
+        (("src", "ms4fleet"), ("ms4fleet_pyinfra", "ms4fleet_ansible", "ms4fleet_sim", *ENGINE_FRAMEWORKS)),
+        # The pyinfra engine (its package, deploy.py, the checkout's pre-connect config.py) never imports the
+        # Ansible engine (or Ansible), nor the simulation.
+        (("src", "ms4fleet_pyinfra"), (*ANSIBLE_ENGINE, "ms4fleet_sim")),
+        (("deploy.py",), (*ANSIBLE_ENGINE, "ms4fleet_sim")),
+        (("config.py",), (*ANSIBLE_ENGINE, "ms4fleet_sim")),
+        # The Ansible engine (the collection's plugins and its inventory reader) never imports the pyinfra
+        # engine (or pyinfra), nor the simulation.
+        (("src", "ms4fleet_ansible"), (*PYINFRA_ENGINE, "ms4fleet_sim")),
+        (("plugins",), (*PYINFRA_ENGINE, "ms4fleet_sim")),
+        # Example inventories are data for either engine: they import neither engine nor the simulation.
+        (("inventory",), ("ms4fleet_pyinfra", "ms4fleet_ansible", "ms4fleet_sim", *ENGINE_FRAMEWORKS)),
+    ],
+    ids=["core", "pyinfra-engine", "deploy.py", "config.py", "ansible-inventory-reader", "ansible-engine", "inventory"],
+)
+def test_import_direction(where: tuple[str, ...], forbidden: tuple[str, ...]) -> None:
+    files = _python_files(*where)
+    assert files, f"nothing to check under {'/'.join(where)}"
+    assert _violations(files, forbidden) == []
+
+
+def test_nothing_outside_the_simulation_and_its_tests_names_it() -> None:
+    """No shipped Python imports the simulation, and no role, playbook or inventory names it at all."""
+    shipped = [p for p in _python_files("src") if "ms4fleet_sim" not in p.parts]
+    shipped += _python_files("plugins") + _python_files("deploy.py") + _python_files("config.py")
+    assert _violations(shipped, ("ms4fleet_sim",)) == []
+    named = [
+        str(path.relative_to(ROOT))
+        for part in ("inventory", "roles", "playbooks", "plugins")
+        for path in sorted((ROOT / part).rglob("*"))
+        if path.is_file() and "ms4fleet_sim" in path.read_text(encoding="utf-8", errors="replace")
+    ]
+    assert named == []
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in INDEX.items():
+        edges = {_known(t) for t in _targets(path)}
+        # A package's own submodules and its parents are not edges (importing a.b runs a's __init__ first).
+        graph[name] = {k for k in edges if k and k != name and not name.startswith(k + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk meets (each as the path that closes it)."""
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(node: str, trail: list[str]) -> None:
         state[node] = 1
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
                 cycles.append([*trail[trail.index(nxt) :], nxt])
             elif nxt not in state:
@@ -133,7 +152,34 @@ def test_no_import_cycles() -> None:
     for start in sorted(graph):
         if start not in state:
             visit(start, [start])
-    assert cycles == []
+    return cycles
+
+
+def test_the_cycle_detector_finds_cycles() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+
+
+def test_the_graph_sees_lazy_relative_and_importlib_imports(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "import importlib\n"
+        "def f():\n"
+        "    from ms4fleet.rollout import cli\n"
+        "    importlib.import_module('ms4fleet.weights.commands')\n"
+    )
+    assert {"ms4fleet.rollout.cli", "ms4fleet.weights.commands"} <= _targets(module)
+
+
+def test_no_import_cycles() -> None:
+    graph = _graph()
+    assert "ansible_collections.ms4fleet.fleet.plugins.plugin_utils.hostplan" in graph
+    assert _cycles(graph) == []
+
+
+def _is_cli(module: str) -> bool:
+    """A command-line module: ``cli`` or ``__main__`` (argument parsing, exit codes, printing)."""
+    return module.rpartition(".")[2] in {"cli", "__main__"}
 
 
 def test_engines_import_no_cli_module() -> None:
@@ -142,13 +188,13 @@ def test_engines_import_no_cli_module() -> None:
     engine = [
         p
         for p in _python_files("src", "ms4fleet_pyinfra") + _python_files("src", "ms4fleet_ansible")
-        if p.name != "cli.py"
+        if not _is_cli(NAMES[p])
     ]
-    engine += _python_files("plugins") + _python_files("deploy.py")
+    engine += _python_files("plugins") + _python_files("deploy.py") + _python_files("config.py")
     bad = [
-        f"{path.relative_to(ROOT)} imports {name}"
+        f"{path.relative_to(ROOT)} imports {known}"
         for path in engine
-        for name in _imports(path)
-        if name.startswith("ms4fleet") and name.rpartition(".")[2].endswith("cli")
+        for target in sorted(_targets(path))
+        if (known := _known(target)) is not None and _is_cli(known)
     ]
     assert bad == []
