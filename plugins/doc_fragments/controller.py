@@ -1,5 +1,5 @@
-"""Documentation shared by the collection's actions: the controller needs the ms4fleet core installed, the
-work runs in the action on the controller, and check mode is supported (an action that differs says so)."""
+"""Documentation shared by the collection's actions: who maintains them, the ms4fleet core needed on the
+controller, the work done by the action there, and check mode (an action that differs says so)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 class ModuleDocFragment:
     DOCUMENTATION = r"""
 options: {}
+author: ms4fleet maintainers
 requirements:
   - ms4fleet == 0.1.0, the Python package, on the controller (the collection's requirements.txt)
 attributes:

@@ -21,7 +21,6 @@ description:
     reported not converged, so the full roles run. Never changes the host.
   - Run it with C(become) (secret files and the service environment file are root's).
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

@@ -14,7 +14,6 @@ description:
     while watching). A reading the driver does not support is listed as unsupported, never judged.
   - Read-only; runs in check mode too.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

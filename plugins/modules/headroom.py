@@ -12,7 +12,6 @@ description:
   - Memory held by the replica's own unit or container counts as available; memory held by any other
     process does not. A replica that does not fit fails this host only, before anything is changed.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

@@ -25,7 +25,6 @@ description:
     over the run's hosts with C(gather_facts) off, so that it honours C(--limit) and fails before any host
     is touched.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

@@ -12,7 +12,6 @@ description:
   - Sources are tried in order NVML, nvidia-smi, PCI unless O(source) forces one.
   - Read-only; runs in check mode too.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

@@ -13,7 +13,6 @@ description:
     connection settings (a unix socket on the controller), so hosts need nothing but sshd.
   - On failure the replica's journal is read to name the cause. Skipped in check mode.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

@@ -12,7 +12,6 @@ description:
     (size and sha256) and seals the directory read-only for the service user.
   - A host whose directory already verifies is left alone. Check mode only verifies on the host.
 version_added: "0.1.0"
-author: ms4fleet maintainers
 extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:

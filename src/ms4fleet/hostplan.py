@@ -42,7 +42,7 @@ from ms4fleet.provision import (
     provision_plan,
 )
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
-from ms4fleet.serving import ServingPlan, local_address, plan_host, url_host
+from ms4fleet.serving import Replica, ServingPlan, local_address, plan_host, url_host
 from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.manifest import COMMIT
@@ -70,6 +70,13 @@ ImageObtain = Literal["pull", "load", "none"]
 def _fields_json(part: Any) -> dict[str, Any]:
     """A plan part's fields as JSON data, in field order (tuples become lists)."""
     return {f.name: list(v) if isinstance(v := getattr(part, f.name), tuple) else v for f in dataclasses.fields(part)}
+
+
+class _Part:
+    """A part of the plan whose JSON is its fields."""
+
+    def to_json(self) -> dict[str, Any]:
+        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -105,15 +112,12 @@ class MergedFile(PlannedFile):
 
 
 @dataclass(frozen=True)
-class ServiceUser:
+class ServiceUser(_Part):
     """The account the service runs as: created as a system user with no home and this shell when missing;
     an existing account is left as it is (it may be a login account chosen on purpose)."""
 
     name: str
     shell: str
-
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -131,18 +135,15 @@ class PackageGroup:
 
 
 @dataclass(frozen=True)
-class Unit:
+class Unit(_Part):
     name: str
     enabled: bool
     active: bool
     role: Literal["provision", "replica"]
 
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
-
 
 @dataclass(frozen=True)
-class Image:
+class Image(_Part):
     """The vLLM image and how a host gets it: ``pull`` when it has no image ``ref``; ``load`` the controller's
     archive when its image ``ref`` is not ``id`` (the archive's); ``none`` when vLLM runs from a venv."""
 
@@ -150,9 +151,6 @@ class Image:
     obtain: ImageObtain
     archive: str | None
     id: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -180,7 +178,7 @@ class Weights:
 
 
 @dataclass(frozen=True)
-class SecretRef:
+class SecretRef(_Part):
     """Where one secret of the service comes from and lands: a reference, never its value."""
 
     variable: str
@@ -188,9 +186,6 @@ class SecretRef:
     host_path: str
     file: str | None
     env: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -211,25 +206,21 @@ class Secrets:
 
 
 @dataclass(frozen=True)
-class ReplicaPlan:
-    index: int
-    gpus: tuple[int, ...]
-    port: int
+class ReplicaPlan(Replica):
+    """A replica of the serving plan; its unit's bytes are the planned file at ``unit_path``."""
+
     # Where the replica answers on its host (the gates reach it there through the engine's connection).
     address: str
-    unit_name: str
     unit_path: str
-    container_name: str
-    argv: tuple[str, ...]
-    env: tuple[tuple[str, str], ...]
 
     def to_json(self) -> dict[str, Any]:
+        doc = {k: v for k, v in _fields_json(self).items() if k != "unit_text"}
         # Where the replica answers, from its own host (the Ansible rollout's drain reads its metrics there).
-        return {**_fields_json(self), "env": dict(self.env), "url": f"http://{url_host(self.address)}:{self.port}"}
+        return {**doc, "url": f"http://{url_host(self.address)}:{self.port}"}
 
 
 @dataclass(frozen=True)
-class AptSource:
+class AptSource(_Part):
     """NVIDIA's apt repository: the sources file (in ``files``) names it; the key is downloaded from ``key_url``."""
 
     url: str
@@ -239,12 +230,9 @@ class AptSource:
     keyring: str
     sources_file: str
 
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
-
 
 @dataclass(frozen=True)
-class ServingSummary:
+class ServingSummary(_Part):
     model: str
     served_model_name: str
     tp: int
@@ -253,9 +241,6 @@ class ServingSummary:
     verdict: str
     reasons: tuple[str, ...]
     warnings: tuple[str, ...]
-
-    def to_json(self) -> dict[str, Any]:
-        return _fields_json(self)
 
 
 @dataclass(frozen=True)
@@ -463,15 +448,9 @@ def _build(
         ),
         replicas=tuple(
             ReplicaPlan(
-                r.index,
-                r.gpus,
-                r.port,
-                local_address(config),
-                r.unit_name,
-                f"{paths.SYSTEMD_DIR}/{r.unit_name}",
-                r.container_name,
-                r.argv,
-                tuple(r.env.items()),
+                **{f.name: getattr(r, f.name) for f in dataclasses.fields(r)},
+                address=local_address(config),
+                unit_path=f"{paths.SYSTEMD_DIR}/{r.unit_name}",
             )
             for r in serving.replicas
         ),

@@ -15,7 +15,7 @@ import math
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -108,16 +108,7 @@ class KvShape:
 
     @classmethod
     def from_profile(cls, profile: ModelProfile) -> KvShape:
-        return cls(
-            kind=profile.kv,
-            num_layers=profile.num_layers,
-            kv_lora_rank=profile.kv_lora_rank,
-            qk_rope_head_dim=profile.qk_rope_head_dim,
-            num_kv_heads=profile.num_kv_heads,
-            head_dim=profile.head_dim,
-            sliding_window=profile.sliding_window,
-            sliding_layers=profile.sliding_window_layers,
-        )
+        return _from_profile(cls, profile, kind="kv", sliding_layers="sliding_window_layers")
 
     @classmethod
     def from_model_config(cls, config: dict[str, Any]) -> KvShape:
@@ -156,6 +147,11 @@ class KvShape:
         )
 
 
+def _from_profile(cls: type[_T], profile: ModelProfile, **renamed: str) -> _T:
+    """A shape read from the catalog: each field is the profile's attribute of that name (or of ``renamed``'s)."""
+    return cls(**{f.name: getattr(profile, renamed.get(f.name, f.name)) for f in fields(cls)})  # type: ignore[arg-type]
+
+
 def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     text = config.get("text_config")
     return text if isinstance(text, dict) else config
@@ -190,16 +186,7 @@ class ModelShape:
 
     @classmethod
     def from_profile(cls, profile: ModelProfile) -> ModelShape:
-        return cls(
-            hidden_size=profile.hidden_size,
-            vocab_size=profile.vocab_size,
-            num_layers=profile.num_layers,
-            intermediate_size=profile.intermediate_size,
-            num_experts=profile.num_experts,
-            experts_per_token=profile.experts_per_token,
-            moe_intermediate_size=profile.moe_intermediate_size,
-            multimodal=profile.multimodal,
-        )
+        return _from_profile(cls, profile)
 
     @classmethod
     def from_model_config(cls, config: dict[str, Any]) -> ModelShape:

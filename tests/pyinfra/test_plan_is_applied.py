@@ -32,3 +32,13 @@ def test_every_upload_of_a_bare_host_deploy_is_a_planned_file() -> None:
         f = wanted[path]
         assert body == f.content, path
         assert f"chown {f.owner}:{f.group} {path}" in commands and f"chmod {f.mode:o} {path}" in commands, commands
+
+
+def test_the_plan_says_what_runs_after_a_file_changes() -> None:
+    """A bare host gets the nouveau blacklist, so the deploy rebuilds the initramfs the way the plan says."""
+    spec = load_spec(SPECS / "deploy" / "ubuntu2404-h200x8-bare.json")
+    config = HostConfig.from_host_data("gpu-1", spec["host_data"])
+    after = [f for f in host_plan(config, OsRelease("ubuntu", "24.04")).files if f.after_change]
+    assert [(f.kind, f.after_change) for f in after] == [("nouveau", ("/usr/sbin/update-initramfs", "-u"))]
+    commands = [c for cs in plan(spec["host_data"], spec["responses"]).values() if isinstance(cs, list) for c in cs]
+    assert "test ! -e /usr/sbin/update-initramfs || /usr/sbin/update-initramfs -u" in commands

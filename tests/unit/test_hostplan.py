@@ -130,6 +130,16 @@ def test_files_carry_exact_bytes_and_octal_modes() -> None:
     assert [f["path"] for f in doc["merged_files"]] == ["/etc/docker/daemon.json"]
 
 
+def test_the_service_user_replicas_and_file_triggers_are_in_the_json() -> None:
+    doc = _plan(serving={"bind_address": "::1"}).to_json()
+    assert doc["service_user"] == {"name": "ms4fleet", "shell": "/usr/sbin/nologin"}
+    assert [f["after_change"] for f in doc["files"] if f["kind"] == "nouveau"] == [["/usr/sbin/update-initramfs", "-u"]]
+    assert all(f["after_change"] == [] for f in doc["files"] if f["kind"] != "nouveau")
+    replica = doc["replicas"][0]
+    assert (replica["address"], replica["url"]) == ("::1", f"http://[::1]:{replica['port']}")
+    assert "unit_text" not in replica and isinstance(replica["env"], dict)
+
+
 def test_without_a_probe_the_plan_says_which_os_it_assumed() -> None:
     doc = _plan().to_json()
     assert doc["os"] == {**DEFAULT_OS.to_json(), "source": "default"}
