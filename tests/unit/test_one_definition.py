@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ("src", "plugins", "roles", "playbooks", "deploy.py")
 SUFFIXES = {".py", ".yml", ".yaml", ".j2", ".toml", ".cfg"}
 
+# ``canary`` or ``max_unavailable`` given the default 1 (a parameter, an option, a Jinja default).
+_ONE_HOST_DEFAULT = r"(canary|max_unavailable)\b.*\bdefault(=|\()\s*1\b|(canary|max_unavailable)\s*(:\s*int)?\s*=\s*1\b"
 # decision -> (the one file that defines it, a pattern that re-deciding it elsewhere would contain)
 DECISIONS = {
     "weights root": ("src/ms4fleet/paths.py", re.escape(paths.WEIGHTS_ROOT)),
@@ -43,16 +45,10 @@ DECISIONS = {
     "where a replica answers on its host": ("src/ms4fleet/serving.py", r"[\"']0\.0\.0\.0[\"'],\s*[\"']::[\"']"),
     "verification timeout": ("src/ms4fleet/verify.py", r"timeout_s\s*=\s*120|DEFAULT_TIMEOUT_S\s*=\s*\d"),
     "the service user's shell": ("src/ms4fleet/provision.py", r"/s?bin/(nologin|false)\b"),
-    "rebuilding the initramfs after the nouveau blacklist": (
-        "src/ms4fleet/provision.py",
-        r"update-initramfs|\bdracut\b|mkinitcpio",
-    ),
+    "initramfs rebuild after the nouveau blacklist": ("src/ms4fleet/provision.py", r"update-initramfs|\bdracut\b"),
     "where staged release units wait": ("src/ms4fleet/rollout/release.py", r"RELEASES_DIR\}?/staged|releases/staged"),
     "rollout wave default": ("src/ms4fleet/rollout/waves.py", r"[\"']25%[\"']|percent=25\b"),
-    "rollout canary and max-unavailable defaults": (
-        "src/ms4fleet/rollout/waves.py",
-        r"(canary|max_unavailable)\b.*\bdefault(=|\()\s*1\b|(canary|max_unavailable)\s*(:\s*int)?\s*=\s*1\b",
-    ),
+    "rollout canary and max-unavailable defaults": ("src/ms4fleet/rollout/waves.py", _ONE_HOST_DEFAULT),
 }
 
 # The engines (pyinfra's package and deploy, the collection) name no host path the core defines: they read it
