@@ -60,7 +60,7 @@ class ActionModule(CoreAction):
                 )
         except WeightsError as err:
             raise AnsibleActionFail(f"{config.name}: weights: {err}") from None
-        job = StageJob(self._targetvariables, request.dest, request.owner)
+        job = StageJob(self._target(variables), request.dest, request.owner)
         outcome = stage_to_hosts(staged, [job], parallel=1, timeout=args["timeout"])[0]
         result.update(
             fetch=fetched.action,
