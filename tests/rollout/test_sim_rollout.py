@@ -20,9 +20,10 @@ from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.release import RELEASE_FILE
 from ms4fleet.rollout.waves import Policy, WaveSize
+from ms4fleet.serving import plan_host
 from ms4fleet_pyinfra.rollout.cli import register_rollout, register_status
 from ms4fleet_pyinfra.rollout.driver import Rollout
-from ms4fleet_pyinfra.rollout.lbctl import load_lb_inventory
+from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_inventory
 from ms4fleet_sim import dockercli
 from tests.rollout.load import Load
 from tests.rollout.world import REVISION_B, World
@@ -96,6 +97,40 @@ def test_first_rollout_then_the_same_release_again_changes_nothing(rollout_world
     assert {h["phase"] for h in again["hosts"]} == {"unchanged"}
     # Not a byte of a record or a unit changed, and no replica was restarted.
     assert host_state(rollout_world) == before
+
+
+def test_three_of_four_hosts_out_of_the_lb_refuses_before_anything_stops(
+    rollout_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: with 3 of 4 hosts drained, a rollout with default options once stopped the last serving
+    host. It must be refused with one line, and nothing on any host or the load balancer may change."""
+    inventory = rollout_world.inventory("release-refused", revision=REVISION_B)
+    fleet = load_inventory(inventory)
+    balancer = LoadBalancer(
+        load_lb_inventory(str(rollout_world.lb_inventory())),
+        backends_for(list(fleet), {spec.name: plan_host(spec.config) for spec in fleet}),
+    )
+    assert not balancer.apply({"rollout-1", "rollout-2", "rollout-3"}).failed
+    try:
+        before, conf = host_state(rollout_world), lb_conf(rollout_world)
+        capsys.readouterr()
+        with Load(rollout_world.lb_url, workers=1) as load:
+            load.wait_for(5)
+            code = cli(
+                "rollout", str(inventory), "--lb-inventory", str(rollout_world.lb_inventory()),
+                "--report-dir", str(tmp_path / "refused"),
+            )  # fmt: skip
+            load.wait_for(load.result.ok + 5)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, err
+        assert len(err) == 1 and err[0].startswith("ms4fleet: error: refused, nothing was changed: "), err
+        assert "3 of 4 hosts (rollout-1, rollout-2, rollout-3) are already out of the load balancer" in err[0]
+        assert host_state(rollout_world) == before and lb_conf(rollout_world) == conf
+        assert not (tmp_path / "refused" / "rollout.json").exists()
+        assert load.result.failed == 0, load.result.reasons
+    finally:
+        assert not balancer.apply(set()).failed
+    assert "down;" not in lb_conf(rollout_world)
 
 
 def test_rollout_under_client_load_through_the_lb_fails_no_request(rollout_world: World, tmp_path: Path) -> None:

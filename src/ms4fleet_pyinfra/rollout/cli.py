@@ -4,7 +4,8 @@ an engine. Options and their checks are the core's (``ms4fleet.rollout.cli``).
 
 Exit codes: 0 every host at the release (or already there), 1 the rollout stopped (a host failed
 verification and was rolled back, or could not be reached; or the controller lacks a program it runs), 2 bad
-input, before any host is contacted.
+input, before any host is contacted, or a policy the fleet's real state cannot honour (hosts already out of
+the load balancer or failing verification leave too few serving), refused before anything stops.
 """
 
 from __future__ import annotations
@@ -89,11 +90,19 @@ def run_rollout(args: argparse.Namespace) -> int:
         except Stop as stop:
             print(f"ms4fleet: {stop}", file=sys.stderr)
             return 1
+        except PolicyError as err:
+            print(f"ms4fleet: error: {err}", file=sys.stderr)
+            return 2
         sys.stdout.write(json.dumps(plan.to_dict(), indent=2) + "\n")
         return 0
     if not lb_hosts:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
-    report = rollout.run()
+    try:
+        report = rollout.run()
+    except PolicyError as err:
+        # Refused after reading the fleet, before anything stopped: one line, as for bad options.
+        print(f"ms4fleet: error: refused, nothing was changed: {err}", file=sys.stderr)
+        return 2
     try:
         json_path, html_path = report.write(args.report_dir)
     except OSError as err:

@@ -1,6 +1,8 @@
 """The rollout over the pyinfra API: one ``State`` per step of a wave, hosts in inventory order.
 
-    read every host's release -> plan waves (core) -> for each wave:
+    read every host's release, health and place in the load balancer -> plan waves and check that the
+    policy keeps capacity, counting the hosts already out of service (core; refused before anything
+    stops) -> for each wave:
         pre-stage all its hosts (nothing stops) -> for each batch of <= max-unavailable hosts:
             LB: mark the batch down, reload, old workers finish -> switch (drain wait, stop, start, verify)
             -> roll back the hosts that failed -> LB: rejoin every host that serves
@@ -20,9 +22,10 @@ from ms4fleet.hostplan import plan_for_data
 from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.lb import Routed
 from ms4fleet.rollout.release import Release, now_iso, release_for
 from ms4fleet.rollout.report import RolloutReport
-from ms4fleet.rollout.waves import Policy, RolloutPlan, plan_waves
+from ms4fleet.rollout.waves import Policy, RolloutPlan, check_capacity, plan_waves, serving_floor
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
@@ -74,6 +77,8 @@ class Rollout:
             name: HostRun(name, len(self.plans[name].replicas), target=self.targets[name].id) for name in self.specs
         }
         self.out_of_lb: set[str] = set()
+        # Hosts serving clients when the rollout read the fleet: once any did, the last one is never drained.
+        self.serving_at_start: set[str] = set()
         self.plan: RolloutPlan | None = None
 
     # ------------------------------------------------------------------------------------------ steps
@@ -93,20 +98,38 @@ class Rollout:
             first = (sorted(result.unreachable) or unread)[0]
             why = self.tracker.runs[first].detail or self.tracker.take_failure(first) or "cannot be read"
             raise Stop(f"{first}: {why}; nothing was changed")
+        routed = self._read_lb()
         changing = set()
         for name in self.specs:
             facts = self.tracker.facts[name]
             current = facts.record.current
             self.tracker.runs[name].before = current.id if current else None
-            if current is not None and current.id == self.targets[name].id and facts.all_active:
+            # Real state: a host serves only with every unit active, every replica healthy and, where a load
+            # balancer is driven, routed to by it. Any other host counts as unavailable.
+            serving = facts.all_active and facts.healthy is not False and (routed is None or name in routed.up)
+            if not serving:
+                # Not serving now: it stays out of the load balancer until its switch is verified.
+                self.out_of_lb.add(name)
+            else:
+                self.serving_at_start.add(name)
+            if serving and current is not None and current.id == self.targets[name].id:
                 self.tracker.advance(name, Phase.UNCHANGED)
             else:
                 changing.add(name)
-            if not facts.all_active:
-                # Not serving now: it stays out of the load balancer until its switch is verified.
-                self.out_of_lb.add(name)
-        self.plan = plan_waves(list(self.specs), changing, self.policy)
-        return self.plan
+        fleet = list(self.specs)
+        plan = plan_waves(fleet, changing, self.policy, unavailable=self.out_of_lb)
+        check_capacity(fleet, self.out_of_lb, plan)
+        self.plan = plan
+        return plan
+
+    def _read_lb(self) -> Routed | None:
+        if self.lb is None:
+            return None
+        routed, result = self.lb.read()
+        if result.failed:
+            host = sorted(result.failed)[0]
+            raise Stop(f"load balancer {host}: {self.lb.errors.get(host, 'unreachable')}; nothing was changed")
+        return routed
 
     def prestage(self, names: Sequence[str]) -> None:
         def build(spec: HostSpec) -> None:
@@ -146,7 +169,12 @@ class Rollout:
         raise Stop(f"{first}: {self.tracker.runs[first].detail}; nothing was stopped")
 
     def route(self, step: str) -> None:
-        if self.lb is None or self.out_of_lb >= set(self.specs):
+        if self.lb is None:
+            return
+        if self.out_of_lb >= set(self.specs):
+            if self.serving_at_start:
+                # check_capacity and switch_batch refuse this first; never let a bug drain the last host.
+                raise Stop(f"{step}: would take the last serving host out of the load balancer")
             # No replica serves (a first rollout): there is nothing to route to or drain yet.
             return
         result = self.lb.apply(self.out_of_lb)
@@ -156,6 +184,15 @@ class Rollout:
             raise Stop(f"load balancer {host}: {step}: {why}")
 
     def switch_batch(self, batch: Sequence[str]) -> None:
+        serving = set(self.specs) - self.out_of_lb
+        taken = serving & set(batch)
+        floor = serving_floor(len(self.specs), self.policy)
+        if taken and len(serving - taken) < floor:
+            # The plan was checked, but hosts may have left service since (unreachable, not rejoined).
+            raise Stop(
+                f"{', '.join(batch)}: switching would leave {len(serving - taken)} host(s) serving, below {floor}; "
+                "nothing more is stopped"
+            )
         self.out_of_lb.update(batch)
         self.route("drain")
         for name in batch:
@@ -183,10 +220,10 @@ class Rollout:
                 run.detail = why
                 to_roll_back.append(name)
         self.rollback(to_roll_back)
-        serving = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
-        self.out_of_lb.difference_update(serving)
+        back = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
+        self.out_of_lb.difference_update(back)
         self.route("rejoin")
-        for name in serving:
+        for name in back:
             run = self.tracker.runs[name]
             self.tracker.advance(name, Phase.REJOINED if run.phase is Phase.VERIFIED else Phase.ROLLED_BACK)
 

@@ -2,7 +2,7 @@
 ``Tracker`` and return False to fail only that host (an exception or ``OperationError`` would stop every
 host of the State).
 
-+ ``read_host``: the release record and the units' state.
++ ``read_host``: the release record, the units' state and each running replica's GET /health.
 + ``stage_units``, ``headroom``: pre-stage (with the engine's image and weights operations): the new unit
   files beside the running ones, and the headroom gate counting the memory the old replicas will free.
 + ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
@@ -71,10 +71,22 @@ def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
     if not ok:
         return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
     try:
-        tracker.facts[host.name] = parse_read(host.name, out)
+        facts = parse_read(host.name, out)
     except ReleaseError as err:
         return tracker.fail(host.name, str(err).removeprefix(f"{host.name}: "))
+    ports = _serving_ports(facts)
+    if ports:
+        facts.healthy = all(_healthy(host, port) for port in ports)
+    tracker.facts[host.name] = facts
     return True
+
+
+def _healthy(host: Any, port: int) -> bool:
+    try:
+        with forwarded(host, port) as url:
+            return httpx.get(f"{url}/health", timeout=5.0).status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
 
 
 @operation(is_idempotent=False)
