@@ -10,7 +10,8 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import HostPlan, host_plan
 from ms4fleet.rollout import changes
-from ms4fleet.rollout.changes import Change, classify
+from ms4fleet.rollout.changes import Change, classify, host_change
+from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
 
 REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
 _SECTIONS: dict[str, Any] = {
@@ -82,3 +83,43 @@ def test_an_unknown_part_counts_as_a_restart_not_as_nothing() -> None:
     old, new = plan().to_json(), plan().to_json()
     new["something_new"] = 1
     assert classify(old, new).change is Change.REPLICA_RESTART
+
+
+def recorded(**sections: dict[str, Any]) -> Release:
+    """A release as the rollout records it (with its plan), read back from the host's JSON."""
+    hp = plan(**sections)
+    release = release_for(hp.config, hp.serving, created="2026-12-01T00:00:00Z", host_plan=hp)
+    return ReleaseRecord.parse("gpu-1", ReleaseRecord(current=release).to_json()).current or release
+
+
+def test_releases_carry_their_plan_and_classify_from_the_record() -> None:
+    old = recorded()
+    assert old.plan is not None and all("content" not in f for f in old.plan["files"])
+    assert host_change(old, recorded()).change is Change.NONE
+    driver = host_change(old, recorded(provision={"driver_version": "580.82.07"}))
+    assert (driver.change, driver.provisions) == (Change.REBOOT, True)
+    flags = host_change(old, recorded(serving={"max_num_seqs": 32, "api_key": {"env": "TEST_VLLM_KEY"}}))
+    assert (flags.change, flags.provisions) == (Change.REPLICA_RESTART, False)
+    live = host_change(old, recorded(provision={"reboot": "never"}))
+    assert (live.change, live.provisions) == (Change.LIVE, True)
+    # The plan is not part of the serving release's id: a live change keeps the id.
+    assert recorded(provision={"reboot": "never"}).id == old.id
+
+
+def test_a_record_without_a_plan_is_compared_by_its_serving_release_only() -> None:
+    hp = plan()
+    bare = release_for(hp.config, hp.serving, created="2026-12-01T00:00:00Z")
+    assert "plan" not in bare.to_dict()
+    assert host_change(bare, recorded()).change is Change.NONE
+    other = recorded(serving={"max_num_seqs": 32, "api_key": {"env": "TEST_VLLM_KEY"}})
+    assert host_change(bare, other).change is Change.REPLICA_RESTART
+    assert host_change(None, other).change is Change.REBOOT
+
+
+def test_a_live_change_replaces_the_current_record_and_keeps_the_rollback_target() -> None:
+    first, second = recorded(), recorded(serving={"max_num_seqs": 32, "api_key": {"env": "TEST_VLLM_KEY"}})
+    record = ReleaseRecord().advance(first).advance(second)
+    live = recorded(serving={"max_num_seqs": 32, "api_key": {"env": "TEST_VLLM_KEY"}}, provision={"reboot": "never"})
+    after = record.advance(live)
+    assert after.current is not None and after.current.plan == live.plan and after.previous == first
+    assert after.advance(live) is after

@@ -1,8 +1,10 @@
 """What a change of a host's desired state does to a serving host, decided from two ``HostPlan``s.
 
 + ``classify(old, new)``: the plan a host runs now (``None``: nothing installed) against the one wanted,
-  each a ``HostPlan`` or its ``to_json()``; returns a ``Classified``: the most disruptive ``Change`` and one
-  reason per differing part.
+  each a ``HostPlan`` or its ``to_json()``; returns a ``Classified``: the most disruptive ``Change``, one
+  reason per differing part, and whether any part is the host's provisioning (packages, files other than
+  the replicas' units, daemon.json, services), which the engine then applies as its deploy does.
++ ``host_change(current, target)``: the same from two ``Release``s (the plan each was recorded with).
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
@@ -22,6 +24,7 @@ from enum import IntEnum
 from typing import Any
 
 from ms4fleet.hostplan import HostPlan
+from ms4fleet.rollout.release import Release
 
 
 class Change(IntEnum):
@@ -45,9 +48,11 @@ class Change(IntEnum):
 class Classified:
     change: Change
     reasons: tuple[str, ...] = ()
+    # A part outside the replicas changed: the engine runs its provisioning (packages, files, Docker).
+    provisions: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change": self.change.label, "reasons": list(self.reasons)}
+        return {"change": self.change.label, "reasons": list(self.reasons), "provisions": self.provisions}
 
 
 # Top-level keys of HostPlan.to_json() and what a difference there means.
@@ -91,6 +96,8 @@ _FILE_KINDS = {
 # Weights keys that change what the replicas load; the others only change how the controller fetches.
 _WEIGHTS_SERVED = ("source", "repo_id", "revision", "profile", "include", "exclude", "dest", "owner")
 _UNIT_ROLES = {"replica": Change.REPLICA_RESTART, "provision": Change.LIVE}
+# Top-level keys applied by the engine's provisioning, not by switching the replicas.
+_PROVISIONING = frozenset({"apt", "reboot", "service_user", "merged_files"})
 
 
 def _doc(plan: HostPlan | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,7 +117,7 @@ def classify(old: HostPlan | Mapping[str, Any] | None, new: HostPlan | Mapping[s
     if old is None:
         return Classified(Change.REBOOT, ("nothing installed yet: a first install (it serves nothing yet)",))
     a, b = _doc(old), _doc(new)
-    found: list[tuple[Change, str]] = []
+    found: list[tuple[Change, str, bool]] = []
     for key in sorted(set(a) | set(b)):
         before, after = a.get(key), b.get(key)
         if before == after:
@@ -119,33 +126,50 @@ def classify(old: HostPlan | Mapping[str, Any] | None, new: HostPlan | Mapping[s
             old_groups, new_groups = _by(before, "group"), _by(after, "group")
             for group in sorted(set(old_groups) | set(new_groups)):
                 if old_groups.get(group) != new_groups.get(group):
-                    found.append((_GROUPS.get(group, Change.REPLICA_RESTART), f"packages {group}"))
+                    found.append((_GROUPS.get(group, Change.REPLICA_RESTART), f"packages {group}", True))
         elif key == "files":
             old_files, new_files = _by(before, "path"), _by(after, "path")
             for path in sorted(set(old_files) | set(new_files)):
                 o, n = old_files.get(path), new_files.get(path)
                 if o is None or n is None or _file_sig(o) != _file_sig(n):
                     kind = str((n or o or {}).get("kind", ""))
-                    found.append((_FILE_KINDS.get(kind, Change.REPLICA_RESTART), f"file {path}"))
+                    found.append((_FILE_KINDS.get(kind, Change.REPLICA_RESTART), f"file {path}", kind != "unit"))
         elif key == "units":
             old_units, new_units = _by(before, "name"), _by(after, "name")
             for name in sorted(set(old_units) | set(new_units)):
                 if old_units.get(name) != new_units.get(name):
                     role = str((new_units.get(name) or old_units.get(name) or {}).get("role", ""))
-                    found.append((_UNIT_ROLES.get(role, Change.REPLICA_RESTART), f"unit {name}"))
+                    found.append((_UNIT_ROLES.get(role, Change.REPLICA_RESTART), f"unit {name}", role == "provision"))
         elif key == "weights":
             o, n = before or {}, after or {}
             served = [k for k in _WEIGHTS_SERVED if o.get(k) != n.get(k)]
             if served:
-                found.append((Change.REPLICA_RESTART, f"weights {', '.join(served)}"))
+                found.append((Change.REPLICA_RESTART, f"weights {', '.join(served)}", False))
             else:
-                found.append((Change.LIVE, "weights fetch"))
+                found.append((Change.LIVE, "weights fetch", False))
         elif key == "merged_files":
-            found.append((Change.DOCKER_RESTART, "Docker daemon.json"))
+            found.append((Change.DOCKER_RESTART, "Docker daemon.json", True))
         else:
-            found.append((_PLAIN.get(key, Change.REPLICA_RESTART), key))
-    found = [(change, why) for change, why in found if change is not Change.NONE]
+            found.append((_PLAIN.get(key, Change.REPLICA_RESTART), key, key in _PROVISIONING))
+    found = [entry for entry in found if entry[0] is not Change.NONE]
     if not found:
         return Classified(Change.NONE)
-    worst = max(change for change, _ in found)
-    return Classified(worst, tuple(f"{why} ({change.label})" for change, why in found))
+    worst = max(change for change, _, _ in found)
+    reasons = tuple(f"{why} ({change.label})" for change, why, _ in found)
+    return Classified(worst, reasons, any(provisions for _, _, provisions in found))
+
+
+def host_change(current: Release | None, target: Release) -> Classified:
+    """The change from the release a host runs to ``target``. A release recorded without its plan (by an
+    older ms4fleet, or by the Ansible rollout) is compared by its serving parts only."""
+    if current is None:
+        return classify(None, target.plan or {})
+    if current.plan is not None and target.plan is not None:
+        found = classify(current.plan, target.plan)
+        if current.id != target.id and found.change < Change.REPLICA_RESTART:
+            # The release id covers the unit bytes, argv, image and weights: replicas restart whatever the plan says.
+            return Classified(Change.REPLICA_RESTART, (*found.reasons, "release (replica-restart)"), found.provisions)
+        return found
+    if current.id == target.id:
+        return Classified(Change.NONE)
+    return Classified(Change.REPLICA_RESTART, ("release (replica-restart; recorded without a plan)",))

@@ -2,9 +2,11 @@
 
     read every host's release, health and place in the load balancer -> plan waves and check that the
     policy keeps capacity, counting the hosts already out of service (core; refused before anything
-    stops) -> for each wave:
+    stops). Each host's change is classified by the core from the plan its release was recorded with:
+    live changes (no restart) are applied in service, never drained; every other host goes in waves:
         pre-stage all its hosts (nothing stops) -> for each batch of <= max-unavailable hosts:
-            LB: mark the batch down, reload, old workers finish -> switch (drain wait, stop, start, verify)
+            LB: mark the batch down, reload, old workers finish -> provisioning where it changed (packages,
+            driver with its reboot, daemon.json with Docker's restart) -> switch (drain wait, stop, start, verify)
             -> roll back the hosts that failed -> LB: rejoin every host that serves
         gate: the next wave only when every host of this one rejoined at the new release
 
@@ -18,8 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ms4fleet.config import ConfigError
-from ms4fleet.hostplan import plan_for_data
+from ms4fleet.hostplan import HostPlan, plan_for_data
 from ms4fleet.inventory import Fleet, HostSpec
+from ms4fleet.rollout.changes import Change, Classified, host_change
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.lb import Routed
@@ -30,6 +33,8 @@ from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
 from ms4fleet.weights.stage import target_for
+from ms4fleet_pyinfra.deploys.host import provision, replan
+from ms4fleet_pyinfra.facts import OsReleaseFact
 from ms4fleet_pyinfra.operations import docker, weights
 from ms4fleet_pyinfra.rollout import hostops
 from ms4fleet_pyinfra.rollout.lbctl import LbHost, LoadBalancer, backends_for
@@ -60,10 +65,15 @@ class Rollout:
             if config.weights is None:
                 raise ConfigError(name, "weights", "is missing: a rollout needs ms4fleet_weights (source, revision)")
         self.plans: dict[str, ServingPlan] = {name: plan_host(c) for name, c in self.configs.items()}
+        self.hostplans: dict[str, HostPlan] = {
+            spec.name: plan_for_data(spec.config, dict(spec.data)) for spec in self.fleet
+        }
         created = now_iso()
         self.targets: dict[str, Release] = {
-            name: release_for(self.configs[name], plan, created) for name, plan in self.plans.items()
+            name: release_for(self.configs[name], plan, created, self.hostplans[name])
+            for name, plan in self.plans.items()
         }
+        self.changes: dict[str, Classified] = {}
         self.requests: dict[str, WeightsRequest] = {}
         for name, config in self.configs.items():
             try:
@@ -112,9 +122,13 @@ class Rollout:
                 self.out_of_lb.add(name)
             else:
                 self.serving_at_start.add(name)
-            if serving and current is not None and current.id == self.targets[name].id:
+            change = self.changes[name] = host_change(current, self.targets[name])
+            run = self.tracker.runs[name]
+            run.change, run.change_reasons = change.change.label, list(change.reasons)
+            if serving and change.change is Change.NONE:
                 self.tracker.advance(name, Phase.UNCHANGED)
-            else:
+            elif not (serving and change.change is Change.LIVE):
+                # Live changes of serving hosts are applied in service (apply_live), outside the waves.
                 changing.add(name)
         fleet = list(self.specs)
         plan = plan_waves(fleet, changing, self.policy, unavailable=self.out_of_lb)
@@ -130,6 +144,26 @@ class Rollout:
             host = sorted(result.failed)[0]
             raise Stop(f"load balancer {host}: {self.lb.errors.get(host, 'unreachable')}; nothing was changed")
         return routed
+
+    def live(self) -> list[str]:
+        """Serving hosts whose change restarts nothing: applied in place, never drained."""
+        return [n for n, c in self.changes.items() if c.change is Change.LIVE and n not in self.out_of_lb]
+
+    def apply_live(self, names: Sequence[str]) -> None:
+        def build(spec: HostSpec) -> None:
+            from pyinfra.context import host
+
+            if self.changes[spec.name].provisions:
+                provision(replan(self.hostplans[spec.name], host.get_fact(OsReleaseFact)))
+            hostops.record_release(
+                tracker=self.tracker, release=self.targets[spec.name], sudo=sudo_for(spec), name="record release"
+            )
+
+        result = run_state(self._hosts(names), build)
+        for name in names:
+            if name not in result.failed:
+                self.tracker.advance(name, Phase.APPLIED)
+        self._stop_on(result, names, "live change")
 
     def prestage(self, names: Sequence[str]) -> None:
         def build(spec: HostSpec) -> None:
@@ -202,6 +236,12 @@ class Rollout:
             name = spec.name
             sudo = sudo_for(spec)
             plan, release = self.plans[name], self.targets[name]
+            if self.changes[name].provisions:
+                from pyinfra.context import host
+
+                # The deploy's own provisioning: it restarts Docker only if daemon.json changed and reboots
+                # only if the driver changed (and the reboot policy allows), on this batch's hosts alone.
+                provision(replan(self.hostplans[name], host.get_fact(OsReleaseFact)))
             hostops.start_release(tracker=self.tracker, plan=plan, release=release, sudo=sudo, name="start")
             hostops.await_release(
                 tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="verify"
@@ -256,6 +296,9 @@ class Rollout:
             plan = self.read()
             if plan.waves:
                 self.route("initial configuration")
+            live = self.live()
+            if live:
+                self.apply_live(live)
             for wave in plan.waves:
                 self.prestage(wave.hosts)
                 for batch in wave.batches:

@@ -8,6 +8,7 @@ host of the State).
 + ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
 + ``await_release``: wait until systemd reports them ready, verify every replica, record the release.
 + ``rollback``: the previous release's units back, started and verified.
++ ``record_release``: a live change applied (nothing restarted): the release recorded with its new plan.
 """
 
 from __future__ import annotations
@@ -314,6 +315,20 @@ def _verify_and_record(
     tracker.facts[host.name] = HostFacts(record, dict.fromkeys(units, "active"))
     tracker.advance(host.name, Phase.VERIFIED)
     return True
+
+
+def _record(state: Any, host: Any, tracker: Tracker, release: Release, sudo: bool) -> bool:
+    record = tracker.facts[host.name].record.advance(release)
+    written, why = _write_files(host, {RELEASE_FILE: record.to_json()}, sudo)
+    if not written:
+        return tracker.fail(host.name, f"record release: {why}")
+    tracker.facts[host.name].record = record
+    return True
+
+
+@operation(is_idempotent=False)
+def record_release(tracker: Tracker, release: Release, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_record, (tracker, release, sudo), {})
 
 
 @operation(is_idempotent=False)
