@@ -16,8 +16,10 @@ their release, an unreachable host stays out of the load balancer. The report sa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ms4fleet.config import ConfigError
 from ms4fleet.hostplan import HostPlan, plan_for_data
@@ -25,10 +27,11 @@ from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout.changes import Change, Classified, host_change
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.journal import Journal
 from ms4fleet.rollout.lb import Routed
 from ms4fleet.rollout.release import Release, now_iso, release_for
 from ms4fleet.rollout.report import RolloutReport
-from ms4fleet.rollout.waves import Policy, RolloutPlan, check_capacity, plan_waves, serving_floor
+from ms4fleet.rollout.waves import Policy, PolicyError, RolloutPlan, check_capacity, plan_waves, serving_floor
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
@@ -42,6 +45,10 @@ from ms4fleet_pyinfra.rollout.session import StateResult, run_state, sudo_for
 from ms4fleet_pyinfra.rollout.tracker import Listener, Tracker
 
 ENGINE = "pyinfra"
+# A load balancer that fails to take a verified host back is tried again before the rollout stops.
+REJOIN_TRIES = 3
+REJOIN_RETRY_S = 2.0
+INTERRUPTED = "interrupted (SIGINT/SIGTERM) mid-rollout: continue with `ms4fleet rollout --resume`"
 
 
 class Stop(Exception):
@@ -55,6 +62,11 @@ class Rollout:
     lb_hosts: Sequence[LbHost] = ()
     listeners: list[Listener] = field(default_factory=list)
     tracker: Tracker = field(default_factory=Tracker)
+    # The controller's journal of this fleet's rollouts (None: nothing is journaled, as in unit tests).
+    journal: Journal | None = None
+    resume: bool = False
+    # Earlier runs of the rollout this one resumes (``ms4fleet.rollout.journal.summary``), for the report.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Everything decidable without a host is decided here: a bad host or option fails before any
@@ -81,6 +93,7 @@ class Rollout:
             except WeightsError as err:
                 raise ConfigError(name, "weights", str(err).removeprefix(f"{name}: ")) from None
         self.lb = LoadBalancer(self.lb_hosts, backends_for(list(self.fleet), self.plans)) if self.lb_hosts else None
+        self.tracker.listeners.append(self._journal_phase)
         self.tracker.listeners.extend(self.listeners)
         self.tracker.targets = self.targets
         self.tracker.runs = {
@@ -92,6 +105,13 @@ class Rollout:
         self.plan: RolloutPlan | None = None
 
     # ------------------------------------------------------------------------------------------ steps
+
+    def _log(self, event: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.write(event, **fields)
+
+    def _journal_phase(self, run: HostRun, phase: Phase) -> None:
+        self._log("phase", host=run.name, phase=str(phase), t=round(run.history[-1][1], 3), detail=run.detail)
 
     def _hosts(self, names: Sequence[str]) -> list[HostSpec]:
         return [self.specs[name] for name in names]
@@ -211,11 +231,18 @@ class Rollout:
                 raise Stop(f"{step}: would take the last serving host out of the load balancer")
             # No replica serves (a first rollout): there is nothing to route to or drain yet.
             return
-        result = self.lb.apply(self.out_of_lb)
-        if result.failed:
-            host = sorted(result.failed)[0]
-            why = self.lb.errors.get(host, "unreachable")
-            raise Stop(f"load balancer {host}: {step}: {why}")
+        down = sorted(self.out_of_lb)
+        tries = REJOIN_TRIES if step == "rejoin" else 1
+        for attempt in range(1, tries + 1):
+            result = self.lb.apply(self.out_of_lb)
+            self._log("lb", step=step, down=down, ok=not result.failed, attempt=attempt)
+            if not result.failed:
+                return
+            if attempt < tries:
+                time.sleep(REJOIN_RETRY_S)
+        host = sorted(result.failed)[0]
+        why = self.lb.errors.get(host, "unreachable")
+        raise Stop(f"load balancer {host}: {step}: {why} (after {tries} attempt(s))")
 
     def switch_batch(self, batch: Sequence[str]) -> None:
         serving = set(self.specs) - self.out_of_lb
@@ -262,7 +289,12 @@ class Rollout:
         self.rollback(to_roll_back)
         back = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
         self.out_of_lb.difference_update(back)
-        self.route("rejoin")
+        try:
+            self.route("rejoin")
+        except Stop as stop:
+            # Verified but still out: the report says so, and the next run sees them down and rejoins them.
+            self.out_of_lb.update(back)
+            raise Stop(f"{stop}; verified but still out of the load balancer: {', '.join(back)}") from None
         for name in back:
             run = self.tracker.runs[name]
             self.tracker.advance(name, Phase.REJOINED if run.phase is Phase.VERIFIED else Phase.ROLLED_BACK)
@@ -292,8 +324,21 @@ class Rollout:
     def run(self) -> RolloutReport:
         started_at = now_iso()
         stopped = ""
+        self._log(
+            "start",
+            resume=self.resume,
+            inventory=self.fleet.path,
+            engine=ENGINE,
+            policy=self.policy.to_dict(),
+            targets={name: release.id for name, release in self.targets.items()},
+        )
         try:
-            plan = self.read()
+            try:
+                plan = self.read()
+            except PolicyError as err:
+                self._log("end", outcome="refused", exit_code=2, stopped=str(err))
+                raise
+            self._log("plan", plan=plan.to_dict(), out_of_lb=sorted(self.out_of_lb))
             if plan.waves:
                 self.route("initial configuration")
             live = self.live()
@@ -308,7 +353,12 @@ class Rollout:
                         raise Stop(wave_gate(self.tracker.runs[n] for n in batch).reason)
         except Stop as stop:
             stopped = str(stop)
-        return RolloutReport(
+        except KeyboardInterrupt:
+            # Hosts mid-switch stay out of the load balancer; --resume reads them as unavailable and switches
+            # them first, and none rejoins before it passes verification.
+            stopped = INTERRUPTED
+            self._log("interrupted", stopped=stopped, out_of_lb=sorted(self.out_of_lb))
+        report = RolloutReport(
             inventory=self.fleet.path,
             engine=ENGINE,
             started_at=started_at,
@@ -317,4 +367,8 @@ class Rollout:
             duration_s=self.tracker.now(),
             stopped=stopped,
             notes=list(self.plan.warnings) if self.plan else [],
+            earlier=self.earlier,
         )
+        if stopped != INTERRUPTED:
+            self._log("end", outcome=report.outcome, exit_code=report.exit_code, stopped=stopped)
+        return report
