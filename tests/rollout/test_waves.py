@@ -157,4 +157,6 @@ def test_a_fleet_where_nothing_serves_may_go_wide() -> None:
     plan = plan_waves(FOUR, set(FOUR), Policy(canary=0, wave=WaveSize.parse("100%"), max_unavailable=3), set(FOUR))
     check_capacity(FOUR, set(FOUR), plan)
     assert serving_floor(4, Policy()) == 3 and serving_floor(2, Policy(max_unavailable=1)) == 1
-    assert serving_floor(1, Policy()) == 1
+    # A one-host fleet is allowed (with check_policy's warning): it stops serving while it switches.
+    assert serving_floor(1, Policy()) == 0
+    check_capacity(["solo"], set(), plan_waves(["solo"], {"solo"}, Policy()))

@@ -166,8 +166,9 @@ def plan_waves(
 
 def serving_floor(fleet_size: int, policy: Policy) -> int:
     """Hosts that must serve at every moment of a rollout: ``hosts - max_unavailable``, and never 0 once
-    something serves (the last serving replica is never drained)."""
-    return max(fleet_size - policy.max_unavailable, 1)
+    something serves (the last serving replica is never drained), except in a one-host fleet, which
+    ``check_policy`` allows with its warning that it stops serving while it switches."""
+    return 0 if fleet_size == 1 else max(fleet_size - policy.max_unavailable, 1)
 
 
 def check_capacity(fleet: Sequence[str], unavailable: Collection[str], plan: RolloutPlan) -> None:

@@ -226,10 +226,11 @@ class Rollout:
         if self.lb is None:
             return
         if self.out_of_lb >= set(self.specs):
-            if self.serving_at_start:
+            if self.serving_at_start and len(self.specs) > 1:
                 # check_capacity and switch_batch refuse this first; never let a bug drain the last host.
                 raise Stop(f"{step}: would take the last serving host out of the load balancer")
-            # No replica serves (a first rollout): there is nothing to route to or drain yet.
+            # No replica serves (a first rollout), or the one host of a one-host fleet switches (its warned
+            # outage): nginx cannot be left with no replica up, so its config stays as it is.
             return
         down = sorted(self.out_of_lb)
         tries = REJOIN_TRIES if step == "rejoin" else 1
