@@ -176,7 +176,7 @@ def test_controller_killed_mid_wave_then_resume_completes_with_one_report(
             [*command, "--report-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         try:
-            deadline = time.monotonic() + 300
+            deadline = time.monotonic() + 600
             while not any(e["event"] == "plan" for e in journal.read()):
                 assert controller.poll() is None and time.monotonic() < deadline, controller.stderr
                 time.sleep(0.2)
