@@ -4,10 +4,18 @@ brought up once per session under its own fleet name so it never races other sim
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from ms4fleet.rollout.journal import STATE_ENV
 from tests.rollout.world import World, world
+
+
+@pytest.fixture(autouse=True)
+def rollout_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's rollouts lock and journal under its own controller state directory."""
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "controller-state"))
 
 
 @pytest.fixture(scope="session")

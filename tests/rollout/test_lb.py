@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ms4fleet.rollout.lb import Backend, LbSettings, in_flight, nginx_conf, wait_drained
+from ms4fleet.rollout.lb import Backend, LbSettings, in_flight, nginx_conf, routed, wait_drained
 
 BACKENDS = [Backend("gpu-1", "10.0.0.1", 8000), Backend("gpu-1", "10.0.0.1", 8001), Backend("gpu-2", "10.0.0.2", 8000)]
 
@@ -87,3 +87,15 @@ def test_drain_times_out_and_unreadable_is_not_drained() -> None:
     clock = FakeClock()
     busy = wait_drained(lambda: 2.0, timeout_s=2, interval_s=1, clock=clock, sleep=clock.sleep)
     assert not busy.drained and busy.last_in_flight == 2.0
+
+
+def test_the_config_reads_back_as_what_it_routes_to() -> None:
+    ipv6 = [*BACKENDS, Backend("gpu-3", "fd00::3", 8000)]
+    state = routed(nginx_conf(ipv6, down={"gpu-2"}))
+    assert (state.up, state.down) == ({"gpu-1", "gpu-3"}, {"gpu-2"})
+    # One replica of a host down makes the host count as down (it does not serve at full capacity).
+    half = nginx_conf(BACKENDS).replace(
+        "10.0.0.1:8001 max_fails=1 fail_timeout=10s;", "10.0.0.1:8001 max_fails=1 fail_timeout=10s down;"
+    )
+    assert routed(half).down == {"gpu-1"} and routed(half).up == {"gpu-2"}
+    assert routed("") == routed("# not ours\nupstream x { server 10.0.0.9:1; }\n")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,13 @@ from ms4fleet import paths
 from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.journal import JOURNAL_NAME, Journal, fleet_dir, unfinished
 from ms4fleet.rollout.release import RELEASE_FILE
 from ms4fleet.rollout.waves import Policy, WaveSize
+from ms4fleet.serving import plan_host
 from ms4fleet_pyinfra.rollout.cli import register_rollout, register_status
 from ms4fleet_pyinfra.rollout.driver import Rollout
-from ms4fleet_pyinfra.rollout.lbctl import load_lb_inventory
+from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_inventory
 from ms4fleet_sim import dockercli
 from tests.rollout.load import Load
 from tests.rollout.world import REVISION_B, World
@@ -98,6 +103,40 @@ def test_first_rollout_then_the_same_release_again_changes_nothing(rollout_world
     assert host_state(rollout_world) == before
 
 
+def test_three_of_four_hosts_out_of_the_lb_refuses_before_anything_stops(
+    rollout_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: with 3 of 4 hosts drained, a rollout with default options once stopped the last serving
+    host. It must be refused with one line, and nothing on any host or the load balancer may change."""
+    inventory = rollout_world.inventory("release-refused", revision=REVISION_B)
+    fleet = load_inventory(inventory)
+    balancer = LoadBalancer(
+        load_lb_inventory(str(rollout_world.lb_inventory())),
+        backends_for(list(fleet), {spec.name: plan_host(spec.config) for spec in fleet}),
+    )
+    assert not balancer.apply({"rollout-1", "rollout-2", "rollout-3"}).failed
+    try:
+        before, conf = host_state(rollout_world), lb_conf(rollout_world)
+        capsys.readouterr()
+        with Load(rollout_world.lb_url, workers=1) as load:
+            load.wait_for(5)
+            code = cli(
+                "rollout", str(inventory), "--lb-inventory", str(rollout_world.lb_inventory()),
+                "--report-dir", str(tmp_path / "refused"),
+            )  # fmt: skip
+            load.wait_for(load.result.ok + 5)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, err
+        assert len(err) == 1 and err[0].startswith("ms4fleet: error: refused, nothing was changed: "), err
+        assert "3 of 4 hosts (rollout-1, rollout-2, rollout-3) are already out of the load balancer" in err[0]
+        assert host_state(rollout_world) == before and lb_conf(rollout_world) == conf
+        assert not (tmp_path / "refused" / "rollout.json").exists()
+        assert load.result.failed == 0, load.result.reasons
+    finally:
+        assert not balancer.apply(set()).failed
+    assert "down;" not in lb_conf(rollout_world)
+
+
 def test_rollout_under_client_load_through_the_lb_fails_no_request(rollout_world: World, tmp_path: Path) -> None:
     inventory = rollout_world.inventory("release-b", revision=REVISION_B)
     before = {h.name: current_release(rollout_world, h.name)["current"]["id"] for h in rollout_world.gpu}
@@ -119,6 +158,64 @@ def test_rollout_under_client_load_through_the_lb_fails_no_request(rollout_world
     assert min(n for _, n in points) == total - 2 and points[-1][1] == total
     page = (tmp_path / "b" / "rollout.html").read_text()
     assert "<svg" in page and "rollout-4" in page
+
+
+def test_controller_killed_mid_wave_then_resume_completes_with_one_report(
+    rollout_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL the controller once a host of the second wave is stopped: a concurrent rollout meanwhile is
+    refused naming the holder; --resume switches the host left drained first, completes, fails no request,
+    and its report covers both runs."""
+    inventory = rollout_world.inventory("release-e", revision=REVISION_B, max_num_seqs=48)
+    journal = Journal(fleet_dir([h.name for h in rollout_world.gpu]) / JOURNAL_NAME)
+    options = ["--lb-inventory", str(rollout_world.lb_inventory()), "--canary", "1", "--wave", "2"]
+    command = [str(Path(sys.executable).with_name("ms4fleet")), "rollout", str(inventory), *options]
+    with Load(rollout_world.lb_url, workers=2) as load:
+        load.wait_for(20)
+        controller = subprocess.Popen(
+            [*command, "--report-dir", str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not any(e["event"] == "plan" for e in journal.read()):
+                assert controller.poll() is None and time.monotonic() < deadline, controller.stderr
+                time.sleep(0.2)
+            capsys.readouterr()
+            assert cli("rollout", str(inventory), *options, "--report-dir", str(tmp_path / "second")) == 2
+            refused = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ms4fleet")]
+            assert len(refused) == 1 and f"pid {controller.pid}, since " in refused[0], refused
+            assert "another rollout of this fleet is running (user " in refused[0]
+            while not any(e.get("host") == "rollout-2" and e.get("phase") == "stopped" for e in journal.read()):
+                assert controller.poll() is None and time.monotonic() < deadline, controller.stderr
+                time.sleep(0.1)
+        finally:
+            controller.kill()
+            controller.wait()
+        assert not (tmp_path / "killed" / "rollout.json").exists()
+        assert "# rollout-2" in next(line for line in lb_conf(rollout_world).splitlines() if " down;" in line)
+        code, report = rollout(rollout_world, inventory, tmp_path / "resumed", *options[2:], "--resume")
+        load.wait_for(load.result.ok + 20)
+    assert (code, report["outcome"]) == (0, "complete"), report["stopped"]
+    assert load.result.failed == 0, load.result.reasons
+    # One report covers both runs: the killed one from the journal, then this one.
+    (killed,) = report["earlier_runs"]
+    assert killed["ended"] == "controller died (no end in the journal)"
+    assert [p["phase"] for p in killed["hosts"]["rollout-1"]][-1] == "rejoined"
+    assert [p["phase"] for p in killed["hosts"]["rollout-2"]][-1] == "stopped"
+    phases = {h["host"]: h["phase"] for h in report["hosts"]}
+    assert phases == {
+        "rollout-1": "unchanged",
+        "rollout-2": "rejoined",
+        "rollout-3": "rejoined",
+        "rollout-4": "rejoined",
+    }
+    # The host left drained went first (it cost no capacity), and nothing rejoined unverified.
+    assert report["plan"]["waves"][0]["hosts"] == ["rollout-2"]
+    target = report["hosts"][1]["target"]
+    for host in rollout_world.gpu:
+        assert current_release(rollout_world, host.name)["current"]["id"] == target
+    assert "down;" not in lb_conf(rollout_world)
+    assert journal.read()[-1]["event"] == "end" and not unfinished(journal.read())
 
 
 def test_canary_failing_verification_is_rolled_back_and_stops_the_rollout(rollout_world: World, tmp_path: Path) -> None:

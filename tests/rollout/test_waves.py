@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ms4fleet.rollout.waves import Policy, PolicyError, WaveSize, plan_waves
+from ms4fleet.rollout.waves import (
+    CapacityError,
+    Policy,
+    PolicyError,
+    WaveSize,
+    check_capacity,
+    plan_waves,
+    serving_floor,
+)
 
 FLEET = [f"gpu-{i}" for i in range(1, 9)]
 
@@ -101,3 +109,54 @@ def test_unknown_or_duplicate_hosts() -> None:
         plan_waves(["a", "a"], set(), Policy())
     with pytest.raises(PolicyError, match="no hosts"):
         plan_waves([], set(), Policy())
+
+
+FOUR = ["gpu-1", "gpu-2", "gpu-3", "gpu-4"]
+
+
+def test_three_of_four_already_drained_is_refused_with_one_line_by_default() -> None:
+    down = {"gpu-1", "gpu-2", "gpu-3"}
+    plan = plan_waves(FOUR, set(FOUR), Policy(), unavailable=down)
+    with pytest.raises(CapacityError) as err:
+        check_capacity(FOUR, down, plan)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("--max-unavailable 1: 3 of 4 hosts (gpu-1, gpu-2, gpu-3) are already out")
+    assert "1 serve(s) where 3 must keep serving" in message and "--max-unavailable 3" in message
+
+
+def test_hosts_out_of_service_change_first_and_a_wide_enough_policy_passes() -> None:
+    down = {"gpu-2", "gpu-3"}
+    plan = plan_waves(FOUR, set(FOUR), Policy(canary=1, wave=WaveSize.parse("1"), max_unavailable=2), down)
+    assert [w.hosts for w in plan.waves] == [("gpu-2",), ("gpu-3",), ("gpu-1",), ("gpu-4",)]
+    check_capacity(FOUR, down, plan)
+
+
+def test_the_last_serving_host_is_never_drained() -> None:
+    # max-unavailable 3 on 4 hosts: the floor is 1, and a batch holding the only serving host is refused.
+    policy = Policy(canary=0, wave=WaveSize.parse("100%"), max_unavailable=3)
+    down = {"gpu-1", "gpu-2", "gpu-3"}
+    plan = plan_waves(FOUR, {"gpu-4"}, policy, unavailable=down)
+    with pytest.raises(CapacityError, match="switching gpu-4 would leave 0 of 4 hosts serving, below 1"):
+        check_capacity(FOUR, down, plan)
+    # The same with the drained hosts switched first (and back) keeps one serving at every step.
+    whole = plan_waves(FOUR, set(FOUR), policy, unavailable=down)
+    assert [list(b) for w in whole.waves for b in w.batches] == [["gpu-1", "gpu-2", "gpu-3"], ["gpu-4"]]
+    check_capacity(FOUR, down, whole)
+
+
+def test_a_batch_that_mixes_down_and_serving_hosts_counts_both() -> None:
+    # gpu-1 is down; a batch of gpu-2 and gpu-3 would leave only gpu-4 (and gpu-1 back) ... counted per batch.
+    policy = Policy(canary=0, wave=WaveSize.parse("2"), max_unavailable=2)
+    plan = plan_waves(FOUR, {"gpu-2", "gpu-3"}, policy, unavailable={"gpu-1"})
+    with pytest.raises(CapacityError, match="switching gpu-2, gpu-3 would leave 1 of 4 hosts serving, below 2"):
+        check_capacity(FOUR, {"gpu-1"}, plan)
+
+
+def test_a_fleet_where_nothing_serves_may_go_wide() -> None:
+    plan = plan_waves(FOUR, set(FOUR), Policy(canary=0, wave=WaveSize.parse("100%"), max_unavailable=3), set(FOUR))
+    check_capacity(FOUR, set(FOUR), plan)
+    assert serving_floor(4, Policy()) == 3 and serving_floor(2, Policy(max_unavailable=1)) == 1
+    # A one-host fleet is allowed (with check_policy's warning): it stops serving while it switches.
+    assert serving_floor(1, Policy()) == 0
+    check_capacity(["solo"], set(), plan_waves(["solo"], {"solo"}, Policy()))

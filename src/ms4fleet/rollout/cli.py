@@ -82,6 +82,12 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"where rollout.json and rollout.html go (default {DEFAULT_REPORT_DIR})",
     )
     parser.add_argument("--dry", action="store_true", help="print the waves and stop")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue this fleet's interrupted rollout (killed, Ctrl-C, stopped) from the hosts' real state; "
+        "the report covers every run of it",
+    )
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:

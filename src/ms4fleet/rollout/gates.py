@@ -56,5 +56,5 @@ def wave_gate(runs: Iterable[HostRun]) -> GateDecision:
 
 
 def exit_code(runs: Iterable[HostRun]) -> int:
-    ok = all(run.phase in {Phase.REJOINED, Phase.UNCHANGED} for run in runs)
+    ok = all(run.phase in {Phase.REJOINED, Phase.UNCHANGED, Phase.APPLIED} for run in runs)
     return EXIT_OK if ok else EXIT_FAILED

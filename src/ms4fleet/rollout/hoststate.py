@@ -4,6 +4,7 @@
                   any step from drained on -> rolling-back -> rolled-back (old release serving again)
     any step -> failed (cannot go on, host left as the report says) | unreachable (lost the connection)
     pending -> unchanged (already at the release: not touched)
+    pending -> applied (a live change: applied in service, no replica restarted, never drained)
 
 ``HostRun.advance`` refuses any other move, so a driver bug cannot report a host as rejoined that was
 never verified. A host is in the load balancer (serving) in pending, prestaged, rejoined, rolled-back and
@@ -30,12 +31,13 @@ class Phase(StrEnum):
     FAILED = "failed"
     UNREACHABLE = "unreachable"
     UNCHANGED = "unchanged"
+    APPLIED = "applied"
 
 
 _SWITCHING = {Phase.DRAINED, Phase.STOPPED, Phase.STARTED, Phase.VERIFIED}
 _ALWAYS = {Phase.FAILED, Phase.UNREACHABLE}
 TRANSITIONS: dict[Phase, frozenset[Phase]] = {
-    Phase.PENDING: frozenset({Phase.PRESTAGED, Phase.UNCHANGED, *_ALWAYS}),
+    Phase.PENDING: frozenset({Phase.PRESTAGED, Phase.UNCHANGED, Phase.APPLIED, *_ALWAYS}),
     Phase.PRESTAGED: frozenset({Phase.DRAINED, *_ALWAYS}),
     Phase.DRAINED: frozenset({Phase.STOPPED, Phase.ROLLING_BACK, *_ALWAYS}),
     Phase.STOPPED: frozenset({Phase.STARTED, Phase.ROLLING_BACK, *_ALWAYS}),
@@ -47,9 +49,12 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     Phase.FAILED: frozenset(),
     Phase.UNREACHABLE: frozenset(),
     Phase.UNCHANGED: frozenset(),
+    Phase.APPLIED: frozenset(),
 }
 TERMINAL = frozenset(phase for phase, nexts in TRANSITIONS.items() if not nexts)
-IN_SERVICE = frozenset({Phase.PENDING, Phase.PRESTAGED, Phase.REJOINED, Phase.ROLLED_BACK, Phase.UNCHANGED})
+IN_SERVICE = frozenset(
+    {Phase.PENDING, Phase.PRESTAGED, Phase.REJOINED, Phase.ROLLED_BACK, Phase.UNCHANGED, Phase.APPLIED}
+)
 
 
 class InvalidTransition(RuntimeError):
@@ -70,6 +75,9 @@ class HostRun:
     causes: list[dict[str, Any]] = field(default_factory=list)
     # Seconds each replica took from `systemctl start` to ready, measured on the host.
     start_to_ready_s: float | None = None
+    # The core's classification of this host's change (ms4fleet.rollout.changes): kind and why.
+    change: str = ""
+    change_reasons: list[str] = field(default_factory=list)
 
     @property
     def phase(self) -> Phase:
@@ -86,7 +94,7 @@ class HostRun:
     @property
     def after(self) -> str | None:
         """The release the host serves at the end (None when unknown: failed or unreachable mid-switch)."""
-        if self.phase is Phase.REJOINED:
+        if self.phase in {Phase.REJOINED, Phase.APPLIED}:
             return self.target
         if self.phase in {Phase.ROLLED_BACK, Phase.UNCHANGED, Phase.PENDING, Phase.PRESTAGED}:
             return self.before
@@ -129,6 +137,8 @@ class HostRun:
             "gap_s": None if self.gap_s is None else round(self.gap_s, 3),
             "not_serving_s": None if self.not_serving_s is None else round(self.not_serving_s, 3),
             "start_to_ready_s": None if self.start_to_ready_s is None else round(self.start_to_ready_s, 3),
+            "change": self.change,
+            "change_reasons": self.change_reasons,
             "verification": self.verification,
             "causes": self.causes,
         }

@@ -3,6 +3,7 @@
 + ``nginx_conf(backends, down=...)``: the ``upstream`` of every replica (passive health: ``max_fails`` /
   ``fail_timeout``; a failed attempt moves to the next replica) and the ``server`` proxying to it. A host
   being drained has its replicas marked ``down``; ms4fleet writes the file and runs ``nginx -s reload``.
++ ``routed(conf_text)``: the hosts a config written by ``nginx_conf`` routes to, and those it marks down.
 + ``in_flight(metrics_text)``: requests a replica is still running or holding (vLLM's gauges).
 + ``wait_drained(poll, ...)``: poll until nothing is in flight, before the replica is stopped.
 
@@ -27,6 +28,7 @@ LISTEN_PORT = 8080
 IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # Old nginx workers rename themselves while they finish their requests after a reload.
 OLD_WORKER_TITLE = "nginx: worker process is shutting down"
+_SERVER = re.compile(r"^\s*server\s+\S+\s[^;#]*?(?P<down>\sdown)?;\s*#\s*(?P<host>\S+)\s*$", re.MULTILINE)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
 
 
@@ -104,6 +106,24 @@ def nginx_conf(backends: Sequence[Backend], down: Collection[str] = (), settings
             "",
         ]
     )
+
+
+@dataclass(frozen=True)
+class Routed:
+    """What a load balancer's config routes to now: hosts with a replica up, hosts with every replica down."""
+
+    up: frozenset[str]
+    down: frozenset[str]
+
+
+def routed(conf_text: str) -> Routed:
+    """Read back a config ``nginx_conf`` wrote (each server line names its host in a comment); a host with
+    any replica marked down counts as down."""
+    up: set[str] = set()
+    down: set[str] = set()
+    for match in _SERVER.finditer(conf_text):
+        (down if match.group("down") else up).add(match.group("host"))
+    return Routed(frozenset(up - down), frozenset(down))
 
 
 def in_flight(metrics_text: str) -> float:

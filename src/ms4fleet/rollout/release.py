@@ -20,6 +20,7 @@ from typing import Any
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import HostPlan
 from ms4fleet.serving import ServingPlan
 
 RELEASE_FILE = f"{paths.RELEASES_DIR}/releases.json"
@@ -43,6 +44,9 @@ class Release:
     weights_revision: str | None
     units: Mapping[str, str]
     created: str = field(default="", compare=False)
+    # The host's whole desired state (HostPlan JSON, file bytes as sha256, no secret value) this release was
+    # planned with: what the next rollout classifies its change against. Not part of the id.
+    plan: Mapping[str, Any] | None = field(default=None, compare=False)
 
     @property
     def unit_hash(self) -> str:
@@ -70,7 +74,7 @@ class Release:
         return f"{self.id} ({what}{weights}, {len(self.units)} replica(s))"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "runtime": self.runtime,
             "image": self.image,
@@ -80,6 +84,9 @@ class Release:
             "units": dict(sorted(self.units.items())),
             "created": self.created,
         }
+        if self.plan is not None:
+            out["plan"] = dict(self.plan)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Release:
@@ -90,6 +97,7 @@ class Release:
             weights_revision=None if data.get("weights_revision") is None else str(data["weights_revision"]),
             units={str(k): str(v) for k, v in dict(data["units"]).items()},
             created=str(data.get("created", "")),
+            plan=dict(data["plan"]) if isinstance(data.get("plan"), Mapping) else None,
         )
         if "id" in data and data["id"] != release.id:
             raise ValueError(f"id {data['id']} does not match its content ({release.id}): the record was edited")
@@ -100,7 +108,10 @@ def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def release_for(config: HostConfig, plan: ServingPlan, created: str | None = None) -> Release:
+def release_for(
+    config: HostConfig, plan: ServingPlan, created: str | None = None, host_plan: HostPlan | None = None
+) -> Release:
+    """``host_plan``: the host's whole plan, recorded with the release for the next rollout to classify."""
     runtime = config.runtime
     return Release(
         runtime=f"docker {plan.image}" if plan.image else f"native {runtime.venv} vllm=={runtime.vllm_version}",
@@ -109,6 +120,7 @@ def release_for(config: HostConfig, plan: ServingPlan, created: str | None = Non
         weights_revision=config.weights.revision if config.weights else None,
         units={r.unit_name: r.unit_text for r in plan.replicas},
         created=created or now_iso(),
+        plan=None if host_plan is None else host_plan.to_json(contents={}),
     )
 
 
@@ -120,9 +132,10 @@ class ReleaseRecord:
     previous: Release | None = None
 
     def advance(self, new: Release) -> ReleaseRecord:
-        """The record after ``new`` was verified on the host; the same release again changes nothing."""
+        """The record after ``new`` was verified on the host; the same release again changes nothing (the
+        same serving release with a changed plan, a change that restarted no replica, replaces ``current``)."""
         if self.current is not None and self.current.id == new.id:
-            return self
+            return self if self.current.plan == new.plan else ReleaseRecord(current=new, previous=self.previous)
         return ReleaseRecord(current=new, previous=self.current)
 
     def to_json(self) -> str:

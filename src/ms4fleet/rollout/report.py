@@ -48,6 +48,8 @@ class RolloutReport:
     duration_s: float = 0.0
     stopped: str = ""
     notes: list[str] = field(default_factory=list)
+    # Earlier runs of the same rollout (killed or interrupted, then resumed), from the controller's journal.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -56,7 +58,8 @@ class RolloutReport:
     @property
     def outcome(self) -> str:
         if all(run.phase is Phase.UNCHANGED for run in self.runs):
-            return "no-op"
+            # A resumed rollout whose hosts were all switched before the controller died did complete.
+            return "complete" if self.earlier else "no-op"
         return "complete" if self.exit_code == 0 else "stopped"
 
     @property
@@ -80,6 +83,7 @@ class RolloutReport:
             "stopped": self.stopped,
             "causes": self.causes(),
             "notes": self.notes,
+            "earlier_runs": self.earlier,
             "plan": self.plan.to_dict(),
             "hosts": [run.to_dict() for run in self.runs],
             "capacity": {

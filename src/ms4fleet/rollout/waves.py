@@ -4,6 +4,10 @@
   wave (the first ``canary`` hosts that change), then waves of ``wave`` hosts (a count, or a percentage of
   the fleet rounded up); inside a wave at most ``max_unavailable`` hosts are out of the load balancer at
   once (batches). Hosts already at the wanted release are left out: a second rollout plans zero waves.
+  Hosts that serve nothing now (``unavailable``) change first: switching them costs no capacity.
++ ``check_capacity(fleet, unavailable, plan)``: refuse (``CapacityError``, one line) a plan that would leave
+  fewer than ``hosts - max_unavailable`` hosts serving at any batch, or drain the last serving host, counting
+  the hosts already out of the load balancer or failing verification; before anything stops.
 
 Bad settings raise ``PolicyError`` naming the option and what to use, before any host is touched.
 """
@@ -21,6 +25,10 @@ _SIZE = re.compile(r"^(?P<number>\d+(?:\.\d+)?)(?P<percent>%?)$")
 
 class PolicyError(ValueError):
     """A rollout option that cannot be honoured; the message names the option."""
+
+
+class CapacityError(PolicyError):
+    """The fleet's real state (hosts already out of service) leaves no room for the policy."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +138,20 @@ def _batches(hosts: Sequence[str], size: int) -> tuple[tuple[str, ...], ...]:
     return tuple(tuple(hosts[i : i + size]) for i in range(0, len(hosts), size))
 
 
-def plan_waves(fleet: Sequence[str], changing: Collection[str], policy: Policy) -> RolloutPlan:
-    """Waves over the hosts of ``fleet`` (inventory order) that are in ``changing``."""
+def plan_waves(
+    fleet: Sequence[str], changing: Collection[str], policy: Policy, unavailable: Collection[str] = ()
+) -> RolloutPlan:
+    """Waves over the hosts of ``fleet`` (inventory order) that are in ``changing``; those in ``unavailable``
+    (serving nothing now) first, since taking them out of service costs nothing."""
     if len(set(fleet)) != len(fleet):
         raise PolicyError("the inventory lists a host twice: list each host once")
     unknown = set(changing) - set(fleet)
     if unknown:
         raise PolicyError(f"hosts {sorted(unknown)} are not in the inventory")
     warnings = check_policy(policy, len(fleet))
-    todo = [h for h in fleet if h in changing]
+    todo = [h for h in fleet if h in changing and h in unavailable] + [
+        h for h in fleet if h in changing and h not in unavailable
+    ]
     unchanged = tuple(h for h in fleet if h not in changing)
     waves: list[Wave] = []
     step = policy.max_unavailable
@@ -149,3 +162,39 @@ def plan_waves(fleet: Sequence[str], changing: Collection[str], policy: Policy) 
     for start in range(0, len(todo), size):
         waves.append(Wave(len(waves), "wave", _batches(todo[start : start + size], step)))
     return RolloutPlan(policy, tuple(waves), unchanged, tuple(warnings))
+
+
+def serving_floor(fleet_size: int, policy: Policy) -> int:
+    """Hosts that must serve at every moment of a rollout: ``hosts - max_unavailable``, and never 0 once
+    something serves (the last serving replica is never drained), except in a one-host fleet, which
+    ``check_policy`` allows with its warning that it stops serving while it switches."""
+    return 0 if fleet_size == 1 else max(fleet_size - policy.max_unavailable, 1)
+
+
+def check_capacity(fleet: Sequence[str], unavailable: Collection[str], plan: RolloutPlan) -> None:
+    """Raise ``CapacityError`` (one line) when ``plan`` would take the fleet below ``serving_floor`` at any
+    batch, counting the hosts of ``unavailable`` (out of the load balancer, failing verification) as down
+    and assuming every switched host rejoins. A fleet where nothing serves (a first install) has nothing
+    to keep and may go wide."""
+    down = [h for h in fleet if h in unavailable]
+    serving = {h for h in fleet if h not in unavailable}
+    if not serving:
+        return
+    floor = serving_floor(len(fleet), plan.policy)
+    k = plan.policy.max_unavailable
+    shown = ", ".join(down[:4]) + (f" and {len(down) - 4} more" if len(down) > 4 else "")
+    if len(serving) < floor:
+        raise CapacityError(
+            f"--max-unavailable {k}: {len(down)} of {len(fleet)} hosts ({shown}) are already out of the load "
+            f"balancer or fail verification, so {len(serving)} serve(s) where {floor} must keep serving: bring "
+            f"them back first, or allow --max-unavailable {len(down)}"
+        )
+    for wave in plan.waves:
+        for batch in wave.batches:
+            left = serving - set(batch)
+            if len(left) < floor:
+                raise CapacityError(
+                    f"--max-unavailable {k}: switching {', '.join(batch)} would leave {len(left)} of "
+                    f"{len(fleet)} hosts serving, below {floor}: lower --max-unavailable or bring hosts back first"
+                )
+            serving |= set(batch)

@@ -2,15 +2,20 @@
 ``ms4fleet.commands`` entry points (``register_rollout``, ``register_status``) so the core CLI never imports
 an engine. Options and their checks are the core's (``ms4fleet.rollout.cli``).
 
+A rollout holds the fleet's lock on the controller and journals every step
+(``ms4fleet.rollout.journal``); SIGINT / SIGTERM write the report and leave the fleet resumable (exit 130).
+
 Exit codes: 0 every host at the release (or already there), 1 the rollout stopped (a host failed
 verification and was rolled back, or could not be reached; or the controller lacks a program it runs), 2 bad
-input, before any host is contacted.
+input, before any host is contacted, or a policy the fleet's real state cannot honour (hosts already out of
+the load balancer or failing verification leave too few serving), refused before anything stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -22,6 +27,7 @@ from ms4fleet.controller import deploy_uses, require_controller
 from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout.cli import add_rollout_arguments, add_status_arguments, policy_from_args
 from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.journal import JOURNAL_NAME, FleetLock, Journal, LockedError, fleet_dir, summary, unfinished
 from ms4fleet.rollout.waves import PolicyError, plan_waves
 from ms4fleet.weights.stage import is_local
 
@@ -89,11 +95,58 @@ def run_rollout(args: argparse.Namespace) -> int:
         except Stop as stop:
             print(f"ms4fleet: {stop}", file=sys.stderr)
             return 1
+        except PolicyError as err:
+            print(f"ms4fleet: error: {err}", file=sys.stderr)
+            return 2
         sys.stdout.write(json.dumps(plan.to_dict(), indent=2) + "\n")
         return 0
-    if not lb_hosts:
+    directory = fleet_dir(rollout.specs)
+    lock = FleetLock(directory)
+    try:
+        lock.acquire()
+    except LockedError as err:
+        print(f"ms4fleet: error: {err}", file=sys.stderr)
+        return 2
+    try:
+        return _locked_rollout(args, rollout, Journal(directory / JOURNAL_NAME), console, bool(lb_hosts))
+    finally:
+        lock.release()
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, console: Console, lb: bool) -> int:
+    from ms4fleet_pyinfra.rollout.driver import INTERRUPTED
+
+    earlier = unfinished(journal.read())
+    if args.resume:
+        if not earlier:
+            print(f"ms4fleet: error: --resume: no unfinished rollout of this fleet in {journal.path}", file=sys.stderr)
+            return 2
+        wanted = earlier[-1][0].get("targets", {})
+        moved = sorted(name for name, release in rollout.targets.items() if wanted.get(name) != release.id)
+        if moved:
+            print(
+                f"ms4fleet: error: --resume: the inventory now describes another release for {', '.join(moved)} "
+                "than the interrupted rollout: run without --resume to roll out the new one",
+                file=sys.stderr,
+            )
+            return 2
+        rollout.resume, rollout.earlier = True, [summary(run) for run in earlier]
+    rollout.journal = journal
+    if not lb:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
-    report = rollout.run()
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        report = rollout.run()
+    except PolicyError as err:
+        # Refused after reading the fleet, before anything stopped: one line, as for bad options.
+        print(f"ms4fleet: error: refused, nothing was changed: {err}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     try:
         json_path, html_path = report.write(args.report_dir)
     except OSError as err:
@@ -107,7 +160,7 @@ def run_rollout(args: argparse.Namespace) -> int:
     for cause in report.causes():
         console.print(f"cause on {cause['host']}: {cause['id']}: {cause['title']}", markup=False, highlight=False)
     console.print(f"report: {json_path} and {html_path}")
-    return report.exit_code
+    return 130 if report.stopped == INTERRUPTED else report.exit_code
 
 
 def run_status(args: argparse.Namespace) -> int:

@@ -1,8 +1,12 @@
 """The rollout over the pyinfra API: one ``State`` per step of a wave, hosts in inventory order.
 
-    read every host's release -> plan waves (core) -> for each wave:
+    read every host's release, health and place in the load balancer -> plan waves and check that the
+    policy keeps capacity, counting the hosts already out of service (core; refused before anything
+    stops). Each host's change is classified by the core from the plan its release was recorded with:
+    live changes (no restart) are applied in service, never drained; every other host goes in waves:
         pre-stage all its hosts (nothing stops) -> for each batch of <= max-unavailable hosts:
-            LB: mark the batch down, reload, old workers finish -> switch (drain wait, stop, start, verify)
+            LB: mark the batch down, reload, old workers finish -> provisioning where it changed (packages,
+            driver with its reboot, daemon.json with Docker's restart) -> switch (drain wait, stop, start, verify)
             -> roll back the hosts that failed -> LB: rejoin every host that serves
         gate: the next wave only when every host of this one rejoined at the new release
 
@@ -12,21 +16,28 @@ their release, an unreachable host stays out of the load balancer. The report sa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ms4fleet.config import ConfigError
-from ms4fleet.hostplan import plan_for_data
+from ms4fleet.hostplan import HostPlan, plan_for_data
 from ms4fleet.inventory import Fleet, HostSpec
+from ms4fleet.rollout.changes import Change, Classified, host_change
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.journal import Journal
+from ms4fleet.rollout.lb import Routed
 from ms4fleet.rollout.release import Release, now_iso, release_for
 from ms4fleet.rollout.report import RolloutReport
-from ms4fleet.rollout.waves import Policy, RolloutPlan, plan_waves
+from ms4fleet.rollout.waves import Policy, PolicyError, RolloutPlan, check_capacity, plan_waves, serving_floor
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
 from ms4fleet.weights.stage import target_for
+from ms4fleet_pyinfra.deploys.host import provision, replan
+from ms4fleet_pyinfra.facts import OsReleaseFact
 from ms4fleet_pyinfra.operations import docker, weights
 from ms4fleet_pyinfra.rollout import hostops
 from ms4fleet_pyinfra.rollout.lbctl import LbHost, LoadBalancer, backends_for
@@ -34,6 +45,10 @@ from ms4fleet_pyinfra.rollout.session import StateResult, run_state, sudo_for
 from ms4fleet_pyinfra.rollout.tracker import Listener, Tracker
 
 ENGINE = "pyinfra"
+# A load balancer that fails to take a verified host back is tried again before the rollout stops.
+REJOIN_TRIES = 3
+REJOIN_RETRY_S = 2.0
+INTERRUPTED = "interrupted (SIGINT/SIGTERM) mid-rollout: continue with `ms4fleet rollout --resume`"
 
 
 class Stop(Exception):
@@ -47,6 +62,11 @@ class Rollout:
     lb_hosts: Sequence[LbHost] = ()
     listeners: list[Listener] = field(default_factory=list)
     tracker: Tracker = field(default_factory=Tracker)
+    # The controller's journal of this fleet's rollouts (None: nothing is journaled, as in unit tests).
+    journal: Journal | None = None
+    resume: bool = False
+    # Earlier runs of the rollout this one resumes (``ms4fleet.rollout.journal.summary``), for the report.
+    earlier: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Everything decidable without a host is decided here: a bad host or option fails before any
@@ -57,10 +77,15 @@ class Rollout:
             if config.weights is None:
                 raise ConfigError(name, "weights", "is missing: a rollout needs ms4fleet_weights (source, revision)")
         self.plans: dict[str, ServingPlan] = {name: plan_host(c) for name, c in self.configs.items()}
+        self.hostplans: dict[str, HostPlan] = {
+            spec.name: plan_for_data(spec.config, dict(spec.data)) for spec in self.fleet
+        }
         created = now_iso()
         self.targets: dict[str, Release] = {
-            name: release_for(self.configs[name], plan, created) for name, plan in self.plans.items()
+            name: release_for(self.configs[name], plan, created, self.hostplans[name])
+            for name, plan in self.plans.items()
         }
+        self.changes: dict[str, Classified] = {}
         self.requests: dict[str, WeightsRequest] = {}
         for name, config in self.configs.items():
             try:
@@ -68,15 +93,25 @@ class Rollout:
             except WeightsError as err:
                 raise ConfigError(name, "weights", str(err).removeprefix(f"{name}: ")) from None
         self.lb = LoadBalancer(self.lb_hosts, backends_for(list(self.fleet), self.plans)) if self.lb_hosts else None
+        self.tracker.listeners.append(self._journal_phase)
         self.tracker.listeners.extend(self.listeners)
         self.tracker.targets = self.targets
         self.tracker.runs = {
             name: HostRun(name, len(self.plans[name].replicas), target=self.targets[name].id) for name in self.specs
         }
         self.out_of_lb: set[str] = set()
+        # Hosts serving clients when the rollout read the fleet: once any did, the last one is never drained.
+        self.serving_at_start: set[str] = set()
         self.plan: RolloutPlan | None = None
 
     # ------------------------------------------------------------------------------------------ steps
+
+    def _log(self, event: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.write(event, **fields)
+
+    def _journal_phase(self, run: HostRun, phase: Phase) -> None:
+        self._log("phase", host=run.name, phase=str(phase), t=round(run.history[-1][1], 3), detail=run.detail)
 
     def _hosts(self, names: Sequence[str]) -> list[HostSpec]:
         return [self.specs[name] for name in names]
@@ -93,20 +128,62 @@ class Rollout:
             first = (sorted(result.unreachable) or unread)[0]
             why = self.tracker.runs[first].detail or self.tracker.take_failure(first) or "cannot be read"
             raise Stop(f"{first}: {why}; nothing was changed")
+        routed = self._read_lb()
         changing = set()
         for name in self.specs:
             facts = self.tracker.facts[name]
             current = facts.record.current
             self.tracker.runs[name].before = current.id if current else None
-            if current is not None and current.id == self.targets[name].id and facts.all_active:
-                self.tracker.advance(name, Phase.UNCHANGED)
-            else:
-                changing.add(name)
-            if not facts.all_active:
+            # Real state: a host serves only with every unit active, every replica healthy and, where a load
+            # balancer is driven, routed to by it. Any other host counts as unavailable.
+            serving = facts.all_active and facts.healthy is not False and (routed is None or name in routed.up)
+            if not serving:
                 # Not serving now: it stays out of the load balancer until its switch is verified.
                 self.out_of_lb.add(name)
-        self.plan = plan_waves(list(self.specs), changing, self.policy)
-        return self.plan
+            else:
+                self.serving_at_start.add(name)
+            change = self.changes[name] = host_change(current, self.targets[name])
+            run = self.tracker.runs[name]
+            run.change, run.change_reasons = change.change.label, list(change.reasons)
+            if serving and change.change is Change.NONE:
+                self.tracker.advance(name, Phase.UNCHANGED)
+            elif not (serving and change.change is Change.LIVE):
+                # Live changes of serving hosts are applied in service (apply_live), outside the waves.
+                changing.add(name)
+        fleet = list(self.specs)
+        plan = plan_waves(fleet, changing, self.policy, unavailable=self.out_of_lb)
+        check_capacity(fleet, self.out_of_lb, plan)
+        self.plan = plan
+        return plan
+
+    def _read_lb(self) -> Routed | None:
+        if self.lb is None:
+            return None
+        routed, result = self.lb.read()
+        if result.failed:
+            host = sorted(result.failed)[0]
+            raise Stop(f"load balancer {host}: {self.lb.errors.get(host, 'unreachable')}; nothing was changed")
+        return routed
+
+    def live(self) -> list[str]:
+        """Serving hosts whose change restarts nothing: applied in place, never drained."""
+        return [n for n, c in self.changes.items() if c.change is Change.LIVE and n not in self.out_of_lb]
+
+    def apply_live(self, names: Sequence[str]) -> None:
+        def build(spec: HostSpec) -> None:
+            from pyinfra.context import host
+
+            if self.changes[spec.name].provisions:
+                provision(replan(self.hostplans[spec.name], host.get_fact(OsReleaseFact)))
+            hostops.record_release(
+                tracker=self.tracker, release=self.targets[spec.name], sudo=sudo_for(spec), name="record release"
+            )
+
+        result = run_state(self._hosts(names), build)
+        for name in names:
+            if name not in result.failed:
+                self.tracker.advance(name, Phase.APPLIED)
+        self._stop_on(result, names, "live change")
 
     def prestage(self, names: Sequence[str]) -> None:
         def build(spec: HostSpec) -> None:
@@ -146,16 +223,38 @@ class Rollout:
         raise Stop(f"{first}: {self.tracker.runs[first].detail}; nothing was stopped")
 
     def route(self, step: str) -> None:
-        if self.lb is None or self.out_of_lb >= set(self.specs):
-            # No replica serves (a first rollout): there is nothing to route to or drain yet.
+        if self.lb is None:
             return
-        result = self.lb.apply(self.out_of_lb)
-        if result.failed:
-            host = sorted(result.failed)[0]
-            why = self.lb.errors.get(host, "unreachable")
-            raise Stop(f"load balancer {host}: {step}: {why}")
+        if self.out_of_lb >= set(self.specs):
+            if self.serving_at_start and len(self.specs) > 1:
+                # check_capacity and switch_batch refuse this first; never let a bug drain the last host.
+                raise Stop(f"{step}: would take the last serving host out of the load balancer")
+            # No replica serves (a first rollout), or the one host of a one-host fleet switches (its warned
+            # outage): nginx cannot be left with no replica up, so its config stays as it is.
+            return
+        down = sorted(self.out_of_lb)
+        tries = REJOIN_TRIES if step == "rejoin" else 1
+        for attempt in range(1, tries + 1):
+            result = self.lb.apply(self.out_of_lb)
+            self._log("lb", step=step, down=down, ok=not result.failed, attempt=attempt)
+            if not result.failed:
+                return
+            if attempt < tries:
+                time.sleep(REJOIN_RETRY_S)
+        host = sorted(result.failed)[0]
+        why = self.lb.errors.get(host, "unreachable")
+        raise Stop(f"load balancer {host}: {step}: {why} (after {tries} attempt(s))")
 
     def switch_batch(self, batch: Sequence[str]) -> None:
+        serving = set(self.specs) - self.out_of_lb
+        taken = serving & set(batch)
+        floor = serving_floor(len(self.specs), self.policy)
+        if taken and len(serving - taken) < floor:
+            # The plan was checked, but hosts may have left service since (unreachable, not rejoined).
+            raise Stop(
+                f"{', '.join(batch)}: switching would leave {len(serving - taken)} host(s) serving, below {floor}; "
+                "nothing more is stopped"
+            )
         self.out_of_lb.update(batch)
         self.route("drain")
         for name in batch:
@@ -165,9 +264,14 @@ class Rollout:
             name = spec.name
             sudo = sudo_for(spec)
             plan, release = self.plans[name], self.targets[name]
+            if self.changes[name].provisions:
+                from pyinfra.context import host
+
+                # The deploy's own provisioning: it restarts Docker only if daemon.json changed and reboots
+                # only if the driver changed (and the reboot policy allows), on this batch's hosts alone.
+                provision(replan(self.hostplans[name], host.get_fact(OsReleaseFact)))
             hostops.start_release(
-                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start"
-            )
+                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start")
             hostops.await_release(
                 tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="verify"
             )
@@ -185,10 +289,15 @@ class Rollout:
                 run.detail = why
                 to_roll_back.append(name)
         self.rollback(to_roll_back)
-        serving = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
-        self.out_of_lb.difference_update(serving)
-        self.route("rejoin")
-        for name in serving:
+        back = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
+        self.out_of_lb.difference_update(back)
+        try:
+            self.route("rejoin")
+        except Stop as stop:
+            # Verified but still out: the report says so, and the next run sees them down and rejoins them.
+            self.out_of_lb.update(back)
+            raise Stop(f"{stop}; verified but still out of the load balancer: {', '.join(back)}") from None
+        for name in back:
             run = self.tracker.runs[name]
             self.tracker.advance(name, Phase.REJOINED if run.phase is Phase.VERIFIED else Phase.ROLLED_BACK)
 
@@ -217,10 +326,26 @@ class Rollout:
     def run(self) -> RolloutReport:
         started_at = now_iso()
         stopped = ""
+        self._log(
+            "start",
+            resume=self.resume,
+            inventory=self.fleet.path,
+            engine=ENGINE,
+            policy=self.policy.to_dict(),
+            targets={name: release.id for name, release in self.targets.items()},
+        )
         try:
-            plan = self.read()
+            try:
+                plan = self.read()
+            except PolicyError as err:
+                self._log("end", outcome="refused", exit_code=2, stopped=str(err))
+                raise
+            self._log("plan", plan=plan.to_dict(), out_of_lb=sorted(self.out_of_lb))
             if plan.waves:
                 self.route("initial configuration")
+            live = self.live()
+            if live:
+                self.apply_live(live)
             for wave in plan.waves:
                 self.prestage(wave.hosts)
                 for batch in wave.batches:
@@ -230,7 +355,12 @@ class Rollout:
                         raise Stop(wave_gate(self.tracker.runs[n] for n in batch).reason)
         except Stop as stop:
             stopped = str(stop)
-        return RolloutReport(
+        except KeyboardInterrupt:
+            # Hosts mid-switch stay out of the load balancer; --resume reads them as unavailable and switches
+            # them first, and none rejoins before it passes verification.
+            stopped = INTERRUPTED
+            self._log("interrupted", stopped=stopped, out_of_lb=sorted(self.out_of_lb))
+        report = RolloutReport(
             inventory=self.fleet.path,
             engine=ENGINE,
             started_at=started_at,
@@ -239,4 +369,8 @@ class Rollout:
             duration_s=self.tracker.now(),
             stopped=stopped,
             notes=list(self.plan.warnings) if self.plan else [],
+            earlier=self.earlier,
         )
+        if stopped != INTERRUPTED:
+            self._log("end", outcome=report.outcome, exit_code=report.exit_code, stopped=stopped)
+        return report

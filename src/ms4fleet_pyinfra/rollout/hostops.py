@@ -2,12 +2,13 @@
 ``Tracker`` and return False to fail only that host (an exception or ``OperationError`` would stop every
 host of the State).
 
-+ ``read_host``: the release record and the units' state.
++ ``read_host``: the release record, the units' state and each running replica's GET /health.
 + ``stage_units``, ``headroom``: pre-stage (with the engine's image and weights operations): the new unit
   files beside the running ones, and the headroom gate counting the memory the old replicas will free.
 + ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
 + ``await_release``: wait until systemd reports them ready, verify every replica, record the release.
 + ``rollback``: the previous release's units back, started and verified.
++ ``record_release``: a live change applied (nothing restarted): the release recorded with its new plan.
 """
 
 from __future__ import annotations
@@ -70,10 +71,22 @@ def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
     if not ok:
         return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
     try:
-        tracker.facts[host.name] = parse_read(host.name, out)
+        facts = parse_read(host.name, out)
     except ReleaseError as err:
         return tracker.fail(host.name, str(err).removeprefix(f"{host.name}: "))
+    ports = _serving_ports(facts)
+    if ports:
+        facts.healthy = all(_healthy(host, port) for port in ports)
+    tracker.facts[host.name] = facts
     return True
+
+
+def _healthy(host: Any, port: int) -> bool:
+    try:
+        with forwarded(host, port) as url:
+            return httpx.get(f"{url}/health", timeout=5.0).status_code == 200
+    except (httpx.HTTPError, OSError):
+        return False
 
 
 @operation(is_idempotent=False)
@@ -303,6 +316,20 @@ def _verify_and_record(
     tracker.facts[host.name] = HostFacts(record, dict.fromkeys(units, "active"))
     tracker.advance(host.name, Phase.VERIFIED)
     return True
+
+
+def _record(state: Any, host: Any, tracker: Tracker, release: Release, sudo: bool) -> bool:
+    record = tracker.facts[host.name].record.advance(release)
+    written, why = _write_files(host, {RELEASE_FILE: record.to_json()}, sudo)
+    if not written:
+        return tracker.fail(host.name, f"record release: {why}")
+    tracker.facts[host.name].record = record
+    return True
+
+
+@operation(is_idempotent=False)
+def record_release(tracker: Tracker, release: Release, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_record, (tracker, release, sudo), {})
 
 
 @operation(is_idempotent=False)

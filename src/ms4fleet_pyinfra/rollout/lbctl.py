@@ -2,7 +2,7 @@
 test it, reload gracefully, and wait until the workers of the old config have finished their requests.
 
 + ``LoadBalancer(hosts, backends)``: ``apply(down)`` makes the LB hosts route to every replica except those
-  of the ``down`` hosts; returns the LB hosts it failed on.
+  of the ``down`` hosts; returns the LB hosts it failed on. ``read()``: what each LB host routes to now.
 + ``backends_for(specs, plans)``: the replicas as the LB reaches them (host data ``lb_backend_address``, else
   the SSH hostname).
 """
@@ -26,6 +26,7 @@ from ms4fleet_pyinfra.rollout.session import StateResult, run_state, shell, sudo
 
 # Old workers finish their requests then exit; a streaming generation can take minutes.
 OLD_WORKERS_TIMEOUT_S = 900.0
+_NO_CONF = "--ms4fleet-no-conf--"
 _RELOAD = """set -e
 conf={conf}
 old=$(pgrep -P "$(cat /run/nginx.pid)" 2>/dev/null | tr '\\n' ' ' || true)
@@ -91,6 +92,21 @@ def _apply(state: Any, host: Any, text: str, sudo: bool, errors: dict[str, str])
     return True
 
 
+def _read_conf(state: Any, host: Any, sudo: bool, texts: dict[str, str | None], errors: dict[str, str]) -> bool:
+    conf = shlex.quote(lb.CONF_PATH)
+    ok, out, err = shell(host, f"if [ -f {conf} ]; then cat {conf}; else echo {_NO_CONF}; fi", sudo)
+    if not ok:
+        errors[host.name] = f"reading {lb.CONF_PATH}: {err.strip()[-200:]}"
+        return False
+    texts[host.name] = None if out.strip() == _NO_CONF else out
+    return True
+
+
+@operation(is_idempotent=False)
+def read_conf(sudo: bool, texts: dict[str, str | None], errors: dict[str, str]) -> Generator[Any, None, None]:
+    yield FunctionCommand(_read_conf, (sudo, texts, errors), {})
+
+
 @operation(is_idempotent=False)
 def nginx_config(text: str, sudo: bool, errors: dict[str, str]) -> Generator[Any, None, None]:
     yield FunctionCommand(_apply, (text, sudo, errors), {})
@@ -105,6 +121,21 @@ class LoadBalancer:
 
     def render(self, down: Collection[str]) -> str:
         return lb.nginx_conf(self.backends, down, self.settings)
+
+    def read(self) -> tuple[lb.Routed | None, StateResult]:
+        """What the LB hosts route to now: a host counts as up only where every LB host that has our config
+        routes to it (None: no LB host has our config yet, so nothing is routed through it)."""
+        texts: dict[str, str | None] = {}
+        result = run_state(
+            self.hosts,
+            lambda spec: read_conf(sudo=sudo_for(spec), texts=texts, errors=self.errors, name="read nginx"),
+        )
+        states = [lb.routed(text) for text in texts.values() if text is not None]
+        if not states:
+            return None, result
+        up = frozenset.intersection(*(r.up for r in states))
+        down = frozenset.union(*(r.down for r in states)) | frozenset.union(*(r.up for r in states)) - up
+        return lb.Routed(up, down), result
 
     def apply(self, down: Collection[str]) -> StateResult:
         """Route around the replicas of ``down``; returns once old workers have finished their requests."""

@@ -19,10 +19,12 @@ Listener = Callable[[HostRun, Phase], None]
 
 @dataclass
 class HostFacts:
-    """Read at the start: the release record and the state of the host's vLLM units."""
+    """Read at the start: the release record, the state of the host's vLLM units and whether every
+    replica answers GET /health (None: not probed, the units are not all running)."""
 
     record: ReleaseRecord
     units: dict[str, str]
+    healthy: bool | None = None
 
     @property
     def all_active(self) -> bool:
