@@ -2,7 +2,7 @@
 
 + ``WeightsRequest``: plain typed fields (repo, revision, patterns, dest, owner, source, token ref).
 + ``request_for_host(config)``: maps a ``HostConfig`` onto it (``weights`` section, catalog profile,
-  ``provision.service_user``, ``paths.model_dir``).
+  ``paths.WEIGHTS_OWNER``, ``paths.model_dir``).
 + ``open_source(request, endpoint=None)``: reads the token (if the source needs one) and builds the source.
 """
 
@@ -66,7 +66,7 @@ def request_for_host(config: HostConfig) -> WeightsRequest:
         exclude=profile.exclude_patterns,
         dest=paths.model_dir(weights.dir, profile, weights.revision),
         source=weights.source,
-        owner=config.provision.service_user,
+        owner=paths.WEIGHTS_OWNER,
         mirror_url=weights.mirror_url,
         path=weights.path,
         token=token,
