@@ -129,7 +129,12 @@ class World:
                 "max_model_len": 32768,
                 **serving,
             },
-            "ms4fleet_weights": {"source": "mirror", "mirror_url": self.mirror.url, "revision": revision},
+            "ms4fleet_weights": {
+                "source": "mirror",
+                "mirror_url": self.mirror.url,
+                "allow_insecure": True,
+                "revision": revision,
+            },
         }
 
     def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:

@@ -101,13 +101,23 @@ def _h200_nodes() -> tuple[list[tuple[str, int, str]], dict[int, set[str]]]:
 
 def test_native_allow_list_covers_the_real_h200_device_nodes() -> None:
     nodes, majors = _h200_nodes()
-    assert {p for p, _, _ in nodes} >= {"/dev/nvidia0", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-caps/nvidia-cap2"}
-    allow = [entry.split() for entry in directives(plan_host(host("native", count=1)).replicas[0].unit_text)["DeviceAllow"]]
+    assert {p for p, _, _ in nodes} >= {
+        "/dev/nvidia0",
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-caps/nvidia-cap2",
+    }
+    allow = [
+        entry.split() for entry in directives(plan_host(host("native", count=1)).replicas[0].unit_text)["DeviceAllow"]
+    ]
     for path, major, bits in nodes:
         # The access the node's own mode grants anyone is what CUDA may use; the allow-list must grant it too.
         needed = {"r"} if "w" not in bits[6:] else {"r", "w"}
         granted = {
-            ch for spec, mode in allow if spec == path or spec.removeprefix("char-") in majors.get(major, set()) for ch in mode
+            ch
+            for spec, mode in allow
+            if spec == path or spec.removeprefix("char-") in majors.get(major, set())
+            for ch in mode
         }
         assert needed <= granted, (path, major, needed, granted)
 

@@ -129,8 +129,17 @@ def test_service_user_can_neither_alter_the_weights_nor_read_their_metadata() ->
         assert _run("finalize", str(dest), "--owner", "root:root")[0] == 0
         meta = dest / hv.META_DIR
         modes = {p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_uid) for p in [dest, meta, *meta.iterdir()]}
-        assert modes == {"w": (0o555, 0), ".ms4fleet": (0o700, 0), "manifest.json": (0o600, 0), "stamp.json": (0o600, 0)}
-        assert [stat.S_IMODE((dest / p).stat().st_mode) for p in ("a.bin", "sub", "sub/b.json")] == [0o444, 0o555, 0o444]
+        assert modes == {
+            "w": (0o555, 0),
+            ".ms4fleet": (0o700, 0),
+            "manifest.json": (0o600, 0),
+            "stamp.json": (0o600, 0),
+        }
+        assert [stat.S_IMODE((dest / p).stat().st_mode) for p in ("a.bin", "sub", "sub/b.json")] == [
+            0o444,
+            0o555,
+            0o444,
+        ]
         probe = (
             "import os, sys\n"
             "for attempt in (lambda: open(sys.argv[1] + '/a.bin', 'r+b'), lambda: os.chmod(sys.argv[1] + '/a.bin', 0o644),"

@@ -264,7 +264,9 @@ def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
     try:
         data = json.loads(_read_regular(directory, META_DIR + "/" + STAMP_NAME).decode("utf-8"))
     except NotRegular:
-        raise ManifestError("%s is not a regular file (or lies under a link): refusing it" % stamp_path(directory)) from None
+        raise ManifestError(
+            "%s is not a regular file (or lies under a link): refusing it" % stamp_path(directory)
+        ) from None
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("manifest_sha256") != manifest_digest:
