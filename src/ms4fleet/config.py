@@ -42,6 +42,7 @@ from ms4fleet.values import (
     ImageRef,
     Port,
     ServedName,
+    Sha256,
     Size,
     Text,
     Token,
@@ -220,6 +221,10 @@ class WeightsConfig(_Section):
     revision: Token | None = None
     dir: DataDir = paths.WEIGHTS_ROOT
     mirror_url: HttpUrl | None = None
+    # The sha256 of the mirror's manifest for this revision: the anchor that makes a mirror's files trusted.
+    manifest_sha256: Sha256 | None = None
+    # http:// mirrors (and redirects to http://) are refused unless this says so.
+    allow_insecure: bool = False
     path: DataDir | None = None
     hf_token: SecretRef | None = None
 
@@ -241,7 +246,13 @@ class WeightsConfig(_Section):
                 '{"file": "/etc/ms4fleet/hf-token"} or {"env": "HF_TOKEN"}',
             )
         if self.source == "mirror" and self.mirror_url is None:
-            raise _FieldError("mirror_url", "is required when source is mirror: an http(s):// URL")
+            raise _FieldError("mirror_url", "is required when source is mirror: an https:// URL")
+        if self.mirror_url is not None and self.mirror_url.startswith("http://") and not self.allow_insecure:
+            raise _FieldError(
+                "mirror_url",
+                f"={self.mirror_url!r} is plain http: use an https:// mirror, or set weights.allow_insecure: true "
+                "to accept one that anyone on the path can alter",
+            )
         if self.source == "path" and self.path is None:
             raise _FieldError("path", "is required when source is path: an absolute directory on the host")
         return self

@@ -168,6 +168,8 @@ class Weights:
             "include": list(r.include),
             "exclude": list(r.exclude),
             "mirror_url": r.mirror_url,
+            "manifest_sha256": r.manifest_sha256,
+            "allow_insecure": r.allow_insecure,
             "path": r.path,
             "token": None if r.token is None else {"file": r.token.file, "env": r.token.env},
             "dest": r.dest,

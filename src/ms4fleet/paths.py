@@ -15,6 +15,9 @@ SYSTEMD_DIR = "/etc/systemd/system"
 UNIT_PREFIX = "ms4fleet-vllm"
 # Where each pinned revision's weights directory lives on the host (ms4fleet_weights.dir by default).
 WEIGHTS_ROOT = "/srv/ms4fleet/models"
+# Who owns a finalized weights directory: root, so that the service user reads the weights and can neither
+# change them nor re-stamp a change (the integrity metadata in it is root's alone, 0700/0600, whatever this says).
+WEIGHTS_OWNER = "root:root"
 # Where the weights directory is mounted inside the vLLM container.
 CONTAINER_MODEL_DIR = "/models"
 

@@ -326,6 +326,7 @@ def _render_unit(
         health_url=f"http://{url_host(host)}:{port}/health",
         timeout=timeout_start_s(config.profile),
         user=config.provision.service_user,
+        device_allow=gpu_device_allow(config.gpu.count),
         weights_check=(
             exec_start_pre(model_dir, config.profile.repo_id, config.weights.revision)
             if config.weights is not None and config.weights.revision
@@ -333,6 +334,15 @@ def _render_unit(
         ),
     )
     return text
+
+
+def gpu_device_allow(gpu_count: int) -> list[str]:
+    """``DeviceAllow=`` entries of a native replica: every GPU of the host, not only its own, because a device
+    node's minor need not be the CUDA index (CUDA_VISIBLE_DEVICES picks the replica's GPUs); the control and
+    modeset nodes; nvidia-uvm and nvidia-caps by major number, since their nodes may appear after the unit
+    starts (nvidia-modprobe makes them on first use, MIG one per instance)."""
+    nodes = [f"/dev/nvidia{i}" for i in range(gpu_count)] + ["/dev/nvidiactl", "/dev/nvidia-modeset"]
+    return [f"{node} rw" for node in nodes] + ["char-nvidia-uvm rw", "char-nvidia-caps r"]
 
 
 def local_address(config: HostConfig) -> str:

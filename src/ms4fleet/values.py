@@ -72,6 +72,7 @@ _RESERVED_USERS = frozenset(
 # Docker's RAMInBytes: a number, an optional unit, an optional i and b (64g, 16GB, 1.5GiB).
 _SIZE = re.compile(r"\A[0-9]{1,16}(?:\.[0-9]{1,6})?[kKmMgGtTpP]?[iI]?[bB]?\Z")
 _TOKEN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+_SHA256_HEX = re.compile(r"\A[0-9a-f]{64}\Z")
 _SERVED_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,255}\Z")
 _BACKEND = re.compile(r"\A[A-Za-z0-9_]{1,64}\Z")
 ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
@@ -172,6 +173,7 @@ AptComponent = Annotated[str, _pattern(_COMPONENT_NAME, "an apt component (lette
 UserName = Annotated[str, AfterValidator(user_name)]
 Size = Annotated[str, _pattern(_SIZE, "a size such as 16g, 64GB or 1.5GiB")]
 Token = Annotated[str, _pattern(_TOKEN, "a name of letters, digits, . _ - (at most 128)")]
+Sha256 = Annotated[str, _pattern(_SHA256_HEX, "a sha256 digest: 64 lowercase hex digits")]
 ServedName = Annotated[str, _pattern(_SERVED_NAME, "a model name of letters, digits and . _ : / @ + -")]
 Backend = Annotated[str, _pattern(_BACKEND, "an attention backend name such as FLASH_ATTN_MLA")]
 EnvName = Annotated[str, _pattern(ENV_NAME, "an environment variable name")]

@@ -97,7 +97,7 @@ def test_the_readme_install_steps_in_a_clean_venv(tmp_path: Path) -> None:
         "  gather_facts: false\n"
         "  vars:\n"
         "    ms4fleet_gpu: {kind: h200-sxm, count: 1}\n"
-        f"    ms4fleet_weights: {{source: mirror, mirror_url: 'http://127.0.0.1:9', revision: '{'5e' * 20}'}}\n"
+        f"    ms4fleet_weights: {{source: mirror, mirror_url: 'http://127.0.0.1:9', allow_insecure: true, revision: '{'5e' * 20}'}}\n"
         "  tasks:\n"
         "    - ms4fleet.fleet.probe:\n"
         "      register: here\n"

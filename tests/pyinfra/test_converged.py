@@ -40,7 +40,7 @@ from tests.pyinfra import harness
 REVISION = "5e" * 20
 HOST_DATA: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
-    "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror.internal/hf", "revision": REVISION},
+    "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
 }
 FAKE_HOST = "@fake/gpu-1"  # pyinfra's name for harness.plan's host
 FINGERPRINT = [
@@ -54,7 +54,7 @@ FINGERPRINT = [
 def desired(**gpu: Any) -> Desired:
     data = {
         "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8, **gpu},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://mirror.internal/hf", "revision": REVISION},
+        "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
     }
     config = HostConfig.from_host_data("gpu-1", data)
     return Desired(

@@ -38,7 +38,12 @@ def hostvars(name: str, **serving: Any) -> dict[str, Any]:
         "ansible_host": f"192.0.2.{name[-1]}",
         "ms4fleet_gpu": {"kind": "h200-sxm", "count": 2},
         "ms4fleet_serving": {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, **serving},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "http://127.0.0.1:9/", "revision": REVISION},
+        "ms4fleet_weights": {
+            "source": "mirror",
+            "mirror_url": "http://127.0.0.1:9/",
+            "allow_insecure": True,
+            "revision": REVISION,
+        },
     }
 
 

@@ -28,7 +28,12 @@ def inventory(tmp_path: Path, hosts: int = 2, bind: str = "0.0.0.0", weights: bo
         "ms4fleet_serving": {"bind_address": bind, "tensor_parallel_size": 1},
     }
     if weights:
-        shared["ms4fleet_weights"] = {"source": "mirror", "mirror_url": "http://127.0.0.1:9/", "revision": REVISION}
+        shared["ms4fleet_weights"] = {
+            "source": "mirror",
+            "mirror_url": "http://127.0.0.1:9/",
+            "allow_insecure": True,
+            "revision": REVISION,
+        }
     path = tmp_path / "inventory.py"
     path.write_text(f"gpus = ({entries!r}, {shared!r})\n")
     return path

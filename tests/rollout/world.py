@@ -35,6 +35,8 @@ NGINX_PACKAGES = ("nginx",)
 VENV = "/opt/ms4fleet/vllm"
 STANDIN_ROOT = "/opt/ms4fleet-standin"
 LB_PORT = 8080
+# A prefix drop-in: systemd applies it to every unit named ms4fleet-vllm-*.service.
+STANDIN_DROPIN = "/etc/systemd/system/ms4fleet-vllm-.service.d/sim-gpu-registry.conf"
 
 
 def _nginx_debs(host_image: str) -> Path:
@@ -68,10 +70,13 @@ def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
 
 def install_native_standin(host: SimHost) -> None:
     """The stand-in as ``/opt/ms4fleet/vllm/bin/vllm`` (what a native ``runtime.venv`` provides), and GPU
-    memory registration open to the service user as /dev/nvidia* device nodes are (mode 0666)."""
+    memory registration open to the service user as /dev/nvidia* device nodes are (mode 0666). The sim keeps
+    that registry in a file where the driver keeps it in the kernel: a drop-in for every replica unit lets
+    the sandboxed stand-in (ProtectSystem=strict) write it."""
     launcher = standin_image.LAUNCHER.replace(standin_image.INSTALL_ROOT, STANDIN_ROOT).encode()
     files = {f"{STANDIN_ROOT}/{name}": (blob, 0o644) for name, blob in standin_image._code_files().items()}
     files[f"{VENV}/bin/vllm"] = (launcher, 0o755)
+    files[STANDIN_DROPIN] = (b"[Service]\nReadWritePaths=/run/nvidia-sim/procs\n", 0o644)
     dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
     host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs")
 
@@ -124,7 +129,12 @@ class World:
                 "max_model_len": 32768,
                 **serving,
             },
-            "ms4fleet_weights": {"source": "mirror", "mirror_url": self.mirror.url, "revision": revision},
+            "ms4fleet_weights": {
+                "source": "mirror",
+                "mirror_url": self.mirror.url,
+                "allow_insecure": True,
+                "revision": revision,
+            },
         }
 
     def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:

@@ -41,7 +41,7 @@ def mirror(hub_world: HubWorld, tmp_path: Path) -> Path:
 
 def test_mirror_fetch_verifies_and_matches_the_hub_manifest(hub_world: HubWorld, mirror: Path, tmp_path: Path) -> None:
     dest = tmp_path / "models" / PROFILE
-    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned)
+    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned, allow_insecure=True)
     result = fetch_weights(source, dest, profile=PROFILE, include=INCLUDE)
     assert result.action == "fetched" and set(result.fetched) == WANTED
     for rel in WANTED:
@@ -56,7 +56,7 @@ def test_mirror_drop_resumes_at_the_exact_byte(hub_world: HubWorld, mirror: Path
     dest = tmp_path / "models" / PROFILE
     size, cut = len(hub_world.files[SHARD]), 1_234_567
     hub_world.hub.drop_after(SHARD, cut)
-    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned)
+    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned, allow_insecure=True)
     result = fetch_weights(source, dest, profile=PROFILE, include=INCLUDE)
     gets = hub_world.hub.gets(SHARD)
     assert [(h.range, h.body_bytes) for h in gets] == [
@@ -72,7 +72,10 @@ def test_mirror_without_range_support_restarts_the_file(hub_world: HubWorld, mir
     hub_world.hub.drop_after(SHARD, cut)
     dest = tmp_path / "models" / PROFILE
     fetch_weights(
-        MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned), dest, profile=PROFILE, include=INCLUDE
+        MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned, allow_insecure=True),
+        dest,
+        profile=PROFILE,
+        include=INCLUDE,
     )
     assert [(h.status, h.body_bytes) for h in hub_world.hub.gets(SHARD)] == [(200, cut), (200, size)]
     assert (dest / SHARD).read_bytes() == hub_world.files[SHARD]
@@ -82,7 +85,9 @@ def test_mirror_redirect_to_another_host_does_not_carry_the_token(
     hub_world: HubWorld, mirror: Path, tmp_path: Path
 ) -> None:
     dest = tmp_path / "models" / PROFILE
-    source = MirrorSource(f"{hub_world.hub.url}/mirror-redirect", REPO_ID, hub_world.pinned, token=hub_world.token)
+    source = MirrorSource(
+        f"{hub_world.hub.url}/mirror-redirect", REPO_ID, hub_world.pinned, token=hub_world.token, allow_insecure=True
+    )
     fetch_weights(source, dest, profile=PROFILE, include=INCLUDE)
     assert hv.verify(str(dest), full=True)["ok"]
     hops: dict[str, set[str]] = {}
@@ -97,7 +102,7 @@ def test_interrupted_fetch_leaves_nothing_that_verifies_and_rerun_resumes(
     dest = tmp_path / "models" / PROFILE
     cut = 2_000_000
     hub_world.hub.drop_after(SHARD, cut)
-    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned, retries=0)
+    source = MirrorSource(f"{hub_world.hub.url}/mirror", REPO_ID, hub_world.pinned, retries=0, allow_insecure=True)
     with pytest.raises(SourceError, match="re-run to resume"):
         fetch_weights(source, dest, profile=PROFILE, include=INCLUDE, workers=1)
     assert not dest.exists()

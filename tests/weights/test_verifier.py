@@ -6,6 +6,7 @@ import ast
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import sys
 import tempfile
@@ -116,36 +117,41 @@ def test_finalize_refuses_unverified_staging_and_keeps_old_dest(tmp_path: Path) 
     assert (dest / "a.bin").read_bytes() == b"old"
 
 
-def test_service_user_without_write_access_gets_a_correct_answer() -> None:
+def test_service_user_can_neither_alter_the_weights_nor_read_their_metadata() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the weights are root's and the probe runs as another user")
     # pytest's tmp dirs are 0700; the service user needs a traversable path, as under /srv.
     root = Path(tempfile.mkdtemp(prefix="ms4fleet-verify-"))
     try:
         root.chmod(0o755)
-        wdir = _make(root / "w", {"a.bin": b"a" * 100, "b.json": b"{}"})
-        assert hv.verify(str(wdir))["stamp"] == "updated"
-        os.chmod(wdir / "b.json", 0o600)  # moves ctime: the stamp no longer proves b.json
-        os.chmod(wdir / "b.json", 0o644)
-        os.chmod(wdir / ".ms4fleet", 0o555)
-        done = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "/usr/bin/python3",
-                "-I",
-                str(SCRIPT),
-                "verify",
-                str(wdir),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        dest = root / "w"
+        _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
+        assert _run("finalize", str(dest), "--owner", "root:root")[0] == 0
+        meta = dest / hv.META_DIR
+        modes = {p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_uid) for p in [dest, meta, *meta.iterdir()]}
+        assert modes == {
+            "w": (0o555, 0),
+            ".ms4fleet": (0o700, 0),
+            "manifest.json": (0o600, 0),
+            "stamp.json": (0o600, 0),
+        }
+        assert [stat.S_IMODE((dest / p).stat().st_mode) for p in ("a.bin", "sub", "sub/b.json")] == [
+            0o444,
+            0o555,
+            0o444,
+        ]
+        probe = (
+            "import os, sys\n"
+            "for attempt in (lambda: open(sys.argv[1] + '/a.bin', 'r+b'), lambda: os.chmod(sys.argv[1] + '/a.bin', 0o644),"
+            " lambda: os.rename(sys.argv[1] + '/a.bin', sys.argv[1] + '/x'), lambda: open(sys.argv[1] + '/new', 'wb'),"
+            " lambda: open(sys.argv[1] + '/.ms4fleet/manifest.json', 'rb')):\n"
+            "    try:\n        attempt()\n    except PermissionError:\n        print('denied')\n"
+            "    else:\n        print('allowed')\n"
         )
-        report = json.loads(done.stdout)
-        assert done.returncode == 0 and report["ok"] and report["hashed"] == ["b.json"]
-        assert report["stamp"] == "unwritable"
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-I"]
+        done = subprocess.run([*as_nobody, "-c", probe, str(dest)], capture_output=True, text=True, check=False)
+        assert done.stdout.split() == ["denied"] * 5, done.stdout + done.stderr
+        assert (dest / "a.bin").read_bytes() == b"a" * 100
     finally:
         hv.remove_tree(str(root))
 

@@ -38,7 +38,13 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
             "docker_daemon_options": {"registry-mirrors": [services.REGISTRY_MIRROR_URL]},
         },
         "ms4fleet_runtime": {"kind": "docker", "image": STANDIN_IMAGE, "vllm_version": STANDIN_VLLM_VERSION},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": record.mirror_url, "revision": SIM_REVISION},
+        "ms4fleet_weights": {
+            "source": "mirror",
+            "mirror_url": record.mirror_url,
+            # The sim's mirror is plain http on the fleet's own network.
+            "allow_insecure": True,
+            "revision": SIM_REVISION,
+        },
     }
 
 

@@ -18,11 +18,17 @@ reused when DIR holds the same repo and revision (only bad files are removed), e
 ``finalize`` verifies ``DIR.partial`` (hashing every file not proven by the stamp), drops downloader
 leftovers, sets owner and read-only modes, writes the stamp and renames it over DIR. DIR therefore never
 holds an unverified set of files.
+
+Run as root on a directory others may have written to, it never follows a link inside DIR: every path below
+DIR is opened one component at a time relative to its parent's descriptor with O_NOFOLLOW, anything that
+is not a regular file (or directory) is refused unopened, and new files are created with O_EXCL. The
+metadata is root's alone (directory 0700, files 0600); the model files and directories are read-only.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import os
@@ -43,6 +49,14 @@ LEFTOVER_DIRS = (".cache",)
 PARTIAL_DIR = "partial"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HASH_BUFFER = 8 * 1024 * 1024
+FILE_MODE, DIR_MODE = 0o444, 0o555
+META_FILE_MODE, META_DIR_MODE = 0o600, 0o700
+# The metadata's owner whatever the files' owner: a service user able to re-stamp could hide a change.
+ROOT_IDS: Optional[Tuple[int, int]] = (0, 0) if os.geteuid() == 0 else None
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+# O_NONBLOCK: a FIFO swapped in between the stat and the open must not block the open.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | _CLOEXEC
 
 # size, mtime_ns, ctime_ns, inode. Not the device number: NVMe names (and so st_dev) can swap across reboots,
 # which would force a needless full re-hash.
@@ -51,6 +65,75 @@ StatKey = Tuple[int, int, int, int]
 
 class ManifestError(Exception):
     """The manifest is missing, unreadable or malformed."""
+
+
+class NotRegular(OSError):
+    """A path below the weights directory is a link, a special file, or lies under one."""
+
+
+def open_dir(directory: str) -> int:
+    """A descriptor of ``directory`` itself, refusing a link in its place (the path above it is root's)."""
+    try:
+        return os.open(directory, _DIR_FLAGS)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise NotRegular(err.errno, "not a directory (or a link to one)", directory) from None
+        raise
+
+
+def _parent_fd(root_fd: int, rel: str) -> Tuple[int, str]:
+    """A new descriptor of the directory holding ``rel`` (below ``root_fd``) and the final name."""
+    parts = rel.split("/")
+    fd = os.dup(root_fd)
+    try:
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as err:
+                if err.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotRegular(err.errno, "a path component is not a directory", rel) from None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, parts[-1]
+
+
+def lstat_at(root_fd: int, rel: str) -> os.stat_result:
+    fd, name = _parent_fd(root_fd, rel)
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+    finally:
+        os.close(fd)
+
+
+def open_regular(root_fd: int, rel: str) -> int:
+    """A read descriptor of the regular file ``rel``; ``NotRegular`` for anything else, left unopened."""
+    fd, name = _parent_fd(root_fd, rel)
+    try:
+        before = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if not stat.S_ISREG(before.st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", rel)
+        handle = os.open(name, _FILE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+    st = os.fstat(handle)
+    if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+        os.close(handle)
+        raise NotRegular(errno.EINVAL, "not a regular file", rel)
+    return handle
+
+
+def _read_regular(directory: str, rel: str) -> bytes:
+    root_fd = open_dir(directory)
+    try:
+        handle = open_regular(root_fd, rel)
+    finally:
+        os.close(root_fd)
+    with os.fdopen(handle, "rb") as stream:
+        return stream.read()
 
 
 class BadFile(TypedDict):
@@ -121,10 +204,11 @@ def load_manifest(directory: str) -> Tuple[Dict[str, Any], str]:
     """Return the parsed manifest and the sha256 of its bytes (the stamp is bound to it)."""
     path = manifest_path(directory)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        raw = _read_regular(directory, META_DIR + "/" + MANIFEST_NAME)
     except FileNotFoundError:
         raise ManifestError("no manifest at %s" % path) from None
+    except NotRegular:
+        raise ManifestError("%s is not a regular file (or lies under a link): refusing it" % path) from None
     except OSError as err:
         raise ManifestError("cannot read %s: %s" % (path, err.strerror)) from None
     try:
@@ -155,10 +239,15 @@ def load_manifest(directory: str) -> Tuple[Dict[str, Any], str]:
 
 
 def sha256_file(path: str) -> str:
+    with open(path, "rb", buffering=0) as handle:
+        return sha256_fd(handle.fileno())
+
+
+def sha256_fd(fd: int) -> str:
     digest = hashlib.sha256()
     buffer = bytearray(_HASH_BUFFER)
     view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as handle:
+    with os.fdopen(os.dup(fd), "rb", buffering=0) as handle:
         while True:
             count = handle.readinto(buffer)
             if not count:
@@ -173,8 +262,11 @@ def stat_key(st: os.stat_result) -> StatKey:
 
 def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
     try:
-        with open(stamp_path(directory), encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = json.loads(_read_regular(directory, META_DIR + "/" + STAMP_NAME).decode("utf-8"))
+    except NotRegular:
+        raise ManifestError(
+            "%s is not a regular file (or lies under a link): refusing it" % stamp_path(directory)
+        ) from None
     except (OSError, ValueError):
         return {}
     if not isinstance(data, dict) or data.get("manifest_sha256") != manifest_digest:
@@ -186,22 +278,36 @@ def _load_stamp(directory: str, manifest_digest: str) -> Dict[str, StatKey]:
 
 
 def _write_stamp(directory: str, manifest_digest: str, keys: Dict[str, StatKey]) -> None:
-    path = stamp_path(directory)
-    tmp = "%s.%d.tmp" % (path, os.getpid())
     body = {"manifest_sha256": manifest_digest, "files": {k: list(v) for k, v in sorted(keys.items())}}
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, indent=1)
-        handle.write("\n")
-    os.chmod(tmp, 0o444)
-    os.replace(tmp, path)
+    data = (json.dumps(body, indent=1) + "\n").encode("utf-8")
+    root_fd = open_dir(directory)
+    try:
+        meta_fd = os.open(META_DIR, _DIR_FLAGS, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
+    try:
+        # A fresh name each time, created exclusively: nothing planted at a predictable name is followed.
+        tmp = "%s.%d.%s.tmp" % (STAMP_NAME, os.getpid(), os.urandom(8).hex())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+        handle = os.open(tmp, flags, META_FILE_MODE, dir_fd=meta_fd)
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            os.fchmod(stream.fileno(), META_FILE_MODE)
+        os.replace(tmp, STAMP_NAME, src_dir_fd=meta_fd, dst_dir_fd=meta_fd)
+    finally:
+        os.close(meta_fd)
 
 
 def mark_verified(directory: str, paths: List[str]) -> None:
     """Record that ``paths`` (just hashed against the manifest by the caller) match, as they stat now."""
     _manifest, manifest_digest = load_manifest(directory)
     keys = _load_stamp(directory, manifest_digest)
-    for rel in paths:
-        keys[rel] = stat_key(os.lstat(os.path.join(directory, rel)))
+    root_fd = open_dir(directory)
+    try:
+        for rel in paths:
+            keys[rel] = stat_key(lstat_at(root_fd, rel))
+    finally:
+        os.close(root_fd)
     _write_stamp(directory, manifest_digest, keys)
 
 
@@ -247,46 +353,43 @@ def verify(
         report["error"] = "holds revision %s, expected %s" % (report["revision"] or "?", revision)
         return report
 
-    stamp = {} if full else _load_stamp(directory, manifest_digest)
-    good: Dict[str, StatKey] = {}
-    to_hash: List[Tuple[str, str, StatKey]] = []
-    for entry in manifest["files"]:
-        rel, size = entry["path"], entry["size"]
-        report["files"] += 1
-        report["bytes"] += size
-        try:
-            st = os.lstat(os.path.join(directory, rel))
-        except FileNotFoundError:
-            report["bad"].append(BadFile(path=rel, reason="missing"))
-            continue
-        if not stat.S_ISREG(st.st_mode):
-            report["bad"].append(BadFile(path=rel, reason="not a regular file"))
-            continue
-        if st.st_size != size:
-            report["bad"].append(BadFile(path=rel, reason="size %d, expected %d" % (st.st_size, size)))
-            continue
-        key = stat_key(st)
-        if stamp.get(rel) == key:
-            good[rel] = key
-        else:
-            to_hash.append((rel, entry["sha256"], key))
+    try:
+        stamp = {} if full else _load_stamp(directory, manifest_digest)
+        root_fd = open_dir(directory)
+    except (ManifestError, OSError) as err:
+        report["error"] = str(err)
+        return report
+    try:
+        good, to_hash = _check_files(root_fd, manifest, stamp, report)
 
-    def _hash(item: Tuple[str, str, StatKey]) -> Tuple[str, str, StatKey, str]:
-        rel, expected, key = item
-        try:
-            return rel, expected, key, sha256_file(os.path.join(directory, rel))
-        except OSError as err:
-            return rel, expected, key, "unreadable: %s" % err.strerror
+        def _hash(item: Tuple[str, str, StatKey]) -> Tuple[str, str, StatKey, str]:
+            rel, expected, key = item
+            try:
+                handle = open_regular(root_fd, rel)
+            except NotRegular:
+                return rel, expected, key, "not a regular file"
+            except OSError as err:
+                return rel, expected, key, "unreadable: %s" % err.strerror
+            try:
+                if stat_key(os.fstat(handle)) != key:
+                    return rel, expected, key, "changed while being checked"
+                return rel, expected, key, sha256_fd(handle)
+            except OSError as err:
+                return rel, expected, key, "unreadable: %s" % err.strerror
+            finally:
+                os.close(handle)
 
-    for rel, expected, key, actual in _hash_all(_hash, to_hash, workers or _default_workers()):
-        report["hashed"].append(rel)
-        report["hashed_bytes"] += key[0]
-        if actual == expected:
-            good[rel] = key
-        elif actual.startswith("unreadable"):
-            report["bad"].append(BadFile(path=rel, reason=actual))
-        else:
-            report["bad"].append(BadFile(path=rel, reason="sha256 mismatch"))
+        for rel, expected, key, actual in _hash_all(_hash, to_hash, workers or _default_workers()):
+            report["hashed"].append(rel)
+            report["hashed_bytes"] += key[0]
+            if actual == expected:
+                good[rel] = key
+            elif _SHA256.match(actual):
+                report["bad"].append(BadFile(path=rel, reason="sha256 mismatch"))
+            else:
+                report["bad"].append(BadFile(path=rel, reason=actual))
+    finally:
+        os.close(root_fd)
 
     report["ok"] = not report["bad"]
     report["stamp"] = "current"
@@ -300,18 +403,49 @@ def verify(
     return report
 
 
+def _check_files(
+    root_fd: int, manifest: Dict[str, Any], stamp: Dict[str, StatKey], report: Report
+) -> Tuple[Dict[str, StatKey], List[Tuple[str, str, StatKey]]]:
+    """Stat every listed file (never through a link): the ones the stamp proves, and the ones to hash."""
+    good: Dict[str, StatKey] = {}
+    to_hash: List[Tuple[str, str, StatKey]] = []
+    for entry in manifest["files"]:
+        rel, size = entry["path"], entry["size"]
+        report["files"] += 1
+        report["bytes"] += size
+        try:
+            st = lstat_at(root_fd, rel)
+        except FileNotFoundError:
+            report["bad"].append(BadFile(path=rel, reason="missing"))
+            continue
+        except NotRegular:
+            report["bad"].append(BadFile(path=rel, reason="not a regular file"))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            report["bad"].append(BadFile(path=rel, reason="not a regular file"))
+            continue
+        if st.st_size != size:
+            report["bad"].append(BadFile(path=rel, reason="size %d, expected %d" % (st.st_size, size)))
+            continue
+        key = stat_key(st)
+        if stamp.get(rel) == key:
+            good[rel] = key
+        else:
+            to_hash.append((rel, entry["sha256"], key))
+    return good, to_hash
+
+
 def make_writable_dirs(root: str) -> None:
-    for current, dirs, _files in os.walk(root):
-        os.chmod(current, stat.S_IMODE(os.lstat(current).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
-        for name in dirs:
-            path = os.path.join(current, name)
-            if not os.path.islink(path):
-                os.chmod(path, stat.S_IMODE(os.lstat(path).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+    """Give the owner write access to every directory of the tree (fwalk: descriptors, never a link)."""
+    for _current, _dirs, _files, fd in os.fwalk(root, follow_symlinks=False):
+        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
 
 
 def remove_tree(path: str) -> None:
-    """Remove a (possibly read-only) tree."""
-    if os.path.lexists(path):
+    """Remove a (possibly read-only) tree; a link in its place is removed, not followed."""
+    if os.path.islink(path):
+        os.unlink(path)
+    elif os.path.lexists(path):
         make_writable_dirs(path)
         shutil.rmtree(path)
 
@@ -322,6 +456,17 @@ def remove_entry(path: str) -> None:
         remove_tree(path)
     elif os.path.lexists(path):
         os.unlink(path)
+
+
+def remove_below(root: str, rel: str) -> None:
+    """Remove ``rel`` below ``root``, or the first link or non-directory on its way there (so a link
+    planted in the place of a directory goes, and nothing it points to)."""
+    parts = rel.split("/")
+    for depth in range(1, len(parts) + 1):
+        path = os.path.join(root, *parts[:depth])
+        if depth == len(parts) or os.path.islink(path) or not os.path.isdir(path):
+            remove_entry(path)
+            return
 
 
 def replaceable(directory: str) -> bool:
@@ -355,7 +500,7 @@ def prepare(directory: str, repo: Optional[str] = None, revision: Optional[str] 
         os.rename(directory, staging)
         make_writable_dirs(staging)
         for bad in report["bad"]:
-            remove_entry(os.path.join(staging, bad["path"]))
+            remove_below(staging, bad["path"])
         report["action"] = "repair"
     else:
         os.makedirs(staging, exist_ok=True)
@@ -384,24 +529,40 @@ def _resolve_owner(owner: str) -> Tuple[int, int]:
 
 
 def _seal(root: str, manifest: Dict[str, Any], ids: Optional[Tuple[int, int]]) -> Dict[str, StatKey]:
-    """Give the tree to its owner, make it read-only and return the files' final stat keys."""
+    """Give the files to their owner, make them read-only, the manifest root's, and return the files'
+    final stat keys."""
     keys: Dict[str, StatKey] = {}
-    for entry in manifest["files"]:
-        path = os.path.join(root, entry["path"])
-        if ids is not None:
-            os.chown(path, ids[0], ids[1])
-        os.chmod(path, 0o444)
-        keys[entry["path"]] = stat_key(os.lstat(path))
+    root_fd = open_dir(root)
+    try:
+        for entry in manifest["files"]:
+            handle = open_regular(root_fd, entry["path"])
+            try:
+                _set_owner_mode(handle, ids, FILE_MODE)
+                keys[entry["path"]] = stat_key(os.fstat(handle))
+            finally:
+                os.close(handle)
+        handle = open_regular(root_fd, META_DIR + "/" + MANIFEST_NAME)
+        try:
+            _set_owner_mode(handle, ROOT_IDS, META_FILE_MODE)
+        finally:
+            os.close(handle)
+    finally:
+        os.close(root_fd)
     return keys
+
+
+def _set_owner_mode(fd: int, ids: Optional[Tuple[int, int]], mode: int) -> None:
+    if ids is not None:
+        os.fchown(fd, ids[0], ids[1])
+    os.fchmod(fd, mode)
 
 
 def _seal_dirs(root: str, ids: Optional[Tuple[int, int]]) -> None:
     # Directories only: touching a listed file again would change its ctime and void the fresh stamp.
     # Deepest first, so that a directory made read-only is never written to again.
-    for current, _dirs, _files in os.walk(root, topdown=False):
-        if ids is not None:
-            os.chown(current, ids[0], ids[1])
-        os.chmod(current, 0o555)
+    for current, _dirs, _files, fd in os.fwalk(root, topdown=False, follow_symlinks=False):
+        meta = os.path.relpath(current, root).split(os.sep)[0] == META_DIR
+        _set_owner_mode(fd, ROOT_IDS if meta else ids, META_DIR_MODE if meta else DIR_MODE)
 
 
 def finalize(
@@ -428,18 +589,16 @@ def finalize(
     remove_tree(os.path.join(staging, META_DIR, PARTIAL_DIR))
     manifest, manifest_digest = load_manifest(staging)
     listed = {entry["path"] for entry in manifest["files"]}
-    for current, _dirs, files in os.walk(staging):
-        for name in files:
+    for current, dirs, files, fd in os.fwalk(staging, follow_symlinks=False):
+        for name in dirs + files:
             rel = os.path.relpath(os.path.join(current, name), staging).replace(os.sep, "/")
-            if rel not in listed and not rel.startswith(META_DIR + "/"):
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            unlisted = stat.S_ISREG(st.st_mode) and rel not in listed and not rel.startswith(META_DIR + "/")
+            if stat.S_ISLNK(st.st_mode) or unlisted:
                 # Unlisted files (an excluded pattern, an older revision's file) are not part of the set.
-                os.unlink(os.path.join(current, name))
+                os.unlink(name, dir_fd=fd)
     keys = _seal(staging, manifest, ids)
     _write_stamp(staging, manifest_digest, keys)
-    for meta in (manifest_path(staging), stamp_path(staging)):
-        if ids is not None:
-            os.chown(meta, ids[0], ids[1])
-        os.chmod(meta, 0o444)
     _seal_dirs(staging, ids)
     old = "%s.old.%d" % (directory.rstrip("/"), os.getpid())
     if os.path.lexists(directory):

@@ -88,6 +88,8 @@ def _explicit_request(args: argparse.Namespace) -> WeightsRequest:
         source=args.source,
         owner=args.owner,
         mirror_url=args.mirror_url,
+        manifest_sha256=args.manifest_sha256,
+        allow_insecure=args.allow_insecure,
         path=args.path,
         token=_token_ref(args),
     )

@@ -2,13 +2,16 @@
 
 Layout: ``<mirror_url>/<repo_id>/<revision>/`` holds the files and ``.ms4fleet/manifest.json``, i.e. a
 finalized weights directory copied (or served) as is. Files are fetched in Range segments and resumed
-(``ranged``); each file is checked against the manifest's size and sha256 before it counts.
+(``ranged``); each file is checked against the manifest's size and sha256 before it counts. The manifest
+itself is checked against ``manifest_sha256`` from the inventory: the mirror vouches for nothing on its own.
+Plain http, and redirects to it, are refused unless ``allow_insecure``.
 
-+ ``MirrorSource(base_url, repo_id, revision, token=None)``.
++ ``MirrorSource(base_url, repo_id, revision, token=None, manifest_sha256=None, allow_insecure=False)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -25,8 +28,17 @@ class MirrorSource:
     kind: SourceKind = "mirror"
 
     def __init__(
-        self, base_url: str, repo_id: str, revision: str, token: Secret | None = None, retries: int = RETRIES
+        self,
+        base_url: str,
+        repo_id: str,
+        revision: str,
+        token: Secret | None = None,
+        retries: int = RETRIES,
+        manifest_sha256: str | None = None,
+        allow_insecure: bool = False,
     ) -> None:
+        self.manifest_sha256 = manifest_sha256
+        self.allow_insecure = allow_insecure
         self.repo_id = repo_id
         self.retries = retries
         self.revision = revision
@@ -42,7 +54,7 @@ class MirrorSource:
     def list_files(self) -> list[RemoteFile]:
         url = self.url(f"{hv.META_DIR}/{hv.MANIFEST_NAME}")
         try:
-            with HttpSession(self._headers) as session:
+            with HttpSession(self._headers, allow_insecure=self.allow_insecure) as session:
                 status, body = session.get(url)
         except OSError as err:
             raise SourceError(f"mirror: cannot reach {url} ({type(err).__name__}: {err})") from None
@@ -54,6 +66,12 @@ class MirrorSource:
             raise SourceError(f"mirror: {url} refused access (HTTP {status})")
         if status != 200:
             raise SourceError(f"mirror: {url} answered HTTP {status}")
+        digest = hashlib.sha256(body).hexdigest()
+        if self.manifest_sha256 is not None and digest != self.manifest_sha256:
+            raise SourceError(
+                f"mirror: {url} has sha256 {digest}, not the pinned weights.manifest_sha256 {self.manifest_sha256}: "
+                "the mirror's copy changed; fetch nothing until the pin or the mirror is corrected"
+            )
         try:
             manifest = Manifest.model_validate_json(body)
         except ValueError as err:
@@ -73,7 +91,7 @@ class MirrorSource:
         target = PartialFile(staging, item.path, item.size, item.sha256)
         try:
             progress.start(item.path, item.size, target.offset)
-            with HttpSession(self._headers) as session:
+            with HttpSession(self._headers, allow_insecure=self.allow_insecure) as session:
                 received = ranged_download(session, url, target, progress, self.retries)
             target.commit()
         except OSError as err:

@@ -8,7 +8,8 @@ The standard library's ``http.client`` carries the bytes: on loopback it reads 1
 GB/s, where httpx's 64 KiB h11 reads top out near 300 MB/s (bench/weights_fetch.py), below curl. Proxies
 are not used: a mirror is an internal service reached directly.
 
-+ ``HttpSession(headers)``: connections per origin, redirects followed (``get`` for small bodies).
++ ``HttpSession(headers, allow_insecure=False)``: connections per origin, redirects followed (``get`` for
+  small bodies); plain http (asked for, or redirected to) refused unless ``allow_insecure``.
 + ``ranged_download(session, url, target, progress, retries)``: fills a ``PartialFile``.
 """
 
@@ -37,8 +38,11 @@ _TRANSIENT = (http.client.HTTPException, ConnectionError, TimeoutError)
 class HttpSession:
     """One kept-alive connection per origin; follows redirects; never sends ``headers`` to another origin."""
 
-    def __init__(self, headers: dict[str, str] | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, headers: dict[str, str] | None = None, timeout: float = TIMEOUT, allow_insecure: bool = False
+    ) -> None:
         self._headers = dict(headers or {})
+        self._allow_insecure = allow_insecure
         self._timeout = timeout
         self._connections: dict[tuple[str, str, int], http.client.HTTPConnection] = {}
         self._tls = ssl.create_default_context()
@@ -58,6 +62,8 @@ class HttpSession:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SourceError(f"mirror: {url} is not an http(s) URL")
+        if parts.scheme == "http" and not self._allow_insecure:
+            raise SourceError(f"mirror: {url} is plain http, refused: use https, or set weights.allow_insecure: true")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         key = (parts.scheme, parts.hostname, port)
         conn = self._connections.get(key)
@@ -94,7 +100,10 @@ class HttpSession:
                 raise
             if response.status in (301, 302, 303, 307, 308) and response.getheader("Location"):
                 response.read()
-                url = urljoin(url, response.getheader("Location", ""))
+                location = urljoin(url, response.getheader("Location", ""))
+                if urlsplit(location).scheme == "http" and not self._allow_insecure:
+                    raise SourceError(f"mirror: {url} redirects to plain http ({location}), refused")
+                url = location
                 continue
             return response, url
         raise SourceError(f"mirror: more than {MAX_REDIRECTS} redirects from {url}")

@@ -2,7 +2,7 @@
 
 + ``WeightsRequest``: plain typed fields (repo, revision, patterns, dest, owner, source, token ref).
 + ``request_for_host(config)``: maps a ``HostConfig`` onto it (``weights`` section, catalog profile,
-  ``provision.service_user``, ``paths.model_dir``).
+  ``paths.WEIGHTS_OWNER``, ``paths.model_dir``).
 + ``open_source(request, endpoint=None)``: reads the token (if the source needs one) and builds the source.
 """
 
@@ -29,6 +29,8 @@ class WeightsRequest:
     source: SourceKind = "hub"
     owner: str | None = None
     mirror_url: str | None = None
+    manifest_sha256: str | None = None
+    allow_insecure: bool = False
     path: str | None = None
     token: TokenRef | None = None
 
@@ -37,6 +39,8 @@ class WeightsRequest:
             raise WeightsError(f"revision {self.revision!r} is not pinned: use a 40-character commit hash")
         if self.source == "mirror" and not self.mirror_url:
             raise WeightsError("mirror_url is required when the source is a mirror")
+        if self.source == "mirror" and str(self.mirror_url).startswith("http://") and not self.allow_insecure:
+            raise WeightsError(f"mirror {self.mirror_url} is plain http: use https://, or allow_insecure to accept it")
         if self.source == "path" and not self.path:
             raise WeightsError("path is required when the source is a path")
 
@@ -66,8 +70,10 @@ def request_for_host(config: HostConfig) -> WeightsRequest:
         exclude=profile.exclude_patterns,
         dest=paths.model_dir(weights.dir, profile, weights.revision),
         source=weights.source,
-        owner=config.provision.service_user,
+        owner=paths.WEIGHTS_OWNER,
         mirror_url=weights.mirror_url,
+        manifest_sha256=weights.manifest_sha256,
+        allow_insecure=weights.allow_insecure,
         path=weights.path,
         token=token,
     )
@@ -87,6 +93,13 @@ def open_source(request: WeightsRequest, endpoint: str | None = None) -> tuple[S
     if request.source == "mirror":
         assert request.mirror_url is not None
         # The Hub token is never sent to a mirror: it is a different service with its own access control.
-        return MirrorSource(request.mirror_url, request.repo_id, request.revision), None
+        mirror = MirrorSource(
+            request.mirror_url,
+            request.repo_id,
+            request.revision,
+            manifest_sha256=request.manifest_sha256,
+            allow_insecure=request.allow_insecure,
+        )
+        return mirror, None
     assert request.path is not None
     return PathSource(request.path, request.repo_id, request.revision), None
