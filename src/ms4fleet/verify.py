@@ -450,7 +450,8 @@ def check_metrics(context: _Context) -> CheckResult:
     kv = next((name for name in metrics.KV_USAGE_NAMES if metrics.total(samples, name) is not None), None)
     running = metrics.total(samples, metrics.RUNNING)
     if kv is None or running is None:
-        missing = [name for name, found in ((metrics.RUNNING, running is not None), (metrics.KV_USAGE, kv)) if not found]
+        wanted = ((metrics.RUNNING, running is not None), (metrics.KV_USAGE, kv))
+        missing = [name for name, found in wanted if not found]
         return CheckResult("metrics", "fail", f"/metrics lacks {', '.join(missing)}: not a vLLM server?")
     return CheckResult("metrics", "pass", f"{metrics.RUNNING}={running:g}, {kv}={metrics.total(samples, kv):g}")
 

