@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from ms4fleet import metrics
+from ms4fleet import metrics, monitoring
 from ms4fleet.metrics import parse
 from ms4fleet_sim.standin.metrics import Metrics
 from tests.support.vllm_cpu import VllmUnavailable, vllm_venv
@@ -43,3 +43,10 @@ def test_standin_exports_vllms_names(vllm_names: set[str]) -> None:
     exported = {family(sample.name) for sample in parse(Metrics("m").render())}
     assert metrics.KV_USAGE in exported
     assert sorted(exported - vllm_names) == []
+
+
+def test_shipped_rules_read_vllms_names(vllm_names: set[str]) -> None:
+    rules = monitoring.rules_text().decode()
+    used = {family(name) for name in re.findall(r"vllm:[a-z0-9_]+", rules)}
+    assert len(used) >= 6
+    assert sorted(used - vllm_names) == []
