@@ -1,20 +1,32 @@
-"""``ms4fleet status --json`` on a simulated 3-host fleet serving release A: every replica's load in the JSON
-equals its /metrics read directly over the fleet network (the core's parser), and GPU memory and health are
-each host's."""
+"""A simulated 3-host fleet serving release A, seen from outside:
+
+- ``ms4fleet status --json``: every replica's load equals its /metrics read directly over the fleet network
+  (the core's parser), and GPU memory and health are each host's;
+- ``ms4fleet monitoring``: Debian's prometheus (from the sim's offline Debian mirror) on the fleet's fourth
+  host scrapes every replica (``up == 1``, asked through Prometheus's HTTP API), a stopped replica fires
+  Ms4fleetReplicaDown within two scrape intervals, and every metric the dashboard reads exists there.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import runpy
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ms4fleet import metrics
+from ms4fleet import metrics, monitoring
+from ms4fleet_pyinfra.monitoring import register_monitoring
 from ms4fleet_pyinfra.rollout.cli import register_rollout, register_status
+from ms4fleet_sim.inventories import py_literal
 from tests.rollout.world import World, container_ip, world
+from tests.unit.test_monitoring import dashboard_exprs, metric_names
+
+SCRAPE_S = 5
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -24,6 +36,7 @@ def cli(*argv: str) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     register_rollout(sub)
     register_status(sub)
+    register_monitoring(sub)
     args = parser.parse_args(list(argv))
     result: int = args.func(args)
     return result
@@ -74,3 +87,74 @@ def test_status_json_equals_each_replicas_metrics(
         for gpu in row["gpus"]:
             assert gpu["health"] == "healthy"
             assert 0 < gpu["memory_used_bytes"] < gpu["memory_total_bytes"]
+
+
+def prometheus_api(url: str, path: str, **params: str) -> object:
+    body = httpx.get(f"{url}/api/v1/{path}", params=params, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def wait_for(what: str, check: object, timeout_s: float, every_s: float = 0.25) -> float:
+    """Seconds until ``check()`` is true (fails after ``timeout_s``)."""
+    start = time.monotonic()
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() - start < timeout_s, f"{what}: not within {timeout_s:g}s"
+        time.sleep(every_s)
+    return time.monotonic() - start
+
+
+def test_prometheus_scrapes_every_replica_and_alerts_on_a_stopped_one(served: tuple[World, Path]) -> None:
+    built, inventory = served
+    gpus, shared = runpy.run_path(str(inventory))["gpus"]
+    shared["ms4fleet_monitoring"] = {"prometheus_host": built.lb.name, "scrape_interval_s": SCRAPE_S}
+    monitored = inventory.with_name("monitored.py")
+    monitored.write_text(f"gpus = {py_literal((gpus, shared))}\n", encoding="utf-8")
+    assert cli("monitoring", str(monitored), "--monitoring-inventory", str(built.lb_inventory())) == 0
+    # The same plan again changes nothing and keeps Prometheus up.
+    assert cli("monitoring", str(monitored), "--monitoring-inventory", str(built.lb_inventory())) == 0
+    assert built.lb.sudo("dpkg-query -W -f '${Version}' prometheus").stdout.startswith("2.")
+    url = f"http://{container_ip(built.lb.container, built.sim.record.network)}:{monitoring.PROMETHEUS_PORT}"
+    wait_for("Prometheus answers", lambda: _ready(url), 60)
+    replicas = {(h.name, str(i)) for h in built.gpu for i in (0, 1)}
+
+    def up() -> dict[tuple[str, str], str]:
+        result = prometheus_api(url, "query", query='up{job="vllm"}')["result"]  # type: ignore[index]
+        return {(r["metric"]["host"], r["metric"]["replica"]): r["value"][1] for r in result}
+
+    wait_for("every replica up == 1", lambda: up() == dict.fromkeys(replicas, "1"), 60)
+
+    victim = built.gpu[1]
+    victim.sudo("systemctl stop ms4fleet-vllm-1.service")
+    stopped = time.monotonic()
+
+    def firing() -> bool:
+        alerts = prometheus_api(url, "alerts")["alerts"]  # type: ignore[index]
+        return any(
+            a["labels"]["alertname"] == "Ms4fleetReplicaDown"
+            and a["state"] == "firing"
+            and (a["labels"]["host"], a["labels"]["replica"]) == (victim.name, "1")
+            for a in alerts
+        )
+
+    wait_for("Ms4fleetReplicaDown fires", firing, 4 * SCRAPE_S)
+    took = time.monotonic() - stopped
+    print(f"replica-down alert fired {took:.1f}s after the stop (scrape interval {SCRAPE_S}s)")
+    assert took <= 2 * SCRAPE_S
+    assert up()[(victim.name, "1")] == "0"
+
+    # Every metric the dashboard reads exists in this Prometheus (recording rules run each evaluation).
+    wanted = set().union(*(metric_names(e) for e in dashboard_exprs()))
+
+    def names() -> set[str]:
+        return set(prometheus_api(url, "label/__name__/values"))  # type: ignore[call-overload]
+
+    wait_for(f"the dashboard's metrics {sorted(wanted)}", lambda: wanted <= names(), 4 * SCRAPE_S)
+    victim.sudo("systemctl start ms4fleet-vllm-1.service")
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

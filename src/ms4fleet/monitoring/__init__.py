@@ -56,6 +56,7 @@ class MonitoringPlan:
             "packages": list(self.packages),
             "service": self.service,
             "port": self.port,
+            "config_path": CONFIG_PATH,
             "scrape_interval_s": self.scrape_interval_s,
             "scraped": list(self.scraped),
             "files": {path: data.decode() for path, data in sorted(self.files.items())},
