@@ -20,6 +20,9 @@ import httpx
 import pytest
 
 from ms4fleet import metrics, monitoring
+from ms4fleet.health import parse_health
+from ms4fleet.hostscripts import python_command
+from ms4fleet.probe import parse_probe
 from ms4fleet_pyinfra.monitoring import register_monitoring
 from ms4fleet_pyinfra.rollout.cli import register_rollout, register_status
 from ms4fleet_sim.inventories import py_literal
@@ -81,12 +84,18 @@ def test_status_json_equals_each_replicas_metrics(
         assert direct["generation_tokens"] > 0
         seen.add(direct["generation_tokens"])
     assert len(seen) > 3, "the replicas' counters should differ"
-    for row in rows.values():
+    for host in built.gpu:
+        row = rows[host.name]
         assert row["healthy"] and row["up_to_date"] and row["error"] == ""
-        assert [g["index"] for g in row["gpus"]] == [0, 1]
-        for gpu in row["gpus"]:
-            assert gpu["health"] == "healthy"
-            assert 0 < gpu["memory_used_bytes"] < gpu["memory_total_bytes"]
+        # GPU memory and health as the core's probe and health reader say, run on the host directly.
+        probe = parse_probe(host.sudo(python_command("probe.py")).stdout, host.name)
+        health = parse_health(host.sudo(python_command("health.py")).stdout, host.name)
+        memory = [(g.index, g.memory_used_bytes, g.memory_total_bytes) for g in probe.gpus]
+        assert [(g["index"], g["memory_used_bytes"], g["memory_total_bytes"]) for g in row["gpus"]] == memory
+        assert all(0 < used < total for _, used, total in memory)
+        verdicts = [(g.index, str(g.verdict), g.summary) for g in health.gpus]
+        assert [(g["index"], g["health"], g["health_reason"]) for g in row["gpus"]] == verdicts
+        print(host.name, verdicts)
 
 
 def prometheus_api(url: str, path: str, **params: str) -> object:

@@ -50,3 +50,9 @@ def test_an_unnamed_monitoring_host_is_one_line(filters: SimpleNamespace) -> Non
 
     with pytest.raises(AnsibleFilterError, match=r"^mon-2: monitoring no GPU host names it as prometheus_host"):
         filters.monitoring_plan([hostvars("gpu-1")], "mon-2")
+
+
+def test_the_collection_ships_the_packages_dashboard() -> None:
+    """Grafana imports the file from either artefact: the collection's copy is the package's, byte for byte."""
+    shipped = ROOT / "roles" / "monitoring" / "files" / "ms4fleet-dashboard.json"
+    assert not shipped.is_symlink() and shipped.read_bytes() == monitoring.dashboard_text()
