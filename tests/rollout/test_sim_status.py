@@ -4,7 +4,8 @@
   (the core's parser), and GPU memory and health are each host's;
 - ``ms4fleet monitoring``: Debian's prometheus (from the sim's offline Debian mirror) on the fleet's fourth
   host scrapes every replica (``up == 1``, asked through Prometheus's HTTP API), a stopped replica fires
-  Ms4fleetReplicaDown within two scrape intervals, and every metric the dashboard reads exists there.
+  Ms4fleetReplicaDown within two scrape intervals, and every metric the dashboard reads exists there;
+- playbooks/monitoring.yml (the Ansible role) writes the same files, byte for byte, then changes nothing.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 import runpy
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +170,32 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/-/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_the_ansible_role_writes_the_same_files(served: tuple[World, Path]) -> None:
+    built, inventory = served
+    paths = [
+        monitoring.CONFIG_PATH,
+        monitoring.RULES_PATH,
+        *(f"{monitoring.TARGETS_DIR}/{j}.json" for j in monitoring.JOBS),
+    ]
+    written = {path: built.lb.sudo(f"cat {path}").stdout for path in paths}
+    built.lb.sudo("rm -f " + " ".join(paths))
+    doc = json.loads(built.ansible_inventory("monitored").read_text())
+    doc["all"]["children"]["ms4fleet_gpu"]["vars"]["ms4fleet_monitoring"] = {
+        "prometheus_host": built.lb.name,
+        "scrape_interval_s": SCRAPE_S,
+    }
+    ansible_inventory = inventory.with_name("monitored-ansible.yml")
+    ansible_inventory.write_text(json.dumps(doc), encoding="utf-8")
+    for attempt in ("first", "again"):
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(ansible_inventory),
+             "playbooks/monitoring.yml", "-e", "monitoring_group=ms4fleet_lb"],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+        recap = next(line for line in run.stdout.splitlines() if line.startswith(built.lb.name))
+        assert ("changed=0" in recap) == (attempt == "again"), recap
+    assert {path: built.lb.sudo(f"cat {path}").stdout for path in paths} == written
+    assert built.lb.sudo("systemctl is-active prometheus").stdout.strip() == "active"
