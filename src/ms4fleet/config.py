@@ -52,7 +52,7 @@ from ms4fleet.values import (
 )
 from ms4fleet.vllm_args import check_extra_args
 
-SECTIONS = ("gpu", "serving", "runtime", "weights", "provision")
+SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring")
 KEY_PREFIX = "ms4fleet_"
 # The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
@@ -290,6 +290,16 @@ class ProvisionConfig(_Section):
         return self
 
 
+class MonitoringConfig(_Section):
+    """Which Prometheus scrapes this host (ms4fleet.monitoring plans it) and which exporters it runs."""
+
+    # The inventory name of the monitoring host (Debian's prometheus is installed there).
+    prometheus_host: Token
+    scrape_interval_s: Annotated[int, Field(ge=5, le=300)] = 15
+    node_exporter: bool = False
+    dcgm_exporter: bool = False
+
+
 class HostConfig(_Section):
     """Everything ms4fleet needs to decide about one host."""
 
@@ -300,6 +310,7 @@ class HostConfig(_Section):
     # Optional for planning and sizing; the engines require it before fetching or serving.
     weights: WeightsConfig | None = None
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
+    monitoring: MonitoringConfig | None = None
 
     @property
     def profile(self) -> ModelProfile:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import struct
 import time
 import zlib
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import httpx
 import jsonschema  # type: ignore[import-untyped]
 
+from ms4fleet import metrics
 from ms4fleet.catalog import ModelProfile
 from ms4fleet.causes import Cause, name_causes
 
@@ -42,9 +42,6 @@ CHECKS: tuple[str, ...] = (
     "metrics",
 )
 EXIT_PASS, EXIT_FAIL, EXIT_UNREACHABLE = 0, 1, 2
-# Gauges every vLLM V1 server exports; the KV usage gauge was renamed (gpu_cache -> kv_cache).
-RUNNING_GAUGE = "vllm:num_requests_running"
-KV_GAUGES = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 
 WEATHER_TOOL: dict[str, Any] = {
     "type": "function",
@@ -442,24 +439,21 @@ def check_image(context: _Context) -> CheckResult:
     return CheckResult("image", "pass", f"{tokens} tokens about a 64x64 image")
 
 
-_METRIC_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
-
-
 def check_metrics(context: _Context) -> CheckResult:
     response = _request(context, "GET", "/metrics")
     if response.status_code != 200:
         return _failed_response("metrics", "GET /metrics", response)
-    values: dict[str, float] = {}
-    for match in _METRIC_RE.finditer(response.text):
-        try:
-            values.setdefault(match.group("name"), float(match.group("value")))
-        except ValueError:
-            continue
-    kv = next((name for name in KV_GAUGES if name in values), None)
-    if kv is None or RUNNING_GAUGE not in values:
-        missing = [name for name, found in ((RUNNING_GAUGE, RUNNING_GAUGE in values), (KV_GAUGES[0], kv)) if not found]
+    try:
+        samples = metrics.parse(response.text)
+    except metrics.MetricsError as exc:
+        return CheckResult("metrics", "fail", f"/metrics: {exc}", body=response.text)
+    kv = next((name for name in metrics.KV_USAGE_NAMES if metrics.total(samples, name) is not None), None)
+    running = metrics.total(samples, metrics.RUNNING)
+    if kv is None or running is None:
+        wanted = ((metrics.RUNNING, running is not None), (metrics.KV_USAGE, kv))
+        missing = [name for name, found in wanted if not found]
         return CheckResult("metrics", "fail", f"/metrics lacks {', '.join(missing)}: not a vLLM server?")
-    return CheckResult("metrics", "pass", f"{RUNNING_GAUGE}={values[RUNNING_GAUGE]:g}, {kv}={values[kv]:g}")
+    return CheckResult("metrics", "pass", f"{metrics.RUNNING}={running:g}, {kv}={metrics.total(samples, kv):g}")
 
 
 _RUNNERS: dict[str, Callable[[_Context], CheckResult]] = {

@@ -23,6 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ms4fleet import metrics
+
 H200_TOTAL = 150754820096
 H200_FREE = 150109880320
 GIB = 1 << 30
@@ -290,17 +292,10 @@ def chat(url: str, **body: Any) -> httpx.Response:
 
 
 def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    found = False
-    for line in text.splitlines():
-        match = re.fullmatch(r"([^{ ]+)(\{[^}]*\})? (\S+)", line)
-        if not match or match.group(1) != name:
-            continue
-        if all(f'{k}="{v}"' in (match.group(2) or "") for k, v in labels.items()):
-            total += float(match.group(3))
-            found = True
-    assert found, f"{name} {labels} not in /metrics"
-    return total
+    """The sum of ``name``'s samples with ``labels``, read with the core's parser (prometheus_client's)."""
+    found = metrics.total(metrics.parse(text), name, **labels)
+    assert found is not None, f"{name} {labels} not in /metrics"
+    return found
 
 
 @pytest.fixture

@@ -93,6 +93,24 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inventory", help="pyinfra inventory (.py) of the GPU hosts")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--watch", action="store_true", help="redraw the table until interrupted (Ctrl-C)")
+    parser.add_argument(
+        "--interval-s",
+        type=_positive_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds between the two /metrics reads that give tokens/s (default 1)",
+    )
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, 3600]")
+    return value
 
 
 def policy_from_args(args: argparse.Namespace) -> Policy:

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from ms4fleet.config import ConfigError
@@ -54,7 +55,10 @@ def register_rollout(subparsers: Any) -> None:
 
 
 def register_status(subparsers: Any) -> None:
-    parser = subparsers.add_parser("status", help="each host's current release, health and verdict")
+    parser = subparsers.add_parser(
+        "status",
+        help="each host's release, its replicas' health and load (requests, KV cache, tokens/s), GPU memory and health",
+    )
     add_status_arguments(parser)
     parser.set_defaults(func=run_status)
 
@@ -163,27 +167,50 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
     return 130 if report.stopped == INTERRUPTED else report.exit_code
 
 
+def _gib(value: int | None) -> str:
+    return "?" if value is None else f"{value / (1 << 30):.1f}"
+
+
+def status_table(rows: list[Any]) -> Table:
+    """One line per replica (release, health, load) and one per GPU (memory, health) under its host."""
+    table = Table("host", "release", "replica", "health", "running", "waiting", "KV cache", "tokens/s", "GPUs")
+    for row in rows:
+        wanted = "" if row.current == row.wanted else f" (wants {row.wanted})"
+        gpus = ", ".join(
+            f"{g['index']}: {_gib(g['memory_used_bytes'])}/{_gib(g['memory_total_bytes'])} GiB {g['health'] or '?'}"
+            for g in row.gpus
+        )
+        release = f"{row.current or 'none'}{wanted}"
+        if row.error or not row.health:
+            table.add_row(row.host, release, "-", row.error or "no replica planned", "", "", "", "", gpus)
+            continue
+        for index, (port, health) in enumerate(row.health.items()):
+            load = row.load.get(port, {})
+            if "running" in load:
+                cells = [f"{load['running']:g}", f"{load['waiting']:g}", f"{load['kv_cache_usage']:.1%}"]
+                cells.append(f"{load['tokens_per_s']:.1f}")
+            else:
+                cells = [load.get("error", ""), "", "", ""]
+            first = index == 0
+            table.add_row(row.host if first else "", release if first else "", str(port), health, *cells,
+                          gpus if first else "")  # fmt: skip
+    return table
+
+
 def run_status(args: argparse.Namespace) -> int:
     from ms4fleet_pyinfra.rollout.status import fleet_status
 
     fleet = load_inventory(args.inventory)
-    rows = fleet_status(fleet)
+    if args.watch and not args.json:
+        with Live(Table(), console=Console(), auto_refresh=False) as live:
+            try:
+                while True:
+                    live.update(status_table(fleet_status(fleet, args.interval_s)), refresh=True)
+            except KeyboardInterrupt:
+                return 0
+    rows = fleet_status(fleet, args.interval_s)
     if args.json:
         sys.stdout.write(json.dumps([row.to_dict() for row in rows], indent=2) + "\n")
     else:
-        table = Table("host", "release", "previous", "inventory wants", "replicas", "health", "verdict")
-        for row in rows:
-            active = sum(1 for state in row.units.values() if state == "active")
-            health = row.error or ("ok" if row.healthy else ", ".join(f"{p}: {s}" for p, s in row.health.items()))
-            wanted = "same" if row.current == row.wanted else row.wanted
-            table.add_row(
-                row.host,
-                row.current or "none",
-                row.previous or "none",
-                wanted,
-                f"{active}/{len(row.units)} active",
-                health,
-                row.verdict,
-            )
-        Console().print(table)
+        Console().print(status_table(rows))
     return 0 if all(row.healthy and not row.error for row in rows) else 1

@@ -1,10 +1,13 @@
 """``ms4fleet status``: each host's current and previous release, whether it is the release the inventory
-describes now, its replicas' health (systemd and GET /health through the SSH connection) and the sizing
-verdict of its plan.
+describes now, its replicas' health (systemd and GET /health through the SSH connection), their load (two
+reads of /metrics, ``interval_s`` apart, parsed by ``ms4fleet.metrics``: running / waiting requests, KV cache
+usage, counters and tokens/s from their delta), each GPU's memory (the probe) and health verdict
+(``ms4fleet.health``), and the sizing verdict of its plan.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,9 +16,13 @@ import httpx
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
+from ms4fleet import metrics
+from ms4fleet.health import HealthError, parse_health
+from ms4fleet.hostscripts import python_command
 from ms4fleet.inventory import Fleet
 from ms4fleet.rollout.release import release_for
 from ms4fleet.serving import local_address, plan_host
+from ms4fleet_pyinfra.facts import Probe
 from ms4fleet_pyinfra.rollout.hostops import parse_read, read_script
 from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
 from ms4fleet_pyinfra.tunnel import forwarded
@@ -30,6 +37,9 @@ class HostStatus:
     previous: str | None = None
     units: dict[str, str] = field(default_factory=dict)
     health: dict[int, str] = field(default_factory=dict)
+    # Per port: the second /metrics read (ReplicaLoad.to_dict) and tokens_per_s, or {"error": why}.
+    load: dict[int, dict[str, Any]] = field(default_factory=dict)
+    gpus: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
 
     @property
@@ -45,13 +55,58 @@ class HostStatus:
             "up_to_date": self.current == self.wanted,
             "units": self.units,
             "health": {str(port): state for port, state in self.health.items()},
+            "load": {str(port): load for port, load in self.load.items()},
+            "gpus": self.gpus,
             "healthy": self.healthy,
             "verdict": self.verdict,
             "error": self.error,
         }
 
 
-def _gather(state: Any, host: Any, status: HostStatus, address: str, ports: list[int], sudo: bool) -> bool:
+def _read_load(host: Any, address: str, port: int) -> metrics.ReplicaLoad | str:
+    try:
+        with forwarded(host, port, address) as url:
+            response = httpx.get(f"{url}/metrics", timeout=5.0)
+        if response.status_code != 200:
+            return f"GET /metrics: HTTP {response.status_code}"
+        return metrics.ReplicaLoad.from_text(response.text)
+    except metrics.MetricsError as exc:
+        return str(exc)
+    except (httpx.HTTPError, OSError) as exc:
+        return f"unreachable ({type(exc).__name__})"
+
+
+def _gpus(host: Any, sudo: bool) -> tuple[list[dict[str, Any]], str]:
+    """Each GPU's memory (the probe) and health verdict (the health reader, no DCGM diagnostic run)."""
+    probe = host.get_fact(Probe, _sudo=sudo)
+    if probe.report is None:
+        return [], f"probe: {probe.error}"
+    rows = {
+        gpu.index: {
+            "index": gpu.index,
+            "memory_used_bytes": gpu.memory_used_bytes,
+            "memory_total_bytes": gpu.memory_total_bytes,
+            "health": None,
+            "health_reason": "",
+        }
+        for gpu in probe.report.gpus
+    }
+    ok, out, err = shell(host, python_command("health.py"), sudo)
+    try:
+        report = parse_health(out, host.name) if ok else None
+    except HealthError as exc:
+        return list(rows.values()), str(exc)
+    if report is None:
+        return list(rows.values()), err.strip()[-200:] or "the health reader failed"
+    for gpu in report.gpus:
+        row = rows.setdefault(gpu.index, {"index": gpu.index, "memory_used_bytes": None, "memory_total_bytes": None})
+        row["health"], row["health_reason"] = str(gpu.verdict), gpu.summary
+    return [rows[i] for i in sorted(rows)], ""
+
+
+def _gather(
+    state: Any, host: Any, status: HostStatus, address: str, ports: list[int], sudo: bool, interval_s: float
+) -> bool:
     ok, out, err = shell(host, read_script(), sudo)
     if not ok:
         status.error = err.strip()[-200:] or "cannot read the host"
@@ -67,15 +122,31 @@ def _gather(state: Any, host: Any, status: HostStatus, address: str, ports: list
             status.health[port] = "ok" if code == 200 else f"HTTP {code}"
         except (httpx.HTTPError, OSError) as exc:
             status.health[port] = f"unreachable ({type(exc).__name__})"
+    first = {port: (_read_load(host, address, port), time.monotonic()) for port in ports}
+    if ports:
+        time.sleep(interval_s)
+    for port in ports:
+        before, then = first[port]
+        after = _read_load(host, address, port)
+        if isinstance(after, str) or isinstance(before, str):
+            status.load[port] = {"error": after if isinstance(after, str) else str(before)}
+            continue
+        rate = metrics.tokens_per_s(before, after, time.monotonic() - then)
+        status.load[port] = {**after.to_dict(), "tokens_per_s": rate}
+    status.gpus, why = _gpus(host, sudo)
+    if why:
+        status.error = f"GPUs: {why}"
     return True
 
 
 @operation(is_idempotent=False)
-def gather(status: HostStatus, address: str, ports: list[int], sudo: bool) -> Generator[Any, None, None]:
-    yield FunctionCommand(_gather, (status, address, ports, sudo), {})
+def gather(
+    status: HostStatus, address: str, ports: list[int], sudo: bool, interval_s: float
+) -> Generator[Any, None, None]:
+    yield FunctionCommand(_gather, (status, address, ports, sudo, interval_s), {})
 
 
-def fleet_status(fleet: Fleet) -> list[HostStatus]:
+def fleet_status(fleet: Fleet, interval_s: float = 1.0) -> list[HostStatus]:
     rows = {}
     ports = {}
     for spec in fleet:
@@ -85,7 +156,12 @@ def fleet_status(fleet: Fleet) -> list[HostStatus]:
     result = run_state(
         list(fleet),
         lambda s: gather(
-            status=rows[s.name], address=local_address(s.config), ports=ports[s.name], sudo=sudo_for(s), name="status"
+            status=rows[s.name],
+            address=local_address(s.config),
+            ports=ports[s.name],
+            sudo=sudo_for(s),
+            interval_s=interval_s,
+            name="status",
         ),
     )
     for name in result.unreachable:
