@@ -8,7 +8,9 @@ of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansibl
 
 + ``host_plan(config, os=None, image_archive=None, staging_dir=None)``: ``os`` None means ``DEFAULT_OS``
   (no probe yet); the JSON says which (``os.source``).
-+ ``plan_for_data(config, data, os=None)``: the same, with the controller-side inputs read from the host's
++ ``host_plan(..., excluded=...)``: replicas only on the GPUs the health check did not exclude
+  (``ms4fleet.health.exclusions``); the JSON then names each excluded GPU and each replica left out, with why.
++ ``plan_for_data(config, data, os=None, excluded=())``: the same, with the controller-side inputs read from the host's
   inventory data (``IMAGE_ARCHIVE_KEYS``, ``STAGING_DIR_KEYS``).
 + ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
 """
@@ -25,6 +27,7 @@ from typing import Any, Literal
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.health import Exclusion
 from ms4fleet.hostside.weights_verify import manifest_path
 from ms4fleet.imagearchive import archive_image_id
 from ms4fleet.provision import (
@@ -381,6 +384,16 @@ class HostPlan:
                 "when": "the driver changed and the OS asks for it, or the loaded module is not the installed driver",
             },
             "notes": list(self.notes),
+            # Only where the health check excluded a GPU: a healthy host's plan is the plan made without one.
+            **({"health": self.health} if self.serving.excluded else {}),
+        }
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """The GPUs excluded and the replica slots left empty, with why (``ms4fleet plan`` prints them)."""
+        return {
+            "excluded_gpus": [e.to_json() for e in self.serving.excluded],
+            "missing_replicas": [m.to_json() for m in self.serving.missing],
         }
 
     @cached_property
@@ -415,16 +428,18 @@ def host_plan(
     os: OsRelease | None = None,
     image_archive: str | None = None,
     staging_dir: str | None = None,
+    excluded: tuple[Exclusion, ...] = (),
 ) -> HostPlan:
     """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
-    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
+    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``);
+    ``excluded``: GPUs no replica may use."""
     image_id = None
     if image_archive:
         try:
             image_id = archive_image_id(image_archive)
         except ValueError as err:
             raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
-    inputs = (os, image_archive or None, image_id, staging_dir or None)
+    inputs = (os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))))
     try:
         # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
         shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
@@ -437,18 +452,28 @@ def host_plan(
 
 @lru_cache(maxsize=256)
 def _shape_plan(
-    config_json: str, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+    config_json: str,
+    os: OsRelease | None,
+    image_archive: str | None,
+    image_id: str | None,
+    staging_dir: str | None,
+    excluded: tuple[Exclusion, ...],
 ) -> HostPlan:
     # Nothing planned depends on the host's name but error messages: validate under a neutral one.
     config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
-    return _build(config, os, image_archive, image_id, staging_dir)
+    return _build(config, os, image_archive, image_id, staging_dir, excluded)
 
 
 def _build(
-    config: HostConfig, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+    config: HostConfig,
+    os: OsRelease | None,
+    image_archive: str | None,
+    image_id: str | None,
+    staging_dir: str | None,
+    excluded: tuple[Exclusion, ...],
 ) -> HostPlan:
     provision = provision_plan(config, os or DEFAULT_OS)
-    serving = plan_host(config)
+    serving = plan_host(config, excluded=excluded)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
     pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
     weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
@@ -538,13 +563,17 @@ def gates(config: HostConfig, serving: ServingPlan) -> Gates:
     )
 
 
-def plan_for_data(config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None) -> HostPlan:
+def plan_for_data(
+    config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None, excluded: tuple[Exclusion, ...] = ()
+) -> HostPlan:
     """``host_plan`` with the image archive and staging directory the host's inventory data names."""
 
     def first(keys: tuple[str, ...]) -> str | None:
         return next((str(data[k]) for k in keys if data.get(k)), None)
 
-    return host_plan(config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS))
+    return host_plan(
+        config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS), excluded=excluded
+    )
 
 
 def _groups(plan: ProvisionPlan) -> list[PackageGroup]:
