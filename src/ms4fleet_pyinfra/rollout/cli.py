@@ -118,10 +118,11 @@ def run_status(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps([row.to_dict() for row in rows], indent=2) + "\n")
     else:
-        table = Table("host", "release", "previous", "inventory wants", "replicas", "health", "verdict")
+        table = Table("host", "release", "previous", "inventory wants", "replicas", "health", "GPUs", "verdict")
         for row in rows:
             active = sum(1 for state in row.units.values() if state == "active")
-            health = row.error or ("ok" if row.healthy else ", ".join(f"{p}: {s}" for p, s in row.health.items()))
+            replicas_ok = all(v == "ok" for v in row.health.values()) and bool(row.health)
+            health = row.error or ("ok" if replicas_ok else ", ".join(f"{p}: {s}" for p, s in row.health.items()))
             wanted = "same" if row.current == row.wanted else row.wanted
             table.add_row(
                 row.host,
@@ -130,6 +131,7 @@ def run_status(args: argparse.Namespace) -> int:
                 wanted,
                 f"{active}/{len(row.units)} active",
                 health,
+                "; ".join(row.gpus) or "ok",
                 row.verdict,
             )
         Console().print(table)

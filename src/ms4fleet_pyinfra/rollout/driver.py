@@ -126,6 +126,9 @@ class Rollout:
                 _sudo=sudo,
             )
             hostops.stage_units(tracker=self.tracker, release=self.targets[name], sudo=sudo, name="stage units")
+            hostops.gpu_health(
+                tracker=self.tracker, config=config, plan=self.plans[name], sudo=sudo, name="GPU health gate"
+            )
             hostops.headroom(tracker=self.tracker, config=config, plan=self.plans[name], sudo=sudo, name="headroom")
 
         result = run_state(self._hosts(names), build)

@@ -3,8 +3,9 @@
 host of the State).
 
 + ``read_host``: the release record and the units' state.
-+ ``stage_units``, ``headroom``: pre-stage (with the engine's image and weights operations): the new unit
-  files beside the running ones, and the headroom gate counting the memory the old replicas will free.
++ ``stage_units``, ``gpu_health``, ``headroom``: pre-stage (with the engine's image and weights operations):
+  the new unit files beside the running ones, the GPU health gate, and the headroom gate counting the memory
+  the old replicas will free.
 + ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
 + ``await_release``: wait until systemd reports them ready, verify every replica, record the release.
 + ``rollback``: the previous release's units back, started and verified.
@@ -25,7 +26,9 @@ from pyinfra.api.operation import operation
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.health import HealthError, gate, parse_health
 from ms4fleet.hostplan import gates
+from ms4fleet.hostscripts import python_command
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, Release, ReleaseError, ReleaseRecord
@@ -124,6 +127,22 @@ def _headroom(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan:
 @operation(is_idempotent=False)
 def stage_units(tracker: Tracker, release: Release, sudo: bool) -> Generator[Any, None, None]:
     yield FunctionCommand(_stage_units, (tracker, release, sudo), {})
+
+
+def _gpu_health(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    # Before the host leaves the load balancer: a replica must not come back on a GPU the core excludes.
+    ok, out, err = shell(host, python_command("health.py"), sudo)
+    try:
+        report = parse_health(out, host.name)
+    except HealthError as exc:
+        return tracker.fail(host.name, f"pre-stage GPU health: {exc if ok else err.strip()[-200:]}")
+    blocked = gate(report, config.gpu.count, {r.index: r.gpus for r in plan.replicas})
+    return not blocked or tracker.fail(host.name, "pre-stage GPU health: " + " | ".join(blocked))
+
+
+@operation(is_idempotent=False)
+def gpu_health(tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_gpu_health, (tracker, config, plan, sudo), {})
 
 
 @operation(is_idempotent=False)
