@@ -34,6 +34,7 @@ from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
     NOUVEAU_FILE,
+    PERSISTENCE_DROPIN,
     PREFERENCES_FILE,
     REBOOT_REQUIRED,
     SOURCES_FILE,
@@ -60,6 +61,7 @@ _KINDS = {
     SOURCES_FILE: "repository",
     PREFERENCES_FILE: "pin",
     NOUVEAU_FILE: "nouveau",
+    PERSISTENCE_DROPIN: "unit-dropin",
     HOST_VERIFIER_PATH: "weights-verifier",
 }
 # Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
@@ -342,6 +344,11 @@ class HostPlan:
 
     def group(self, name: str) -> PackageGroup | None:
         return next((g for g in self.packages if g.group == name), None)
+
+    def dropin_unit(self, f: PlannedFile) -> str:
+        """The unit a ``unit-dropin`` file belongs to, named as in ``units`` (its directory's name less
+        ``.service.d``): reloaded and restarted when the drop-in changes."""
+        return f.path.rsplit("/", 2)[-2].removesuffix(".d").removesuffix(".service")
 
     def file(self, path: str) -> PlannedFile:
         return next(f for f in self.files if f.path == path)

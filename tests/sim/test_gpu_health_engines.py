@@ -28,9 +28,6 @@ def fleet() -> Iterator[simfleet.Fleet]:
     try:
         run = simfleet.pyinfra(fleet)  # the simulated driver in and loaded
         assert run.rc == 0, run.output[-3000:]
-        # The distribution's nvidia-persistenced unit runs with --no-persistence-mode (as Ubuntu's does), so
-        # the deploy leaves persistence off and the check rightly warns; these tests start from a healthy host.
-        fleet.sh(HOST, "nvidia-smi -pm 1")
         yield fleet
     finally:
         fleet.down()
@@ -194,6 +191,9 @@ def test_the_pyinfra_deploy_plans_around_the_gpu_as_ansible_does(fleet: simfleet
 
 
 def test_a_healthy_sim_host_is_healthy_in_both_engines(fleet: simfleet.Fleet) -> None:
+    # Persistence mode is on straight after the deploy: the plan's drop-in starts nvidia-persistenced with
+    # --persistence-mode (the packaged unit says --no-persistence-mode); nobody ran nvidia-smi -pm 1.
+    assert "--persistence-mode" in fleet.sh(HOST, "systemctl cat nvidia-persistenced")
     code, cli = by_cli(fleet)
     assert code == 0
     assert verdicts(by_pyinfra(fleet)) == verdicts(by_ansible(fleet)) == verdicts(cli)

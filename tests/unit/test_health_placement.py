@@ -170,3 +170,20 @@ def test_ms4fleet_plan_with_a_health_reading_explains_the_missing_replica(
     assert main(["plan", str(inventory), "--health", str(reading)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("GPU exclusions must be a list of {gpu: 0..63, reason: text}") and "\n" not in err
+
+
+def test_the_plan_turns_persistence_mode_on_through_a_drop_in() -> None:
+    hp = host_plan(host())
+    (dropin,) = [f for f in hp.files if f.kind == "unit-dropin"]
+    assert dropin.path == "/etc/systemd/system/nvidia-persistenced.service.d/ms4fleet.conf"
+    assert hp.dropin_unit(dropin) == "nvidia-persistenced"
+    assert "nvidia-persistenced" in [u.name for u in hp.units if u.role == "provision"]
+    # An empty ExecStart= first: systemd then replaces the packaged command instead of adding a second one.
+    assert dropin.content.splitlines()[1:] == [
+        "[Service]",
+        "ExecStart=",
+        "ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --persistence-mode --verbose",
+    ]
+    off = host_plan(host(provision={"persistence_mode": False}))
+    assert not [f for f in off.files if f.kind == "unit-dropin"]
+    assert "nvidia-persistenced" not in [u.name for u in off.units]

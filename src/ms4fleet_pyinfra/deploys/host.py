@@ -158,9 +158,21 @@ def provision(hp: HostPlan) -> None:
         services.service(
             unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
         )
+    dropins: dict[str, list[Any]] = {}
+    for f, op in zip((f for f in hp.files if f.kind != "unit"), managed, strict=True):
+        if f.kind == "unit-dropin":
+            dropins.setdefault(hp.dropin_unit(f), []).append(op)
+    systemd.daemon_reload(
+        name="systemd daemon-reload (drop-ins changed)", _if=any_changed([op for ops in dropins.values() for op in ops])
+    )
     for unit in hp.units:
         if unit.role == "provision" and unit.name != "docker":
-            services.service(unit=unit.name, name=f"{unit.name} running")
+            changed = dropins.get(unit.name)
+            services.service(
+                unit=unit.name,
+                restart=any_changed(changed) if changed else None,
+                name=f"{unit.name} running" + (" (restarted if its drop-in changed)" if changed else ""),
+            )
     hostops.service_user(user=hp.service_user, name=f"service user {hp.service_user}")
 
 
