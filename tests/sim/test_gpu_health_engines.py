@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from ms4fleet.burnin import judge
+from ms4fleet.catalog import gpu_kinds
 from tests.ansible import simrun
 from tests.pyinfra import simfleet
 
@@ -198,3 +200,17 @@ def test_a_healthy_sim_host_is_healthy_in_both_engines(fleet: simfleet.Fleet) ->
     assert code == 0
     assert verdicts(by_pyinfra(fleet)) == verdicts(by_ansible(fleet)) == verdicts(cli)
     assert verdicts(cli) == [(0, "healthy", []), (1, "healthy", [])]
+
+
+def test_the_sim_burn_in_names_the_slowed_pair(fleet: simfleet.Fleet) -> None:
+    tool = "/usr/lib/nvidia-sim/bin/nvidia-sim-allreduce --gpus 0,1 --pairs"
+    h200 = gpu_kinds()["h200-sxm"]
+    healthy = judge(HOST, h200, 2, json.loads(fleet.sh(HOST, tool)))
+    assert healthy.ok and healthy.interconnect == "nvlink" and healthy.busbw_gb_s == 360.0
+    fleet.sh(HOST, f"""printf '%s' '{json.dumps({"allreduce": {"slow_pairs": {"0-1": 0.3}}})}' > {FAULTS}""")
+    try:
+        slowed = judge(HOST, h200, 2, json.loads(fleet.sh(HOST, tool)))
+    finally:
+        fleet.sh(HOST, f"rm -f {FAULTS}")
+    assert not slowed.ok and slowed.degraded_pairs == ((0, 1),)
+    assert slowed.reason.endswith("degraded pair(s): GPUs 0,1 at 108 GB/s")
