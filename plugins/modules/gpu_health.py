@@ -43,7 +43,7 @@ options:
     default: false
   planned:
     description:
-      - The deploy's gate: replica index to its GPU indices (the serving plan's replicas). The task fails,
+      - The deploy's gate, a map of replica index to its GPU indices (the serving plan's replicas). The task fails,
         naming each replica and the GPU's reason, when a planned replica would run on a GPU excluded now.
     type: dict
 attributes:
