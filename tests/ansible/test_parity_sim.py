@@ -43,6 +43,7 @@ MANAGED_PLACES = (
     "/etc/apt/preferences.d/ms4fleet-*",
     "/etc/modprobe.d/ms4fleet-*",
     "/etc/systemd/system/ms4fleet-*",
+    "/etc/systemd/system/*.service.d/ms4fleet.conf",
     "/usr/local/lib/ms4fleet/*",
     "/etc/docker/daemon.json",
 )
