@@ -17,6 +17,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreA
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.argspec import from_documentation
 
 from ms4fleet.converged import check
+from ms4fleet.health import HealthError, exclusions, parse_health, script_path
 from ms4fleet.hostoutput import sections
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.errors import WeightsError
@@ -30,13 +31,38 @@ class ActionModule(CoreAction):
         try:
             # Not self.host_config: a config the core refuses answers "not converged", never a failure.
             config = hostplan.task_host_config(self._templar, variables)
-            found = check(config.name, config, plan_host(config), request_for_host(config), self._read, args["quick"])
+            excluded = self._excluded(config.name, config.gpu.count)
+            plan = plan_host(config, excluded=excluded)
+            found = check(config.name, config, plan, request_for_host(config), self._read, args["quick"])
         except (ValueError, WeightsError) as err:  # ConfigError is a ValueError
             first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            result.update(changed=False, converged=False, quick=False, differences=[f"not checked: {first}"])
+            result.update(
+                changed=False,
+                converged=False,
+                quick=False,
+                differences=[f"not checked: {first}"],
+                excluded=[],
+                missing_replicas=[],
+            )
             return result
-        result.update(changed=False, converged=found.converged, quick=found.quick, differences=list(found.differences))
+        result.update(
+            changed=False,
+            converged=found.converged,
+            quick=found.quick,
+            differences=list(found.differences),
+            excluded=[e.to_json() for e in excluded],
+            missing_replicas=[m.explanation for m in plan.missing],
+        )
         return result
+
+    def _excluded(self, host: str, gpu_count: int) -> Any:
+        """The core's GPU exclusions now, as the pyinfra deploy reads them before its own check: a GPU that
+        went bad since the last run makes the host unconverged (its replica must go). None without a driver."""
+        done = self._low_level_execute_command("python3 -", sudoable=True, in_data=script_path().read_bytes())
+        try:
+            return exclusions(parse_health(str(done.get("stdout", "")), host), gpu_count)
+        except HealthError:
+            return ()
 
     def _read(self, script: str) -> dict[str, list[str]]:
         # As the pyinfra engine's Sections fact: a part that fails prints nothing and the check reads that

@@ -50,4 +50,14 @@ quick:
   description: Whether a stored verdict was confirmed instead of running the full check.
   returned: always
   type: bool
+excluded:
+  description: GPUs the core's health check excludes now (C([{gpu, reason}])); the plan checked leaves them out.
+  returned: always
+  type: list
+  elements: dict
+missing_replicas:
+  description: Each replica the plan leaves out because of an excluded GPU, with why.
+  returned: always
+  type: list
+  elements: str
 """

@@ -34,6 +34,17 @@ options:
     description: Fail the task, naming each excluded GPU and why, when any GPU is unhealthy.
     type: bool
     default: false
+  unreadable_ok:
+    description:
+      - Return C(health=null) and no exclusions instead of failing when no driver answers (a host not
+        provisioned yet); the reason is in C(error).
+    type: bool
+    default: false
+  planned:
+    description:
+      - The deploy's gate, a map of replica index to its GPU indices (the serving plan's replicas). The task fails,
+        naming each replica and the GPU's reason, when a planned replica would run on a GPU excluded now.
+    type: dict
 """
 
 EXAMPLES = r"""
@@ -53,4 +64,15 @@ usable:
   returned: always
   type: list
   elements: int
+excluded:
+  description:
+    - The core's exclusions for the host's configured GPU count, C([{gpu, reason}]); pass them to the
+      C(ms4fleet.fleet.serving_plan) filter to place replicas on the other GPUs.
+  returned: always
+  type: list
+  elements: dict
+error:
+  description: Why no reading was made (with C(unreadable_ok)); empty otherwise.
+  returned: always
+  type: str
 """

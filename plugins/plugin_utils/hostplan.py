@@ -16,6 +16,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa
 
 from ms4fleet import paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
+from ms4fleet.health import exclusions_from_json
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
 from ms4fleet.provision import DAEMON_JSON, OsRelease
 
@@ -52,15 +53,20 @@ def os_release(facts: Mapping[str, Any]) -> OsRelease:
 
 
 def host_plan(
-    variables: Mapping[str, Any], facts: Mapping[str, Any] | None = None, image_archive: str | None = None
+    variables: Mapping[str, Any],
+    facts: Mapping[str, Any] | None = None,
+    image_archive: str | None = None,
+    excluded: Any = None,
 ) -> dict[str, Any]:
     """The core's ``HostPlan`` of this host as JSON data: for the OS in ``facts`` (the core's default OS
-    without them: only OS-independent parts may then be read), with the role's image archive if any."""
+    without them: only OS-independent parts may then be read), with the role's image archive if any, and
+    replicas only on GPUs ``excluded`` (the ``gpu_health`` module's ``excluded``) leaves out."""
     config = host_config(variables)
+    left_out = exclusions_from_json(_plain(excluded), config.name)
     data = {key: _plain(variables[key]) for key in (*IMAGE_ARCHIVE_KEYS, *STAGING_DIR_KEYS) if variables.get(key)}
     if image_archive:
         data[IMAGE_ARCHIVE_KEYS[-1]] = image_archive
-    return plan_for_data(config, data, os_release(facts) if facts is not None else None).to_json()
+    return plan_for_data(config, data, os_release(facts) if facts is not None else None, left_out).to_json()
 
 
 def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -91,10 +97,10 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
     }
 
 
-def serving(variables: Mapping[str, Any], image_archive: str | None = None) -> dict[str, Any]:
+def serving(variables: Mapping[str, Any], image_archive: str | None = None, excluded: Any = None) -> dict[str, Any]:
     """The serving part of the host's plan: replicas with their unit paths and exact unit bytes, the image and
-    how it is obtained."""
-    plan = host_plan(variables, image_archive=image_archive)
+    how it is obtained, and (``health``) the GPUs excluded and the replicas left out with why."""
+    plan = host_plan(variables, image_archive=image_archive, excluded=excluded)
     units = {f["path"]: f["content"] for f in plan["files"] if f["kind"] == "unit"}
     return {
         "host": plan["host"],
@@ -111,6 +117,7 @@ def serving(variables: Mapping[str, Any], image_archive: str | None = None) -> d
         "unit_prefix": paths.UNIT_PREFIX,
         "units_dir": paths.SYSTEMD_DIR,
         "replicas": [{**r, "unit_text": units[r["unit_path"]]} for r in plan["replicas"]],
+        "health": plan.get("health", {"excluded_gpus": [], "missing_replicas": []}),
     }
 
 

@@ -20,8 +20,10 @@ def provision_plan(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> di
     return hostplan.provision(variables, facts)
 
 
-def serving_plan(variables: Mapping[str, Any], image_archive: str | None = None) -> dict[str, Any]:
-    return hostplan.serving(variables, image_archive or None)
+def serving_plan(
+    variables: Mapping[str, Any], image_archive: str | None = None, excluded: Any = None
+) -> dict[str, Any]:
+    return hostplan.serving(variables, image_archive or None, excluded)
 
 
 def service_secrets(variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,12 +6,16 @@ judged neither way; a reading that failed is a ``degraded`` finding (we could no
 
 + ``parse_health(text, host)``: the hostside JSON -> ``HealthReport``; raises ``HealthError`` (one line).
 + ``HealthReport.usable``: indices of the GPUs a replica may be placed on.
++ ``exclusions(report, gpu_count)``: what the plan leaves out (``Exclusion``: GPU and reason); the serving
+  plan places replicas around them (``ms4fleet.serving.plan_host(config, excluded=...)``).
++ ``gate(report, gpu_count, planned)``: the GPUs a planned replica uses that are excluded now (the deploy's,
+  the rollout's and ``ms4fleet status``'s gate).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -136,6 +140,62 @@ class HealthReport:
                 for g in self.gpus
             ],
         }
+
+
+@dataclass(frozen=True, order=True)
+class Exclusion:
+    """A GPU the plan places no replica on, and why (one line, for ``ms4fleet plan`` and the engines' logs)."""
+
+    gpu: int
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"gpu": self.gpu, "reason": self.reason}
+
+
+def exclusions(report: HealthReport, gpu_count: int) -> tuple[Exclusion, ...]:
+    """The host's GPUs ``0..gpu_count-1`` that may not serve: each unhealthy one (its worst findings), and each
+    the driver did not list at all (a GPU that fell off the bus is missing, not unhealthy, in NVML)."""
+    seen = {g.index for g in report.gpus}
+    out = [Exclusion(g.index, f"unhealthy: {g.summary}") for g in report.excluded if g.index < gpu_count]
+    if report.gpus:
+        out += [
+            Exclusion(i, f"not listed by {report.source} ({len(seen)} of {gpu_count} GPUs answered)")
+            for i in range(gpu_count)
+            if i not in seen
+        ]
+    return tuple(sorted(out))
+
+
+def exclusions_from_json(value: Any, host: str) -> tuple[Exclusion, ...]:
+    """Exclusions read back from an engine's variable (``[{"gpu": 3, "reason": "..."}]``); hostile until checked."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(e, Mapping)
+        and isinstance(e.get("gpu"), int)
+        and not isinstance(e.get("gpu"), bool)
+        and 0 <= e["gpu"] < 64
+        and isinstance(e.get("reason"), str)
+        for e in value
+    ):
+        raise HealthError(f"{host}: GPU exclusions must be a list of {{gpu: 0..63, reason: text}}")
+    return tuple(sorted({Exclusion(int(e["gpu"]), " ".join(str(e["reason"]).split())[:300]) for e in value}))
+
+
+def gate(report: HealthReport, gpu_count: int, planned: Mapping[int, Iterable[int]]) -> tuple[str, ...]:
+    """The gate before a replica starts, is replaced or rejoins: one line per planned replica (index -> its
+    GPUs) that would use a GPU excluded now; empty when every planned GPU may serve."""
+    now = {e.gpu: e.reason for e in exclusions(report, gpu_count)}
+    out = []
+    for index, gpus in sorted(planned.items()):
+        bad = [f"GPU {g} {now[g]}" for g in gpus if g in now]
+        if bad:
+            out.append(
+                f"{report.host}: replica {index} would run on {'; '.join(bad)}: not started; "
+                "the next deploy plans its replicas on the healthy GPUs only"
+            )
+    return tuple(out)
 
 
 def script_path() -> Path:

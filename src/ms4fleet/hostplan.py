@@ -8,7 +8,9 @@ of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansibl
 
 + ``host_plan(config, os=None, image_archive=None, staging_dir=None)``: ``os`` None means ``DEFAULT_OS``
   (no probe yet); the JSON says which (``os.source``).
-+ ``plan_for_data(config, data, os=None)``: the same, with the controller-side inputs read from the host's
++ ``host_plan(..., excluded=...)``: replicas only on the GPUs the health check did not exclude
+  (``ms4fleet.health.exclusions``); the JSON then names each excluded GPU and each replica left out, with why.
++ ``plan_for_data(config, data, os=None, excluded=())``: the same, with the controller-side inputs read from the host's
   inventory data (``IMAGE_ARCHIVE_KEYS``, ``STAGING_DIR_KEYS``).
 + ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
 """
@@ -25,12 +27,14 @@ from typing import Any, Literal
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.health import Exclusion
 from ms4fleet.hostside.weights_verify import manifest_path
 from ms4fleet.imagearchive import archive_image_id
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
     NOUVEAU_FILE,
+    PERSISTENCE_DROPIN,
     PREFERENCES_FILE,
     REBOOT_REQUIRED,
     SERVICE_SHELL,
@@ -58,6 +62,7 @@ _KINDS = {
     SOURCES_FILE: "repository",
     PREFERENCES_FILE: "pin",
     NOUVEAU_FILE: "nouveau",
+    PERSISTENCE_DROPIN: "unit-dropin",
     HOST_VERIFIER_PATH: "weights-verifier",
 }
 # Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
@@ -291,6 +296,11 @@ class HostPlan:
     def group(self, name: str) -> PackageGroup | None:
         return next((g for g in self.packages if g.group == name), None)
 
+    def dropin_unit(self, f: PlannedFile) -> str:
+        """The unit a ``unit-dropin`` file belongs to, named as in ``units`` (its directory's name less
+        ``.service.d``): reloaded and restarted when the drop-in changes."""
+        return f.path.rsplit("/", 2)[-2].removesuffix(".d").removesuffix(".service")
+
     def file(self, path: str) -> PlannedFile:
         return next(f for f in self.files if f.path == path)
 
@@ -332,6 +342,16 @@ class HostPlan:
                 "when": "the driver changed and the OS asks for it, or the loaded module is not the installed driver",
             },
             "notes": list(self.notes),
+            # Only where the health check excluded a GPU: a healthy host's plan is the plan made without one.
+            **({"health": self.health} if self.serving.excluded else {}),
+        }
+
+    @property
+    def health(self) -> dict[str, Any]:
+        """The GPUs excluded and the replica slots left empty, with why (``ms4fleet plan`` prints them)."""
+        return {
+            "excluded_gpus": [e.to_json() for e in self.serving.excluded],
+            "missing_replicas": [m.to_json() for m in self.serving.missing],
         }
 
     @cached_property
@@ -366,16 +386,18 @@ def host_plan(
     os: OsRelease | None = None,
     image_archive: str | None = None,
     staging_dir: str | None = None,
+    excluded: tuple[Exclusion, ...] = (),
 ) -> HostPlan:
     """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
-    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``)."""
+    of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``);
+    ``excluded``: GPUs no replica may use."""
     image_id = None
     if image_archive:
         try:
             image_id = archive_image_id(image_archive)
         except ValueError as err:
             raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
-    inputs = (os, image_archive or None, image_id, staging_dir or None)
+    inputs = (os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))))
     try:
         # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
         shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
@@ -388,18 +410,28 @@ def host_plan(
 
 @lru_cache(maxsize=256)
 def _shape_plan(
-    config_json: str, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+    config_json: str,
+    os: OsRelease | None,
+    image_archive: str | None,
+    image_id: str | None,
+    staging_dir: str | None,
+    excluded: tuple[Exclusion, ...],
 ) -> HostPlan:
     # Nothing planned depends on the host's name but error messages: validate under a neutral one.
     config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
-    return _build(config, os, image_archive, image_id, staging_dir)
+    return _build(config, os, image_archive, image_id, staging_dir, excluded)
 
 
 def _build(
-    config: HostConfig, os: OsRelease | None, image_archive: str | None, image_id: str | None, staging_dir: str | None
+    config: HostConfig,
+    os: OsRelease | None,
+    image_archive: str | None,
+    image_id: str | None,
+    staging_dir: str | None,
+    excluded: tuple[Exclusion, ...],
 ) -> HostPlan:
     provision = provision_plan(config, os or DEFAULT_OS)
-    serving = plan_host(config)
+    serving = plan_host(config, excluded=excluded)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
     pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
     weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
@@ -484,13 +516,17 @@ def gates(config: HostConfig, serving: ServingPlan) -> Gates:
     )
 
 
-def plan_for_data(config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None) -> HostPlan:
+def plan_for_data(
+    config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None, excluded: tuple[Exclusion, ...] = ()
+) -> HostPlan:
     """``host_plan`` with the image archive and staging directory the host's inventory data names."""
 
     def first(keys: tuple[str, ...]) -> str | None:
         return next((str(data[k]) for k in keys if data.get(k)), None)
 
-    return host_plan(config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS))
+    return host_plan(
+        config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS), excluded=excluded
+    )
 
 
 def _groups(plan: ProvisionPlan) -> list[PackageGroup]:

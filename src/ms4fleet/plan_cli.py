@@ -14,6 +14,7 @@ from rich.table import Table
 from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
+from ms4fleet.health import Exclusion, exclusions_from_json
 from ms4fleet.inventory import load_inventory
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan, plan_host
@@ -49,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_os_release,
         help="with --json: ID:VERSION_ID the hosts run, e.g. ubuntu:24.04 (default: the core's, hostplan.DEFAULT_OS, "
         "stated in the JSON; an engine plans for the OS it reads on the host)",
+    )
+    plan.add_argument(
+        "--health",
+        type=existing_file,
+        help="the output of `ms4fleet health INVENTORY --json`: place replicas only on the GPUs it does not exclude "
+        "(as the engines do) and say which replica is left out and why",
     )
     plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
@@ -87,7 +94,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
-    plans = [plan_host(host.config) for host in fleet]
+    excluded = _health_exclusions(args.health) if args.health else {}
+    plans = [plan_host(host.config, excluded=excluded.get(host.name, ())) for host in fleet]
     if args.json:
         # "plan": the HostPlan the engine applies, its files' bytes in "contents" by sha256 (hosts share most
         # files); "settings": the host's ms4fleet_* data exactly as its engine's loader merged it; "sizing": the
@@ -99,7 +107,7 @@ def run_plan(args: argparse.Namespace) -> int:
         hosts = [
             {
                 "host": host.name,
-                "plan": plan_for_data(host.config, host.data, args.os).to_json(contents),
+                "plan": plan_for_data(host.config, host.data, args.os, excluded.get(host.name, ())).to_json(contents),
                 "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")},
                 "sizing": plan.to_dict(),
             }
@@ -110,6 +118,17 @@ def run_plan(args: argparse.Namespace) -> int:
         _print_plans(plans, show_argv=args.argv)
     failed = any(p.verdict == "does-not-fit" for p in plans)
     return 1 if args.strict and failed else 0
+
+
+def _health_exclusions(path: Path) -> dict[str, tuple[Exclusion, ...]]:
+    """Each host's GPU exclusions from a saved ``ms4fleet health --json`` (hostile: checked by the core)."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("host"), str) for r in rows):
+            raise ValueError("expected the list `ms4fleet health --json` prints")
+        return {r["host"]: exclusions_from_json(r.get("excluded") or [], r["host"]) for r in rows}
+    except (ValueError, OSError) as err:  # HealthError and JSONDecodeError are ValueErrors
+        raise UsageError(f"--health {path}: {str(err).splitlines()[0]}") from None
 
 
 def _os_release(text: str) -> OsRelease:
@@ -137,7 +156,7 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
         table.add_row(
             hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts ({hosts[0]}, ...)",
             f"{plan.gpu_count}x {plan.gpu.id}",
-            f"{len(plan.replicas)} x TP{plan.tp}",
+            f"{len(plan.replicas)} x TP{plan.tp}" + (f" ({len(plan.missing)} left out)" if plan.missing else ""),
             f"{plan.sizing.kv_tokens:,}",
             str(plan.sizing.full_length_sequences),
             f"[{style}]{plan.verdict}[/{style}]",
@@ -158,6 +177,7 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
             *plan.sizing.reasons,
             *("! " + w for w in plan.warnings),
             *("> " + a for a in plan.alternatives),
+            *("x " + m.explanation for m in plan.missing),
         )
         groups.setdefault(key, []).append(plan.host)
     for (verdict, *notes), hosts in groups.items():
@@ -169,6 +189,8 @@ def _print_plans(plans: list[ServingPlan], show_argv: bool) -> None:
                 console.print(f"  ! {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             elif note.startswith("> "):
                 console.print(f"  > would fit: {note[2:]}", markup=False, highlight=False, soft_wrap=True)
+            elif note.startswith("x "):
+                console.print(f"  x {note[2:]}", markup=False, highlight=False, soft_wrap=True)
             else:
                 console.print(f"  - {note}", markup=False, highlight=False, soft_wrap=True)
     if show_argv:

@@ -22,6 +22,8 @@ SOURCES_FILE = "/etc/apt/sources.list.d/ms4fleet-nvidia.sources"
 PREFERENCES_FILE = "/etc/apt/preferences.d/ms4fleet-nvidia"
 NOUVEAU_FILE = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
+# A drop-in for the driver's own unit (its directory names the unit the engines reload and restart on change).
+PERSISTENCE_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/ms4fleet.conf"
 REBOOT_REQUIRED = "/var/run/reboot-required"
 # The service account: a system user that never logs in (every supported release has this shell).
 SERVICE_SHELL = "/usr/sbin/nologin"
@@ -161,6 +163,7 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
     services = []
     if manage and provision.persistence_mode:
         services.append("nvidia-persistenced")
+        files.append(_persistence_dropin())
     if fm:
         services.append("nvidia-fabricmanager")
     if docker_runtime:
@@ -196,6 +199,16 @@ def _preferences_file(packages: tuple[str, ...], version: str) -> ManagedFile:
     # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
     body = f"{HEADER}Package: {' '.join(packages)}\nPin: version {version}-*\nPin-Priority: 1001\n"
     return ManagedFile(PREFERENCES_FILE, body)
+
+
+def _persistence_dropin() -> ManagedFile:
+    """Persistence mode on through the daemon: the unit Ubuntu's and NVIDIA's packages ship starts it with
+    --no-persistence-mode, which leaves every GPU's persistence off (the health check's persistence rule)."""
+    return ManagedFile(
+        PERSISTENCE_DROPIN,
+        f"{HEADER}[Service]\nExecStart=\n"
+        "ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --persistence-mode --verbose\n",
+    )
 
 
 def _nouveau_file() -> ManagedFile:

@@ -3,6 +3,8 @@ and the systemd unit text each engine writes byte for byte.
 
 + ``plan_host(config)``: e.g. 8 x H200 with Mistral Small 4 FP8 -> 4 replicas of TP=2 on ports 8000-8003.
 + ``plan_host(config, free_memory_bytes=...)``: the same, judged against memory actually free now.
++ ``plan_host(config, excluded=...)``: replicas only on GPUs the health check did not exclude
+  (``ms4fleet.health.exclusions``); each replica left out is in ``ServingPlan.missing`` with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
 from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_env, systemd_word
+from ms4fleet.health import Exclusion
 from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
 from ms4fleet.weights.startcheck import exec_start_pre
 
@@ -43,6 +46,25 @@ class Replica:
 
 
 @dataclass(frozen=True)
+class MissingReplica:
+    """A replica slot the plan leaves empty because a GPU of its group may not serve."""
+
+    index: int
+    gpus: tuple[int, ...]
+    port: int
+    reasons: tuple[str, ...]
+
+    @property
+    def explanation(self) -> str:
+        return f"replica {self.index} (GPUs {','.join(map(str, self.gpus))}, port {self.port}) not placed: " + (
+            "; ".join(self.reasons)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "gpus": list(self.gpus), "port": self.port, "reasons": list(self.reasons)}
+
+
+@dataclass(frozen=True)
 class ServingPlan:
     host: str
     profile: ModelProfile
@@ -58,6 +80,9 @@ class ServingPlan:
     image: str | None
     warnings: tuple[str, ...] = ()
     alternatives: tuple[str, ...] = field(default=())
+    # GPUs the health check excluded, and the replica slots left empty because of them.
+    excluded: tuple[Exclusion, ...] = ()
+    missing: tuple[MissingReplica, ...] = ()
 
     @property
     def verdict(self) -> str:
@@ -81,6 +106,14 @@ class ServingPlan:
             "warnings": list(self.warnings),
             "alternatives": list(self.alternatives),
             "sizing": self.sizing.to_dict(),
+            **(
+                {
+                    "excluded_gpus": [e.to_json() for e in self.excluded],
+                    "missing_replicas": [m.to_json() for m in self.missing],
+                }
+                if self.excluded
+                else {}
+            ),
         }
 
 
@@ -130,14 +163,42 @@ def choose_tp(config: HostConfig) -> int:
     return candidates[-1]
 
 
-def plan_host(config: HostConfig, free_memory_bytes: int | None = None) -> ServingPlan:
-    """The plan for one host. Fleets repeat a handful of host shapes, so each shape is planned once."""
-    plan = _plan_shape(config.model_dump_json(exclude={"name"}), free_memory_bytes)
+def plan_host(
+    config: HostConfig, free_memory_bytes: int | None = None, excluded: tuple[Exclusion, ...] = ()
+) -> ServingPlan:
+    """The plan for one host. Fleets repeat a handful of host shapes, so each shape is planned once.
+    ``excluded``: GPUs no replica may use (the health check's); a host with none plans as before."""
+    plan = _plan_shape(config.model_dump_json(exclude={"name"}), free_memory_bytes, tuple(sorted(set(excluded))))
     return dataclasses.replace(plan, host=config.name)
 
 
+def place(
+    layout: list[tuple[tuple[int, ...], int]], excluded: tuple[Exclusion, ...]
+) -> tuple[list[tuple[int, tuple[int, ...], int]], tuple[MissingReplica, ...]]:
+    """Replica slots (GPU group, port) -> the slots kept (index, GPUs, port) and those left empty.
+
+    A slot is kept whole or left empty: a group is never rebuilt from other GPUs. The slots are the catalog's
+    aligned blocks (GPUs 0-1, 2-3, ... at TP2), which on every board the catalog knows keep a group on its
+    fastest path: one NVLink-bridge pair on PCIe boards (H100 NVL bridges 0-1, 2-3), one CPU socket's PCIe
+    switches on HGX boards, where the NVSwitch gives every pair the same bandwidth anyway. Keeping slot
+    indices also keeps each healthy replica's unit, port and GPUs unchanged: excluding a GPU stops only the
+    replica that used it.
+    """
+    bad: dict[int, list[str]] = {}
+    for e in excluded:
+        bad.setdefault(e.gpu, []).append(e.reason)
+    kept, missing = [], []
+    for index, (gpus, port) in enumerate(layout):
+        reasons = tuple(f"GPU {g} {r}" for g in gpus for r in bad.get(g, ()))
+        if reasons:
+            missing.append(MissingReplica(index, gpus, port, reasons))
+        else:
+            kept.append((index, gpus, port))
+    return kept, tuple(missing)
+
+
 @lru_cache(maxsize=1024)
-def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
+def _plan_shape(config_json: str, free_memory_bytes: int | None, excluded: tuple[Exclusion, ...]) -> ServingPlan:
     # Nothing in a plan depends on the host's name; validate the shape back under a neutral one.
     config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
     profile = config.profile
@@ -153,9 +214,8 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
         if config.serving.replicas
         else [(tuple(range(i * tp, (i + 1) * tp)), config.serving.port + i) for i in range(config.gpu.count // tp)]
     )
-    replicas = tuple(
-        _replica(config, index, gpus, port, tp, max_model_len, model_dir) for index, (gpus, port) in enumerate(layout)
-    )
+    kept, missing = place(layout, excluded)
+    replicas = tuple(_replica(config, index, gpus, port, tp, max_model_len, model_dir) for index, gpus, port in kept)
     alternatives = _alternatives(config) if sizing.verdict == "does-not-fit" else ()
     return ServingPlan(
         host=config.name,
@@ -171,6 +231,8 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None) -> ServingPlan:
         image=runtime_image(config),
         warnings=tuple(_warnings(config, tp)),
         alternatives=alternatives,
+        excluded=excluded,
+        missing=missing,
     )
 
 

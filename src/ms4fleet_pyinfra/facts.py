@@ -26,7 +26,7 @@ from pyinfra.api.facts import FactBase
 from typing_extensions import override
 
 from ms4fleet import paths
-from ms4fleet.health import HealthError, HealthReport, parse_health
+from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostoutput import DPKG_FORMAT, SEPARATOR, installed_packages, sections, upstream_version
 from ms4fleet.hostscripts import python_command
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
@@ -139,7 +139,11 @@ class HealthResult:
     def to_json(self) -> dict[str, Any]:
         """What ``pyinfra INVENTORY fact ms4fleet_pyinfra.facts.GpuHealth`` prints per host: the core's
         verdict per GPU (with reasons and fixes), or why there is none."""
-        return {"report": None if self.report is None else self.report.to_json(), "error": self.error}
+        if self.report is None:
+            return {"report": None, "error": self.error, "excluded": []}
+        # Counted against the GPUs the driver lists; the deploy counts against the configured GPU count.
+        excluded = exclusions(self.report, len(self.report.gpus))
+        return {"report": self.report.to_json(), "error": self.error, "excluded": [e.to_json() for e in excluded]}
 
 
 class GpuHealth(FactBase[HealthResult]):

@@ -20,9 +20,10 @@ from pyinfra.api.operation import operation
 from rich.console import Console
 from rich.table import Table
 
-from ms4fleet.health import HealthError, HealthReport, parse_health
+from ms4fleet.health import Exclusion, HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostscripts import python_command
-from ms4fleet.inventory import Fleet, load_inventory
+from ms4fleet.inventory import Fleet, HostSpec, load_inventory
+from ms4fleet.serving import MissingReplica, plan_host
 from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
 
 
@@ -31,13 +32,23 @@ class HostHealth:
     host: str
     report: HealthReport | None = None
     error: str = ""
+    # The core's exclusions and the replicas its plan then leaves out (``ms4fleet plan --health`` reads them).
+    excluded: tuple[Exclusion, ...] = ()
+    missing: tuple[MissingReplica, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "host": self.host,
             "report": None if self.report is None else self.report.to_json(),
             "error": self.error,
+            "excluded": [e.to_json() for e in self.excluded],
+            "missing_replicas": [m.explanation for m in self.missing],
         }
+
+    def place(self, spec: HostSpec) -> None:
+        if self.report is not None:
+            self.excluded = exclusions(self.report, spec.config.gpu.count)
+            self.missing = plan_host(spec.config, excluded=self.excluded).missing
 
 
 def register_health(subparsers: Any) -> None:
@@ -79,6 +90,8 @@ def fleet_health(fleet: Fleet, watch_s: float = 0.0, dcgm_level: int = 1) -> lis
     result = run_state(list(fleet), lambda s: read_health(row=rows[s.name], args=args, sudo=sudo_for(s), name="health"))
     for name in result.unreachable:
         rows[name].error = "unreachable"
+    for spec in fleet:
+        rows[spec.name].place(spec)
     return [rows[spec.name] for spec in fleet]
 
 
@@ -96,6 +109,10 @@ def run_health(args: argparse.Namespace) -> int:
                 fixes = "; ".join(dict.fromkeys(f.fix for f in gpu.findings if f.verdict == gpu.verdict))
                 colour = ("green", "yellow", "red")[gpu.verdict]
                 table.add_row(row.host, str(gpu.index), f"[{colour}]{gpu.verdict}[/{colour}]", gpu.summary, fixes)
-        Console().print(table)
+        console = Console()
+        console.print(table)
+        for row in rows:
+            for missing in row.missing:
+                console.print(f"{row.host}: {missing.explanation}", markup=False, highlight=False, soft_wrap=True)
     bad = any(row.report is None or row.report.excluded for row in rows)
     return 1 if bad else 0

@@ -84,6 +84,19 @@ def test_serving_plan_units_are_the_cores_bytes() -> None:
     assert plan["tp"] == 2 and len(plan["replicas"]) == 4
 
 
+def test_serving_plan_places_replicas_around_the_gpu_health_modules_exclusions() -> None:
+    data = hostvars()
+    excluded = [{"gpu": 5, "reason": "unhealthy: a row remap is pending"}]
+    plan = FILTERS["serving_plan"](data, None, excluded)
+    assert [r["index"] for r in plan["replicas"]] == [0, 1, 3]
+    assert plan["health"]["missing_replicas"] == [
+        {"index": 2, "gpus": [4, 5], "port": 8002, "reasons": ["GPU 5 unhealthy: a row remap is pending"]}
+    ]
+    assert FILTERS["serving_plan"](data, None, [])["health"] == {"excluded_gpus": [], "missing_replicas": []}
+    with pytest.raises(AnsibleFilterError, match="GPU exclusions must be a list"):
+        FILTERS["serving_plan"](data, None, [{"gpu": "5"}])
+
+
 def test_the_filters_are_views_of_the_host_plan(tmp_path: Path) -> None:
     data = hostvars()
     whole = host_plan(config(data), OsRelease("debian", "12")).to_json()

@@ -43,6 +43,7 @@ MANAGED_PLACES = (
     "/etc/apt/preferences.d/ms4fleet-*",
     "/etc/modprobe.d/ms4fleet-*",
     "/etc/systemd/system/ms4fleet-*",
+    "/etc/systemd/system/*.service.d/ms4fleet.conf",
     "/usr/local/lib/ms4fleet/*",
     "/etc/docker/daemon.json",
 )
@@ -202,7 +203,7 @@ def test_every_file_each_engine_wrote_is_the_plans(converged: simfleet.Fleet, ho
         owner, group, mode, _ = on_host(fleet, host, [env_file["path"]])[env_file["path"]]
         assert (owner, group, mode) == (env_file["owner"], env_file["group"], int(env_file["mode"], 8))
     assert [u["name"] for u in plan["units"] if u["role"] == "replica"] == [
-        Path(p).name for p in planned if p.startswith(f"{paths.SYSTEMD_DIR}/")
+        Path(p).name for p, f in planned.items() if p.startswith(f"{paths.SYSTEMD_DIR}/") and f["kind"] == "unit"
     ]
 
 

@@ -21,7 +21,7 @@ NVSIM_ROOT = "/usr/lib/nvidia-sim"
 KERNEL_UNIT = "nvidia-sim-kernel.service"
 
 # The simulated hardware's code: what any sim host has before a package is installed.
-HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py")
+HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py", "allreduce.py")
 
 
 def launcher(module: str) -> str:
@@ -110,6 +110,7 @@ def add_hardware(tar: TarBuilder, profile: dict[str, object]) -> None:
     tar.file("/usr/bin/lspci", launcher("lspci"), mode=0o755)
     tar.file("/usr/sbin/runc", launcher("runc_shim"), mode=0o755)
     tar.file(f"{NVSIM_ROOT}/bin/nvidia-sim-kernel", launcher("kernel"), mode=0o755)
+    tar.file(f"{NVSIM_ROOT}/bin/nvidia-sim-allreduce", launcher("allreduce"), mode=0o755)
     tar.file(f"/etc/systemd/system/{KERNEL_UNIT}", KERNEL_UNIT_TEXT)
     tar.symlink(f"/etc/systemd/system/multi-user.target.wants/{KERNEL_UNIT}", f"/etc/systemd/system/{KERNEL_UNIT}")
 

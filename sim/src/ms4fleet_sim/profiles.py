@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from ms4fleet.burnin import expected
 from ms4fleet.catalog import MIB, GpuKind, gpu_kinds
 
 # Short forms accepted on the command line, besides the catalog ids themselves.
@@ -48,6 +49,8 @@ PCI_NAMES = {
 
 # Memory the driver keeps on each GPU: NVML v1 reports it as used with no process (read on a real H200).
 DRIVER_RESERVED_BYTES = 644939776
+# nccl-tests on healthy HGX boards reach about 80% of the per-direction link figure; the sim's links do too.
+SIM_BUSBW_SHARE = 0.8
 
 _SPEC = re.compile(r"^(?P<kind>[a-z0-9-]+?)(?:[x:*](?P<count>\d+))?$")
 
@@ -122,6 +125,8 @@ def render_profile(host: str, spec: GpuSpec) -> dict[str, Any]:
         "pci_name": PCI_NAMES.get(kind.pci_device_ids[0], "Device"),
         "nvswitch": nvswitch,
         "nvlink5": kind.nvlink5,
+        # A healthy link's all-reduce busbw in the sim: a healthy group's share of the catalog's figure.
+        "allreduce_busbw_gb_s": round(SIM_BUSBW_SHARE * expected(kind, spec.count)[1], 1),
         "form_factor": kind.form_factor,
         "gpus": [
             {

@@ -33,6 +33,9 @@ class GpuKind(BaseModel):
     form_factor: Literal["sxm", "pcie"]
     nvswitch_gpu_counts: tuple[int, ...]
     nvlink5: bool
+    # Per direction, GB/s (sources in gpus.toml): what the burn-in's all-reduce busbw is judged against.
+    nvlink_gb_s: int
+    pcie_gb_s: int
     open_kernel_modules: Literal["required", "recommended"]
     min_driver_branch: int
     fp8_native: bool

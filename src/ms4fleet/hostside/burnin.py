@@ -6,8 +6,9 @@ it tests the stack the replica will use. Every rank all-reduces a buffer of ones
 rounds after a warm-up; the result must equal the world size on every rank (a wrong sum is a failure, not
 a slow link). Bandwidth as nccl-tests reports it: ``algbw = bytes / time`` and, for a ring all-reduce,
 ``busbw = algbw * 2 * (n - 1) / n`` (0 for one GPU: the single-rank path still proves the CUDA context,
-the allocator and NCCL's init, and records algbw). The core compares busbw with the catalog's figure for
-the interconnect.
+the allocator and NCCL's init, and records algbw). With ``--pairs`` each pair of GPUs the ring crosses is
+also run on its own (``pairs``), so a slow group is traced to its slow link. The core
+(``ms4fleet.burnin.judge``) compares busbw with the catalog's figure for the interconnect.
 """
 
 from __future__ import annotations
@@ -84,6 +85,13 @@ def run(gpus: List[int], size: int, iters: int) -> Dict[str, Any]:
     }
 
 
+def ring_pairs(gpus: List[int]) -> List[List[int]]:
+    """The links a ring all-reduce crosses (the same pairs as ``ms4fleet.burnin.ring_pairs``)."""
+    if len(gpus) < 3:
+        return [gpus] if len(gpus) == 2 else []
+    return [[gpus[i], gpus[(i + 1) % len(gpus)]] for i in range(len(gpus))]
+
+
 def _nccl_version() -> Optional[str]:
     try:
         import torch
@@ -99,10 +107,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--gpus", required=True, help="CUDA device indices of the group, e.g. 0,1")
     parser.add_argument("--bytes", type=int, default=256 * 1024 * 1024)
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--pairs", action="store_true", help="also run each pair of the ring on its own")
     args = parser.parse_args(argv)
     gpus = [int(g) for g in args.gpus.split(",")]
     os.environ.setdefault("NCCL_DEBUG", "WARN")
     result = run(gpus, args.bytes, args.iters)
+    if args.pairs:
+        result["pairs"] = [run(list(pair), args.bytes, args.iters) for pair in ring_pairs(gpus)]
     json.dump(result, sys.stdout, sort_keys=True)
     sys.stdout.write("\n")
     return 0 if result["correct"] else 1

@@ -1,9 +1,10 @@
-"""The ms4fleet deploy of one host: the core's ``HostPlan`` (for the OS the host runs) -> operations.
+"""The ms4fleet deploy of one host: the core's ``HostPlan`` (for the OS the host runs, replicas only on the GPUs
+its health check does not exclude) -> operations.
 
 Order: base packages, NVIDIA apt source and keyring, pin and nouveau blacklist, driver / fabric manager /
 CUDA / Docker / container toolkit (held where the core says), reboot only when the core's ``needs_reboot``
 says so, daemon.json merged (docker restarted only on change), services, service user, vLLM image, weights,
-unit files, secrets, headroom gate, replicas (restarted only when their unit, image, weights or secrets
+unit files, secrets, GPU health gate, headroom gate, replicas (restarted only when their unit, image, weights or secrets
 changed), endpoint verification gate.
 """
 
@@ -18,12 +19,13 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check
+from ms4fleet.health import Exclusion, exclusions
 from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.stage import target_for
-from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
+from ms4fleet_pyinfra.facts import GpuHealth, OsReleaseFact, Probe, Sections
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
@@ -60,13 +62,28 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
 
 def replan(hp: HostPlan, os: OsRelease) -> HostPlan:
     """The host's plan for the OS it runs (the same plan when that is the one it was made for)."""
-    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os)
+    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os, hp.serving.excluded)
+
+
+def excluded_gpus(config: HostConfig, sudo: bool) -> tuple[Exclusion, ...]:
+    """The GPUs the core's health check excludes now (none where no driver answers yet: a fresh host is
+    planned whole, and the health gate reads again before any replica starts)."""
+    health = host.get_fact(GpuHealth, _sudo=sudo)
+    if health.report is None:
+        logger.info(f"{host.print_prefix}GPU health not read yet ({health.error}): planning every GPU")
+        return ()
+    excluded = exclusions(health.report, config.gpu.count)
+    for e in excluded:
+        logger.warning(f"{host.print_prefix}GPU {e.gpu} excluded: {e.reason}")
+    return excluded
 
 
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
-        hp = plan_for_data(config, host_data(host))
+        hp = plan_for_data(config, host_data(host), excluded=excluded_gpus(config, sudo))
+        for missing in hp.serving.missing:
+            logger.warning(f"{host.print_prefix}{missing.explanation}")
         # The core's converged check (quick where a stored verdict still holds, else full), read through a
         # fact so that it also runs under --dry.
         found = check(
@@ -145,9 +162,21 @@ def provision(hp: HostPlan) -> None:
         services.service(
             unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
         )
+    dropins: dict[str, list[Any]] = {}
+    for f, op in zip((f for f in hp.files if f.kind != "unit"), managed, strict=True):
+        if f.kind == "unit-dropin":
+            dropins.setdefault(hp.dropin_unit(f), []).append(op)
+    systemd.daemon_reload(
+        name="systemd daemon-reload (drop-ins changed)", _if=any_changed([op for ops in dropins.values() for op in ops])
+    )
     for unit in hp.units:
         if unit.role == "provision" and unit.name != "docker":
-            services.service(unit=unit.name, name=f"{unit.name} running")
+            changed = dropins.get(unit.name)
+            services.service(
+                unit=unit.name,
+                restart=any_changed(changed) if changed else None,
+                name=f"{unit.name} running" + (" (restarted if its drop-in changed)" if changed else ""),
+            )
     user = hp.service_user
     hostops.service_user(user=user.name, shell=user.shell, name=f"service user {user.name}")
 
@@ -173,6 +202,7 @@ def serve(hp: HostPlan, inputs: list[Any], sudo: bool) -> None:
         else []
     )
     restarting = any_changed([*units.values(), *inputs, *secrets])
+    serving.health_gate(config=config, plan=plan, restarting=restarting, sudo=sudo, name="GPU health gate")
     serving.headroom_gate(config=config, plan=plan, restarting=restarting, sudo=sudo, name="headroom gate")
     started = [
         services.service(

@@ -17,6 +17,8 @@ from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.headroom import check_plan
+from ms4fleet.health import HealthError, gate, parse_health
+from ms4fleet.hostscripts import python_command
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan, local_address
 from ms4fleet.verify import verify
@@ -110,6 +112,36 @@ def headroom_gate(
         host.noop("no replica (re)starts: headroom gate not needed")
         return
     yield FunctionCommand(_headroom_gate, (config, plan, sudo), {})
+
+
+def _health_gate(state: Any, host: Any, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    # Read now, not at prepare time: the driver may have been installed by this very deploy.
+    _, output = host.run_shell_command(
+        StringCommand("sh", "-c", shlex.quote(python_command("health.py"))),
+        _sudo=sudo,
+        print_output=False,
+        print_input=False,
+    )
+    try:
+        report = parse_health("\n".join(output.stdout_lines), host.name)
+    except HealthError as err:
+        return fail(state, host, f"GPU health gate: {err}")
+    blocked = gate(report, config.gpu.count, {r.index: r.gpus for r in plan.replicas})
+    if blocked:
+        return fail(state, host, "GPU health gate: " + " | ".join(blocked))
+    say(host, f"GPU health gate: replicas on GPUs {sorted(g for r in plan.replicas for g in r.gpus)} may serve")
+    return True
+
+
+@operation(is_idempotent=False)
+def health_gate(
+    config: HostConfig, plan: ServingPlan, restarting: Callable[[], bool], sudo: bool
+) -> Generator[Any, None, None]:
+    """Fail this host (only) when a replica about to (re)start would run on a GPU the core excludes now."""
+    if not (restarting() or _inactive(plan)):
+        host.noop("no replica (re)starts: GPU health gate not needed")
+        return
+    yield FunctionCommand(_health_gate, (config, plan, sudo), {})
 
 
 def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:

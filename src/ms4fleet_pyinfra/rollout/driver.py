@@ -32,7 +32,7 @@ from ms4fleet.rollout.lb import Routed
 from ms4fleet.rollout.release import Release, now_iso, release_for
 from ms4fleet.rollout.report import RolloutReport
 from ms4fleet.rollout.waves import Policy, PolicyError, RolloutPlan, check_capacity, plan_waves, serving_floor
-from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.serving import ServingPlan, local_address, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.request import WeightsRequest, request_for_host
 from ms4fleet.weights.stage import target_for
@@ -119,7 +119,10 @@ class Rollout:
     def read(self) -> RolloutPlan:
         sudo = {name: sudo_for(spec) for name, spec in self.specs.items()}
         result = run_state(
-            list(self.fleet), lambda s: hostops.read_host(tracker=self.tracker, sudo=sudo[s.name], name="read")
+            list(self.fleet),
+            lambda s: hostops.read_host(
+                tracker=self.tracker, address=local_address(s.config), sudo=sudo[s.name], name="read"
+            ),
         )
         for name in sorted(result.unreachable):
             self.tracker.advance(name, Phase.UNREACHABLE, "unreachable before anything changed")
@@ -203,6 +206,9 @@ class Rollout:
                 _sudo=sudo,
             )
             hostops.stage_units(tracker=self.tracker, release=self.targets[name], sudo=sudo, name="stage units")
+            hostops.gpu_health(
+                tracker=self.tracker, config=config, plan=self.plans[name], sudo=sudo, name="GPU health gate"
+            )
             hostops.headroom(tracker=self.tracker, config=config, plan=self.plans[name], sudo=sudo, name="headroom")
 
         result = run_state(self._hosts(names), build)
@@ -271,7 +277,8 @@ class Rollout:
                 # only if the driver changed (and the reboot policy allows), on this batch's hosts alone.
                 provision(replan(self.hostplans[name], host.get_fact(OsReleaseFact)))
             hostops.start_release(
-                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start")
+                tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start"
+            )
             hostops.await_release(
                 tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="verify"
             )

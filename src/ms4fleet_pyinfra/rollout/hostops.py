@@ -3,8 +3,9 @@
 host of the State).
 
 + ``read_host``: the release record, the units' state and each running replica's GET /health.
-+ ``stage_units``, ``headroom``: pre-stage (with the engine's image and weights operations): the new unit
-  files beside the running ones, and the headroom gate counting the memory the old replicas will free.
++ ``stage_units``, ``gpu_health``, ``headroom``: pre-stage (with the engine's image and weights operations):
+  the new unit files beside the running ones, the GPU health gate, and the headroom gate counting the memory
+  the old replicas will free.
 + ``start_release``: wait for in-flight requests, stop the old replicas, install and start the new ones.
 + ``await_release``: wait until systemd reports them ready, verify every replica, record the release.
 + ``rollback``: the previous release's units back, started and verified.
@@ -26,7 +27,9 @@ from pyinfra.api.operation import operation
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.health import HealthError, gate, parse_health
 from ms4fleet.hostplan import gates
+from ms4fleet.hostscripts import python_command
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseError, ReleaseRecord
@@ -66,7 +69,7 @@ def read_script() -> str:
     return _READ
 
 
-def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
+def _read(state: Any, host: Any, tracker: Tracker, address: str, sudo: bool) -> bool:
     ok, out, err = shell(host, _READ, sudo)
     if not ok:
         return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
@@ -76,22 +79,22 @@ def _read(state: Any, host: Any, tracker: Tracker, sudo: bool) -> bool:
         return tracker.fail(host.name, str(err).removeprefix(f"{host.name}: "))
     ports = _serving_ports(facts)
     if ports:
-        facts.healthy = all(_healthy(host, port) for port in ports)
+        facts.healthy = all(_healthy(host, address, port) for port in ports)
     tracker.facts[host.name] = facts
     return True
 
 
-def _healthy(host: Any, port: int) -> bool:
+def _healthy(host: Any, address: str, port: int) -> bool:
     try:
-        with forwarded(host, port) as url:
+        with forwarded(host, port, address) as url:
             return httpx.get(f"{url}/health", timeout=5.0).status_code == 200
     except (httpx.HTTPError, OSError):
         return False
 
 
 @operation(is_idempotent=False)
-def read_host(tracker: Tracker, sudo: bool) -> Generator[Any, None, None]:
-    yield FunctionCommand(_read, (tracker, sudo), {})
+def read_host(tracker: Tracker, address: str, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_read, (tracker, address, sudo), {})
 
 
 # ------------------------------------------------------------------------------------------ pre-stage
@@ -136,6 +139,22 @@ def _headroom(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan:
 @operation(is_idempotent=False)
 def stage_units(tracker: Tracker, release: Release, sudo: bool) -> Generator[Any, None, None]:
     yield FunctionCommand(_stage_units, (tracker, release, sudo), {})
+
+
+def _gpu_health(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> bool:
+    # Before the host leaves the load balancer: a replica must not come back on a GPU the core excludes.
+    ok, out, err = shell(host, python_command("health.py"), sudo)
+    try:
+        report = parse_health(out, host.name)
+    except HealthError as exc:
+        return tracker.fail(host.name, f"pre-stage GPU health: {exc if ok else err.strip()[-200:]}")
+    blocked = gate(report, config.gpu.count, {r.index: r.gpus for r in plan.replicas})
+    return not blocked or tracker.fail(host.name, "pre-stage GPU health: " + " | ".join(blocked))
+
+
+@operation(is_idempotent=False)
+def gpu_health(tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool) -> Generator[Any, None, None]:
+    yield FunctionCommand(_gpu_health, (tracker, config, plan, sudo), {})
 
 
 @operation(is_idempotent=False)

@@ -2,7 +2,8 @@
 describes now, its replicas' health (systemd and GET /health through the SSH connection), their load (two
 reads of /metrics, ``interval_s`` apart, parsed by ``ms4fleet.metrics``: running / waiting requests, KV cache
 usage, counters and tokens/s from their delta), each GPU's memory (the probe) and health verdict
-(``ms4fleet.health``), and the sizing verdict of its plan.
+(``ms4fleet.health``), the core's GPU health gate (each GPU excluded now, and the replica its plan then
+leaves out) and the sizing verdict of its plan.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
 from ms4fleet import metrics
-from ms4fleet.health import HealthError, parse_health
+from ms4fleet.config import HostConfig
+from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostscripts import python_command
 from ms4fleet.inventory import Fleet
 from ms4fleet.rollout.release import release_for
@@ -40,11 +42,13 @@ class HostStatus:
     # Per port: the second /metrics read (ReplicaLoad.to_dict) and tokens_per_s, or {"error": why}.
     load: dict[int, dict[str, Any]] = field(default_factory=dict)
     gpus: list[dict[str, Any]] = field(default_factory=list)
+    # The GPU health gate: one line per GPU excluded now, and one per replica the plan then leaves out.
+    gate: list[str] = field(default_factory=list)
     error: str = ""
 
     @property
     def healthy(self) -> bool:
-        return bool(self.health) and all(v == "ok" for v in self.health.values())
+        return bool(self.health) and all(v == "ok" for v in self.health.values()) and not self.gate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,7 @@ class HostStatus:
             "health": {str(port): state for port, state in self.health.items()},
             "load": {str(port): load for port, load in self.load.items()},
             "gpus": self.gpus,
+            "gate": self.gate,
             "healthy": self.healthy,
             "verdict": self.verdict,
             "error": self.error,
@@ -76,8 +81,19 @@ def _read_load(host: Any, address: str, port: int) -> metrics.ReplicaLoad | str:
         return f"unreachable ({type(exc).__name__})"
 
 
-def _gpus(host: Any, sudo: bool) -> tuple[list[dict[str, Any]], str]:
-    """Each GPU's memory (the probe) and health verdict (the health reader, no DCGM diagnostic run)."""
+def _read_health(host: Any, sudo: bool) -> HealthReport | str:
+    """The health reader's report (no DCGM diagnostic run), or why there is none."""
+    ok, out, err = shell(host, python_command("health.py"), sudo)
+    if not ok:
+        return err.strip()[-200:] or "the health reader failed"
+    try:
+        return parse_health(out, host.name)
+    except HealthError as exc:
+        return str(exc)
+
+
+def _gpus(host: Any, sudo: bool, report: HealthReport | str) -> tuple[list[dict[str, Any]], str]:
+    """Each GPU's memory (the probe) and health verdict."""
     probe = host.get_fact(Probe, _sudo=sudo)
     if probe.report is None:
         return [], f"probe: {probe.error}"
@@ -91,26 +107,33 @@ def _gpus(host: Any, sudo: bool) -> tuple[list[dict[str, Any]], str]:
         }
         for gpu in probe.report.gpus
     }
-    ok, out, err = shell(host, python_command("health.py"), sudo)
-    try:
-        report = parse_health(out, host.name) if ok else None
-    except HealthError as exc:
-        return list(rows.values()), str(exc)
-    if report is None:
-        return list(rows.values()), err.strip()[-200:] or "the health reader failed"
+    if isinstance(report, str):
+        return [rows[i] for i in sorted(rows)], report
     for gpu in report.gpus:
         row = rows.setdefault(gpu.index, {"index": gpu.index, "memory_used_bytes": None, "memory_total_bytes": None})
         row["health"], row["health_reason"] = str(gpu.verdict), gpu.summary
     return [rows[i] for i in sorted(rows)], ""
 
 
-def _gather(
-    state: Any, host: Any, status: HostStatus, address: str, ports: list[int], sudo: bool, interval_s: float
-) -> bool:
+def _gate(status: HostStatus, config: HostConfig, report: HealthReport | str) -> list[int]:
+    """The core's GPU health gate on this host; the ports of the replicas its plan places now."""
+    if isinstance(report, str):
+        status.gate = [f"GPU health not read: {report}"]
+        return [r.port for r in plan_host(config).replicas]
+    excluded = exclusions(report, config.gpu.count)
+    plan = plan_host(config, excluded=excluded)
+    status.gate = [f"GPU {e.gpu} excluded: {e.reason}" for e in excluded] + [m.explanation for m in plan.missing]
+    return [r.port for r in plan.replicas]
+
+
+def _gather(state: Any, host: Any, status: HostStatus, config: HostConfig, sudo: bool, interval_s: float) -> bool:
     ok, out, err = shell(host, read_script(), sudo)
     if not ok:
         status.error = err.strip()[-200:] or "cannot read the host"
         return True
+    report = _read_health(host, sudo)
+    ports = _gate(status, config, report)
+    address = local_address(config)
     facts = parse_read(host.name, out)
     status.current = facts.record.current.id if facts.record.current else None
     status.previous = facts.record.previous.id if facts.record.previous else None
@@ -133,36 +156,25 @@ def _gather(
             continue
         rate = metrics.tokens_per_s(before, after, time.monotonic() - then)
         status.load[port] = {**after.to_dict(), "tokens_per_s": rate}
-    status.gpus, why = _gpus(host, sudo)
+    status.gpus, why = _gpus(host, sudo, report)
     if why:
         status.error = f"GPUs: {why}"
     return True
 
 
 @operation(is_idempotent=False)
-def gather(
-    status: HostStatus, address: str, ports: list[int], sudo: bool, interval_s: float
-) -> Generator[Any, None, None]:
-    yield FunctionCommand(_gather, (status, address, ports, sudo, interval_s), {})
+def gather(status: HostStatus, config: HostConfig, sudo: bool, interval_s: float) -> Generator[Any, None, None]:
+    yield FunctionCommand(_gather, (status, config, sudo, interval_s), {})
 
 
 def fleet_status(fleet: Fleet, interval_s: float = 1.0) -> list[HostStatus]:
     rows = {}
-    ports = {}
     for spec in fleet:
         plan = plan_host(spec.config)
         rows[spec.name] = HostStatus(spec.name, release_for(spec.config, plan).id, plan.verdict)
-        ports[spec.name] = [r.port for r in plan.replicas]
     result = run_state(
         list(fleet),
-        lambda s: gather(
-            status=rows[s.name],
-            address=local_address(s.config),
-            ports=ports[s.name],
-            sudo=sudo_for(s),
-            interval_s=interval_s,
-            name="status",
-        ),
+        lambda s: gather(status=rows[s.name], config=s.config, sudo=sudo_for(s), interval_s=interval_s, name="status"),
     )
     for name in result.unreachable:
         rows[name].error = "unreachable"
