@@ -91,6 +91,8 @@ _FILE_KINDS = {
     "repository": Change.LIVE,
     "pin": Change.LIVE,
     "weights-verifier": Change.LIVE,
+    # A drop-in of a provisioning unit (nvidia-persistenced's): that daemon restarts, the replicas keep running.
+    "unit-dropin": Change.LIVE,
     "other": Change.LIVE,
 }
 # Weights keys that change what the replicas load; the others only change how the controller fetches.
