@@ -9,6 +9,7 @@ runs it in a child Python with a time limit, which writes its answer (hosts, or 
 
 + ``read_hosts(path)``: e.g. ``read_hosts(Path("inventory/example.py"))`` -> ``[RawHost, ...]``.
 + ``raw_hosts(inventory)``: the hosts of an inventory pyinfra has already loaded (the deploy's preflight).
++ ``side_hosts(path)``: the hosts of a load balancer or monitoring inventory (no GPU, no ms4fleet config).
 """
 
 from __future__ import annotations
@@ -94,6 +95,27 @@ def raw_hosts(inventory: Iterable[Any], file_group: str | None = None) -> list[R
                 own_keys=frozenset(k for k in own if k.startswith(KEY_PREFIX)),
             )
         )
+    return hosts
+
+
+def side_hosts(path: str) -> dict[str, dict[str, Any]]:
+    """Hosts of a small pyinfra inventory file for hosts that serve nothing (load balancers, monitoring): each
+    top-level list (or ``(hosts, group_data)`` pair) in file order, its group data merged under the host's own."""
+    try:
+        module = runpy.run_path(path)
+    except Exception as err:
+        raise ConfigError(path, "", f"fails to import: {type(err).__name__}: {err}") from None
+    hosts: dict[str, dict[str, Any]] = {}
+    for name, value in module.items():
+        if name.startswith("_"):
+            continue
+        entries, shared = value if isinstance(value, tuple) and len(value) == 2 else (value, {})
+        if not isinstance(entries, list) or not isinstance(shared, dict):
+            continue
+        for entry in entries:
+            host, own = entry if isinstance(entry, tuple) else (entry, {})
+            if isinstance(host, str) and isinstance(own, dict):
+                hosts.setdefault(host, {}).update({**shared, **own})
     return hosts
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import runpy
 import shlex
 import sys
 from collections.abc import Generator, Mapping
@@ -24,6 +23,7 @@ from ms4fleet import monitoring
 from ms4fleet.config import ConfigError
 from ms4fleet.inventory import load_inventory
 from ms4fleet.serving import plan_host
+from ms4fleet_pyinfra.inventory import side_hosts
 from ms4fleet_pyinfra.rollout.session import run_state, shell, sudo_for
 
 _INSTALL = (
@@ -53,21 +53,7 @@ class MonitoringHost:
 
 def load_monitoring_inventory(path: str) -> dict[str, MonitoringHost]:
     """Hosts of a pyinfra inventory file, with group data merged (host data wins)."""
-    try:
-        module = runpy.run_path(path)
-    except Exception as err:
-        raise ConfigError(path, "", f"fails to import: {type(err).__name__}: {err}") from None
-    hosts: dict[str, dict[str, Any]] = {}
-    for name, value in module.items():
-        if name.startswith("_"):
-            continue
-        entries, shared = value if isinstance(value, tuple) and len(value) == 2 else (value, {})
-        if not isinstance(entries, list) or not isinstance(shared, dict):
-            continue
-        for entry in entries:
-            host, own = entry if isinstance(entry, tuple) else (entry, {})
-            if isinstance(host, str) and isinstance(own, dict):
-                hosts.setdefault(host, {}).update({**shared, **own})
+    hosts = side_hosts(path)
     return {name: MonitoringHost(name, data) for name, data in hosts.items()}
 
 

@@ -22,6 +22,7 @@ from ms4fleet.config import ConfigError
 from ms4fleet.inventory import HostSpec
 from ms4fleet.rollout import lb
 from ms4fleet.serving import ServingPlan
+from ms4fleet_pyinfra.inventory import side_hosts
 from ms4fleet_pyinfra.rollout.session import StateResult, run_state, shell, sudo_for
 
 # Old workers finish their requests then exit; a streaming generation can take minutes.
@@ -155,23 +156,7 @@ class LbHost:
 
 def load_lb_inventory(path: str) -> list[LbHost]:
     """Hosts of a pyinfra inventory file, with group data merged (host data wins), in file order."""
-    import runpy
-
-    try:
-        module = runpy.run_path(path)
-    except Exception as err:
-        raise ConfigError(path, "", f"fails to import: {type(err).__name__}: {err}") from None
-    hosts: dict[str, dict[str, Any]] = {}
-    for name, value in module.items():
-        if name.startswith("_"):
-            continue
-        entries, shared = value if isinstance(value, tuple) and len(value) == 2 else (value, {})
-        if not isinstance(entries, list) or not isinstance(shared, dict):
-            continue
-        for entry in entries:
-            host, own = entry if isinstance(entry, tuple) else (entry, {})
-            if isinstance(host, str) and isinstance(own, dict):
-                hosts.setdefault(host, {}).update({**shared, **own})
+    hosts = side_hosts(path)
     if not hosts:
         raise ConfigError(path, "", "defines no load balancer host")
     return [LbHost(name, data) for name, data in hosts.items()]
