@@ -78,6 +78,7 @@ def test_the_tarball_holds_only_the_collection(tmp_path: Path) -> None:
         "docs/ansible.md",
         "docs/architecture.md",
         "docs/health.md",
+        "docs/monitoring.md",
         "docs/probe.md",
         "docs/rollout.md",
         "docs/sizing.md",
