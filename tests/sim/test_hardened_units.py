@@ -78,7 +78,9 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
         weights = native.require_weights().request
         # The sim's SSH user has the service user's default name: create it only where it is missing.
         user = native.service_user
-        host.sudo(f"id -u {user} >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin {user}")
+        host.sudo(
+            f"id -u {user.name} >/dev/null 2>&1 || useradd --system --no-create-home --shell {user.shell} {user.name}"
+        )
         # The weights as staging leaves them: the files in DIR.partial, then the host's finalize.
         tree = weights_mirror.build_tree(root / "mirror", revision=REVISION)
         staged = {
@@ -135,7 +137,7 @@ def test_native_replica_serves_under_its_sandbox(hardened: Hardened) -> None:
 
 
 def test_service_user_cannot_alter_the_weights_or_read_their_metadata(hardened: Hardened) -> None:
-    host, user, wdir = hardened.host, hardened.native.service_user, hardened.weights_dir
+    host, user, wdir = hardened.host, hardened.native.service_user.name, hardened.weights_dir
     shard = host.sudo(f"ls {wdir} | grep safetensors | head -1").stdout.strip()
     owners = host.sudo(f"stat -c '%U:%G %a %n' {wdir} {wdir}/{shard} {wdir}/.ms4fleet {wdir}/.ms4fleet/*").stdout
     assert [line.split()[:2] for line in owners.splitlines()] == [

@@ -83,7 +83,9 @@ def test_stage_to_three_sim_hosts_fetches_once_and_hosts_verify(
         sums = {line.split()[1]: line.split()[0] for line in listing.splitlines()}
         assert sums == {name: hashlib.sha256(files[name]).hexdigest() for name in wanted}
         modes = host.sudo(f"stat -c '%U %a %n' {dest} {dest}/params.json").stdout.split("\n")
-        assert modes[0].startswith("ms4fleet 555") and modes[1].startswith("ms4fleet 444")
+        # Root-owned and read-only: the service user reads the weights and can change none of them.
+        owner = paths.WEIGHTS_OWNER.split(":")[0]
+        assert modes[0].startswith(f"{owner} 555") and modes[1].startswith(f"{owner} 444")
         manifest = json.loads(host.sudo(f"cat {dest}/.ms4fleet/manifest.json").stdout)
         assert manifest["revision"] == revision and {f["path"] for f in manifest["files"]} == wanted
         assert host.run(f"test -e {dest}.partial", check=False).rc != 0
