@@ -3,7 +3,8 @@
 
 For each replica to drain: its backend marked ``down`` in nginx (one reload for all, old workers finish
 their requests), its in-flight requests waited to 0 (bounded), its unit stopped and left stopped (the next
-deploy plans around the GPU). A replica out already is left alone, so a second pass changes nothing.
+deploy plans around the GPU). A replica out already is left alone, so a second pass changes nothing. A pass
+with something to drain holds the rollout's fleet lock (one writer of nginx's config and the units).
 
 + ``Drainer(fleet, lb_hosts)``: built before any host is contacted (bad input fails here);
   ``run(reports)`` applies one pass for the health readings of the fleet and returns a ``DrainOutcome``.
@@ -24,6 +25,7 @@ from ms4fleet.drain import DrainPlan, Leaving, leaving, plan_drain
 from ms4fleet.health import HealthReport
 from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout import lb
+from ms4fleet.rollout.journal import FleetLock, LockedError, fleet_dir
 from ms4fleet.rollout.release import ReleaseError
 from ms4fleet.serving import local_address, plan_host
 from ms4fleet_pyinfra.rollout import hostops
@@ -121,10 +123,7 @@ class Drainer:
         self.plans = {spec.name: plan_host(spec.config) for spec in self.fleet}
         self.lb = LoadBalancer(self.lb_hosts, backends_for(list(self.fleet), self.plans))
 
-    def decide(self, reports: Mapping[str, HealthReport | None], outcome: DrainOutcome) -> DrainPlan | None:
-        leave = [item for name, r in reports.items() if r is not None for item in leaving(r, self.plans[name])]
-        if not leave:
-            return None
+    def decide(self, leave: list[Leaving], outcome: DrainOutcome) -> DrainPlan | None:
         states: dict[str, dict[str, str]] = {}
         result = run_state(list(self.fleet), lambda s: read_units(states=states, sudo=sudo_for(s), name="units"))
         active = {
@@ -145,20 +144,36 @@ class Drainer:
 
     def run(self, reports: Mapping[str, HealthReport | None]) -> DrainOutcome:
         outcome = DrainOutcome()
-        plan = self.decide(reports, outcome)
-        if plan is None:
+        leave = [item for name, r in reports.items() if r is not None for item in leaving(r, self.plans[name])]
+        if not leave:
             return outcome
+        # The rollout's lock: a rollout rewrites nginx's config and starts units; one writer at a time.
+        lock = FleetLock(fleet_dir(self.specs))
+        try:
+            lock.acquire()
+        except LockedError as err:
+            outcome.errors.append(f"{err}; nothing drained this pass")
+            return outcome
+        try:
+            self._apply(self.decide(leave, outcome), outcome)
+        finally:
+            lock.release()
+        return outcome
+
+    def _apply(self, plan: DrainPlan | None, outcome: DrainOutcome) -> None:
+        if plan is None:
+            return
         outcome.already_out = list(plan.done)
         outcome.refused = [line for _, line in plan.refused]
         if not plan.drain:
-            return outcome
+            return
         applied = self.lb.apply(plan.down)
         if applied.failed:
             host = sorted(applied.failed)[0]
             outcome.errors.append(
                 f"load balancer {host}: {self.lb.errors.get(host, 'unreachable')}; no replica stopped"
             )
-            return outcome
+            return
         rows: dict[str, list[Drained]] = {}
         for item, backend in plan.drain:
             rows.setdefault(item.host, []).append(Drained(item, backend.server))
@@ -178,4 +193,3 @@ class Drainer:
                 if name in result.failed and not row.stopped and not row.error:
                     row.error = "lost the connection before the unit was stopped (its backend is down in nginx)"
             outcome.drained.extend(host_rows)
-        return outcome

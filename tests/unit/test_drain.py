@@ -94,3 +94,14 @@ def test_the_last_serving_backend_is_never_drained() -> None:
 def test_a_replica_the_load_balancer_does_not_list_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a backend of the load balancer"):
         plan_drain([item("c", 8000)], B, set(), ALL_ACTIVE)
+
+
+def test_drain_options_are_checked_before_any_host(capsys: pytest.CaptureFixture[str]) -> None:
+    from ms4fleet.cli import main
+
+    assert main(["health", "no-such-inventory.py", "--drain"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "ms4fleet: error: --drain needs --lb-inventory FILE (the load balancer to drain from)"
+    assert main(["health", "no-such-inventory.py", "--watch"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "ms4fleet: error: --watch and --lb-inventory go with --drain"
