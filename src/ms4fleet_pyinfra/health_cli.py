@@ -155,7 +155,11 @@ def _print_drain(args: argparse.Namespace, rows: list[HostHealth], outcome: Drai
         sys.stdout.write(json.dumps(doc, indent=None if args.watch else 2) + "\n")
     else:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ ", time.gmtime()) if args.watch else ""
-        for line in [*outcome.lines(), *unread]:
+        lines = [*outcome.lines(), *unread]
+        if not lines and not args.watch:
+            out = len(outcome.already_out)
+            lines = [f"nothing to drain: no serving replica is on an excluded GPU ({out} out of service already)"]
+        for line in lines:
             print(stamp + line)
     sys.stdout.flush()
 
