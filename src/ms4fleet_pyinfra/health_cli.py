@@ -132,7 +132,7 @@ def run_drain(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"ms4fleet: error: {err}", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)
     code = 0
     try:
         while True:
@@ -146,6 +146,8 @@ def run_drain(args: argparse.Namespace) -> int:
             time.sleep(args.interval_s)
     except KeyboardInterrupt:
         return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _print_drain(args: argparse.Namespace, rows: list[HostHealth], outcome: DrainOutcome, unread: list[str]) -> None:
