@@ -7,6 +7,7 @@ then measures the fleet and the LB, not a client's reuse of a connection the LB 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -22,6 +23,13 @@ class LoadResult:
     ok: int = 0
     failed: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
+    # When each request was sent (monotonic): the largest gap says how often the LB was sampled.
+    sent: list[float] = field(default_factory=list)
+
+    def largest_gap_s(self, since: float, until: float) -> float:
+        """The longest stretch of [since, until] in which no request was sent."""
+        marks = [since, *sorted(t for t in self.sent if since <= t <= until), until]
+        return max(b - a for a, b in itertools.pairwise(marks))
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": self.ok, "failed": self.failed, "reasons": dict(self.reasons)}
@@ -69,6 +77,7 @@ class Load:
                 with self._lock:
                     if self.result.ok + self.result.failed >= self.max_requests:
                         return
+                    self.result.sent.append(time.monotonic())
                 error = self._one(client, stream=(n + index) % 3 == 0)
                 n += 1
                 self._stop.wait(self.pause_s)

@@ -99,3 +99,30 @@ def test_the_config_reads_back_as_what_it_routes_to() -> None:
     )
     assert routed(half).down == {"gpu-1"} and routed(half).up == {"gpu-2"}
     assert routed("") == routed("# not ours\nupstream x { server 10.0.0.9:1; }\n")
+
+
+def test_one_replica_marked_down_while_its_hosts_other_replica_serves() -> None:
+    """A GPU gone bad under one replica: only its server line changes; the host's other replica serves."""
+    before = nginx_conf(BACKENDS).splitlines()
+    after_text = nginx_conf(BACKENDS, down={BACKENDS[1]})
+    changed = [(a, b) for a, b in zip(before, after_text.splitlines(), strict=True) if a != b]
+    assert changed == [
+        (
+            "    server 10.0.0.1:8001 max_fails=1 fail_timeout=10s;  # gpu-1",
+            "    server 10.0.0.1:8001 max_fails=1 fail_timeout=10s down;  # gpu-1",
+        )
+    ]
+    back = routed(after_text)
+    # The host counts as down for the rollout (not every replica serves); the one replica is named.
+    assert back.up == {"gpu-2"} and back.down == {"gpu-1"}
+    assert back.down_backends == {("gpu-1", "10.0.0.1:8001")}
+    assert back.is_down(BACKENDS[1]) and not back.is_down(BACKENDS[0])
+
+
+def test_hosts_and_single_replicas_mix_and_all_down_is_refused() -> None:
+    text = nginx_conf(BACKENDS, down={"gpu-2", BACKENDS[0]})
+    assert routed(text).down_backends == {("gpu-1", "10.0.0.1:8000"), ("gpu-2", "10.0.0.2:8000")}
+    # Marking every replica down one by one is the same text as marking their hosts down.
+    assert nginx_conf(BACKENDS, down={BACKENDS[0], BACKENDS[1]}) == nginx_conf(BACKENDS, down={"gpu-1"})
+    with pytest.raises(ValueError, match="every replica would be down"):
+        nginx_conf(BACKENDS, down={"gpu-1", BACKENDS[2]})

@@ -2,8 +2,11 @@
 
 + ``nginx_conf(backends, down=...)``: the ``upstream`` of every replica (passive health: ``max_fails`` /
   ``fail_timeout``; a failed attempt moves to the next replica) and the ``server`` proxying to it. A host
-  being drained has its replicas marked ``down``; ms4fleet writes the file and runs ``nginx -s reload``.
-+ ``routed(conf_text)``: the hosts a config written by ``nginx_conf`` routes to, and those it marks down.
+  being drained (a name in ``down``) has its replicas marked ``down``; a ``Backend`` in ``down`` marks that
+  one replica (a GPU gone bad under it) while the host's others keep serving. ms4fleet writes the file and
+  runs ``nginx -s reload``.
++ ``routed(conf_text)``: the hosts a config written by ``nginx_conf`` routes to, those it marks down, and
+  each replica (host, server) marked down.
 + ``in_flight(metrics_text)``: requests a replica is still running or holding (vLLM's gauges).
 + ``wait_drained(poll, ...)``: poll until nothing is in flight, before the replica is stopped.
 
@@ -28,7 +31,7 @@ LISTEN_PORT = 8080
 IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # Old nginx workers rename themselves while they finish their requests after a reload.
 OLD_WORKER_TITLE = "nginx: worker process is shutting down"
-_SERVER = re.compile(r"^\s*server\s+\S+\s[^;#]*?(?P<down>\sdown)?;\s*#\s*(?P<host>\S+)\s*$", re.MULTILINE)
+_SERVER = re.compile(r"^\s*server\s+(?P<server>\S+)\s[^;#]*?(?P<down>\sdown)?;\s*#\s*(?P<host>\S+)\s*$", re.MULTILINE)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
 
 
@@ -62,16 +65,24 @@ class LbSettings:
     read_timeout_s: int = 900
 
 
-def nginx_conf(backends: Sequence[Backend], down: Collection[str] = (), settings: LbSettings | None = None) -> str:
-    """The whole of ``CONF_PATH``. ``down``: hosts whose replicas take no new requests (drained)."""
+def is_down(backend: Backend, down: Collection[str | Backend]) -> bool:
+    """``backend`` takes no new requests: its host is drained, or it is (its GPU went bad)."""
+    return backend.host in down or backend in down
+
+
+def nginx_conf(
+    backends: Sequence[Backend], down: Collection[str | Backend] = (), settings: LbSettings | None = None
+) -> str:
+    """The whole of ``CONF_PATH``. ``down``: hosts whose replicas take no new requests (drained), and
+    single replicas (``Backend``) that take none while their host's others serve."""
     if not backends:
         raise ValueError("the load balancer needs at least one replica")
     s = settings or LbSettings()
-    if all(b.host in down for b in backends):
+    if all(is_down(b, down) for b in backends):
         raise ValueError("every replica would be down: the load balancer would refuse all requests")
     servers = []
     for backend in backends:
-        flags = " down" if backend.host in down else ""
+        flags = " down" if is_down(backend, down) else ""
         servers.append(
             f"    server {backend.server} max_fails={s.max_fails} fail_timeout={s.fail_timeout_s}s{flags};"
             f"  # {backend.host}"
@@ -110,10 +121,15 @@ def nginx_conf(backends: Sequence[Backend], down: Collection[str] = (), settings
 
 @dataclass(frozen=True)
 class Routed:
-    """What a load balancer's config routes to now: hosts with a replica up, hosts with every replica down."""
+    """What a load balancer's config routes to now: hosts with every replica up, hosts with any replica
+    down, and each replica marked down as (host, ``Backend.server``)."""
 
     up: frozenset[str]
     down: frozenset[str]
+    down_backends: frozenset[tuple[str, str]] = frozenset()
+
+    def is_down(self, backend: Backend) -> bool:
+        return (backend.host, backend.server) in self.down_backends
 
 
 def routed(conf_text: str) -> Routed:
@@ -121,9 +137,14 @@ def routed(conf_text: str) -> Routed:
     any replica marked down counts as down."""
     up: set[str] = set()
     down: set[str] = set()
+    down_backends: set[tuple[str, str]] = set()
     for match in _SERVER.finditer(conf_text):
-        (down if match.group("down") else up).add(match.group("host"))
-    return Routed(frozenset(up - down), frozenset(down))
+        if match.group("down"):
+            down.add(match.group("host"))
+            down_backends.add((match.group("host"), match.group("server")))
+        else:
+            up.add(match.group("host"))
+    return Routed(frozenset(up - down), frozenset(down), frozenset(down_backends))
 
 
 def in_flight(metrics_text: str) -> float:

@@ -165,7 +165,8 @@ def headroom(tracker: Tracker, config: HostConfig, plan: ServingPlan, sudo: bool
 # ------------------------------------------------------------------------------------------- switch
 
 
-def _in_flight(host: Any, address: str, ports: list[int]) -> float | None:
+def in_flight(host: Any, address: str, ports: list[int]) -> float | None:
+    """Requests the replicas on ``ports`` hold (None: a /metrics answer other than 200)."""
     total = 0.0
     for port in ports:
         try:
@@ -183,7 +184,7 @@ def _in_flight(host: Any, address: str, ports: list[int]) -> float | None:
 def _drain(host: Any, tracker: Tracker, address: str, ports: list[int]) -> None:
     """Wait until the old replicas (at ``address`` on the host) hold no request (the LB sends them none)."""
     if ports:
-        result = lb.wait_drained(lambda: _in_flight(host, address, ports), timeout_s=DRAIN_TIMEOUT_S)
+        result = lb.wait_drained(lambda: in_flight(host, address, ports), timeout_s=DRAIN_TIMEOUT_S)
         if not result.drained:
             tracker.runs[host.name].detail = f"drain: {result.detail}; stopped anyway"
 

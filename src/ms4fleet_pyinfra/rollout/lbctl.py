@@ -2,7 +2,8 @@
 test it, reload gracefully, and wait until the workers of the old config have finished their requests.
 
 + ``LoadBalancer(hosts, backends)``: ``apply(down)`` makes the LB hosts route to every replica except those
-  of the ``down`` hosts; returns the LB hosts it failed on. ``read()``: what each LB host routes to now.
+  of the ``down`` hosts and the ``down`` replicas (``lb.Backend``); returns the LB hosts it failed on.
+  ``read()``: what each LB host routes to now.
 + ``backends_for(specs, plans)``: the replicas as the LB reaches them (host data ``lb_backend_address``, else
   the SSH hostname).
 """
@@ -120,7 +121,7 @@ class LoadBalancer:
     settings: lb.LbSettings = field(default_factory=lb.LbSettings)
     errors: dict[str, str] = field(default_factory=dict)
 
-    def render(self, down: Collection[str]) -> str:
+    def render(self, down: Collection[str | lb.Backend]) -> str:
         return lb.nginx_conf(self.backends, down, self.settings)
 
     def read(self) -> tuple[lb.Routed | None, StateResult]:
@@ -136,10 +137,11 @@ class LoadBalancer:
             return None, result
         up = frozenset.intersection(*(r.up for r in states))
         down = frozenset.union(*(r.down for r in states)) | frozenset.union(*(r.up for r in states)) - up
-        return lb.Routed(up, down), result
+        return lb.Routed(up, down, frozenset.union(*(r.down_backends for r in states))), result
 
-    def apply(self, down: Collection[str]) -> StateResult:
-        """Route around the replicas of ``down``; returns once old workers have finished their requests."""
+    def apply(self, down: Collection[str | lb.Backend]) -> StateResult:
+        """Route around the replicas of ``down`` (hosts, or single replicas); returns once old workers have
+        finished their requests."""
         text = self.render(down)
         return run_state(
             self.hosts, lambda spec: nginx_config(text=text, sudo=sudo_for(spec), errors=self.errors, name="nginx")

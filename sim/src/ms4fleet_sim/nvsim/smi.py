@@ -46,7 +46,14 @@ HEALTHY: dict[str, Any] = {
     "temperature_c": 32,
     "mig": False,
     "fabric_state": "Completed",
+    # A runtime Xid (0: none), shown as the driver shows its effect: see ``ECC_XIDS`` and ``FALLEN_OFF_BUS``.
+    "xid": 0,
 }
+# Xids of an uncorrectable ECC error (48 double-bit, 94/95 contained/uncontained): one more uncorrectable
+# error on the volatile and aggregate counters. Xid 79: the GPU fell off the bus and is gone from every
+# listing. (The NVRM kernel-log line itself is not simulated: a container has no kernel log of its own.)
+ECC_XIDS = frozenset({48, 94, 95})
+FALLEN_OFF_BUS = 79
 
 
 class SmiError(Exception):
@@ -96,11 +103,15 @@ class Snapshot:
         unknown = set(overrides) - set(HEALTHY)
         if unknown:
             raise SmiError(f"nvidia-sim: unknown gpu_health switch(es) {sorted(unknown)}\n", 2)
-        return {**HEALTHY, **overrides}
+        values = {**HEALTHY, **overrides}
+        if values["xid"] in ECC_XIDS:
+            values["ecc_uncorrected_volatile"] += 1
+            values["ecc_uncorrected_aggregate"] += 1
+        return values
 
     @property
     def gpus(self) -> list[dict[str, Any]]:
-        return list(self.profile["gpus"])
+        return [g for g in self.profile["gpus"] if self.health(int(g["index"]))["xid"] != FALLEN_OFF_BUS]
 
     def used(self, index: int) -> int:
         return sum(int(p["gpu_memory_bytes"].get(str(index), 0)) for p in self.procs.values())
