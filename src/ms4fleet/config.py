@@ -280,6 +280,15 @@ class ProvisionConfig(_Section):
     service_user: UserName = "ms4fleet"
 
     @model_validator(mode="after")
+    def _live_restore_kept(self) -> ProvisionConfig:
+        if self.docker_daemon_options.get("live-restore", True) is not True:
+            raise _FieldError(
+                "docker_daemon_options",
+                " turns live-restore off: ms4fleet keeps it on, since without it a Docker restart stops every replica",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _version_in_branch(self) -> ProvisionConfig:
         if not self.driver_version.startswith(f"{self.driver_branch}."):
             raise _FieldError(

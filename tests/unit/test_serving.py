@@ -11,7 +11,9 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_word as systemd_quote
 from ms4fleet.inventory import load_inventory
+from ms4fleet.rollout.lb import DRAIN_WINDOW_S
 from ms4fleet.serving import plan_host, timeout_start_s
+from tests.support.systemd_syntax import exec_argv, unit_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -110,6 +112,66 @@ def test_docker_unit_keeps_secrets_out_and_binds_loopback() -> None:
     assert "Restart=always\n" in unit
     assert f"TimeoutStartSec={timeout_start_s(plan.profile)}\n" in unit
     assert "Requires=nvidia-fabricmanager.service" in unit  # 8 x H200 SXM sits on NVSwitch
+
+
+def _unit_values(unit: str, key: str) -> list[str]:
+    return [value for _section, k, value in unit_lines(unit) if k == key]
+
+
+@pytest.mark.parametrize("kind", ["docker", "native"])
+def test_a_stop_drains_for_the_load_balancers_window(kind: str) -> None:
+    replica = plan_host(host(runtime={"kind": kind, "venv": "/opt/vllm"})).replicas[0]
+    argv = list(replica.argv)
+    assert argv[argv.index("--shutdown-timeout") + 1] == str(DRAIN_WINDOW_S)
+    assert argv.count("--shutdown-timeout") == 1
+    (stop_timeout,) = _unit_values(replica.unit_text, "TimeoutStopSec")
+    assert int(stop_timeout) > DRAIN_WINDOW_S
+    (exec_start,) = _unit_values(replica.unit_text, "ExecStart")
+    assert exec_argv(exec_start)[-len(argv) :] == argv
+    if kind == "native":
+        return
+    words = exec_argv(exec_start)
+    container_stop = int(words[words.index("--stop-timeout") + 1])
+    (exec_stop,) = _unit_values(replica.unit_text, "ExecStop")
+    stop_words = exec_argv(exec_stop)
+    # docker stop --time "$1" "$0": the container's name, then its stop timeout.
+    assert stop_words[-2:] == [replica.container_name, str(container_stop)]
+    assert DRAIN_WINDOW_S < container_stop < int(stop_timeout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--shutdown-timeout", "0"], ["--shutdown_timeout=5"], ["--shutdown-t", "1"], ["--shutdown-timeout.x", "1"]],
+)
+def test_extra_args_cannot_set_the_shutdown_timeout(args: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"--shutdown-timeout.*drain window") as refused:
+        host(serving={"extra_args": args})
+    assert "serving.extra_args" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_docker_unit_adopts_only_its_own_running_container() -> None:
+    def start_words(**serving: Any) -> list[str]:
+        (exec_start,) = _unit_values(plan_host(host(serving=serving)).replicas[0].unit_text, "ExecStart")
+        return exec_argv(exec_start)
+
+    words = start_words()
+    # sh -c SCRIPT CONTAINER SPEC docker run ... --label ms4fleet.spec=SPEC ...
+    assert words[:2] == ["/bin/sh", "-c"]
+    container, spec = words[3], words[4]
+    assert container == "ms4fleet-vllm-0"
+    assert words[5:8] == ["/usr/bin/docker", "run", "--rm"]
+    assert f"ms4fleet.spec={spec}" in words[5:]
+    assert start_words() == words  # same plan, same spec: a running container is re-attached
+    assert start_words(max_num_seqs=32)[4] != spec  # another argv: the old container is replaced
+
+
+def test_docker_unit_survives_a_docker_restart() -> None:
+    unit = plan_host(host()).replicas[0].unit_text
+    # Requires= would restart the replica with dockerd; a pre-start `docker rm --force` would kill the
+    # container live-restore kept.
+    assert _unit_values(unit, "Wants") == ["network-online.target", "docker.service"]
+    assert "docker.service" not in " ".join(_unit_values(unit, "Requires"))
+    assert not any("docker" in v for v in _unit_values(unit, "ExecStartPre"))
 
 
 def test_timeout_is_derived_from_the_weights() -> None:
