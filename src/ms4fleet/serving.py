@@ -263,14 +263,13 @@ def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_
     """``vllm serve`` arguments, in a fixed order so the unit text is stable."""
     profile = config.profile
     serving = config.serving
-    in_container = config.runtime.kind == "docker"
     argv = [
         model_path,
         "--served-model-name",
         served_model_name(config),
-        # In a container vLLM listens on all of the container's interfaces; Docker's -p binds the host side.
+        # A container shares the host's network (ms4fleet.serving._render_unit): vLLM binds the host's address.
         "--host",
-        "0.0.0.0" if in_container else serving.bind_address,
+        serving.bind_address,
         "--port",
         str(port),
         "--tensor-parallel-size",
@@ -374,8 +373,10 @@ def _render_unit(
             "memlock=-1",
             "--ulimit",
             "stack=67108864",
-            "-p",
-            f"{url_host(serving.bind_address)}:{port}:{port}",
+            # The host's network, not a published port: Docker's port proxy and NAT rules are dockerd's and
+            # drop connections while it restarts; with live-restore the replica then keeps serving.
+            "--network",
+            "host",
             "-v",
             f"{model_dir}:{paths.CONTAINER_MODEL_DIR}:ro",
         ]
