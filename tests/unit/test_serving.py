@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_word as systemd_quote
 from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout.lb import DRAIN_WINDOW_S
-from ms4fleet.serving import plan_host, timeout_start_s
+from ms4fleet.serving import CONTAINER_STOP_S, plan_host, timeout_start_s
 from tests.support.systemd_syntax import exec_argv, unit_lines
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,6 +165,51 @@ def test_docker_unit_adopts_only_its_own_running_container() -> None:
     assert f"ms4fleet.spec={spec}" in words[5:]
     assert start_words() == words  # same plan, same spec: a running container is re-attached
     assert start_words(max_num_seqs=32)[4] != spec  # another argv: the old container is replaced
+
+
+FAKE_DOCKER = """#!/bin/sh
+# `docker` for the unit's scripts: logs each call; `ps` lists a container when FAKE_RUNNING names its spec label.
+echo "$*" >> "$FAKE_LOG"
+case "$1" in
+  ps) for a in "$@"; do [ "$a" = "label=ms4fleet.spec=$FAKE_RUNNING" ] && echo 0123abcd; done ;;
+esac
+exit 0
+"""
+
+
+def _run_unit_command(tmp_path: Path, value: str, env: dict[str, str]) -> list[str]:
+    """Run an ExecStart=/ExecStop= value as systemd would (its argv, no shell), with a fake docker."""
+    fake = tmp_path / "docker"
+    fake.write_text(FAKE_DOCKER)
+    fake.chmod(0o755)
+    log = tmp_path / "calls"
+    log.write_text("")
+    argv = [
+        str(fake) if word == "/usr/bin/docker" else word.replace("/usr/bin/docker", str(fake))
+        for word in exec_argv(value)
+    ]
+    subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(log), **env}, check=True, timeout=30)
+    return log.read_text().splitlines()
+
+
+def test_docker_unit_scripts_adopt_replace_and_stop(tmp_path: Path) -> None:
+    replica = plan_host(host()).replicas[0]
+    (exec_start,) = _unit_values(replica.unit_text, "ExecStart")
+    (exec_stop,) = _unit_values(replica.unit_text, "ExecStop")
+    spec = exec_argv(exec_start)[4]
+    name = replica.container_name
+    # Its own container still running (dockerd restarted under live-restore): re-attached, nothing removed.
+    calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec})
+    assert calls[1:] == [f"attach --no-stdin {name}"]
+    # None running, or one from another release: whatever has the name is removed, the replica runs anew.
+    for running in ("", "0" * 16):
+        calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": running})
+        assert calls[1] == f"rm --force {name}"
+        assert calls[2].startswith(f"run --rm --label ms4fleet.spec={spec} --name {name} ")
+        assert calls[2].endswith(" ".join(replica.argv))
+    # A stop while the client runs drains the container; after the client died with dockerd it leaves it.
+    assert _run_unit_command(tmp_path, exec_stop, {"MAINPID": "42"}) == [f"stop --time {CONTAINER_STOP_S} {name}"]
+    assert _run_unit_command(tmp_path, exec_stop, {}) == []
 
 
 def test_docker_unit_survives_a_docker_restart() -> None:
