@@ -424,10 +424,12 @@ def _render_unit(
 # ExecStart of a Docker replica: `sh -c _ADOPT CONTAINER SPEC docker run ...`. A container of this name and
 # spec still running (the unit restarted because its `docker run` client died with dockerd, while the
 # container lived on under live-restore) is re-attached; anything else of that name is removed and the
-# container run anew. The words of the `docker run` line stay separate arguments: no shell parses them.
+# container run anew; dockerd not answering yet fails the start (Restart= retries) rather than guess. The words
+# of the `docker run` line stay separate arguments: no shell parses them.
 _ADOPT = (
-    'c=$0 spec=$1; shift; [ -z "$(/usr/bin/docker ps --quiet --filter status=running'
-    ' --filter label=ms4fleet.spec=$spec)" ] || exec /usr/bin/docker attach --no-stdin "$c";'
+    "c=$0 spec=$1; shift; running=$(/usr/bin/docker ps --quiet --filter status=running"
+    " --filter label=ms4fleet.spec=$spec) || exit 1;"
+    ' [ -z "$running" ] || exec /usr/bin/docker attach --no-stdin "$c";'
     ' /usr/bin/docker rm --force "$c" >/dev/null 2>&1; exec "$@"'
 )
 

@@ -171,13 +171,13 @@ FAKE_DOCKER = """#!/bin/sh
 # `docker` for the unit's scripts: logs each call; `ps` lists a container when FAKE_RUNNING names its spec label.
 echo "$*" >> "$FAKE_LOG"
 case "$1" in
-  ps) for a in "$@"; do [ "$a" = "label=ms4fleet.spec=$FAKE_RUNNING" ] && echo 0123abcd; done ;;
+  ps) [ -n "$FAKE_DOWN" ] && exit 1; for a in "$@"; do [ "$a" = "label=ms4fleet.spec=$FAKE_RUNNING" ] && echo 0123abcd; done ;;
 esac
 exit 0
 """
 
 
-def _run_unit_command(tmp_path: Path, value: str, env: dict[str, str]) -> list[str]:
+def _run_unit_command(tmp_path: Path, value: str, env: dict[str, str], status: int = 0) -> list[str]:
     """Run an ExecStart=/ExecStop= value as systemd would (its argv, no shell), with a fake docker."""
     fake = tmp_path / "docker"
     fake.write_text(FAKE_DOCKER)
@@ -188,7 +188,8 @@ def _run_unit_command(tmp_path: Path, value: str, env: dict[str, str]) -> list[s
         str(fake) if word == "/usr/bin/docker" else word.replace("/usr/bin/docker", str(fake))
         for word in exec_argv(value)
     ]
-    subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(log), **env}, check=True, timeout=30)
+    done = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(log), **env}, timeout=30)
+    assert done.returncode == status
     return log.read_text().splitlines()
 
 
@@ -207,6 +208,9 @@ def test_docker_unit_scripts_adopt_replace_and_stop(tmp_path: Path) -> None:
         assert calls[1] == f"rm --force {name}"
         assert calls[2].startswith(f"run --rm --label ms4fleet.spec={spec} --name {name} ")
         assert calls[2].endswith(" ".join(replica.argv))
+    # dockerd not answering yet: the start fails (systemd retries), nothing is removed.
+    calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec, "FAKE_DOWN": "1"}, status=1)
+    assert [c.split()[0] for c in calls] == ["ps"]
     # A stop while the client runs drains the container; after the client died with dockerd it leaves it.
     assert _run_unit_command(tmp_path, exec_stop, {"MAINPID": "42"}) == [f"stop --time {CONTAINER_STOP_S} {name}"]
     assert _run_unit_command(tmp_path, exec_stop, {}) == []
