@@ -151,6 +151,13 @@ def test_extra_args_cannot_set_the_shutdown_timeout(args: list[str]) -> None:
     assert "serving.extra_args" in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_a_vllm_without_the_drain_flag_is_refused() -> None:
+    # gpt-oss runs on vLLM 0.10.1, but the units pass --shutdown-timeout, which vLLM has from 0.18.0 on.
+    with pytest.raises(ValueError, match=r"runtime.vllm_version runs vLLM 0.17.1, below 0.18.0.*--shutdown-timeout"):
+        host(serving={"model": "gpt-oss-120b"}, runtime={"kind": "native", "vllm_version": "0.17.1"})
+    assert plan_host(host(serving={"model": "gpt-oss-120b"}, runtime={"image": "vllm/vllm-openai:v0.18.0"}))
+
+
 def test_docker_unit_adopts_only_its_own_running_container() -> None:
     def start_words(**serving: Any) -> list[str]:
         (exec_start,) = _unit_values(plan_host(host(serving=serving)).replicas[0].unit_text, "ExecStart")
