@@ -40,12 +40,13 @@ def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:
     return release_for(config, plan_host(config)).to_dict()
 
 
-def rollout_paths(release: Mapping[str, Any]) -> dict[str, str]:
+def rollout_paths(release: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "release_file": RELEASE_FILE,
         "staged_dir": f"{STAGED_DIR}/{release['id']}",
         "units_dir": paths.SYSTEMD_DIR,
         "lb_conf": lb.CONF_PATH,
+        "drain_window_s": lb.DRAIN_WINDOW_S,
     }
 
 

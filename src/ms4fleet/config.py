@@ -280,6 +280,15 @@ class ProvisionConfig(_Section):
     service_user: UserName = "ms4fleet"
 
     @model_validator(mode="after")
+    def _live_restore_kept(self) -> ProvisionConfig:
+        if self.docker_daemon_options.get("live-restore", True) is not True:
+            raise _FieldError(
+                "docker_daemon_options",
+                " turns live-restore off: ms4fleet keeps it on, since without it a Docker restart stops every replica",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _version_in_branch(self) -> ProvisionConfig:
         if not self.driver_version.startswith(f"{self.driver_branch}."):
             raise _FieldError(
@@ -381,6 +390,12 @@ class HostConfig(_Section):
                 f"set driver_branch (and driver_version) to {gpu.min_driver_branch} or later",
             )
         version, field = self.runtime.running_vllm()
+        if _Release(version) < _Release(DRAIN_MIN_VLLM):
+            raise _FieldError(
+                field,
+                f"runs vLLM {version}, below {DRAIN_MIN_VLLM}, the first with --shutdown-timeout, which ms4fleet's "
+                f"units pass so a stop lets requests finish: use vLLM {DRAIN_MIN_VLLM} or later",
+            )
         if _Release(version) < _Release(profile.min_vllm):
             raise _FieldError(
                 field,
@@ -466,6 +481,10 @@ def shard_problem(profile: ModelProfile, tp: int) -> str | None:
         if width and width % tp:
             return f"its {what} width {width} does not divide by {tp}"
     return None
+
+
+# The replica units pass --shutdown-timeout (ms4fleet.serving), which vLLM has from this release on.
+DRAIN_MIN_VLLM = "0.18.0"
 
 
 class _FieldError(ValueError):

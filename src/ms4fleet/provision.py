@@ -233,6 +233,8 @@ def daemon_json(current: str | None, config: HostConfig) -> str:
     if not isinstance(data, dict):
         raise ConfigError(config.name, DAEMON_JSON, "is not a JSON object: fix or remove it")
     data.update(config.provision.docker_daemon_options)
+    # Containers outlive a restart of dockerd (a daemon.json change, a Docker upgrade): replicas keep serving.
+    data["live-restore"] = True
     if config.runtime.kind == "docker":
         runtimes = dict(data.get("runtimes") or {})
         runtimes["nvidia"] = {"args": [], "path": "nvidia-container-runtime"}

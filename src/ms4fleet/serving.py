@@ -10,6 +10,7 @@ and the systemd unit text each engine writes byte for byte.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
 from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_env, systemd_word
 from ms4fleet.health import Exclusion
+from ms4fleet.rollout.lb import DRAIN_WINDOW_S
 from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
 from ms4fleet.weights.startcheck import exec_start_pre
 
@@ -31,6 +33,17 @@ from ms4fleet.weights.startcheck import exec_start_pre
 # H100 for large MoE models), plus slack. vLLM's own 600 s default is too short for 100+ GB checkpoints.
 LOAD_BYTES_PER_S = 200_000_000
 START_OVERHEAD_S = 600
+# Stopping drains (vLLM >= 0.18, ``--shutdown-timeout``): vLLM takes no new request and finishes those in
+# flight for up to this long; its default 0 aborts them. The load balancer's drain window, so a replica
+# stopped when the rollout's wait ran out still finishes what it holds, and so does one restarted by a deploy.
+SHUTDOWN_TIMEOUT_S = DRAIN_WINDOW_S
+# After the drain vLLM tears down its engine processes and frees the GPUs. `docker stop` waits for both
+# before it kills, and systemd's TimeoutStopSec is above that, so no stop SIGKILLs a draining replica.
+CONTAINER_STOP_S = SHUTDOWN_TIMEOUT_S + 30
+TIMEOUT_STOP_S = CONTAINER_STOP_S + 30
+# The label a Docker replica's container carries: a hash of its `docker run` line. A unit (re)started while
+# its container still runs (Docker restarted under live-restore) adopts it only when the line is the same.
+SPEC_LABEL = "ms4fleet.spec"
 
 
 @dataclass(frozen=True)
@@ -250,14 +263,13 @@ def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_
     """``vllm serve`` arguments, in a fixed order so the unit text is stable."""
     profile = config.profile
     serving = config.serving
-    in_container = config.runtime.kind == "docker"
     argv = [
         model_path,
         "--served-model-name",
         served_model_name(config),
-        # In a container vLLM listens on all of the container's interfaces; Docker's -p binds the host side.
+        # A container shares the host's network (ms4fleet.serving._render_unit): vLLM binds the host's address.
         "--host",
-        "0.0.0.0" if in_container else serving.bind_address,
+        serving.bind_address,
         "--port",
         str(port),
         "--tensor-parallel-size",
@@ -296,6 +308,7 @@ def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_
     if tp > 1 and gpu.form_factor == "pcie":
         # vLLM's custom all-reduce hangs over plain PCIe peer-to-peer; NCCL's ring is safe there.
         argv.append("--disable-custom-all-reduce")
+    argv += ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
     argv += serving.extra_args
     return argv
 
@@ -353,12 +366,17 @@ def _render_unit(
             "--gpus",
             f'"device={devices}"',
             "--ipc=host",
+            # Also what dockerd gives it when it stops the container itself.
+            "--stop-timeout",
+            str(CONTAINER_STOP_S),
             "--ulimit",
             "memlock=-1",
             "--ulimit",
             "stack=67108864",
-            "-p",
-            f"{url_host(serving.bind_address)}:{port}:{port}",
+            # The host's network, not a published port: Docker's port proxy and NAT rules are dockerd's and
+            # drop connections while it restarts; with live-restore the replica then keeps serving.
+            "--network",
+            "host",
             "-v",
             f"{model_dir}:{paths.CONTAINER_MODEL_DIR}:ro",
         ]
@@ -370,6 +388,9 @@ def _render_unit(
             # Passed by name: the value comes from the EnvironmentFile, never from this command line.
             command += ["-e", "VLLM_API_KEY"]
         command += [runtime.image, *argv]
+        spec = hashlib.sha256("\0".join(command).encode()).hexdigest()[:16]
+        command[command.index("--name") : command.index("--name")] = ["--label", f"{SPEC_LABEL}={spec}"]
+        command = ["/bin/sh", "-c", _ADOPT, paths.container_name(index), spec, *command]
     else:
         command = [f"{runtime.venv}/bin/vllm", "serve", *argv]
     host = local_address(config)
@@ -387,6 +408,8 @@ def _render_unit(
         exec_start=" ".join(systemd_word(word) for word in command),
         health_url=f"http://{url_host(host)}:{port}/health",
         timeout=timeout_start_s(config.profile),
+        stop_timeout=TIMEOUT_STOP_S,
+        exec_stop=_exec_stop(paths.container_name(index)),
         user=config.provision.service_user,
         device_allow=gpu_device_allow(config.gpu.count),
         weights_check=(
@@ -396,6 +419,27 @@ def _render_unit(
         ),
     )
     return text
+
+
+# ExecStart of a Docker replica: `sh -c _ADOPT CONTAINER SPEC docker run ...`. A container of this name and
+# spec still running (the unit restarted because its `docker run` client died with dockerd, while the
+# container lived on under live-restore) is re-attached; anything else of that name is removed and the
+# container run anew; dockerd not answering yet fails the start (Restart= retries) rather than guess. The words
+# of the `docker run` line stay separate arguments: no shell parses them.
+_ADOPT = (
+    "c=$0 spec=$1; shift; running=$(/usr/bin/docker ps --quiet --filter status=running"
+    " --filter label=ms4fleet.spec=$spec) || exit 1;"
+    ' [ -z "$running" ] || exec /usr/bin/docker attach --no-stdin "$c";'
+    ' /usr/bin/docker rm --force "$c" >/dev/null 2>&1; exec "$@"'
+)
+
+
+def _exec_stop(container: str) -> str:
+    """ExecStop= of a Docker replica: drain and stop the container, but only while the unit's client runs.
+    systemd also runs ExecStop after the client exited on its own (dockerd restarted: $MAINPID unset);
+    the container then lives on to be adopted, instead of being stopped by the restart."""
+    script = '[ -z "$MAINPID" ] || exec /usr/bin/docker stop --time "$1" "$0"'
+    return " ".join(systemd_word(w) for w in ("/bin/sh", "-c", script, container, str(CONTAINER_STOP_S)))
 
 
 def gpu_device_allow(gpu_count: int) -> list[str]:

@@ -42,8 +42,13 @@ MANAGED = frozenset(
         "--enable-auto-tool-choice",
         "--default-chat-template-kwargs",
         "--disable-custom-all-reduce",
+        "--shutdown-timeout",
     }
 )
+# Managed flags no serving.* setting stands for: what to say instead of "use the serving.* setting".
+_DERIVED_ELSEWHERE = {
+    "--shutdown-timeout": "set from the load balancer's drain window so a stop lets requests finish",
+}
 # Flags whose value is a secret: on a command line it is in every `ps` and in the unit file.
 SECRET = frozenset({"--api-key", "--hf-token"})
 _NUMBER = re.compile(r"\A-\d+(?:\.\d*)?\Z")
@@ -79,6 +84,11 @@ def _refuse_managed(option: VllmOption, spelling: str) -> None:
         raise ValueError(
             f"passes a secret on the command line ({option.canonical}{written}): "
             "reference it with serving.api_key or weights.hf_token instead"
+        )
+    if option.canonical in _DERIVED_ELSEWHERE:
+        raise ValueError(
+            f"sets {option.canonical}{written}, which ms4fleet derives ({_DERIVED_ELSEWHERE[option.canonical]}): "
+            "remove it"
         )
     if MANAGED & set(option.strings):
         raise ValueError(f"sets {option.canonical}{written}, which ms4fleet derives: use the serving.* setting instead")

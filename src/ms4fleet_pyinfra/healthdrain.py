@@ -115,7 +115,7 @@ def take_out(rows: list[Drained], address: str, timeout_s: float, sudo: bool) ->
 class Drainer:
     fleet: Fleet
     lb_hosts: Sequence[LbHost]
-    timeout_s: float = hostops.DRAIN_TIMEOUT_S
+    timeout_s: float = lb.DRAIN_WINDOW_S
 
     def __post_init__(self) -> None:
         self.specs = {spec.name: spec for spec in self.fleet}

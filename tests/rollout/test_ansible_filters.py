@@ -14,7 +14,7 @@ import pytest
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
-from ms4fleet.rollout.lb import CONF_PATH, Backend, nginx_conf
+from ms4fleet.rollout.lb import CONF_PATH, DRAIN_WINDOW_S, Backend, nginx_conf
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, ReleaseRecord, release_for
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
@@ -74,6 +74,7 @@ def test_paths_are_the_core_paths(filters: SimpleNamespace) -> None:
         "staged_dir": f"{STAGED_DIR}/{release['id']}",
         "units_dir": paths.SYSTEMD_DIR,
         "lb_conf": CONF_PATH,
+        "drain_window_s": DRAIN_WINDOW_S,
     }
 
 

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -834,6 +835,77 @@ def test_sigterm_exits_cleanly(launcher: Launcher, tmp_path: Path) -> None:
     standin.proc.send_signal(signal.SIGTERM)
     assert standin.wait_exit() == 0
     assert "Shutting down" in standin.output()
+
+
+def _chat_in_thread(url: str, results: list[httpx.Response | Exception]) -> threading.Thread:
+    def run() -> None:
+        try:
+            results.append(chat(url))
+        except httpx.HTTPError as error:
+            results.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _wait_running(standin: Standin, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while metric(httpx.get(f"{standin.url}/metrics").text, "vllm:num_requests_running") != count:
+        assert time.monotonic() < deadline, f"never {count} request(s) running"
+        time.sleep(0.05)
+
+
+def test_sigterm_with_shutdown_timeout_drains_in_flight_requests(launcher: Launcher, tmp_path: Path) -> None:
+    # 150 ms a token: the ~20-token reply takes seconds, so the request is in flight when SIGTERM arrives.
+    standin = launcher.start(
+        ms4_model(tmp_path / "model"), *MS4_FLAGS, "--shutdown-timeout", "30", faults={"decode_delay_ms": 150}
+    )
+    results: list[httpx.Response | Exception] = []
+    thread = _chat_in_thread(standin.url, results)
+    _wait_running(standin, 1)
+    standin.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    # Draining: a new connection is refused while the request in flight goes on.
+    with pytest.raises(httpx.ConnectError):
+        chat(standin.url)
+    assert standin.proc.poll() is None
+    thread.join(timeout=30)
+    (response,) = results
+    assert isinstance(response, httpx.Response), response
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["finish_reason"] == "stop"
+    assert standin.wait_exit() == 0
+    assert "mode=drain timeout=30s" in standin.output()
+
+
+def test_sigterm_drain_ends_at_the_shutdown_timeout(launcher: Launcher, tmp_path: Path) -> None:
+    # 2 s a token: the request outlives a 1 s drain, which then ends and aborts it.
+    standin = launcher.start(
+        ms4_model(tmp_path / "model"), *MS4_FLAGS, "--shutdown-timeout", "1", faults={"decode_delay_ms": 2000}
+    )
+    results: list[httpx.Response | Exception] = []
+    thread = _chat_in_thread(standin.url, results)
+    _wait_running(standin, 1)
+    started = time.monotonic()
+    standin.proc.send_signal(signal.SIGTERM)
+    assert standin.wait_exit() == 0
+    assert time.monotonic() - started < 8
+    thread.join(timeout=30)
+    assert isinstance(results[0], httpx.HTTPError)
+    assert "aborting in-flight requests count=1" in standin.output()
+
+
+def test_sigterm_without_shutdown_timeout_aborts_in_flight_requests(launcher: Launcher, tmp_path: Path) -> None:
+    # vLLM's default (--shutdown-timeout 0): the request in flight is cut, as ms4fleet's units avoid.
+    standin = launcher.start(ms4_model(tmp_path / "model"), *MS4_FLAGS, faults={"decode_delay_ms": 150})
+    results: list[httpx.Response | Exception] = []
+    thread = _chat_in_thread(standin.url, results)
+    _wait_running(standin, 1)
+    standin.proc.send_signal(signal.SIGTERM)
+    assert standin.wait_exit() == 0
+    thread.join(timeout=30)
+    assert isinstance(results[0], httpx.HTTPError)
 
 
 def test_unknown_flag_exits_2(launcher: Launcher, tmp_path: Path) -> None:

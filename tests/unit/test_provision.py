@@ -96,6 +96,14 @@ def test_daemon_json_is_merged_not_overwritten() -> None:
     assert daemon_json(once, host()) == once
 
 
+def test_daemon_json_keeps_containers_through_a_docker_restart() -> None:
+    current = json.dumps({"live-restore": False, "log-driver": "journald"})
+    assert json.loads(daemon_json(current, host()))["live-restore"] is True
+    with pytest.raises(ConfigError, match="turns live-restore off") as refused:
+        host(provision={"docker_daemon_options": {"live-restore": False}})
+    assert "\n" not in str(refused.value)
+
+
 def test_daemon_json_that_is_not_json_is_refused() -> None:
     with pytest.raises(ConfigError, match=DAEMON_JSON):
         daemon_json("{broken", host())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_word as systemd_quote
 from ms4fleet.inventory import load_inventory
-from ms4fleet.serving import plan_host, timeout_start_s
+from ms4fleet.rollout.lb import DRAIN_WINDOW_S
+from ms4fleet.serving import CONTAINER_STOP_S, plan_host, timeout_start_s
+from tests.support.systemd_syntax import exec_argv, unit_lines
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "data" / "golden"
@@ -103,13 +106,130 @@ def test_docker_unit_keeps_secrets_out_and_binds_loopback() -> None:
     assert "EnvironmentFile=/etc/ms4fleet/vllm.env\n" in unit
     assert " -e VLLM_API_KEY " in unit
     assert "VLLM_API_KEY=" not in unit and "--api-key" not in unit
-    assert "-p 127.0.0.1:8001:8001" in unit
+    assert " --network host " in unit and " -p " not in unit
+    assert "--host 127.0.0.1 --port 8001 " in unit
     assert f"/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/{REVISION}:/models:ro" in unit
     assert '--gpus "\\"device=2,3\\""' in unit
     assert "--ipc=host" in unit
     assert "Restart=always\n" in unit
     assert f"TimeoutStartSec={timeout_start_s(plan.profile)}\n" in unit
     assert "Requires=nvidia-fabricmanager.service" in unit  # 8 x H200 SXM sits on NVSwitch
+
+
+def _unit_values(unit: str, key: str) -> list[str]:
+    return [value for _section, k, value in unit_lines(unit) if k == key]
+
+
+@pytest.mark.parametrize("kind", ["docker", "native"])
+def test_a_stop_drains_for_the_load_balancers_window(kind: str) -> None:
+    replica = plan_host(host(runtime={"kind": kind, "venv": "/opt/vllm"})).replicas[0]
+    argv = list(replica.argv)
+    assert argv[argv.index("--shutdown-timeout") + 1] == str(DRAIN_WINDOW_S)
+    assert argv.count("--shutdown-timeout") == 1
+    (stop_timeout,) = _unit_values(replica.unit_text, "TimeoutStopSec")
+    assert int(stop_timeout) > DRAIN_WINDOW_S
+    (exec_start,) = _unit_values(replica.unit_text, "ExecStart")
+    assert exec_argv(exec_start)[-len(argv) :] == argv
+    if kind == "native":
+        return
+    words = exec_argv(exec_start)
+    container_stop = int(words[words.index("--stop-timeout") + 1])
+    (exec_stop,) = _unit_values(replica.unit_text, "ExecStop")
+    stop_words = exec_argv(exec_stop)
+    # docker stop --time "$1" "$0": the container's name, then its stop timeout.
+    assert stop_words[-2:] == [replica.container_name, str(container_stop)]
+    assert DRAIN_WINDOW_S < container_stop < int(stop_timeout)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--shutdown-timeout", "0"], ["--shutdown_timeout=5"], ["--shutdown-t", "1"], ["--shutdown-timeout.x", "1"]],
+)
+def test_extra_args_cannot_set_the_shutdown_timeout(args: list[str]) -> None:
+    with pytest.raises(ValueError, match=r"--shutdown-timeout.*drain window") as refused:
+        host(serving={"extra_args": args})
+    assert "serving.extra_args" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_vllm_without_the_drain_flag_is_refused() -> None:
+    # gpt-oss runs on vLLM 0.10.1, but the units pass --shutdown-timeout, which vLLM has from 0.18.0 on.
+    with pytest.raises(ValueError, match=r"runtime.vllm_version runs vLLM 0.17.1, below 0.18.0.*--shutdown-timeout"):
+        host(serving={"model": "gpt-oss-120b"}, runtime={"kind": "native", "vllm_version": "0.17.1"})
+    assert plan_host(host(serving={"model": "gpt-oss-120b"}, runtime={"image": "vllm/vllm-openai:v0.18.0"}))
+
+
+def test_docker_unit_adopts_only_its_own_running_container() -> None:
+    def start_words(**serving: Any) -> list[str]:
+        (exec_start,) = _unit_values(plan_host(host(serving=serving)).replicas[0].unit_text, "ExecStart")
+        return exec_argv(exec_start)
+
+    words = start_words()
+    # sh -c SCRIPT CONTAINER SPEC docker run ... --label ms4fleet.spec=SPEC ...
+    assert words[:2] == ["/bin/sh", "-c"]
+    container, spec = words[3], words[4]
+    assert container == "ms4fleet-vllm-0"
+    assert words[5:8] == ["/usr/bin/docker", "run", "--rm"]
+    assert f"ms4fleet.spec={spec}" in words[5:]
+    assert start_words() == words  # same plan, same spec: a running container is re-attached
+    assert start_words(max_num_seqs=32)[4] != spec  # another argv: the old container is replaced
+
+
+FAKE_DOCKER = """#!/bin/sh
+# `docker` for the unit's scripts: logs each call; `ps` lists a container when FAKE_RUNNING names its spec label.
+echo "$*" >> "$FAKE_LOG"
+case "$1" in
+  ps) [ -n "$FAKE_DOWN" ] && exit 1; for a in "$@"; do [ "$a" = "label=ms4fleet.spec=$FAKE_RUNNING" ] && echo 0123abcd; done ;;
+esac
+exit 0
+"""
+
+
+def _run_unit_command(tmp_path: Path, value: str, env: dict[str, str], status: int = 0) -> list[str]:
+    """Run an ExecStart=/ExecStop= value as systemd would (its argv, no shell), with a fake docker."""
+    fake = tmp_path / "docker"
+    fake.write_text(FAKE_DOCKER)
+    fake.chmod(0o755)
+    log = tmp_path / "calls"
+    log.write_text("")
+    argv = [
+        str(fake) if word == "/usr/bin/docker" else word.replace("/usr/bin/docker", str(fake))
+        for word in exec_argv(value)
+    ]
+    done = subprocess.run(argv, env={"PATH": "/usr/bin:/bin", "FAKE_LOG": str(log), **env}, timeout=30)
+    assert done.returncode == status
+    return log.read_text().splitlines()
+
+
+def test_docker_unit_scripts_adopt_replace_and_stop(tmp_path: Path) -> None:
+    replica = plan_host(host()).replicas[0]
+    (exec_start,) = _unit_values(replica.unit_text, "ExecStart")
+    (exec_stop,) = _unit_values(replica.unit_text, "ExecStop")
+    spec = exec_argv(exec_start)[4]
+    name = replica.container_name
+    # Its own container still running (dockerd restarted under live-restore): re-attached, nothing removed.
+    calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec})
+    assert calls[1:] == [f"attach --no-stdin {name}"]
+    # None running, or one from another release: whatever has the name is removed, the replica runs anew.
+    for running in ("", "0" * 16):
+        calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": running})
+        assert calls[1] == f"rm --force {name}"
+        assert calls[2].startswith(f"run --rm --label ms4fleet.spec={spec} --name {name} ")
+        assert calls[2].endswith(" ".join(replica.argv))
+    # dockerd not answering yet: the start fails (systemd retries), nothing is removed.
+    calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec, "FAKE_DOWN": "1"}, status=1)
+    assert [c.split()[0] for c in calls] == ["ps"]
+    # A stop while the client runs drains the container; after the client died with dockerd it leaves it.
+    assert _run_unit_command(tmp_path, exec_stop, {"MAINPID": "42"}) == [f"stop --time {CONTAINER_STOP_S} {name}"]
+    assert _run_unit_command(tmp_path, exec_stop, {}) == []
+
+
+def test_docker_unit_survives_a_docker_restart() -> None:
+    unit = plan_host(host()).replicas[0].unit_text
+    # Requires= would restart the replica with dockerd; a pre-start `docker rm --force` would kill the
+    # container live-restore kept.
+    assert _unit_values(unit, "Wants") == ["network-online.target", "docker.service"]
+    assert "docker.service" not in " ".join(_unit_values(unit, "Requires"))
+    assert not any("docker" in v for v in _unit_values(unit, "ExecStartPre"))
 
 
 def test_timeout_is_derived_from_the_weights() -> None:

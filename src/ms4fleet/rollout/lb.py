@@ -31,6 +31,9 @@ LISTEN_PORT = 8080
 IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # Old nginx workers rename themselves while they finish their requests after a reload.
 OLD_WORKER_TITLE = "nginx: worker process is shutting down"
+# The drain window: how long a drained replica may keep finishing its requests before it is stopped anyway.
+# vLLM's own drain on stop (``--shutdown-timeout``, ms4fleet.serving) and systemd's stop timeout derive from it.
+DRAIN_WINDOW_S = 300
 _SERVER = re.compile(r"^\s*server\s+(?P<server>\S+)\s[^;#]*?(?P<down>\sdown)?;\s*#\s*(?P<host>\S+)\s*$", re.MULTILINE)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
 
@@ -173,7 +176,7 @@ class DrainResult:
 
 def wait_drained(
     poll: Callable[[], float | None],
-    timeout_s: float = 300.0,
+    timeout_s: float = DRAIN_WINDOW_S,
     interval_s: float = 0.2,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,

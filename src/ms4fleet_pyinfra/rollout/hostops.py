@@ -49,8 +49,6 @@ _READ = (
     f'for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do [ -f "$f" ] || continue; '
     'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true)"; done'
 )
-# How long a drained replica may keep finishing requests before it is stopped anyway.
-DRAIN_TIMEOUT_S = 300.0
 JOURNAL_LINES = 300
 
 
@@ -184,7 +182,7 @@ def in_flight(host: Any, address: str, ports: list[int]) -> float | None:
 def _drain(host: Any, tracker: Tracker, address: str, ports: list[int]) -> None:
     """Wait until the old replicas (at ``address`` on the host) hold no request (the LB sends them none)."""
     if ports:
-        result = lb.wait_drained(lambda: in_flight(host, address, ports), timeout_s=DRAIN_TIMEOUT_S)
+        result = lb.wait_drained(lambda: in_flight(host, address, ports), timeout_s=lb.DRAIN_WINDOW_S)
         if not result.drained:
             tracker.runs[host.name].detail = f"drain: {result.detail}; stopped anyway"
 

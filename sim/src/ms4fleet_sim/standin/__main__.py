@@ -140,19 +140,24 @@ def serve(argv: Sequence[str], env: Mapping[str, str]) -> int:
         _stop_later(server, exit_delay)
 
     server.engine = Engine(args, info, plan, source.faults_file, on_dead, version)
-    return _run(server, source)
+    return _run(server, source, args.shutdown_timeout)
 
 
 def _stop_later(server: StandinServer, delay: float) -> None:
     threading.Timer(delay, server.shutdown).start()
 
 
-def _run(server: StandinServer, source: gpus_mod.GpuSource) -> int:
-    """Listen, serve until SIGTERM/SIGINT or engine death, then clean up like vLLM's shutdown."""
+def _run(server: StandinServer, source: gpus_mod.GpuSource, shutdown_timeout: int) -> int:
+    """Listen, serve until SIGTERM/SIGINT or engine death, then clean up like vLLM's shutdown: with
+    ``--shutdown-timeout N`` > 0, refuse new requests and let those in flight finish for up to N seconds."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
+        if server.draining:
+            return
         vlog.info("launcher.py:110", f"Received signal {signal.Signals(signum).name}, shutting down.")
+        if shutdown_timeout > 0:
+            server.start_drain()
         _stop_later(server, 0)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -168,6 +173,14 @@ def _run(server: StandinServer, source: gpus_mod.GpuSource) -> int:
         vlog.uvicorn("Waiting for application startup.")
         vlog.uvicorn("Application startup complete.")
         server.serve_forever(poll_interval=0.2)
+        # No new connection from here; requests already accepted keep their threads.
+        server.server_close()
+        if server.draining:
+            mode = f"mode=drain timeout={shutdown_timeout}s"
+            vlog.info("launcher.py:267", f"[shutdown] API server: stopping engine client {mode}")
+            left = server.wait_idle(shutdown_timeout)
+            if left:
+                vlog.info("core.py:1641", f"[shutdown] EngineCore: aborting in-flight requests count={left}")
     finally:
         server.server_close()
         source.unregister()

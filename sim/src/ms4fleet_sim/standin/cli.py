@@ -273,6 +273,8 @@ class ServeArgs:
     load_format: str
     revision: str | None
     enforce_eager: bool
+    # Seconds in-flight requests may finish after SIGTERM; 0 (vLLM's default) aborts them.
+    shutdown_timeout: int
     non_default: dict[str, Any]
 
 
@@ -330,5 +332,6 @@ def parse_serve(argv: Sequence[str], flags: dict[str, Any] | None = None) -> Ser
         load_format=ns["load_format"] or "auto",
         revision=ns["revision"],
         enforce_eager=bool(ns["enforce_eager"]),
+        shutdown_timeout=int(ns["shutdown_timeout"] or 0),
         non_default=non_default,
     )

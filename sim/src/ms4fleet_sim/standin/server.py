@@ -12,9 +12,11 @@ import json
 import secrets
 import socket
 import socketserver
+import threading
 import time
 import uuid
 from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +39,39 @@ class StandinServer(ThreadingHTTPServer):
         super().__init__(address, Handler, bind_and_activate=False)
         self.engine = engine
         self._token_hashes = [hashlib.sha256(k.encode()).digest() for k in api_keys]
+        # Draining (SIGTERM with --shutdown-timeout > 0): new requests are refused, those in flight finish.
+        self.draining = False
+        self._active = 0
+        self._idle = threading.Condition()
+
+    def start_drain(self) -> None:
+        with self._idle:
+            self.draining = True
+
+    @contextmanager
+    def request(self) -> Iterator[bool]:
+        """Admit a request (False once draining) and count it as in flight while it runs, for ``wait_idle``."""
+        with self._idle:
+            if self.draining:
+                admitted = False
+            else:
+                admitted = True
+                self._active += 1
+        if not admitted:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for no request in flight; return how many are left."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._active == 0, timeout=timeout_s)
+            return self._active
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host name (getfqdn), which can hang on a host without DNS.
@@ -139,6 +174,15 @@ class Handler(BaseHTTPRequestHandler):
         raw = self._read_body()
         if self._guarded():
             return
+        with self.server.request() as admitted:
+            if admitted:
+                self._post(raw)
+                return
+        # vLLM's engine rejects work once its shutdown began; a load balancer retries another replica on 503.
+        self.close_connection = True
+        self._error(ApiError(503, "ServiceUnavailableError", "Server shutting down"))
+
+    def _post(self, raw: bytes) -> None:
         path = self.path.split("?", 1)[0]
         try:
             if path == "/ping":
