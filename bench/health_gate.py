@@ -2,12 +2,13 @@
 
 Brings fleet ``health-bench`` of N sim hosts up and converges it with pyinfra (the code of this tree), then
 times no-op runs of ``pyinfra -y FLEET.py deploy.py`` (median of ``--repeat``, each must change nothing),
-warm (the controller keeps the verdict of the last passed full check), on all N hosts and on one, in one
-run, interleaved:
+warm, on all N hosts and on one, in one run, interleaved:
 
-+ with the gate: this tree (the deploy reads every GPU's health first and plans around an excluded GPU);
-+ without it: the tree before the gate (``--base``, default: the parent of the commit that added it),
-  extracted to a temporary directory and put first on PYTHONPATH, each with its own verdict cache.
++ with the gate: ``deploy.py`` as shipped (the deploy reads every GPU's health first and plans around an
+  excluded GPU; the gate operation checks again before any replica (re)starts);
++ without it: the same tree and deploy with those two steps taken out (a wrapper deploy file that replaces
+  ``deploys.host.excluded_gpus`` and ``operations.serving.health_gate`` before running it), so the files,
+  units and every other operation are the same and the difference is the gate alone.
 
 Target (issue 19): the gate adds at most 0.5 s per host (the one-host delta, and the N-host delta over N).
 Prints the figures and ratios; exits 1 when the target fails.
@@ -18,12 +19,9 @@ Prints the figures and ratios; exits 1 when the target fails.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -34,30 +32,18 @@ sys.path.insert(0, str(ROOT))
 from tests.pyinfra import simfleet  # noqa: E402 - the repository root goes on the path first
 
 MAX_S_PER_HOST = 0.5
-GATE_COMMIT = "the plan places replicas only on GPUs the health check does not exclude"
+# The shipped deploy without the gate's two steps: no health read (every GPU planned), no gate operation.
+UNGATED_DEPLOY = """\
+from ms4fleet_pyinfra.deploys import host
+from ms4fleet_pyinfra.operations import serving
 
+host.excluded_gpus = lambda config, sudo: ()
+serving.health_gate = lambda **kwargs: None
 
-def base_tree(base: str | None, into: Path) -> str:
-    """Extract ``src/`` and ``deploy.py`` of the tree before the gate into ``into``; its commit."""
-    if base is None:
-        found = subprocess.run(
-            ["git", "rev-list", "-1", f"--grep={GATE_COMMIT}", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        if not found:
-            raise SystemExit(f"no commit `{GATE_COMMIT}` in this history: pass --base COMMIT")
-        base = f"{found}^"
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", base], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    archive = into / "base.tar"
-    subprocess.run(["git", "archive", "-o", str(archive), commit, "src", "deploy.py"], cwd=ROOT, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-    return commit
+from ms4fleet_pyinfra.deploys.fleet import deploy
+
+deploy()
+"""
 
 
 def timed(label: str, repeat: int, run: Callable[[], simfleet.Run]) -> list[float]:
@@ -76,33 +62,24 @@ def main() -> int:
     parser.add_argument("--hosts", type=int, default=4)
     parser.add_argument("--gpus", default="h200x2", help="sim GPU spec of every host (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--base", help="the commit without the gate (default: the parent of the gate's commit)")
     parser.add_argument("--fleet", default="health-bench")
     parser.add_argument("--down", action="store_true", help="remove the fleet afterwards")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
     work = Path(tempfile.mkdtemp(prefix="health-bench-"))
-    commit = base_tree(args.base, work)
+    ungated = work / "deploy_without_gate.py"
+    ungated.write_text(UNGATED_DEPLOY)
     fleet = simfleet.ensure_fleet(args.fleet, args.hosts, gpus=args.gpus)
     try:
 
         def deploy(gated: bool, *limit: str) -> Callable[[], simfleet.Run]:
             def run() -> simfleet.Run:
-                saved = os.environ.get("PYTHONPATH")
-                if not gated:
-                    os.environ["PYTHONPATH"] = str(work / "src")  # shadows the editable install of this tree
-                try:
-                    return simfleet.pyinfra(
-                        fleet,
-                        *limit,
-                        verdicts=work / ("verdicts-gate" if gated else "verdicts-base"),
-                        deploy=str(ROOT / "deploy.py") if gated else str(work / "deploy.py"),
-                    )
-                finally:
-                    if saved is None:
-                        os.environ.pop("PYTHONPATH", None)
-                    else:
-                        os.environ["PYTHONPATH"] = saved
+                return simfleet.pyinfra(
+                    fleet,
+                    *limit,
+                    verdicts=work / ("verdicts-gate" if gated else "verdicts-base"),
+                    deploy=str(ROOT / "deploy.py") if gated else str(ungated),
+                )
 
             return run
 
@@ -128,7 +105,7 @@ def main() -> int:
         if args.down:
             fleet.down()
     median = {key: statistics.median(times) for key, times in samples.items()}
-    print(f"no-op re-converge, median of {args.repeat} (without the gate: {commit}):")
+    print(f"no-op re-converge, median of {args.repeat}:")
     for (gated, hosts), times in sorted(samples.items(), key=lambda kv: (kv[0][1], not kv[0][0])):
         label = f"{'with' if gated else 'without'} the gate, {hosts} host(s)"
         print(f"  {label}: {median[gated, hosts]:.2f} s of [{', '.join(f'{t:.2f}' for t in times)}]")
