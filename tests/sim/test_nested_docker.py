@@ -173,8 +173,11 @@ def test_the_production_units_docker_command_runs_unchanged(host: SimHost) -> No
     )
     replica = plan_host(config).replicas[0]
     exec_start = next(line for line in replica.unit_text.splitlines() if line.startswith("ExecStart="))
-    argv = shlex.split(exec_start.removeprefix("ExecStart="))
-    assert argv[:2] == ["/usr/bin/docker", "run"] and '"device=0,1"' in argv
+    # The unit's wrapper (re-attach to a running container, tested in tests/unit/test_serving.py) ends in
+    # the `docker run` line: that line, as the wrapper execs it.
+    words = shlex.split(exec_start.removeprefix("ExecStart="))
+    argv = words[words.index("/usr/bin/docker") :]
+    assert words[:2] == ["/bin/sh", "-c"] and argv[:2] == ["/usr/bin/docker", "run"] and '"device=0,1"' in argv
     model_dir = next(arg for arg in argv if arg.endswith(":/models:ro")).split(":")[0]
     params = {
         "dim": 4096,

@@ -136,10 +136,12 @@ def save_archive(path: Path) -> Path:
     image = ensure_image()
     stamp = path.with_suffix(".id")
     key = f"{dockercli.out(['image', 'inspect', '--format', '{{.Id}}', image])} {image}"
-    if not path.exists() or not stamp.exists() or stamp.read_text() != key:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        dockercli.run(["save", "-o", str(partial), image], timeout=600)
-        partial.rename(path)
-        stamp.write_text(key)
+    # Parallel test workers ask for the same archive: one writes it, the others then find it current.
+    with build_lock("standin-archive"):
+        if not path.exists() or not stamp.exists() or stamp.read_text() != key:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            dockercli.run(["save", "-o", str(partial), image], timeout=600)
+            partial.rename(path)
+            stamp.write_text(key)
     return path
