@@ -3,7 +3,8 @@
 The reader is one standard-library file of the core (``ms4fleet/hostside/health.py``), piped to the host's
 python3 over the task's connection (nothing is copied or left on the host); its readings are judged by the
 core (``ms4fleet.health.parse_health``): the same rules the pyinfra fact ``GpuHealth`` applies.
-Read-only: safe in check mode. With ``fail_on_unhealthy`` the task fails naming each excluded GPU; with
+Read-only: safe in check mode (where a host no driver answers on yet is not an error: a check run installs
+no driver and starts no replica). With ``fail_on_unhealthy`` the task fails naming each excluded GPU; with
 ``planned`` (replica index -> its GPUs) it is the deploy's gate: it fails with the core's ``gate`` lines when
 a planned replica would run on a GPU excluded now. ``excluded`` is the core's ``exclusions`` for the host's
 configured GPU count: what the ``serving_plan`` filter places the replicas around.
@@ -41,8 +42,9 @@ class ActionModule(CoreAction):
         try:
             report = parse_health(done.get("stdout", ""), host)
         except HealthError as err:
-            if args["unreadable_ok"]:
-                # A host whose driver is not in yet: planned whole; the gate reads again before replicas start.
+            # A host whose driver is not in yet: planned whole; the gate reads again before replicas start. In
+            # check mode nothing is installed and no replica starts, so there is nothing to gate yet either.
+            if args["unreadable_ok"] or self._task.check_mode:
                 result.update(changed=False, health=None, usable=None, excluded=[], error=str(err))
                 return result
             raise AnsibleActionFail(str(err)) from None

@@ -37,7 +37,8 @@ options:
   unreadable_ok:
     description:
       - Return C(health=null) and no exclusions instead of failing when no driver answers (a host not
-        provisioned yet); the reason is in C(error).
+        provisioned yet); the reason is in C(error). Check mode always does so (it installs no driver and
+        starts no replica).
     type: bool
     default: false
   planned:
