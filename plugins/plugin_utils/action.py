@@ -3,6 +3,7 @@ against the spec its module documents, and the host's configuration as the roles
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
@@ -31,8 +32,9 @@ class CoreAction(ActionBase):
         _, args = self.validate_argument_spec(argument_spec=self.ARGUMENT_SPEC)
         return self.act(result, args, task_vars or {})
 
+    @abstractmethod
     def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """The action's work: ``result`` from ActionBase.run, ``args`` validated against ``ARGUMENT_SPEC``."""
 
     def host_config(self, variables: dict[str, Any]) -> HostConfig:
         """The host's configuration; a value the core refuses fails the task with the core's first line."""
