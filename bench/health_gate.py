@@ -4,11 +4,11 @@ Brings fleet ``health-bench`` of N sim hosts up and converges it with pyinfra (t
 times no-op runs of ``pyinfra -y FLEET.py deploy.py`` (median of ``--repeat``, each must change nothing),
 warm, on all N hosts and on one, in one run, interleaved:
 
-+ with the gate: ``deploy.py`` as shipped (the deploy reads every GPU's health first and plans around an
-  excluded GPU; the gate operation checks again before any replica (re)starts);
-+ without it: the same tree and deploy with those two steps taken out (a wrapper deploy file that replaces
-  ``deploys.host.excluded_gpus`` and ``operations.serving.health_gate`` before running it), so the files,
-  units and every other operation are the same and the difference is the gate alone.
++ with the gate: ``deploy.py`` as shipped (the converged check reads every GPU's health in its round trip and
+  the plan leaves an excluded GPU out; the gate operation checks again before any replica (re)starts);
++ without it: the same tree and deploy with those two steps taken out (a wrapper deploy file that empties
+  ``converged.health_parts`` and replaces ``operations.serving.health_gate`` before running it), so the
+  files, units and every other operation are the same and the difference is the gate alone.
 
 Target (issue 19): the gate adds at most 0.5 s per host (the one-host delta, and the N-host delta over N).
 Prints the figures and ratios; exits 1 when the target fails.
@@ -34,10 +34,10 @@ from tests.pyinfra import simfleet  # noqa: E402 - the repository root goes on t
 MAX_S_PER_HOST = 0.5
 # The shipped deploy without the gate's two steps: no health read (every GPU planned), no gate operation.
 UNGATED_DEPLOY = """\
-from ms4fleet_pyinfra.deploys import host
+from ms4fleet import converged
 from ms4fleet_pyinfra.operations import serving
 
-host.excluded_gpus = lambda config, sudo: ()
+converged.health_parts = lambda: []
 serving.health_gate = lambda **kwargs: None
 
 from ms4fleet_pyinfra.deploys.fleet import deploy

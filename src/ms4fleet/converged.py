@@ -13,8 +13,11 @@ unchanged (``verdicts`` keeps it on the controller): no package database, hashin
 + ``snapshot_script(desired)`` and ``differences(desired, sections)``: the full check.
 + ``quick_script(desired)``, ``fingerprint(sections)`` and ``live_differences(desired, sections)``: the
   quick one; ``Desired.digest`` names what the core wanted when a verdict was stored.
-+ ``check(name, config, serving, request, read)``: both in order, as every engine runs them; ``read`` runs
-  a script on the host and returns its output by section (``hostoutput.sections``).
++ ``check(name, config, plan_for, request, read)``: both in order, as every engine runs them; ``read`` runs
+  a script on the host (with privileges) and returns its output by section (``hostoutput.sections``);
+  ``plan_for(excluded)`` is the host's serving plan with those GPUs left out. The first read also runs the
+  GPU health reader (``health_parts``): a converged host costs one round trip, health included, and a GPU
+  that went bad since the last run makes the host unconverged (its replica must move).
 + ``verified_record(...)`` and ``record_command(record)``: what the verification gate leaves on the host.
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import ms4fleet
 from ms4fleet import paths, verdicts
 from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.health import Exclusion, HealthError, exclusions, parse_health
 from ms4fleet.hostoutput import held_packages, installed_packages, section_marker, upstream_version
 from ms4fleet.hostplan import DEFAULT_OS
 from ms4fleet.hostscripts import python_command
@@ -278,10 +282,14 @@ def _weights_difference(lines: list[str]) -> list[str]:
 @dataclass(frozen=True)
 class Check:
     """A converged check's answer. ``os`` is the host's OS when the check read it (None: unknown);
-    ``quick`` says a stored verdict was confirmed instead of the full check being run."""
+    ``quick`` says a stored verdict was confirmed instead of the full check being run; ``excluded`` the GPUs
+    the health reading excludes now (the plan to apply is ``plan_for(excluded)``), ``health_error`` why
+    there is no reading (no driver yet: every GPU planned)."""
 
     differences: tuple[str, ...]
     os: OsRelease | None
+    excluded: tuple[Exclusion, ...] = ()
+    health_error: str = ""
     quick: bool = False
 
     @property
@@ -289,33 +297,57 @@ class Check:
         return not self.differences
 
 
+def health_parts() -> list[str]:
+    """The core's GPU health reader, as a part of the check's first read."""
+    return [section_marker("health"), python_command("health.py")]
+
+
+def _health(found: dict[str, list[str]], name: str, gpu_count: int) -> tuple[tuple[Exclusion, ...], str]:
+    try:
+        return exclusions(parse_health("\n".join(found.get("health", [])), name), gpu_count), ""
+    except HealthError as err:
+        return (), str(err)
+
+
 def check(
     name: str,
     config: HostConfig,
-    serving: ServingPlan,
+    plan_for: Callable[[tuple[Exclusion, ...]], ServingPlan],
     request: WeightsRequest,
     read: Callable[[str], dict[str, list[str]]],
     quick: bool = True,
 ) -> Check:
     """The quick check where a stored verdict still applies (and ``quick``), else the full one (which stores
-    or forgets the verdict). At most two reads; a host whose OS cannot be read is not converged. Raises ``ConfigError``
-    for an OS the core does not support."""
+    or forgets the verdict), the GPU health read in the first round trip. At most two reads; a host whose OS
+    cannot be read is not converged. Raises ``ConfigError`` for an OS the core does not support."""
+    health: tuple[tuple[Exclusion, ...], str] | None = None
     known = verdicts.load(name) if quick else None
     if known is not None:
-        desired = Desired(config, provision_plan(config, known.os), serving, request)
+        # Planned with the exclusions of the verdict's day: a host that has not changed answers that plan.
+        desired = Desired(config, provision_plan(config, known.os), plan_for(known.excluded), request)
         if desired.digest == known.digest:
-            found = read(quick_script(desired))
-            if fingerprint(found) == known.fingerprint and not live_differences(desired, found):
-                return Check((), known.os, quick=True)
+            found = read(quick_script(desired) + _script(health_parts()))
+            health = _health(found, name, config.gpu.count)
+            now = Desired(config, desired.provision, plan_for(health[0]), request)
+            if (
+                now.digest == known.digest
+                and fingerprint(found) == known.fingerprint
+                and not live_differences(now, found)
+            ):
+                return Check((), known.os, *health, quick=True)
     # Built for the OS a plan assumes before a host is read: the script lists paths, packages and units,
     # which no supported OS changes (the OS changes what the answers must be).
-    script = snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), serving, request))
-    found = read(f"{section_marker('os')}\ncat /etc/os-release\n{script}")
+    assumed = health[0] if health is not None else known.excluded if known is not None else ()
+    script = snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), plan_for(assumed), request))
+    first = _script(health_parts()) if health is None else ""
+    found = read(f"{section_marker('os')}\ncat /etc/os-release\n{first}{script}")
+    if health is None:
+        health = _health(found, name, config.gpu.count)
     os_release = OsRelease.parse("\n".join(found.get("os", [])))
     if not os_release.id:
         verdicts.forget(name)
-        return Check(("/etc/os-release unreadable",), None)
-    desired = Desired(config, provision_plan(config, os_release), serving, request)
+        return Check(("/etc/os-release unreadable",), None, *health)
+    desired = Desired(config, provision_plan(config, os_release), plan_for(health[0]), request)
     if snapshot_script(desired) != script:
         found = read(snapshot_script(desired))
     diffs = tuple(differences(desired, found))
@@ -323,8 +355,8 @@ def check(
     if diffs:
         verdicts.forget(name)
     elif printed is not None:
-        verdicts.store(name, verdicts.Verdict(desired.digest, os_release, printed))
-    return Check(diffs, os_release)
+        verdicts.store(name, verdicts.Verdict(desired.digest, os_release, printed, health[0]))
+    return Check(diffs, os_release, *health)
 
 
 def verified_record(model: str, checks: list[str], replicas: list[dict[str, object]]) -> str:

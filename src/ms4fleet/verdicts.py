@@ -1,8 +1,10 @@
 """The controller's memory of hosts the full converged check passed, so the next run can skip it.
 
 Like git's index, each entry keeps what is needed to know that nothing the full check read has changed
-since: the digest of what the core wanted then (``Desired.digest``) and the sha256 of the host's
-fingerprint (stat identity of every file the check reads, boot and machine ids, loaded driver). A match,
+since: the digest of what the core wanted then (``Desired.digest``), the GPUs its plan left out (the
+health check's exclusions then: the next run plans with them before it reads the health again) and the
+sha256 of the host's fingerprint (stat identity of every file the check reads, boot and machine ids,
+loaded driver). A match,
 with the live parts (units active, image present) still as wanted, is the same verdict at a fraction of
 the host's CPU; any other answer runs the full check. The weights verifier trusts the same stat tuple.
 
@@ -23,6 +25,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ms4fleet.health import Exclusion, exclusions_from_json
 from ms4fleet.provision import OsRelease
 
 CACHE_ENV = "MS4FLEET_CACHE_DIR"
@@ -33,6 +36,7 @@ class Verdict:
     digest: str
     os: OsRelease
     fingerprint: str
+    excluded: tuple[Exclusion, ...] = ()
 
 
 def cache_dir() -> Path | None:
@@ -57,8 +61,9 @@ def load(name: str) -> Verdict | None:
         record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("host") != name:
             return None
-        return Verdict(record["digest"], OsRelease(**record["os"]), record["fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):
+        excluded = exclusions_from_json(record["excluded"], name)
+        return Verdict(record["digest"], OsRelease(**record["os"]), record["fingerprint"], excluded)
+    except (OSError, ValueError, KeyError, TypeError):  # HealthError is a ValueError
         return None
 
 
@@ -66,7 +71,7 @@ def store(name: str, verdict: Verdict) -> None:
     path = _entry(name)
     if path is None:
         return
-    record = {"host": name, **asdict(verdict)}
+    record = {**asdict(verdict), "host": name, "excluded": [e.to_json() for e in verdict.excluded]}
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".entry-")

@@ -4,6 +4,7 @@ core wants has no differences; each way a host can drift from it is named, so th
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -20,19 +21,22 @@ from ms4fleet.converged import (
     STATE_FILES,
     VERIFIED_FILE,
     Desired,
+    _script,
     check,
     differences,
     fingerprint,
+    health_parts,
     live_differences,
     quick_script,
     record_command,
     snapshot_script,
     verified_record,
 )
+from ms4fleet.health import Exclusion
 from ms4fleet.hostoutput import sections
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
 from ms4fleet.secrets import secret_path
-from ms4fleet.serving import plan_host
+from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
 from tests.pyinfra import harness
@@ -347,36 +351,91 @@ def test_the_core_check_is_engine_neutral() -> None:
 
     name = "ansible/gpu-1"
     verdicts.forget(name)
-    first = check(name, want.config, want.serving, want.weights, host(full_answer(want)))
+
+    def plan_for(excluded: tuple[Exclusion, ...]) -> ServingPlan:
+        return plan_host(want.config, excluded=excluded)
+
+    first = check(name, want.config, plan_for, want.weights, host(full_answer(want)))
     assert (first.converged, first.quick, first.os) == (True, False, OsRelease("debian", "12"))
     assert len(scripts) == 1 and verdicts.load(name) is not None
-    again = check(name, want.config, want.serving, want.weights, host(full_answer(want)))
+    # No health section answered (no driver yet): every GPU planned, and why there is no reading.
+    assert first.excluded == () and "not JSON" in first.health_error
+    again = check(name, want.config, plan_for, want.weights, host(full_answer(want)))
     assert (again.converged, again.quick) == (True, True)
-    assert scripts[1] == quick_script(want)
+    assert scripts[1] == quick_script(want) + _script(health_parts())
     # quick=False always runs the full check.
-    full = check(name, want.config, want.serving, want.weights, host(full_answer(want)), quick=False)
+    full = check(name, want.config, plan_for, want.weights, host(full_answer(want)), quick=False)
     assert (full.converged, full.quick) == (True, False) and "cat /etc/os-release" in scripts[2]
     # No /etc/os-release (or no answer at all): not converged, and the stored verdict is dropped.
-    blind = check(name, want.config, want.serving, want.weights, host(converged_output(want)), quick=False)
+    blind = check(name, want.config, plan_for, want.weights, host(converged_output(want)), quick=False)
     assert (blind.converged, blind.os, blind.differences) == (False, None, ("/etc/os-release unreadable",))
     assert verdicts.load(name) is None
-    silent = check(name, want.config, want.serving, want.weights, lambda script: {})
+    silent = check(name, want.config, plan_for, want.weights, lambda script: {})
     assert not silent.converged
 
 
-def test_the_verified_record_is_written_as_given(tmp_path: Path) -> None:
-    record = verified_record("mistral", ["models", "chat"], [{"replica": 0, "port": 8000, "ok": True, "failed": []}])
-    assert json.loads(record) == {
-        "model": "mistral",
-        "checks": ["chat", "models"],
-        "replicas": [{"replica": 0, "port": 8000, "ok": True, "failed": []}],
-    }
-    target = tmp_path / "lib" / "verified.json"
-    command = (
-        record_command(record)
-        .replace(VERIFIED_FILE, str(target))
-        .replace(os.path.dirname(VERIFIED_FILE), str(target.parent))
-    )
-    subprocess.run(["sh", "-c", command], check=True)
-    assert target.read_text() == record
-    assert target.stat().st_mode & 0o777 == 0o644
+def health_answer(count: int, unhealthy: tuple[int, ...] = ()) -> list[str]:
+    """The health section of a host of ``count`` GPUs: the real H200's NVML reading for each (an uncorrectable
+    ECC error on those in ``unhealthy``)."""
+    capture = json.loads((Path(__file__).parents[1] / "data" / "h200" / "health" / "health-nvml.json").read_text())
+    (gpu,) = capture["gpus"]
+    gpus = []
+    for index in range(count):
+        one = copy.deepcopy(gpu)
+        one["index"], one["pci_bus_id"] = index, f"0000:{index + 0x18:02x}:00"
+        if index in unhealthy:
+            one["readings"]["ecc_uncorrected_volatile"] = {"status": "ok", "value": 1}
+        gpus.append(one)
+    return ["--ms4fleet-- health", *json.dumps({**capture, "gpus": gpus}).splitlines()]
+
+
+def test_the_health_reading_rides_in_the_checks_round_trip() -> None:
+    """One read per run on a converged host, health included; a GPU gone bad since makes the host unconverged
+    with the plan that leaves it out; a host converged without that GPU stays on the quick check."""
+    base = desired()
+    config = base.config
+    reads: list[str] = []
+
+    def plan_for(excluded: tuple[Exclusion, ...]) -> ServingPlan:
+        return plan_host(config, excluded=excluded)
+
+    def host(units_for: tuple[int, ...], unhealthy: tuple[int, ...] = ()) -> Callable[[str], dict[str, list[str]]]:
+        """A host whose units are the plan without GPUs ``units_for`` (all active), GPUs ``unhealthy`` bad."""
+        want = Desired(config, base.provision, plan_for(tuple(Exclusion(g, "") for g in units_for)), base.weights)
+
+        def read(script: str) -> dict[str, list[str]]:
+            reads.append(script)
+            os_part = ["--ms4fleet-- os", "ID=debian", 'VERSION_ID="12"'] if "cat /etc/os-release" in script else []
+            answer = converged_output(want) if "dpkg-query" in script else quick_answer(want)
+            health = health_answer(8, unhealthy) if "--ms4fleet-- health" in script else []
+            return sections([*os_part, *answer, *health])
+
+        return read
+
+    name = "health/gpu-1"
+    verdicts.forget(name)
+    first = check(name, config, plan_for, base.weights, host(()))
+    assert first.converged and first.excluded == () and first.health_error == "" and len(reads) == 1
+    assert "--ms4fleet-- health" in reads[0] and "python3 -c" in reads[0]
+    quick = check(name, config, plan_for, base.weights, host(()))
+    assert (quick.converged, quick.quick, len(reads)) == (True, True, 2)
+    assert "--ms4fleet-- health" in reads[1]
+    # GPU 1 went bad while replica 0 (GPUs 0 and 1) still runs: the quick read saw it; the full check runs
+    # with the plan that leaves GPU 1 out (in one more read) and finds the old replica's unit stale.
+    sick = check(name, config, plan_for, base.weights, host((), unhealthy=(1,)))
+    assert not sick.converged and not sick.quick and [e.gpu for e in sick.excluded] == [1]
+    assert "ECC" in sick.excluded[0].reason
+    assert any("stale unit ms4fleet-vllm-0.service" in d for d in sick.differences), sick.differences
+    assert len(reads) == 4 and "--ms4fleet-- health" not in reads[3]
+    assert [r.gpus for r in plan_for(sick.excluded).replicas] == [(2, 3), (4, 5), (6, 7)]
+    # Converged without GPU 1: the verdict keeps the exclusion, so the next run is one quick read again.
+    settled = check(name, config, plan_for, base.weights, host((1,), unhealthy=(1,)))
+    assert settled.converged and [e.gpu for e in settled.excluded] == [1]
+    stored = verdicts.load(name)
+    assert stored is not None and [e.gpu for e in stored.excluded] == [1]
+    before = len(reads)
+    again = check(name, config, plan_for, base.weights, host((1,), unhealthy=(1,)))
+    assert (again.converged, again.quick, len(reads) - before) == (True, True, 1)
+    # Healed: replica 0 belongs to the plan again, so the host is not converged until it runs.
+    healed = check(name, config, plan_for, base.weights, host((1,)))
+    assert not healed.converged and healed.excluded == ()

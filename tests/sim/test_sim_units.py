@@ -277,9 +277,8 @@ def _health_of(host_faults: dict[str, Any]) -> Any:
     """The sim's nvidia-smi answers the health reader's own queries; the core judges them."""
     state.FAULTS.write_text(json.dumps(host_faults))
     query = smi.run(["--query-gpu=" + ",".join(reader.SMI_FIELDS), "--format=csv,noheader,nounits"])
-    remap = smi.run(["--query-remapped-rows=" + ",".join(reader.SMI_REMAP_FIELDS), "--format=csv,noheader,nounits"])
     details = reader.parse_smi_details(smi.run(["-q"]))
-    return [judge_gpu(gpu, [], []) for gpu in reader.parse_smi(query, remap, details)]
+    return [judge_gpu(gpu, [], []) for gpu in reader.parse_smi(query, details)]
 
 
 @pytest.mark.parametrize(

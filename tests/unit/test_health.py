@@ -44,7 +44,7 @@ def test_real_h200_nvml_reading_is_healthy_with_real_values() -> None:
 
 def test_nvidia_smi_fallback_agrees_with_nvml_on_the_real_h200() -> None:
     details = health.parse_smi_details((H200 / "smi-q.txt").read_text())
-    (smi,) = health.parse_smi((H200 / "smi-query.csv").read_text(), (H200 / "smi-remap.csv").read_text(), details)
+    (smi,) = health.parse_smi((H200 / "smi-query.csv").read_text(), details)
     (nvml,) = _base()["gpus"]
     assert smi["pci_bus_id"] == nvml["pci_bus_id"] == "0000:00:06"
     assert smi["uuid"] == nvml["uuid"]
@@ -71,6 +71,27 @@ def test_nvidia_smi_fallback_agrees_with_nvml_on_the_real_h200() -> None:
     assert temperature["tlimit_margin_c"] > temperature["slowdown_margin_c"]  # an idle GPU, far from its limit
     verdict = judge_gpu(smi, [], [])
     assert verdict.verdict == Verdict.HEALTHY, verdict.findings
+
+
+def test_nvidia_smi_q_holds_what_the_remap_query_and_driver_query_said_on_the_real_h200() -> None:
+    """The reader asks -q for the remapper's counters and the driver version (two nvidia-smi calls, not
+    four): on the H200, -q said what ``--query-remapped-rows`` (captured beside it) said."""
+    text = (H200 / "smi-q.txt").read_text()
+    (bus, remap) = next(iter(health.parse_smi_details(text).items()))
+    captured = [c.strip() for c in (H200 / "smi-remap.csv").read_text().split(",")]
+    assert health.bus_key(captured[0]) == bus
+    assert [remap["remap"][k] for k in ("correctable", "uncorrectable", "pending", "failure")] == captured[1:]
+    assert health.smi_driver_version(text) == "580.159.04"
+    assert health.smi_driver_version("No devices were found\n") == ""
+
+
+def test_a_gpu_without_remapper_counters_reads_unsupported() -> None:
+    text = (H200 / "smi-q.txt").read_text()
+    cut = "".join(
+        line for line in text.splitlines(keepends=True) if not line.strip().startswith("Remapping Failure Occurred")
+    )
+    (smi,) = health.parse_smi((H200 / "smi-query.csv").read_text(), health.parse_smi_details(cut))
+    assert smi["readings"]["row_remap"] == {"status": "unsupported"}
 
 
 def _faulty(**readings: Any) -> Verdict:

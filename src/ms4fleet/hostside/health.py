@@ -74,13 +74,6 @@ SMI_FIELDS = (
     "mig.mode.current",
     "mig.mode.pending",
 )
-SMI_REMAP_FIELDS = (
-    "gpu_bus_id",
-    "remapped_rows.correctable",
-    "remapped_rows.uncorrectable",
-    "remapped_rows.pending",
-    "remapped_rows.failure",
-)
 # "NVRM: Xid (PCI:0000:19:00): 79, pid=..., GPU has fallen off the bus."
 XID_RE = re.compile(r"NVRM: Xid \(PCI:([0-9A-Fa-f]{4,8}:[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2})[^)]*\): (\d+)(?:, (.*))?")
 
@@ -371,14 +364,9 @@ def _enabled(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in ("enabled", "yes", "1", "on")
 
 
-def parse_smi(query_csv: str, remap_csv: str, details: Dict[str, Json]) -> List[Json]:
-    """``nvidia-smi --query-gpu=SMI_FIELDS``, ``--query-remapped-rows=SMI_REMAP_FIELDS`` (both
-    ``--format=csv,noheader,nounits``) and ``parse_smi_details`` of ``-q`` -> every GPU's readings."""
-    remaps: Dict[str, List[str]] = {}
-    for line in remap_csv.splitlines():
-        cells = [c.strip() for c in line.split(",")]
-        if len(cells) == len(SMI_REMAP_FIELDS):
-            remaps[bus_key(cells[0])] = cells[1:]
+def parse_smi(query_csv: str, details: Dict[str, Json]) -> List[Json]:
+    """``nvidia-smi --query-gpu=SMI_FIELDS --format=csv,noheader,nounits`` and ``parse_smi_details`` of
+    ``-q`` -> every GPU's readings."""
     gpus = []
     for line in query_csv.splitlines():
         cells = [c.strip() for c in line.split(",")]
@@ -404,19 +392,19 @@ def parse_smi(query_csv: str, remap_csv: str, details: Dict[str, Json]) -> List[
             r["retired_pages"] = pages
         else:
             r["retired_pages"] = unsupported() if pages["status"] != "error" else pages
-        remap = remaps.get(bus)
-        if remap is None or any(_smi_value(c)[0] != "ok" for c in remap):
+        detail = details.get(bus, {})
+        remap = detail.get("remap") or {}
+        if len(remap) != 4 or any(_smi_value(v)[0] != "ok" for v in remap.values()):
             r["row_remap"] = unsupported()
         else:
             r["row_remap"] = ok(
                 {
-                    "correctable": int(remap[0]),
-                    "uncorrectable": int(remap[1]),
-                    "pending": _enabled(remap[2]),
-                    "failure": _enabled(remap[3]),
+                    "correctable": int(remap["correctable"]),
+                    "uncorrectable": int(remap["uncorrectable"]),
+                    "pending": _enabled(remap["pending"]),
+                    "failure": _enabled(remap["failure"]),
                 }
             )
-        detail = details.get(bus, {})
         histogram = detail.get("histogram") or {}
         r["row_remap_histogram"] = ok(histogram) if len(histogram) == 5 else unsupported()
         r["pcie_link"] = _ints(
@@ -473,19 +461,28 @@ _DETAIL_RES = (
 )
 _HISTOGRAM_RE = re.compile(r"^(Max|High|Partial|Low|None)\s*:\s*(\d+) bank")
 _FABRIC_RE = re.compile(r"^(State|Status)\s*:\s*(.+)$")
+# The remapper's counters in -q, by the name the readings give them ("Inactive ..." lines do not match).
+_REMAP_RE = re.compile(r"^(Correctable Error|Uncorrectable Error|Pending|Remapping Failure Occurred)\s*:\s*(.+)$")
+_REMAP_KEYS = {
+    "Correctable Error": "correctable",
+    "Uncorrectable Error": "uncorrectable",
+    "Pending": "pending",
+    "Remapping Failure Occurred": "failure",
+}
+_DRIVER_RE = re.compile(r"^Driver Version\s*:\s*(\S+)")
 
 
 def parse_smi_details(text: str) -> Dict[str, Json]:
     """``nvidia-smi -q`` -> bus -> what the CSV query lacks: temperature thresholds (absolute on older
-    drivers, T.Limit margins on newer ones), the PCIe replay counter, the row-remapper histogram and the
-    fabric state (None where the driver says N/A)."""
+    drivers, T.Limit margins on newer ones), the PCIe replay counter, the row remapper's counters (raw
+    text) and histogram, and the fabric state (None where the driver says N/A)."""
     out: Dict[str, Json] = {}
     current: Optional[Json] = None
     section = ""
     for raw in text.splitlines():
         line = raw.strip()
         if raw.startswith("GPU "):
-            current = out.setdefault(bus_key(raw[4:]), {"histogram": {}, "fabric": {}})
+            current = out.setdefault(bus_key(raw[4:]), {"histogram": {}, "fabric": {}, "remap": {}})
             continue
         if current is None or not line:
             continue
@@ -498,24 +495,36 @@ def parse_smi_details(text: str) -> Dict[str, Json]:
         match = _HISTOGRAM_RE.match(line)
         if match and section == "Remapped Rows":
             current["histogram"][match.group(1).lower()] = int(match.group(2))
+        match = _REMAP_RE.match(line)
+        if match and section == "Remapped Rows":
+            current["remap"][_REMAP_KEYS[match.group(1)]] = match.group(2).strip()
         match = _FABRIC_RE.match(line)
         if match and section == "Fabric" and _smi_value(match.group(2))[0] == "ok":
             current["fabric"][match.group(1).lower()] = match.group(2).strip()
     return out
 
 
+def smi_driver_version(text: str) -> str:
+    """The driver version at the head of ``nvidia-smi -q`` ("" where it is missing)."""
+    for line in text.splitlines():
+        match = _DRIVER_RE.match(line.strip())
+        if match:
+            return match.group(1)
+    return ""
+
+
 def from_smi(smi: str) -> Json:
+    # Two calls, not one per kind of reading: without persistence mode every nvidia-smi call initialises
+    # the driver on every GPU (seconds on 8 GPUs); -q holds what the CSV query cannot ask for.
     fields = ",".join(SMI_FIELDS)
     code, query, err = _run([smi, "--query-gpu=" + fields, "--format=csv,noheader,nounits"])
     if code != 0:
         raise RuntimeError("nvidia-smi --query-gpu failed: %s" % (err.strip() or query.strip())[:200])
-    _, remap, _ = _run([smi, "--query-remapped-rows=" + ",".join(SMI_REMAP_FIELDS), "--format=csv,noheader,nounits"])
     _, full, _ = _run([smi, "-q"])
-    _, version, _ = _run([smi, "--query-gpu=driver_version", "--format=csv,noheader"])
     return {
         "source": "nvidia-smi",
-        "driver_version": (version.splitlines() or [""])[0].strip(),
-        "gpus": parse_smi(query, remap, parse_smi_details(full)),
+        "driver_version": smi_driver_version(full),
+        "gpus": parse_smi(query, parse_smi_details(full)),
         "xid_watch": {"seconds": 0, "events": {}},
     }
 

@@ -19,13 +19,12 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check
-from ms4fleet.health import Exclusion, exclusions
 from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.stage import target_for
-from ms4fleet_pyinfra.facts import GpuHealth, OsReleaseFact, Probe, Sections
+from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
@@ -65,34 +64,26 @@ def replan(hp: HostPlan, os: OsRelease) -> HostPlan:
     return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os, hp.serving.excluded)
 
 
-def excluded_gpus(config: HostConfig, sudo: bool) -> tuple[Exclusion, ...]:
-    """The GPUs the core's health check excludes now (none where no driver answers yet: a fresh host is
-    planned whole, and the health gate reads again before any replica starts)."""
-    health = host.get_fact(GpuHealth, _sudo=sudo)
-    if health.report is None:
-        logger.info(f"{host.print_prefix}GPU health not read yet ({health.error}): planning every GPU")
-        return ()
-    excluded = exclusions(health.report, config.gpu.count)
-    for e in excluded:
-        logger.warning(f"{host.print_prefix}GPU {e.gpu} excluded: {e.reason}")
-    return excluded
-
-
 @deploy("ms4fleet")
 def deploy_host(config: HostConfig, sudo: bool) -> None:
+    data = host_data(host)
     try:
-        hp = plan_for_data(config, host_data(host), excluded=excluded_gpus(config, sudo))
-        for missing in hp.serving.missing:
-            logger.warning(f"{host.print_prefix}{missing.explanation}")
-        # The core's converged check (quick where a stored verdict still holds, else full), read through a
-        # fact so that it also runs under --dry.
+        # The core's converged check (quick where a stored verdict still holds, else full), GPU health read
+        # in the same round trip, through a fact so that it also runs under --dry.
         found = check(
             host.name,
             config,
-            hp.serving,
-            hp.require_weights().request,
-            lambda script: host.get_fact(Sections, script=script),
+            lambda excluded: plan_for_data(config, data, excluded=excluded).serving,
+            plan_for_data(config, data).require_weights().request,
+            lambda script: host.get_fact(Sections, script=script, _sudo=sudo),
         )
+        if found.health_error:
+            logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
+        for e in found.excluded:
+            logger.warning(f"{host.print_prefix}GPU {e.gpu} excluded: {e.reason}")
+        hp = plan_for_data(config, data, found.os or host.get_fact(OsReleaseFact), found.excluded)
+        for missing in hp.serving.missing:
+            logger.warning(f"{host.print_prefix}{missing.explanation}")
         if found.converged:
             count = len(hp.replicas)
             hostops.converged(
@@ -102,7 +93,6 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
                 name="converged (nothing to do)",
             )
             return
-        hp = replan(hp, found.os or host.get_fact(OsReleaseFact))
     except (ConfigError, WeightsError) as err:
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return

@@ -198,29 +198,6 @@ def _enabled(on: bool) -> str:
     return "Enabled" if on else "Disabled"
 
 
-def remap_field(snap: Snapshot, gpu: dict[str, Any], name: str) -> str:
-    health = snap.health(int(gpu["index"]))
-    values: dict[str, str] = {
-        "gpu_bus_id": gpu["pci_bus_id"],
-        "gpu_uuid": gpu["uuid"],
-        "remapped_rows.correctable": str(health["row_remap_correctable"]),
-        "remapped_rows.uncorrectable": str(health["row_remap_uncorrectable"]),
-        "remapped_rows.pending": "Yes" if health["row_remap_pending"] else "No",
-        "remapped_rows.failure": "Yes" if health["row_remap_failure"] else "No",
-    }
-    if name not in values:
-        raise SmiError(f'Field "{name}" is not a valid field to query.\n', 2)
-    return values[name]
-
-
-def query_remapped_rows(snap: Snapshot, fields: list[str], fmt: str) -> str:
-    header, _ = _format(fmt)
-    lines = [", ".join(fields)] if header else []
-    for gpu in snap.gpus:
-        lines.append(", ".join(remap_field(snap, gpu, f) for f in fields))
-    return "\n".join(lines) + "\n" if lines else ""
-
-
 def app_field(proc: state.ProcEntry, gpu: dict[str, Any], amount: int, name: str, units: bool) -> str:
     values: dict[str, str] = {
         "pid": str(proc["pid"]),
@@ -437,7 +414,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("command", nargs="*")
     parser.add_argument("--query-gpu", dest="query_gpu")
     parser.add_argument("--query-compute-apps", dest="query_apps")
-    parser.add_argument("--query-remapped-rows", dest="query_remapped_rows")
     parser.add_argument("--format", default="csv")
     parser.add_argument("-i", "--id", dest="ids")
     parser.add_argument("-L", "--list-gpus", action="store_true")
@@ -463,8 +439,6 @@ def run(argv: list[str]) -> str:
         return query_gpu(snap, [f.strip() for f in args.query_gpu.split(",")], args.format, args.ids)
     if args.query_apps:
         return query_apps(snap, [f.strip() for f in args.query_apps.split(",")], args.format)
-    if args.query_remapped_rows:
-        return query_remapped_rows(snap, [f.strip() for f in args.query_remapped_rows.split(",")], args.format)
     if args.list_gpus:
         return list_gpus(snap)
     if args.query:
