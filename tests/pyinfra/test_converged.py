@@ -439,3 +439,21 @@ def test_the_health_reading_rides_in_the_checks_round_trip() -> None:
     # Healed: replica 0 belongs to the plan again, so the host is not converged until it runs.
     healed = check(name, config, plan_for, base.weights, host((1,)))
     assert not healed.converged and healed.excluded == ()
+
+
+def test_the_verified_record_is_written_as_given(tmp_path: Path) -> None:
+    record = verified_record("mistral", ["models", "chat"], [{"replica": 0, "port": 8000, "ok": True, "failed": []}])
+    assert json.loads(record) == {
+        "model": "mistral",
+        "checks": ["chat", "models"],
+        "replicas": [{"replica": 0, "port": 8000, "ok": True, "failed": []}],
+    }
+    target = tmp_path / "lib" / "verified.json"
+    command = (
+        record_command(record)
+        .replace(VERIFIED_FILE, str(target))
+        .replace(os.path.dirname(VERIFIED_FILE), str(target.parent))
+    )
+    subprocess.run(["sh", "-c", command], check=True)
+    assert target.read_text() == record
+    assert target.stat().st_mode & 0o777 == 0o644
