@@ -7,8 +7,9 @@ warm, on all N hosts and on one, in one run, interleaved:
 + with the gate: ``deploy.py`` as shipped (the converged check reads every GPU's health in its round trip and
   the plan leaves an excluded GPU out; the gate operation checks again before any replica (re)starts);
 + without it: the same tree and deploy with those two steps taken out (a wrapper deploy file that empties
-  ``converged.health_parts`` and replaces ``operations.serving.health_gate`` before running it), so the
-  files, units and every other operation are the same and the difference is the gate alone.
+  ``converged.health_parts`` and replaces ``operations.serving.health_gate`` before running it, beside a
+  copy of the checkout's ``config.py``), so the files, units, pre-connect validation and every other
+  operation are the same and the difference is the gate alone.
 
 Target (issue 19): the gate adds at most 0.5 s per host (the one-host delta, and the N-host delta over N).
 Prints the figures and ratios; exits 1 when the target fails.
@@ -67,8 +68,11 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
     work = Path(tempfile.mkdtemp(prefix="health-bench-"))
-    ungated = work / "deploy_without_gate.py"
+    # Named deploy.py beside a copy of the checkout's config.py: pyinfra runs the config.py of the deploy file's
+    # directory (ms4fleet's pre-connect validation of the inventory), so both runs do the same work first.
+    ungated = work / "deploy.py"
     ungated.write_text(UNGATED_DEPLOY)
+    shutil.copy(ROOT / "config.py", work / "config.py")
     fleet = simfleet.ensure_fleet(args.fleet, args.hosts, gpus=args.gpus)
     try:
 
