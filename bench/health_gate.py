@@ -7,8 +7,8 @@ warm, on all N hosts and on one, in one run, interleaved:
 + with the gate: ``deploy.py`` as shipped (the converged check reads every GPU's health in its round trip and
   the plan leaves an excluded GPU out; the gate operation checks again before any replica (re)starts);
 + without it: the same tree and deploy with those two steps taken out (a wrapper deploy file that empties
-  ``converged.health_parts`` and replaces ``operations.serving.health_gate`` before running it, beside a
-  copy of the checkout's ``config.py``), so the files, units, pre-connect validation and every other
+  ``converged.health_parts`` and replaces ``operations.serving.health_gate`` before running it, run beside
+  a copy of the checkout's ``config.py``), so the files, units, pre-connect validation and every other
   operation are the same and the difference is the gate alone.
 
 Target (issue 19): the gate adds at most 0.5 s per host (the one-host delta, and the N-host delta over N).
@@ -68,8 +68,9 @@ def main() -> int:
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows in a log file
     work = Path(tempfile.mkdtemp(prefix="health-bench-"))
-    # Named deploy.py beside a copy of the checkout's config.py: pyinfra runs the config.py of the deploy file's
-    # directory (ms4fleet's pre-connect validation of the inventory), so both runs do the same work first.
+    # Named deploy.py beside a copy of the checkout's config.py, and run from there: pyinfra runs the config.py
+    # of the directory it runs in, which validates the inventory before connecting when the deploy file is the
+    # deploy.py beside it. Both runs then do that work (0.5 s here) first.
     ungated = work / "deploy.py"
     ungated.write_text(UNGATED_DEPLOY)
     shutil.copy(ROOT / "config.py", work / "config.py")
@@ -83,6 +84,7 @@ def main() -> int:
                     *limit,
                     verdicts=work / ("verdicts-gate" if gated else "verdicts-base"),
                     deploy=str(ROOT / "deploy.py") if gated else str(ungated),
+                    cwd=ROOT if gated else work,
                 )
 
             return run

@@ -77,7 +77,7 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
     merged = {f["kind"]: f["path"] for f in plan["merged_files"]}
     return {
         "os": plan["os"],
-        "nvidia_repo": {k: plan["apt"][k] for k in ("url", "suite", "components", "key_url")},
+        "nvidia_repo": {k: plan["apt"][k] for k in ("url", "suite", "components", "key_url", "key_fingerprint")},
         **{name: groups.get(name) for name in PACKAGE_GROUPS},
         "held": plan["held"],
         "files": [f for f in plan["files"] if f["kind"] != "unit"],

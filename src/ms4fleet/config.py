@@ -40,6 +40,7 @@ from ms4fleet.values import (
     HostPath,
     HttpUrl,
     ImageRef,
+    KeyFingerprint,
     Port,
     ServedName,
     Sha256,
@@ -259,13 +260,16 @@ class WeightsConfig(_Section):
 
 
 class AptRepo(_Section):
-    """An apt repository in deb822 form, trusted only through its own keyring."""
+    """An apt repository in deb822 form, trusted only through its own keyring, whose key is pinned by
+    fingerprint: the key downloaded from ``key_url`` is installed only if it has it, and apt accepts only
+    signatures by it (``Signed-By``)."""
 
     # One deb822 field each: single-line and without spaces (URIs, Suites, Components split on them).
     url: AptUrl
     suite: AptSuite
     components: list[AptComponent] = Field(default_factory=list)
     key_url: AptUrl
+    key_fingerprint: KeyFingerprint
 
 
 class ProvisionConfig(_Section):

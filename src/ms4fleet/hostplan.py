@@ -228,12 +228,14 @@ class ReplicaPlan(Replica):
 
 @dataclass(frozen=True)
 class AptSource(_Part):
-    """NVIDIA's apt repository: the sources file (in ``files``) names it; the key is downloaded from ``key_url``."""
+    """NVIDIA's apt repository: the sources file (in ``files``) names it; the key is downloaded from ``key_url``
+    and installed only when it holds the pinned ``key_fingerprint``."""
 
     url: str
     suite: str
     components: tuple[str, ...]
     key_url: str
+    key_fingerprint: str
     keyring: str
     sources_file: str
 
@@ -464,6 +466,7 @@ def _build(
             suite=provision.nvidia_repo.suite,
             components=tuple(provision.nvidia_repo.components),
             key_url=provision.nvidia_repo.key_url,
+            key_fingerprint=provision.nvidia_repo.key_fingerprint,
             keyring=KEYRING,
             sources_file=SOURCES_FILE,
         ),

@@ -14,10 +14,14 @@ from functools import cache
 from importlib import resources
 
 
+def source(script: str) -> bytes:
+    """The bytes of ``ms4fleet/hostside/<script>`` (what an engine pipes to ``python3 -``)."""
+    return resources.files("ms4fleet.hostside").joinpath(script).read_bytes()
+
+
 @cache
 def _payload(script: str) -> str:
-    source = resources.files("ms4fleet.hostside").joinpath(script).read_bytes()
-    return base64.b64encode(zlib.compress(source, 9)).decode("ascii")
+    return base64.b64encode(zlib.compress(source(script), 9)).decode("ascii")
 
 
 def python_command(script: str, *args: str) -> str:

@@ -33,6 +33,8 @@ INITRAMFS_COMMAND = ("/usr/sbin/update-initramfs", "-u")
 # NVIDIA's CUDA network repositories: one flat repository per distribution release.
 _CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/"
 _CUDA_KEY = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
+# NVIDIA's CUDA repository signing key (3bf863cc.pub, "cudatools <cudatools@nvidia.com>"), as NVIDIA publishes it.
+NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
 # Tools the service and the engines call on the host: curl (the unit's readiness wait), rsync (weights).
 BASE_PACKAGES = ("ca-certificates", "curl", "rsync", "python3")
@@ -125,7 +127,13 @@ def check_os(host: str, os: OsRelease) -> None:
 
 
 def default_repo(os: OsRelease) -> AptRepo:
-    return AptRepo(url=_CUDA_REPO.format(key=os.key), suite="/", components=[], key_url=_CUDA_KEY.format(key=os.key))
+    return AptRepo(
+        url=_CUDA_REPO.format(key=os.key),
+        suite="/",
+        components=[],
+        key_url=_CUDA_KEY.format(key=os.key),
+        key_fingerprint=NVIDIA_KEY_FINGERPRINT,
+    )
 
 
 def driver_package(config: HostConfig) -> str:
@@ -190,7 +198,8 @@ def _sources_file(repo: AptRepo) -> ManagedFile:
     lines = [HEADER.rstrip("\n"), "Types: deb", f"URIs: {repo.url}", f"Suites: {repo.suite}"]
     if repo.components:
         lines.append(f"Components: {' '.join(repo.components)}")
-    lines.append(f"Signed-By: {KEYRING}")
+    # The keyring and the pinned key in it: apt accepts no other signer, even if the keyring gains keys.
+    lines.append(f"Signed-By: {KEYRING} {repo.key_fingerprint}")
     return ManagedFile(SOURCES_FILE, "\n".join(lines) + "\n")
 
 

@@ -4,7 +4,8 @@ format or line-separator character.
 
 + ``Text``: any single-line string (Environment= values, extra_args words).
 + ``HostPath`` / ``DataDir``: absolute, normalised host paths; a ``DataDir`` is also outside system trees.
-+ ``ImageRef``, ``HttpUrl``, ``AptUrl``, ``AptSuite``, ``AptComponent``, ``UserName``, ``Size``, ...
++ ``ImageRef``, ``HttpUrl``, ``AptUrl``, ``AptSuite``, ``AptComponent``, ``KeyFingerprint``, ``UserName``,
+  ``Size``, ...
 + ``image_version("vllm/vllm-openai:v0.32.0")`` -> ``"0.32.0"``: the vLLM release an image tag names, or None.
 """
 
@@ -58,6 +59,7 @@ _IMAGE = re.compile(
 _TAG_VERSION = re.compile(r"\Av?(\d+\.\d+\.\d+)(?:\Z|[^0-9])")
 _URL = re.compile(r"\A[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+\Z")
 _SUITE = re.compile(r"\A[A-Za-z0-9._~+/-]{1,100}\Z")
+_FINGERPRINT = re.compile(r"\A[0-9A-F]{40}\Z")
 _COMPONENT_NAME = re.compile(r"\A[A-Za-z0-9._+-]{1,100}\Z")
 # Debian's adduser NAME_REGEX, without its optional trailing '$' (machine accounts).
 _USER = re.compile(r"\A[a-z_][a-z0-9_-]{0,31}\Z")
@@ -153,6 +155,15 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
+def key_fingerprint(value: str) -> str:
+    """An OpenPGP v4 fingerprint as gpg prints it (spaces and case ignored) -> 40 upper-case hex digits."""
+    text(value)
+    compact = value.replace(" ", "").upper()
+    if not _FINGERPRINT.match(compact):
+        raise ValueError("is not an OpenPGP key fingerprint: 40 hex digits, as `gpg --show-keys KEYFILE` prints it")
+    return compact
+
+
 def user_name(value: str) -> str:
     text(value)
     if not _USER.match(value):
@@ -170,6 +181,7 @@ HttpUrl = Annotated[str, _url(("http", "https"))]
 AptUrl = Annotated[str, _url(("http", "https", "file"))]
 AptSuite = Annotated[str, _pattern(_SUITE, "an apt suite (letters, digits, . _ ~ + - /)")]
 AptComponent = Annotated[str, _pattern(_COMPONENT_NAME, "an apt component (letters, digits, . _ + -)")]
+KeyFingerprint = Annotated[str, AfterValidator(key_fingerprint)]
 UserName = Annotated[str, AfterValidator(user_name)]
 Size = Annotated[str, _pattern(_SIZE, "a size such as 16g, 64GB or 1.5GiB")]
 Token = Annotated[str, _pattern(_TOKEN, "a name of letters, digits, . _ - (at most 128)")]

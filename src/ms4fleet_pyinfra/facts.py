@@ -2,6 +2,7 @@
 for, and evaluates every operation twice, so each fact batches what it needs into one shell command).
 
 + ``OsReleaseFact`` -> ``OsRelease``; ``Probe`` -> ``ProbeResult`` (the core's probe run on the host);
++ ``AptKeyState``: what the core's apt key installer would do (``--check``);
 + ``GpuHealth`` -> ``HealthResult`` (the core's GPU health verdicts, from its reader run on the host);
 + ``DriverState``, ``FabricManagerState``: packages, holds, services;
 + ``DockerState`` (daemon.json bytes, service, runtimes) and ``DockerImage`` (image id or None);
@@ -129,6 +130,46 @@ class Probe(FactBase[ProbeResult]):
             return ProbeResult(parse_probe("\n".join(output)))
         except ProbeError as err:
             return ProbeResult(None, str(err))
+
+
+class AptKeyState(FactBase[dict[str, Any]]):
+    """What the core's apt key installer (``ms4fleet/hostside/apt_key.py``) would do: nothing where the keyring
+    already holds the pinned key (and nothing is downloaded then); else whether the key at the URL is the
+    pinned one. ``{"changed": bool, "fingerprints": [...], "error": "..."}``.
+
+    + url: where the key is published, e.g. ``https://developer.download.nvidia.com/.../3bf863cc.pub``
+    + keyring: the file it is kept in, e.g. ``/etc/apt/keyrings/example.asc``
+    + fingerprint: the pinned primary key, e.g. ``EB693B3035CD5710E231E123A4B469963BF863CC``
+    """
+
+    @override
+    def command(self, url: str, keyring: str, fingerprint: str) -> str:
+        # Exit 1 carries the refusal in the JSON: the fact reads it rather than failing.
+        return python_command("apt_key.py", url, keyring, fingerprint, "--check") + " || true"
+
+    @override
+    def requires_command(self, url: str, keyring: str, fingerprint: str) -> str:
+        return "python3"
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return {"changed": True, "fingerprints": [], "error": "python3 is missing on the host"}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, Any]:
+        return apt_key_result(output)
+
+
+def apt_key_result(lines: list[str]) -> dict[str, Any]:
+    """The installer's JSON line, or an error saying it printed none."""
+    for line in reversed(lines):
+        try:
+            result = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(result, dict) and {"changed", "fingerprints", "error"} <= result.keys():
+            return result
+    return {"changed": False, "fingerprints": [], "error": "the apt key installer printed no result"}
 
 
 @dataclass(frozen=True)

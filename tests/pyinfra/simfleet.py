@@ -123,14 +123,16 @@ def pyinfra(
     verdicts: Path | None = None,
     program: Path = PYINFRA,
     deploy: str = str(ROOT / "deploy.py"),
+    cwd: Path = ROOT,
 ) -> Run:
     """``pyinfra -y INVENTORY deploy.py ARGS``; ``archive``: ship the image as this ``docker save`` archive
     (``--data vllm_image_archive=...``) instead of pulling it from the fleet's registry; ``verdicts``: the
     converged-verdict cache directory to use; ``program`` and ``deploy``: another pyinfra (an installed
-    venv's) and deploy (``ms4fleet_pyinfra.deploy``)."""
+    venv's) and deploy (``ms4fleet_pyinfra.deploy``); ``cwd``: where it runs (pyinfra runs that directory's
+    ``config.py``)."""
     env = {**os.environ, **({CACHE_ENV: str(verdicts)} if verdicts is not None else {})}
     data = ["--data", f"vllm_image_archive={archive}"] if archive is not None else []
     argv = [str(program), "-y", *data, str(fleet.inventory), deploy, *args]
     started = time.monotonic()
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
     return Run(done.returncode, time.monotonic() - started, done.stdout + done.stderr)

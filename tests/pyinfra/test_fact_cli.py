@@ -29,6 +29,9 @@ SAMPLES = {
     "revision": "5e" * 20,
     "watch_s": "0",
     "dcgm_level": "0",
+    "url": "file:///nonexistent/key.asc",
+    "keyring": "/nonexistent/keyring.asc",
+    "fingerprint": "EB693B3035CD5710E231E123A4B469963BF863CC",
 }
 
 

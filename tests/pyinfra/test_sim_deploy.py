@@ -1,16 +1,20 @@
 """End to end on a 3-host simulated fleet: ``pyinfra -y inventory deploy.py`` from bare hosts to verified
 endpoints (weights from the fleet's mirror, the image pulled through its registry), asserted ON the hosts;
 a second run changes nothing; a host whose GPU is taken by a co-tenant fails its headroom gate while the
-other hosts complete."""
+other hosts complete; an inventory pinning another apt key stops every host at the keyring."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from ms4fleet.hostside.weights_verify import META_DIR
+from ms4fleet.provision import KEYRING, SOURCES_FILE
+from ms4fleet_sim import aptrepo, signing
 from tests.pyinfra import simfleet
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
@@ -18,6 +22,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 FLEET = "pyinfra-e2e"
 WEIGHTS = "/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
 UNITS = [f"ms4fleet-vllm-{i}.service" for i in range(4)]
+OTHER_KEY = "534787966B0A38639430D690B7F603BCB55F43C9"  # tests/data/apt-keys/ed25519.asc
 
 
 class Deployed:
@@ -102,3 +107,36 @@ def test_a_host_without_headroom_fails_alone(deployed: Deployed) -> None:
     healed = deployed.run()
     assert healed.rc == 0, healed.output[-3000:]
     assert fleet.sh(busy, "systemctl is-active ms4fleet-vllm-0.service").strip() == "active"
+
+
+def test_a_key_other_than_the_pinned_one_stops_the_host_with_one_line(deployed: Deployed, tmp_path: Path) -> None:
+    """The inventory pins another key than the repository's: every host stops at the keyring with one line,
+    its keyring and sources file untouched and its replicas serving; apt itself refuses a repository signed
+    by a key other than the one its sources entry pins."""
+    fleet = deployed.fleet
+    pinned = signing.fingerprint()
+    text = fleet.inventory.read_text()
+    assert text.count(pinned) == 1
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(text.replace(pinned, OTHER_KEY))
+    before = {name: fleet.sh(name, f"sha256sum {KEYRING} {SOURCES_FILE}") for name in fleet.hosts}
+    refused = simfleet.pyinfra(replace(fleet, inventory=inventory))
+    assert refused.rc != 0
+    line = f"apt key: the key at {aptrepo.KEY_URL} has fingerprint {pinned}, not the pinned {OTHER_KEY}: not installed"
+    for name in fleet.hosts:
+        assert f"[{name}] {line}" in refused.output, refused.output[-3000:]
+        assert fleet.sh(name, f"sha256sum {KEYRING} {SOURCES_FILE}") == before[name]
+        simfleet.assert_serving(fleet, name, replicas=len(UNITS))
+    # apt's own check: the same repository and keyring, the sources entry pinning another fingerprint.
+    name = fleet.hosts[0]
+    assert f"Signed-By: {KEYRING} {pinned}\n" in fleet.sh(name, f"cat {SOURCES_FILE}")
+    parts = "/tmp/apt-pin-check"
+    fleet.sh(name, f"mkdir -p {parts} && cp {SOURCES_FILE} {parts}/pinned.sources")
+    apt = f"apt-get update -o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts={parts} 2>&1"
+    assert "Err:" not in fleet.sh(name, apt)
+    fleet.sh(name, f"sed -i 's/{pinned}/{OTHER_KEY}/' {parts}/pinned.sources")
+    failed = fleet.sh(name, apt + "; true")
+    assert "Err:" in failed or "not signed" in failed or "NO_PUBKEY" in failed, failed
+    fleet.sh(name, f"rm -rf {parts} && apt-get update >/dev/null 2>&1")
+    healed = deployed.run()
+    assert healed.rc == 0 and healed.changed_ops() == 0, healed.output[-3000:]

@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from ms4fleet import paths
 from ms4fleet.config import AptRepo, ConfigError, HostConfig, ProvisionConfig, SecretRef
 from ms4fleet.escape import systemd_env, systemd_word, unsafe_char
-from ms4fleet.provision import _preferences_file, _sources_file
+from ms4fleet.provision import NVIDIA_KEY_FINGERPRINT, _preferences_file, _sources_file
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
 from ms4fleet.values import HostPath
@@ -165,7 +165,13 @@ APT_TEXT = st.one_of(ADVERSARIAL, ADVERSARIAL.map(lambda s: "https://mirror.exam
 @given(url=APT_TEXT, suite=st.one_of(st.just("/"), ADVERSARIAL), component=st.one_of(st.just("main"), ADVERSARIAL))
 def test_apt_sources_read_back_as_one_paragraph(url: str, suite: str, component: str) -> None:
     try:
-        repo = AptRepo(url=url, suite=suite, components=[component], key_url="https://mirror.example/key.asc")
+        repo = AptRepo(
+            url=url,
+            suite=suite,
+            components=[component],
+            key_url="https://mirror.example/key.asc",
+            key_fingerprint=NVIDIA_KEY_FINGERPRINT,
+        )
     except ValidationError:
         return
     body = _sources_file(repo).content
@@ -176,7 +182,7 @@ def test_apt_sources_read_back_as_one_paragraph(url: str, suite: str, component:
             "URIs": url,
             "Suites": suite,
             "Components": component,
-            "Signed-By": "/etc/apt/keyrings/ms4fleet-nvidia.asc",
+            "Signed-By": f"/etc/apt/keyrings/ms4fleet-nvidia.asc {NVIDIA_KEY_FINGERPRINT}",
         }
     ]
 
@@ -225,9 +231,18 @@ def test_accepted_host_paths_are_normal_and_one_shell_word(path: str) -> None:
         ("url", "https://mirror.example/ubuntu trusted=yes"),
         ("suite", "/\nTrusted: yes"),
         ("url", "https://mirror.example/\u2028Trusted: yes"),
+        ("key_fingerprint", "EB693B3035CD5710E231E123A4B469963BF863CC\nTrusted: yes"),
+        ("key_fingerprint", "EB693B3035CD5710E231E123A4B469963BF863CC trusted=yes"),
+        ("key_fingerprint", "3BF863CC"),
     ],
 )
 def test_a_field_smuggling_an_apt_option_is_refused(field: str, value: str) -> None:
-    fields = {"url": "https://mirror.example/", "suite": "/", "key_url": "https://mirror.example/k.asc", field: value}
+    fields = {
+        "url": "https://mirror.example/",
+        "suite": "/",
+        "key_url": "https://mirror.example/k.asc",
+        "key_fingerprint": NVIDIA_KEY_FINGERPRINT,
+        field: value,
+    }
     with pytest.raises(ValidationError):
         AptRepo(**fields)

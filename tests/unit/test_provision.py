@@ -15,6 +15,7 @@ from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
+    NVIDIA_KEY_FINGERPRINT,
     OsRelease,
     daemon_json,
     needs_reboot,
@@ -65,10 +66,15 @@ def test_no_fabric_manager_without_nvswitch(kind: str, count: int) -> None:
 
 def test_nvidia_repo_per_os_and_signed_by_keyring() -> None:
     for os_release, key in [(OsRelease("ubuntu", "22.04"), "ubuntu2204"), (OsRelease("debian", "12"), "debian12")]:
-        sources = provision_plan(host(), os_release).files[0]
+        plan = provision_plan(host(), os_release)
+        assert plan.nvidia_repo.key_url == (
+            f"https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
+        )
+        assert plan.nvidia_repo.key_fingerprint == NVIDIA_KEY_FINGERPRINT
+        sources = plan.files[0]
         assert sources.content.endswith(
             f"Types: deb\nURIs: https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/\n"
-            f"Suites: /\nSigned-By: {KEYRING}\n"
+            f"Suites: /\nSigned-By: {KEYRING} {NVIDIA_KEY_FINGERPRINT}\n"
         )
 
 

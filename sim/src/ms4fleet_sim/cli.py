@@ -112,6 +112,13 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_key_fingerprint(args: argparse.Namespace) -> int:
+    from ms4fleet_sim import signing
+
+    print(signing.fingerprint())
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from ms4fleet_sim import aptrepo, hostimage
 
@@ -177,6 +184,11 @@ def add_commands(sim: argparse.ArgumentParser) -> None:
 
     build = sub.add_parser("build", parents=[common], help="build the cached images and apt repository only")
     build.set_defaults(func=_with_errors(cmd_build))
+
+    key = sub.add_parser(
+        "key-fingerprint", help="the fingerprint of the sim apt archive key (what inventories pin as key_fingerprint)"
+    )
+    key.set_defaults(func=_with_errors(cmd_key_fingerprint))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from ms4fleet_sim import aptrepo, services
+from ms4fleet_sim import aptrepo, services, signing
 from ms4fleet_sim.fleet import DEFAULT_FLEET, Fleet, FleetRecord
 from ms4fleet_sim.standin_image import STANDIN_IMAGE, STANDIN_VLLM_VERSION
 from ms4fleet_sim.weights_mirror import SIM_REVISION
@@ -33,6 +33,8 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
                 "suite": "/",
                 "components": [],
                 "key_url": aptrepo.KEY_URL,
+                # The sim archive key's own fingerprint: pinned as a production inventory pins NVIDIA's.
+                "key_fingerprint": signing.fingerprint(),
             },
             # Docker Hub pulls go to the fleet's registry: `docker pull vllm/vllm-openai:...` as in production.
             "docker_daemon_options": {"registry-mirrors": [services.REGISTRY_MIRROR_URL]},

@@ -101,7 +101,7 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         f"{host.print_prefix}to converge: {'; '.join(differences[:6])}" + (" ..." if len(differences) > 6 else "")
     )
     report_headroom(config, hp.serving, sudo)
-    provision(hp)
+    provision(hp, sudo)
     image = hp.image
     image_op = (
         docker.image(ref=image.ref, archive=image.archive, image_id=image.id, name="vLLM image")
@@ -118,11 +118,17 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     serve(hp, [op for op in (image_op, weights_op) if op is not None], sudo)
 
 
-def provision(hp: HostPlan) -> None:
+def provision(hp: HostPlan, sudo: bool) -> None:
     base = hp.group("base")
     assert base is not None
     apt.packages(packages=list(base.names), update=True, cache_time=3600, name="base packages")
-    key = files.download(src=hp.apt.key_url, dest=hp.apt.keyring, mode="644", name="NVIDIA apt keyring")
+    key = hostops.apt_key(
+        url=hp.apt.key_url,
+        keyring=hp.apt.keyring,
+        fingerprint=hp.apt.key_fingerprint,
+        sudo=sudo,
+        name="NVIDIA apt keyring (pinned key only)",
+    )
     planned = [f for f in hp.files if f.kind != "unit"]
     managed = [put(f) for f in planned]
     for f, op in zip(planned, managed, strict=True):

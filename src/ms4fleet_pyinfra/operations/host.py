@@ -1,9 +1,11 @@
-"""Host-level operations: apt holds, the service account, and a reboot only when the core says so."""
+"""Host-level operations: the pinned apt key, apt holds, the service account, and a reboot only when the core
+says so."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import time
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
@@ -12,9 +14,10 @@ from pyinfra.api.command import FunctionCommand, QuoteString, StringCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 
+from ms4fleet.hostscripts import python_command
 from ms4fleet.provision import needs_reboot
-from ms4fleet_pyinfra.facts import AptHolds, DriverState, FabricManagerState, UserExists
-from ms4fleet_pyinfra.report import fail
+from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, DriverState, FabricManagerState, UserExists, apt_key_result
+from ms4fleet_pyinfra.report import fail, say
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
 # (pyinfra's server.reboot compares uptimes, which never reset for containers, such as the sim's hosts.)
@@ -67,6 +70,37 @@ def _wait_for_boot(state: Any, host: Any, timeout_s: float) -> bool:
                 host.disconnect()
             time.sleep(2)
     return fail(state, host, f"the host did not come back from its reboot within {timeout_s:.0f} s")
+
+
+def _install_key(state: Any, host: Any, url: str, keyring: str, fingerprint: str, sudo: bool) -> bool:
+    _, output = host.run_shell_command(
+        StringCommand("sh", "-c", shlex.quote(python_command("apt_key.py", url, keyring, fingerprint))),
+        _sudo=sudo,
+        print_output=False,
+        print_input=False,
+    )
+    result = apt_key_result(output.stdout_lines)
+    if result["error"]:
+        return fail(state, host, f"apt key: {result['error']}")
+    say(host, f"apt key {fingerprint} installed as {keyring}")
+    return True
+
+
+@operation()
+def apt_key(url: str, keyring: str, fingerprint: str, sudo: bool) -> Generator[Any, None, None]:
+    """Install the key published at ``url`` as ``keyring`` only when it holds the pinned ``fingerprint``;
+    a key without it fails this host with one line and is never written.
+
+    + url: where the repository publishes its key, e.g. ``https://example.org/repo/key.asc``
+    + keyring: the keyring file its sources entry names, e.g. ``/etc/apt/keyrings/example.asc``
+    + fingerprint: the pinned primary key (40 hex digits), e.g. ``EB693B3035CD5710E231E123A4B469963BF863CC``
+    + sudo: run the installer as root
+    """
+    found = host.get_fact(AptKeyState, url=url, keyring=keyring, fingerprint=fingerprint)
+    if not found["changed"] and not found["error"]:
+        host.noop(f"{keyring} holds key {fingerprint}")
+        return
+    yield FunctionCommand(_install_key, (url, keyring, fingerprint, sudo), {})
 
 
 @operation()

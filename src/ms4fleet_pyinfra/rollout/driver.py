@@ -177,7 +177,7 @@ class Rollout:
             from pyinfra.context import host
 
             if self.changes[spec.name].provisions:
-                provision(replan(self.hostplans[spec.name], host.get_fact(OsReleaseFact)))
+                provision(replan(self.hostplans[spec.name], host.get_fact(OsReleaseFact)), sudo_for(spec))
             hostops.record_release(
                 tracker=self.tracker, release=self.targets[spec.name], sudo=sudo_for(spec), name="record release"
             )
@@ -275,7 +275,7 @@ class Rollout:
 
                 # The deploy's own provisioning: it restarts Docker only if daemon.json changed and reboots
                 # only if the driver changed (and the reboot policy allows), on this batch's hosts alone.
-                provision(replan(self.hostplans[name], host.get_fact(OsReleaseFact)))
+                provision(replan(self.hostplans[name], host.get_fact(OsReleaseFact)), sudo)
             hostops.start_release(
                 tracker=self.tracker, config=self.configs[name], plan=plan, release=release, sudo=sudo, name="start"
             )

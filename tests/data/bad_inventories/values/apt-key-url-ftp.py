@@ -16,6 +16,7 @@ gpus = [
                     "url": "https://mirror.example/cuda/ubuntu2404/x86_64/",
                     "suite": "/",
                     "key_url": "ftp://mirror.example/key.asc",
+                    "key_fingerprint": "EB693B3035CD5710E231E123A4B469963BF863CC",
                 }
             },
         },

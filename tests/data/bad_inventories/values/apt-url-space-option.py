@@ -16,6 +16,7 @@ gpus = [
                     "url": "https://mirror.example/cuda/ubuntu2404/x86_64/ [trusted=yes]",
                     "suite": "/",
                     "key_url": "https://mirror.example/cuda/key.asc",
+                    "key_fingerprint": "EB693B3035CD5710E231E123A4B469963BF863CC",
                 }
             },
         },
