@@ -7,12 +7,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The dev venv is rebuilt only when a dependency list changes.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sim/pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml sim/pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 SRC := src sim/src tests bench plugins deploy.py config.py
 # Ansible tools run from the dev venv, with the collection straight from this checkout (ansible.cfg).
 ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 
-.PHONY: help install lint test test-fast test-ansible demo clean
+.PHONY: help install constraints lint test test-fast test-ansible demo clean
 
 help:
 	@echo "make demo        run the main job on the example fleet"
@@ -22,13 +22,20 @@ help:
 
 install: $(STAMP)
 
-# The production package (with the dev tools) and, beside it, the simulator's own distribution (sim/).
-$(STAMP): pyproject.toml sim/pyproject.toml
+# The production package (with the dev tools) and, beside it, the simulator's own distribution (sim/), every
+# dependency at the version constraints.txt pins.
+$(STAMP): pyproject.toml sim/pyproject.toml constraints.txt
 	test -x $(BIN)/pip || { scripts/ensure-python-venv.sh $(PYTHON) && $(PYTHON) -m venv --clear $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]' -e ./sim
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]' -e ./sim
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# constraints.txt from what the dev venv resolved: after adding or changing a dependency, `make install`
+# (a new one resolves freely; a pin the new range refuses: delete its line), then `make constraints`.
+constraints: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: install
 	$(BIN)/ruff check $(SRC)
