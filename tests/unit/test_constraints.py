@@ -39,5 +39,7 @@ def test_every_declared_dependency_is_pinned() -> None:
 
 def test_this_interpreter_runs_the_pinned_versions() -> None:
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    differ = {name: (version, installed.get(name)) for name, version in pins().items() if installed.get(name) != version}
+    differ = {
+        name: (version, installed.get(name)) for name, version in pins().items() if installed.get(name) != version
+    }
     assert not differ, f"pinned -> installed: {differ}"
