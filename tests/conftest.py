@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import http.server
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,29 @@ from typing import Any
 import pytest
 
 from ms4fleet.verdicts import CACHE_ENV
+
+APT_KEYS = Path(__file__).parent / "data" / "apt-keys"
+
+
+@pytest.fixture
+def apt_key_server() -> Iterator[str]:
+    """A loopback HTTP server of the test apt keys (tests/data/apt-keys): ``{url}/ed25519.asc``."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(APT_KEYS), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(autouse=True, scope="session")

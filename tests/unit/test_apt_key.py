@@ -3,17 +3,14 @@ never reaches the keyring (served over loopback HTTP, as a repository would)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ms4fleet.hostside import apt_key
+from tests.conftest import APT_KEYS as KEYS
 
-KEYS = Path(__file__).parents[1] / "data" / "apt-keys"
 ED25519 = "534787966B0A38639430D690B7F603BCB55F43C9"
 RSA = "FCC2387558F19EEE2BC10776D2D2DB85897D9D3E"
 
@@ -48,45 +45,24 @@ def test_a_truncated_key_is_refused() -> None:
         apt_key.fingerprints((KEYS / "rsa3072.gpg").read_bytes()[:200])
 
 
-@pytest.fixture
-def served() -> Iterator[str]:
-    """A loopback HTTP server of the test keys: ``{url}/ed25519.asc``."""
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args: object, **kwargs: object) -> None:
-            super().__init__(*args, directory=str(KEYS), **kwargs)  # type: ignore[arg-type]
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_the_pinned_key_is_installed_once_and_another_never(
-    served: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    apt_key_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     keyring = tmp_path / "keyrings" / "nvidia.asc"
     # Another key at the URL: refused with one line naming both fingerprints; nothing written.
-    assert apt_key.main([f"{served}/rsa3072.asc", str(keyring), ED25519]) == 1
+    assert apt_key.main([f"{apt_key_server}/rsa3072.asc", str(keyring), ED25519]) == 1
     result = json.loads(capsys.readouterr().out)
     assert result["changed"] is False and result["fingerprints"] == [RSA]
     assert result["error"] == (
-        f"the key at {served}/rsa3072.asc has fingerprint {RSA}, not the pinned {ED25519}: not installed"
+        f"the key at {apt_key_server}/rsa3072.asc has fingerprint {RSA}, not the pinned {ED25519}: not installed"
     )
     assert not keyring.exists()
     # Check mode says it would install the right one, and does not.
-    assert apt_key.main([f"{served}/ed25519.asc", str(keyring), ED25519, "--check"]) == 0
+    assert apt_key.main([f"{apt_key_server}/ed25519.asc", str(keyring), ED25519, "--check"]) == 0
     assert json.loads(capsys.readouterr().out)["changed"] is True and not keyring.exists()
     # Fingerprints are compared without spaces or case.
     spaced = " ".join(ED25519[i : i + 4] for i in range(0, 40, 4)).lower()
-    assert apt_key.main([f"{served}/ed25519.asc", str(keyring), spaced]) == 0
+    assert apt_key.main([f"{apt_key_server}/ed25519.asc", str(keyring), spaced]) == 0
     assert json.loads(capsys.readouterr().out) == {"changed": True, "fingerprints": [ED25519], "error": ""}
     assert keyring.read_bytes() == (KEYS / "ed25519.asc").read_bytes()
     assert keyring.stat().st_mode & 0o777 == 0o644
@@ -96,7 +72,7 @@ def test_the_pinned_key_is_installed_once_and_another_never(
     assert json.loads(capsys.readouterr().out)["changed"] is False
     # A keyring replaced behind the toolkit's back by another key is not the pinned one: replaced again.
     keyring.write_bytes((KEYS / "rsa3072.asc").read_bytes())
-    assert apt_key.main([f"{served}/ed25519.asc", str(keyring), ED25519]) == 0
+    assert apt_key.main([f"{apt_key_server}/ed25519.asc", str(keyring), ED25519]) == 0
     assert keyring.read_bytes() == (KEYS / "ed25519.asc").read_bytes()
 
 
