@@ -33,6 +33,8 @@ INITRAMFS_COMMAND = ("/usr/sbin/update-initramfs", "-u")
 # NVIDIA's CUDA network repositories: one flat repository per distribution release.
 _CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/"
 _CUDA_KEY = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
+# Docker from the OS archive, and the container runtime under it (named so that it is held too).
+DOCKER_PACKAGES = ("docker.io", "containerd")
 # NVIDIA's CUDA repository signing key (3bf863cc.pub, "cudatools <cudatools@nvidia.com>"), as NVIDIA publishes it.
 NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
@@ -183,8 +185,10 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
         driver=Packages((driver_package(config),), hold=True) if manage else None,
         fabric_manager=Packages(fm, hold=True) if fm else None,
         cuda=Packages((f"cuda-toolkit-{provision.cuda_toolkit}",)),
-        docker=Packages(("docker.io",)) if docker_runtime else None,
-        container_toolkit=Packages(("nvidia-container-toolkit",)) if docker_runtime else None,
+        # Held like the driver: an unattended upgrade of any of them restarts the daemons every replica runs
+        # under; ms4fleet moves them only through a deploy or a rollout, which drain first.
+        docker=Packages(DOCKER_PACKAGES, hold=True) if docker_runtime else None,
+        container_toolkit=Packages(("nvidia-container-toolkit",), hold=True) if docker_runtime else None,
         files=tuple(files),
         enabled_services=tuple(services),
         service_user=provision.service_user,

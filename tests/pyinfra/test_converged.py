@@ -122,7 +122,11 @@ UNIT0 = "ms4fleet-vllm-0.service"
     [
         ("dpkg", lambda rows: [r.replace("\thi ", "\tii ") for r in rows], "package nvidia-driver-580-open not held"),
         ("dpkg", lambda rows: [r for r in rows if not r.startswith("docker.io")], "package docker.io missing"),
-        ("dpkg", lambda rows: [r.replace("\tii ", "\trc ") for r in rows], "package docker.io missing"),
+        (
+            "dpkg",
+            lambda rows: [r.rsplit("\t", 1)[0] + "\trc " if r.startswith("docker.io") else r for r in rows],
+            "package docker.io missing",
+        ),
         ("files", lambda rows: [r for r in rows if not r.endswith(KEYRING)], f"{KEYRING} missing"),
         (
             "files",

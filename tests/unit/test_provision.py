@@ -42,7 +42,15 @@ def test_hgx_h200_gets_open_driver_and_fabric_manager_pinned_together() -> None:
     plan = provision_plan(host(), UBUNTU_2404)
     assert plan.driver is not None and plan.driver.names == ("nvidia-driver-580-open",)
     assert plan.fabric_manager is not None and plan.fabric_manager.names == ("nvidia-fabricmanager",)
-    assert plan.held == ("nvidia-driver-580-open", "nvidia-fabricmanager")
+    # Docker, containerd and the container toolkit are held like the driver: no unattended upgrade restarts
+    # the daemons under the replicas.
+    assert plan.held == (
+        "nvidia-driver-580-open",
+        "nvidia-fabricmanager",
+        "docker.io",
+        "containerd",
+        "nvidia-container-toolkit",
+    )
     prefs = next(f for f in plan.files if f.path == "/etc/apt/preferences.d/ms4fleet-nvidia")
     assert "Package: nvidia-driver-580-open nvidia-fabricmanager\nPin: version 580.95.05-*\nPin-Priority: 1001\n" in (
         prefs.content
