@@ -26,6 +26,7 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
+from ms4fleet.childenv import child_env
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.hostplan import gates
@@ -133,6 +134,7 @@ class ActionModule(CoreAction):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                env=child_env(),
             )
             try:
                 if _wait_open(proc, local, deadline):

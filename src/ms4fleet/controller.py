@@ -30,6 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ms4fleet import __version__
+from ms4fleet.childenv import child_env
 
 Engine = Literal["pyinfra", "ansible"]
 ENGINES: tuple[Engine, ...] = ("pyinfra", "ansible")
@@ -144,6 +145,7 @@ def check_program(program: Program, uses: Iterable[Use], path: str | None = None
             errors="replace",
             timeout=VERSION_TIMEOUT_S,
             check=False,
+            env=child_env(),
         )
         version = program.version_in(done.stdout + done.stderr)
     except (OSError, subprocess.TimeoutExpired):

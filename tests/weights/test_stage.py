@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 from weights_world import INCLUDE, PROFILE, REPO_ID, WANTED, HubWorld
 
+from ms4fleet import childenv
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.hub import HubSource
@@ -179,3 +181,53 @@ def test_a_controller_without_rsync_fails_every_host_with_one_line(
         ("gpu-1", "failed", line),
     ]
     assert not any(Path(job.dest).parent.exists() for job in jobs)
+
+
+RECORDING_SSH = """#!/usr/bin/python3
+# Stands in for ssh to a host: records the environment it was given, then runs the remote command here.
+import json
+import os
+import sys
+
+with open(os.environ.get("RECORD_TO", "/nonexistent/record"), "a") as out:
+    out.write(json.dumps(dict(os.environ)) + "\\n")
+args, i = sys.argv[1:], 0
+while i < len(args) and args[i].startswith("-") and args[i] != "--":
+    i += 2 if args[i] in ("-o", "-p", "-i", "-l") else 1
+i += 1  # the host name
+if i < len(args) and args[i] == "--":
+    i += 1
+os.execv("/bin/sh", ["sh", "-c", " ".join(args[i:])])
+"""
+
+
+def test_no_secret_of_the_controller_reaches_ssh_or_rsync(
+    staged: Path, tmp_path: Path, hub_world: HubWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(RECORDING_SSH)
+    (bin_dir / "ssh").chmod(0o755)
+    record = tmp_path / "ssh-environments.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "s3cret" * 6)
+    monkeypatch.setenv("MS4FLEET_API_KEY", "sk-" + "k3y" * 8)
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))
+    dest = _jobs(tmp_path, hub_world.pinned, count=1)[0].dest
+    job = StageJob(HostTarget(name="gpu-1", hostname="gpu-1.example", user="root", python=SYSTEM_PYTHON), dest)
+    # The recording ssh learns where to write from its environment: the one thing added for this test.
+    monkeypatch.setattr("ms4fleet.childenv.KEPT", childenv.KEPT | {"RECORD_TO"})
+    monkeypatch.setenv("RECORD_TO", str(record))
+    (outcome,) = stage_to_hosts(staged, [job])
+    assert outcome.status == "staged", outcome.detail
+    environments = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(environments) >= 4  # the version probe (ssh -V), prepare, rsync's own ssh, finalize
+    for env in environments:
+        assert "HF_TOKEN" not in env and "MS4FLEET_API_KEY" not in env
+        assert not any("s3cret" in value or "k3y" in value for value in env.values())
+        assert env["SSH_AUTH_SOCK"] == str(tmp_path / "agent.sock") and bin_dir.as_posix() in env["PATH"]
+
+
+def test_the_child_environment_keeps_only_what_ssh_and_rsync_read() -> None:
+    given = {"PATH": "/bin", "HOME": "/root", "LC_ALL": "C.UTF-8", "HF_TOKEN": "x", "AWS_SECRET_ACCESS_KEY": "y"}
+    assert childenv.child_env(given) == {"PATH": "/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"}

@@ -30,6 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from ms4fleet.childenv import child_env
 from ms4fleet.controller import ControllerError, Use, require_controller
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.manifest import read_manifest
@@ -148,7 +149,9 @@ def verifier_source() -> bytes:
 
 def _run_verifier(job: StageJob, args: Sequence[str], timeout: float) -> hv.Report:
     argv = job.host.command([job.host.python, "-", *args, "--json"])
-    done = subprocess.run(argv, input=verifier_source(), capture_output=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        argv, input=verifier_source(), capture_output=True, timeout=timeout, check=False, env=child_env()
+    )
     lines = done.stdout.decode(errors="replace").strip().splitlines()
     try:
         report: hv.Report = json.loads(lines[-1])
@@ -184,6 +187,7 @@ def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: f
             capture_output=True,
             timeout=timeout,
             check=False,
+            env=child_env(),
         )
         if rsync.returncode != 0:
             err = rsync.stderr.decode(errors="replace").strip().splitlines()
