@@ -49,8 +49,14 @@ def env_file_script(config: HostConfig, check: bool = False) -> str:
         source = shlex.quote(path)
         missing = shlex.quote(f"secret file {path} is missing or empty")
         unsafe = shlex.quote(f"secret file {path}: its first line must be printable ASCII (no NUL, CR, tab)")
+        exposed = shlex.quote(
+            f"secret file {path} must be root's alone: chown root:root {path} && chmod 600 {path} (now: "
+        )
         lines += [
             f"test -s {source} || {{ printf '%s\\n' {missing} >&2; exit 3; }}",
+            # Root's alone: owned by uid 0, no group or other bits (0600 or 0400), as the engines write uploads.
+            f"perm=$(stat -L -c '%u %a' {source})",
+            f'case "$perm" in "0 600"|"0 400") ;; *) printf \'%s%s)\\n\' {exposed} "uid/mode $perm" >&2; exit 3;; esac',
             # Bytes of the first line outside printable ASCII (NUL included, which `read` would drop silently).
             f"test \"$(head -n 1 {source} | LC_ALL=C tr -d '\\040-\\176\\n' | wc -c)\" -eq 0 || "
             f"{{ printf '%s\\n' {unsafe} >&2; exit 3; }}",

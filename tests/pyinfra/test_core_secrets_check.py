@@ -23,6 +23,7 @@ def test_check_mode_reports_without_writing(tmp_path: Path) -> None:
         },
     )
     (tmp_path / "k").write_text("sk-test-123\n")
+    (tmp_path / "k").chmod(0o600)
     etc = tmp_path / "etc"
     check = env_file_script(config, check=True).replace(paths.ETC_DIR, str(etc))
     apply = env_file_script(config).replace(paths.ETC_DIR, str(etc))

@@ -138,6 +138,7 @@ def test_secret_script_reads_any_file_and_writes_an_exact_env_file(tmp_path: Pat
     work = Path(subprocess.check_output(["mktemp", "-d", "-p", str(tmp_path)], text=True).strip())
     secret = work / f"x{name}"
     secret.write_bytes((value + "\n").encode())
+    secret.chmod(0o600)
     config = HostConfig.from_host_data("gpu-1", _host(serving={"api_key": {"file": "/etc/ms4fleet/api-key"}}))
     ref = SecretRef.model_construct(file=str(secret), env=None)
     unchecked = config.model_copy(update={"serving": config.serving.model_copy(update={"api_key": ref})})

@@ -133,6 +133,7 @@ def test_reboot_only_when_it_does_something() -> None:
 def test_env_file_script_writes_0600_and_reports_changes(tmp_path: Path) -> None:
     config = host(serving={"api_key": {"file": str(tmp_path / "api-key")}})
     (tmp_path / "api-key").write_text("sk-test-123\n")
+    (tmp_path / "api-key").chmod(0o600)
     script = env_file_script(config).replace(paths.ETC_DIR, str(tmp_path / "etc"))
     run = lambda: subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)  # noqa: E731
     assert run().stdout == "changed\n"
@@ -144,6 +145,23 @@ def test_env_file_script_writes_0600_and_reports_changes(tmp_path: Path) -> None
     (tmp_path / "api-key").write_text("sk-rotated\n")
     assert run().stdout == "changed\n"
     assert env_file.read_text() == 'VLLM_API_KEY="sk-rotated"\n'
+
+
+def test_env_file_script_refuses_a_secret_file_others_can_read(tmp_path: Path) -> None:
+    config = host(serving={"api_key": {"file": str(tmp_path / "api-key")}})
+    (tmp_path / "api-key").write_text("sk-test-123\n")
+    script = env_file_script(config).replace(paths.ETC_DIR, str(tmp_path / "etc"))
+    for mode in (0o644, 0o640, 0o604, 0o700):
+        (tmp_path / "api-key").chmod(mode)
+        done = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+        assert done.returncode == 3 and done.stdout == ""
+        assert done.stderr == (
+            f"secret file {tmp_path}/api-key must be root's alone: chown root:root {tmp_path}/api-key && "
+            f"chmod 600 {tmp_path}/api-key (now: uid/mode {os.getuid()} {mode:o})\n"
+        )
+        assert "sk-test" not in done.stderr and not (tmp_path / "etc" / "vllm.env").exists()
+    (tmp_path / "api-key").chmod(0o400)
+    assert subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout == "changed\n"
 
 
 def test_env_file_script_fails_on_a_missing_secret(tmp_path: Path) -> None:
