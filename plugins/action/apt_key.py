@@ -7,7 +7,6 @@ operation runs the same file, so both leave the same keyring and refuse the same
 
 from __future__ import annotations
 
-import json
 import shlex
 from typing import Any
 
@@ -15,6 +14,7 @@ from ansible_collections.ms4fleet.fleet.plugins.modules.apt_key import DOCUMENTA
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.argspec import from_documentation
 
+from ms4fleet import aptkey
 from ms4fleet.hostscripts import source
 
 
@@ -29,23 +29,11 @@ class ActionModule(CoreAction):
         done = self._low_level_execute_command(
             " ".join(shlex.quote(a) for a in argv), sudoable=True, in_data=source("apt_key.py")
         )
-        answer = _result(str(done.get("stdout", "")))
-        if answer is None:
-            detail = " ".join(str(done.get("stderr", "")).split())[-300:]
-            result.update(failed=True, msg=f"{host}: apt key: the installer printed no result ({detail})")
-            return result
+        answer = aptkey.result(str(done.get("stdout", "")).splitlines())
         result.update(changed=bool(answer["changed"]), fingerprints=answer["fingerprints"])
-        if answer["error"]:
+        if answer["error"] == aptkey.NO_RESULT:
+            detail = " ".join(str(done.get("stderr", "")).split())[-300:]
+            result.update(failed=True, msg=f"{host}: apt key: {aptkey.NO_RESULT} ({detail})")
+        elif answer["error"]:
             result.update(failed=True, msg=f"{host}: apt key: {answer['error']}")
         return result
-
-
-def _result(stdout: str) -> dict[str, Any] | None:
-    for line in reversed(stdout.splitlines()):
-        try:
-            answer = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(answer, dict) and {"changed", "fingerprints", "error"} <= answer.keys():
-            return answer
-    return None

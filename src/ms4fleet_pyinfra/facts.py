@@ -26,7 +26,7 @@ from typing import Any
 from pyinfra.api.facts import FactBase
 from typing_extensions import override
 
-from ms4fleet import paths
+from ms4fleet import aptkey, paths
 from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostoutput import DPKG_FORMAT, SEPARATOR, installed_packages, sections, upstream_version
 from ms4fleet.hostscripts import python_command
@@ -157,19 +157,7 @@ class AptKeyState(FactBase[dict[str, Any]]):
 
     @override
     def process(self, output: list[str]) -> dict[str, Any]:
-        return apt_key_result(output)
-
-
-def apt_key_result(lines: list[str]) -> dict[str, Any]:
-    """The installer's JSON line, or an error saying it printed none."""
-    for line in reversed(lines):
-        try:
-            result = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(result, dict) and {"changed", "fingerprints", "error"} <= result.keys():
-            return result
-    return {"changed": False, "fingerprints": [], "error": "the apt key installer printed no result"}
+        return aptkey.result(output)
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from pyinfra.api.command import FunctionCommand, QuoteString, StringCommand
 from pyinfra.api.operation import operation
 from pyinfra.context import host
 
+from ms4fleet import aptkey
 from ms4fleet.hostscripts import python_command
 from ms4fleet.provision import needs_reboot
-from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, DriverState, FabricManagerState, UserExists, apt_key_result
+from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, DriverState, FabricManagerState, UserExists
 from ms4fleet_pyinfra.report import fail, say
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
@@ -79,7 +80,7 @@ def _install_key(state: Any, host: Any, url: str, keyring: str, fingerprint: str
         print_output=False,
         print_input=False,
     )
-    result = apt_key_result(output.stdout_lines)
+    result = aptkey.result(output.stdout_lines)
     if result["error"]:
         return fail(state, host, f"apt key: {result['error']}")
     say(host, f"apt key {fingerprint} installed as {keyring}")
