@@ -199,6 +199,10 @@ class RuntimeConfig(_Section):
     vllm_version: Version = "0.32.0"
     venv: HostPath = "/opt/ms4fleet/vllm"
     shm_size: Size | None = None
+    # Where `ms4fleet rollout` resolves the image's tag to a digest (a mirror of the image's registry); None:
+    # the registry the reference names, over https. http:// only with registry_allow_insecure.
+    registry_url: HttpUrl | None = None
+    registry_allow_insecure: bool = False
 
     @field_validator("venv")
     @classmethod
@@ -206,6 +210,20 @@ class RuntimeConfig(_Section):
         if venv == "/":
             raise ValueError("is / : name the venv's own directory, e.g. /opt/ms4fleet/vllm")
         return venv
+
+    @model_validator(mode="after")
+    def _registry_transport(self) -> RuntimeConfig:
+        if (
+            self.registry_url is not None
+            and self.registry_url.startswith("http://")
+            and not self.registry_allow_insecure
+        ):
+            raise _FieldError(
+                "registry_url",
+                f"={self.registry_url!r} is plain http: use an https:// registry, or set "
+                "runtime.registry_allow_insecure: true to accept digests anyone on the path can alter",
+            )
+        return self
 
     def running_vllm(self) -> tuple[str, str]:
         """The vLLM release this runtime runs and the field that says so."""
