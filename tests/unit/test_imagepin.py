@@ -139,7 +139,7 @@ def test_a_digest_reference_is_kept_without_a_request(registry: Registry) -> Non
 
 
 def test_plain_http_needs_the_inventory_to_allow_it(registry: Registry) -> None:
-    with pytest.raises(PinError, match="plain http: use https, or set runtime.registry_allow_insecure: true"):
+    with pytest.raises(PinError, match=r"plain http: use https, or set runtime\.registry_allow_insecure: true"):
         resolve("vllm/vllm-openai:v0.32.0", registry.url)
     with pytest.raises(ConfigError, match=r"runtime\.registry_url.*plain http"):
         _config(registry.url, registry_allow_insecure=False)
