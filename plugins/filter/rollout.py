@@ -2,6 +2,8 @@
 
 + ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary, wave, max_unavailable)``: the play's
   ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts; None: the core's).
++ ``gpu_hostvars | ms4fleet.fleet.rollout_pins``: per Docker host, its ``ms4fleet_runtime`` with the image
+  pinned to the digest its registry serves now (``ms4fleet.imagepin``; one resolution per image).
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_release``: the release (id, units) the host's
   settings describe; ``release | ms4fleet.fleet.rollout_paths``: where its record, staged units, installed
   units and the load balancer's config live on the hosts.
@@ -20,6 +22,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.requirement import 
 
 NAMES = (
     "rollout_serial",
+    "rollout_pins",
     "rollout_release",
     "rollout_paths",
     "rollout_current",

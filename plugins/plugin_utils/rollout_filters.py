@@ -14,6 +14,8 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 )
 
 from ms4fleet import paths
+from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, plan_for_data
+from ms4fleet.imagepin import pin_configs
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseRecord, release_for
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
@@ -33,6 +35,19 @@ def rollout_serial(
     )
     plan = plan_waves(list(hosts), set(hosts), policy)
     return [len(batch) for w in plan.waves for batch in w.batches]
+
+
+def rollout_pins(gpu_hostvars: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    configs = []
+    for variables in gpu_hostvars:
+        config = hostplan.host_config(variables)
+        data = {key: str(variables[key]) for key in IMAGE_ARCHIVE_KEYS if variables.get(key)}
+        configs.append((config, plan_for_data(config, data).image.id))
+    return {
+        name: config.runtime.model_dump(mode="json")
+        for name, config in pin_configs(configs).items()
+        if config.runtime.kind == "docker"
+    }
 
 
 def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:

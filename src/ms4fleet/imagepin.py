@@ -8,7 +8,8 @@ rollback then restores exactly the image the previous release ran, wherever the 
   Bearer token is fetched where the registry asks for one). A reference that already has a digest is returned
   as it is, with no request. https only, unless ``registry_url`` is an http:// one the inventory allows.
 + ``pin_config(config, archive_id=None)``: the host's config with ``runtime.image`` pinned (the archive's image
-  id where the host loads an archive instead of pulling); native runtimes are returned unchanged.
+  id where the host loads an archive instead of pulling); native runtimes are returned unchanged. A host's
+  failure is a ``ConfigError``: one line naming the host and the image, before any host is touched.
 + ``pin_configs(items)``: the same for a fleet, one resolution per distinct image and registry.
 """
 
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ms4fleet.config import HostConfig
+from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.values import image_version
 
 # The manifest types a multi-platform or single image may be served as (the index/list first: its digest is
@@ -133,7 +134,7 @@ def pin_config(
         return config
     if archive_id is not None:
         if not _DIGEST.match(archive_id):
-            raise PinError(f"{config.name}: image archive id {archive_id!r} is not sha256:<64 hex>")
+            raise ConfigError(config.name, "", f"image archive id {archive_id!r} is not sha256:<64 hex>")
         pinned = archive_id
     else:
         pinned = (resolver or _resolve_for)(config)
@@ -148,7 +149,7 @@ def _resolve_for(config: HostConfig) -> str:
     try:
         return resolve(runtime.image, runtime.registry_url, runtime.registry_allow_insecure)
     except PinError as err:
-        raise PinError(f"{config.name}: {err}") from None
+        raise ConfigError(config.name, "", str(err)) from None
 
 
 def pin_configs(items: Iterable[tuple[HostConfig, str | None]]) -> dict[str, HostConfig]:

@@ -144,3 +144,24 @@ def test_playbook_serial_follows_the_core_plan(tmp_path: Path) -> None:
         check=False,
     )
     assert syntax.returncode == 0, syntax.stderr
+
+
+def test_pins_are_the_core_pins_and_the_release_runs_the_digest(filters: SimpleNamespace) -> None:
+    """The playbook's first play sets each Docker host's ms4fleet_runtime to this: the release then names it."""
+    from ms4fleet.imagepin import pin_configs
+    from tests.support.fakeregistry import DIGEST, MANIFEST, serve
+
+    with serve() as registry:
+        registry.manifests[("vllm/vllm-openai", "v0.32.0")] = (MANIFEST, DIGEST)
+        runtime = {"image": "vllm/vllm-openai:v0.32.0", "registry_url": registry.url, "registry_allow_insecure": True}
+        docker = [{**hostvars(f"gpu-{i}"), "ms4fleet_runtime": runtime} for i in (1, 2)]
+        native = {**hostvars("gpu-3"), "ms4fleet_runtime": {"kind": "native"}}
+        pins = filters.rollout_pins([*docker, native])
+        assert len(registry.requests) == 1
+        core = pin_configs([(config(docker[0]), None)])["gpu-1"]
+    assert set(pins) == {"gpu-1", "gpu-2"}
+    assert pins["gpu-1"] == core.runtime.model_dump(mode="json")
+    assert pins["gpu-1"]["image"] == f"vllm/vllm-openai@{DIGEST}"
+    release = filters.rollout_release({**docker[0], "ms4fleet_runtime": pins["gpu-1"]})
+    assert release["image"] == f"vllm/vllm-openai@{DIGEST}"
+    assert all(f" vllm/vllm-openai@{DIGEST} " in unit for unit in release["units"].values())

@@ -4,12 +4,7 @@ missing tag is one line naming the image, and a digest reference never reaches t
 
 from __future__ import annotations
 
-import hashlib
-import json
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,65 +13,15 @@ from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.hostplan import host_plan
 from ms4fleet.imagepin import MANIFEST_TYPES, PinError, pin_config, pin_configs, resolve, split
 from ms4fleet.rollout.release import release_for
+from tests.support.fakeregistry import DIGEST, MANIFEST, TOKEN, Registry, serve
 
 REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
-MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_TYPES[0], "manifests": []}).encode()
-DIGEST = f"sha256:{hashlib.sha256(MANIFEST).hexdigest()}"
-TOKEN = "anonymous-pull-token"
-
-
-@dataclass
-class Registry:
-    """``manifests``: (repository, tag) -> (body, digest header); ``bearer``: ask for a token first."""
-
-    url: str = ""
-    manifests: dict[tuple[str, str], tuple[bytes, str]] = field(default_factory=dict)
-    bearer: bool = False
-    requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
 @pytest.fixture
 def registry() -> Iterator[Registry]:
-    state = Registry()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def do_GET(self) -> None:
-            state.requests.append((self.path, dict(self.headers)))
-            if self.path.startswith("/token?"):
-                self._send(200, json.dumps({"token": TOKEN}).encode(), {"Content-Type": "application/json"})
-                return
-            if state.bearer and self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                realm = f'Bearer realm="{state.url}/token",service="fake",scope="repository:vllm/vllm-openai:pull"'
-                self._send(401, b"{}", {"WWW-Authenticate": realm})
-                return
-            repository, _, tag = self.path.removeprefix("/v2/").rpartition("/manifests/")
-            found = state.manifests.get((repository, tag))
-            if found is None:
-                self._send(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN"}]}', {})
-                return
-            body, digest = found
-            self._send(200, body, {"Docker-Content-Digest": digest, "Content-Type": MANIFEST_TYPES[0]})
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serve() as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _config(registry_url: str, image: str = "vllm/vllm-openai:v0.32.0", **runtime: Any) -> HostConfig:
@@ -123,7 +68,7 @@ def test_a_body_that_does_not_hash_to_the_named_digest_is_refused(registry: Regi
 
 
 def test_a_missing_tag_is_one_line_naming_the_image(registry: Registry) -> None:
-    with pytest.raises(PinError) as err:
+    with pytest.raises(ConfigError) as err:
         pin_configs([(_config(registry.url, "vllm/vllm-openai:v9.9.9"), None)])
     message = str(err.value)
     assert "\n" not in message
@@ -172,5 +117,5 @@ def test_an_archive_loaded_image_is_pinned_to_the_archive_image_id(registry: Reg
     image_id = "sha256:" + "c" * 64
     pinned = pin_config(_config(registry.url), image_id)
     assert pinned.runtime.image == image_id and registry.requests == []
-    with pytest.raises(PinError, match="is not sha256:<64 hex>"):
+    with pytest.raises(ConfigError, match="is not sha256:<64 hex>"):
         pin_config(_config(registry.url), "sha256:short")

@@ -23,6 +23,7 @@ from typing import Any
 
 from ms4fleet.config import ConfigError
 from ms4fleet.hostplan import HostPlan, plan_for_data
+from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout.changes import Change, Classified, host_change
 from ms4fleet.rollout.gates import wave_gate
@@ -72,13 +73,18 @@ class Rollout:
         """Everything decidable without a host is decided here: a bad host or option fails before any
         connection (``ConfigError``, ``PolicyError``, ``WeightsError``)."""
         self.specs = {spec.name: spec for spec in self.fleet}
-        self.configs = {spec.name: spec.config for spec in self.fleet}
-        for name, config in self.configs.items():
-            if config.weights is None:
-                raise ConfigError(name, "weights", "is missing: a rollout needs ms4fleet_weights (source, revision)")
+        for spec in self.fleet:
+            if spec.config.weights is None:
+                raise ConfigError(
+                    spec.name, "weights", "is missing: a rollout needs ms4fleet_weights (source, revision)"
+                )
+        # The release names the image by digest, resolved once here: every later step plans from these configs.
+        self.configs = pin_configs(
+            (spec.config, plan_for_data(spec.config, dict(spec.data)).image.id) for spec in self.fleet
+        )
         self.plans: dict[str, ServingPlan] = {name: plan_host(c) for name, c in self.configs.items()}
         self.hostplans: dict[str, HostPlan] = {
-            spec.name: plan_for_data(spec.config, dict(spec.data)) for spec in self.fleet
+            spec.name: plan_for_data(self.configs[spec.name], dict(spec.data)) for spec in self.fleet
         }
         created = now_iso()
         self.targets: dict[str, Release] = {
@@ -193,7 +199,7 @@ class Rollout:
             name, sudo = spec.name, sudo_for(spec)
             config, data = self.configs[name], dict(spec.data)
             # Only the OS-independent parts of the plan are read here: the image and the weights staging.
-            hp = plan_for_data(config, data)
+            hp = self.hostplans[name]
             if hp.image.ref is not None and hp.image.obtain != "none":
                 docker.image(
                     ref=hp.image.ref, archive=hp.image.archive, image_id=hp.image.id, name="vLLM image", _sudo=sudo

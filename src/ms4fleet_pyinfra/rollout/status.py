@@ -20,7 +20,9 @@ from pyinfra.api.operation import operation
 from ms4fleet import metrics
 from ms4fleet.config import HostConfig
 from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
+from ms4fleet.hostplan import plan_for_data
 from ms4fleet.hostscripts import python_command
+from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet
 from ms4fleet.rollout.release import release_for
 from ms4fleet.serving import local_address, plan_host
@@ -169,9 +171,11 @@ def gather(status: HostStatus, config: HostConfig, sudo: bool, interval_s: float
 
 def fleet_status(fleet: Fleet, interval_s: float = 1.0) -> list[HostStatus]:
     rows = {}
+    # The release a rollout would record: its image pinned to the digest the registry serves now.
+    configs = pin_configs((spec.config, plan_for_data(spec.config, dict(spec.data)).image.id) for spec in fleet)
     for spec in fleet:
-        plan = plan_host(spec.config)
-        rows[spec.name] = HostStatus(spec.name, release_for(spec.config, plan).id, plan.verdict)
+        plan = plan_host(configs[spec.name])
+        rows[spec.name] = HostStatus(spec.name, release_for(configs[spec.name], plan).id, plan.verdict)
     result = run_state(
         list(fleet),
         lambda s: gather(status=rows[s.name], config=s.config, sudo=sudo_for(s), interval_s=interval_s, name="status"),
