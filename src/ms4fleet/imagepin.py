@@ -90,7 +90,7 @@ def resolve(
                 response = client.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
     except httpx.HTTPError as err:
         raise PinError(
-            f"{where}: {type(err).__name__}: {err or 'no answer'}: check the registry is reachable"
+            f"{where}: {type(err).__name__}: {err or 'no answer'}: check that the controller reaches the registry"
         ) from None
     if response.status_code == 404:
         raise PinError(f"{where}: no such tag (404): push the image, or name a tag the registry has")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,9 +17,13 @@ from ms4fleet_pyinfra.rollout.hostops import parse_read
 from ms4fleet_pyinfra.rollout.lbctl import backends_for, load_lb_inventory
 
 REVISION = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+# By digest: a rollout resolves a tag at its registry, and these tests never connect.
+PINNED_IMAGE = f"vllm/vllm-openai@sha256:{'5' * 64}"
 
 
-def inventory(tmp_path: Path, hosts: int = 2, bind: str = "0.0.0.0", weights: bool = True) -> Path:
+def inventory(
+    tmp_path: Path, hosts: int = 2, bind: str = "0.0.0.0", weights: bool = True, runtime: dict[str, Any] | None = None
+) -> Path:
     # Addresses in TEST-NET-1 (RFC 5737): nothing answers there, and these tests must never connect.
     entries = [
         (f"gpu-{i}", {"ssh_hostname": f"192.0.2.{i}", "lb_backend_address": f"10.9.0.{i}"}) for i in range(1, hosts + 1)
@@ -26,6 +31,7 @@ def inventory(tmp_path: Path, hosts: int = 2, bind: str = "0.0.0.0", weights: bo
     shared = {
         "ms4fleet_gpu": {"kind": "h200-sxm", "count": 2},
         "ms4fleet_serving": {"bind_address": bind, "tensor_parallel_size": 1},
+        "ms4fleet_runtime": runtime or {"image": PINNED_IMAGE, "vllm_version": "0.32.0"},
     }
     if weights:
         shared["ms4fleet_weights"] = {
@@ -74,6 +80,23 @@ def test_bad_host_config_names_host_and_field(tmp_path: Path, capsys: pytest.Cap
     assert "gpu-1" in err and "serving.bind_address" in err and "load balancer" in err
     assert cli("rollout", str(inventory(tmp_path, weights=False))) == 2
     assert "ms4fleet_weights" in capsys.readouterr().err
+
+
+def test_an_image_tag_the_registry_does_not_answer_for_fails_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The release pins the image before any host is touched: no answer from the registry is one line, exit 2."""
+    runtime = {
+        "image": "vllm/vllm-openai:v0.32.0",
+        "registry_url": "http://127.0.0.1:9",
+        "registry_allow_insecure": True,
+    }
+    assert cli("rollout", str(inventory(tmp_path, runtime=runtime)), "--report-dir", str(tmp_path / "r")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("ms4fleet: error: gpu-1: image vllm/vllm-openai:v0.32.0: http://127.0.0.1:9/v2/")
+    assert "check that the controller reaches the registry" in err[0]
+    assert not (tmp_path / "r" / "rollout.json").exists()
 
 
 def test_backends_use_the_lb_address_and_every_replica_port(tmp_path: Path) -> None:

@@ -73,11 +73,19 @@ class Rollout:
         """Everything decidable without a host is decided here: a bad host or option fails before any
         connection (``ConfigError``, ``PolicyError``, ``WeightsError``)."""
         self.specs = {spec.name: spec for spec in self.fleet}
+        self.requests: dict[str, WeightsRequest] = {}
         for spec in self.fleet:
             if spec.config.weights is None:
                 raise ConfigError(
                     spec.name, "weights", "is missing: a rollout needs ms4fleet_weights (source, revision)"
                 )
+            try:
+                self.requests[spec.name] = request_for_host(spec.config)
+            except WeightsError as err:
+                raise ConfigError(spec.name, "weights", str(err).removeprefix(f"{spec.name}: ")) from None
+        # Replicas and ports do not depend on the image: the load balancer's checks come before any request.
+        backends = backends_for(list(self.fleet), {spec.name: plan_host(spec.config) for spec in self.fleet})
+        self.lb = LoadBalancer(self.lb_hosts, backends) if self.lb_hosts else None
         # The release names the image by digest, resolved once here: every later step plans from these configs.
         self.configs = pin_configs(
             (spec.config, plan_for_data(spec.config, dict(spec.data)).image.id) for spec in self.fleet
@@ -92,13 +100,6 @@ class Rollout:
             for name, plan in self.plans.items()
         }
         self.changes: dict[str, Classified] = {}
-        self.requests: dict[str, WeightsRequest] = {}
-        for name, config in self.configs.items():
-            try:
-                self.requests[name] = request_for_host(config)
-            except WeightsError as err:
-                raise ConfigError(name, "weights", str(err).removeprefix(f"{name}: ")) from None
-        self.lb = LoadBalancer(self.lb_hosts, backends_for(list(self.fleet), self.plans)) if self.lb_hosts else None
         self.tracker.listeners.append(self._journal_phase)
         self.tracker.listeners.extend(self.listeners)
         self.tracker.targets = self.targets
