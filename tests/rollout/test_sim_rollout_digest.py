@@ -119,7 +119,8 @@ def docker_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWor
             f'd["registry-mirrors"]=["{services.REGISTRY_MIRROR_URL}"]; json.dump(d, open(p, "w"))\' '
             "&& systemctl restart docker"
         )
-        mirror = weights_mirror.serve(weights_mirror.build_tree(root / "mirror"))
+        weights_mirror.build_tree(root / "mirror")
+        mirror = weights_mirror.serve(root / "mirror")
         yield DockerWorld(sim, host, mirror, root)
     finally:
         if mirror is not None:
