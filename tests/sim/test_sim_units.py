@@ -237,6 +237,8 @@ def test_inventories_round_trip_through_the_core_loader(tmp_path: Path) -> None:
         assert (specs["gpu-2"].config.gpu.kind, specs["gpu-2"].config.gpu.count) == ("h100-nvl", 2)
         assert specs["gpu-1"].config.provision.nvidia_apt_repo is not None
         assert specs["gpu-1"].config.runtime.image == inventories.STANDIN_IMAGE
+        runtime = specs["gpu-1"].config.runtime
+        assert (runtime.registry_url, runtime.registry_allow_insecure) == ("http://127.0.0.1:2204", True)
         # Everything the documented commands need is in the inventory: weights, registry, staging.
         weights = specs["gpu-1"].config.weights
         assert weights is not None and (weights.source, weights.mirror_url) == ("mirror", "http://127.0.0.1:2203")

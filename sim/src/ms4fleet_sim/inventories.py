@@ -39,7 +39,18 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
             # Docker Hub pulls go to the fleet's registry: `docker pull vllm/vllm-openai:...` as in production.
             "docker_daemon_options": {"registry-mirrors": [services.REGISTRY_MIRROR_URL]},
         },
-        "ms4fleet_runtime": {"kind": "docker", "image": STANDIN_IMAGE, "vllm_version": STANDIN_VLLM_VERSION},
+        "ms4fleet_runtime": {
+            "kind": "docker",
+            "image": STANDIN_IMAGE,
+            "vllm_version": STANDIN_VLLM_VERSION,
+            # `ms4fleet rollout` pins the tag to a digest at the registry the hosts pull from (through their
+            # mirror): the controller reaches it on loopback, over plain http.
+            **(
+                {"registry_url": f"http://{record.registry}", "registry_allow_insecure": True}
+                if record.registry
+                else {}
+            ),
+        },
         "ms4fleet_weights": {
             "source": "mirror",
             "mirror_url": record.mirror_url,
