@@ -79,7 +79,7 @@ def resolve(
         raise PinError(
             f"image {ref}: the registry {base} is plain http: use https, or set runtime.registry_allow_insecure: true"
         )
-    url = f"{base}/v2/{repository}/manifests/{tag}"
+    url = f"{base}/v2/{repository}/manifests/{tag or 'latest'}"
     where = f"image {ref}: {url}"
     headers = {"Accept": ", ".join(MANIFEST_TYPES)}
     try:
@@ -117,7 +117,10 @@ def _token(client: httpx.Client, challenge: str, allow_insecure: bool, where: st
     if urlsplit(realm).scheme != "https" and not allow_insecure:
         raise PinError(f"{where}: the registry's token service {realm} is plain http: refusing it")
     response = client.get(realm, params=fields)
-    data = response.json() if response.status_code == 200 else {}
+    try:
+        data = response.json() if response.status_code == 200 else {}
+    except ValueError:
+        data = {}
     token = (data.get("token") or data.get("access_token")) if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
         raise PinError(f"{where}: no pull token from {realm} (HTTP {response.status_code}): the image may be private")
