@@ -3,7 +3,8 @@
 One Docker host of its own fleet (the shared rollout world runs native replicas): image v1 is pushed to the
 fleet's registry under a tag and rolled out; then v2, an image that dies on its first completion, is pushed
 under the same tag and the same inventory rolled out again. The release pins v2's digest, the canary fails
-verification and is rolled back: the container runs v1's digest again, not what the tag names now.
+verification and is rolled back: the container runs v1's digest again, not what the tag names now. Then the
+Ansible rollout (playbooks/rollout.yml) of the same settings: it pins, fails and rolls back alike.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ms4fleet.imagepin import resolve
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR
 from ms4fleet_sim import dockercli, services, standin_image, weights_mirror
 from ms4fleet_sim.inventories import py_literal
@@ -39,6 +41,24 @@ class DockerWorld:
     mirror: weights_mirror.MirrorServer
     root: Path
 
+    def settings(self) -> dict[str, Any]:
+        return {
+            # The controller asks the fleet's registry (plain http on loopback, allowed here) for the tag.
+            "ms4fleet_runtime": {
+                "kind": "docker",
+                "image": f"{REPOSITORY}:{TAG}",
+                "registry_url": f"http://{self.sim.record.registry}",
+                "registry_allow_insecure": True,
+            },
+            "ms4fleet_serving": {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, "max_model_len": 32768},
+            "ms4fleet_weights": {
+                "source": "mirror",
+                "mirror_url": self.mirror.url,
+                "allow_insecure": True,
+                "revision": weights_mirror.SIM_REVISION,
+            },
+        }
+
     def inventory(self) -> Path:
         record = self.sim.record
         connection = {
@@ -50,25 +70,29 @@ class DockerWorld:
             "ssh_strict_host_key_checking": "yes",
             "ms4fleet_gpu": {"kind": self.host.gpu_kind, "count": self.host.gpu_count},
         }
-        shared: dict[str, Any] = {
-            # The controller asks the fleet's registry (plain http on loopback, allowed here) for the tag.
-            "ms4fleet_runtime": {
-                "kind": "docker",
-                "image": f"{REPOSITORY}:{TAG}",
-                "registry_url": f"http://{record.registry}",
-                "registry_allow_insecure": True,
-            },
-            "ms4fleet_serving": {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, "max_model_len": 32768},
-            "ms4fleet_weights": {
-                "source": "mirror",
-                "mirror_url": self.mirror.url,
-                "allow_insecure": True,
-                "revision": weights_mirror.SIM_REVISION,
-            },
-            "weights_staging_dir": str(self.root / "staging"),
-        }
+        shared = {**self.settings(), "weights_staging_dir": str(self.root / "staging")}
         path = self.root / "inventory.py"
         path.write_text(f"gpus = {py_literal(([(self.host.name, connection)], shared))}\n", encoding="utf-8")
+        return path
+
+    def ansible_inventory(self) -> Path:
+        record = self.sim.record
+        host = {
+            "ansible_host": "127.0.0.1",
+            "ansible_port": self.host.endpoint.port,
+            "ms4fleet_gpu": {"kind": self.host.gpu_kind, "count": self.host.gpu_count},
+        }
+        group_vars = {
+            "ansible_user": record.user,
+            "ansible_ssh_private_key_file": record.key_file,
+            "ansible_ssh_common_args": f"-o UserKnownHostsFile={record.known_hosts} -o StrictHostKeyChecking=yes",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            **self.settings(),
+            "model_weights_staging_dir": str(self.root / "staging-ansible"),
+        }
+        doc = {"all": {"children": {"ms4fleet_gpu": {"hosts": {self.host.name: host}, "vars": group_vars}}}}
+        path = self.root / "inventory.yml"
+        path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
         return path
 
     def push(self, image: str) -> str:
@@ -175,3 +199,27 @@ def test_a_rollback_runs_the_previous_digest_though_the_tag_moved(docker_world: 
     assert image_id == first_id and pinned in digests and f"{REPOSITORY}@{second}" not in digests
     # The tag itself names the crashing image now: the host pulled it by digest, never by the tag.
     assert host.sudo(f"docker image inspect {REPOSITORY}:{TAG}", check=False).rc != 0
+
+
+def test_the_ansible_rollout_pins_and_rolls_back_alike(docker_world: DockerWorld) -> None:
+    """After the test above: the tag still names the crashing image. playbooks/rollout.yml pins it too, the
+    host fails verification, and rescue puts the recorded release back: the first digest runs again."""
+    from ms4fleet import paths
+    from tests.rollout.test_sim_rollout_ansible import playbook
+
+    host = docker_world.host
+    record = json.loads(host.sudo(f"cat {RELEASE_FILE}").stdout)
+    container = paths.container_name(0)
+    before_id, _ = _running_image(host, container)
+    moved = resolve(f"{REPOSITORY}:{TAG}", f"http://{docker_world.sim.record.registry}", allow_insecure=True)
+    assert moved != record["current"]["image"]
+    host.sudo(f"rm -rf {STAGED_DIR}")
+    run = playbook(docker_world.ansible_inventory())
+    assert run.returncode != 0 and f"rolled back to {record['current']['id']}" in run.stdout, run.stdout[-3000:]
+    # The release the playbook staged and started names the digest the tag has now, never the tag.
+    staged = host.sudo(f"cat {STAGED_DIR}/*/{paths.UNIT_PREFIX}-0.service").stdout
+    assert f" {moved} " in staged and f"{REPOSITORY}:{TAG}" not in staged
+    assert json.loads(host.sudo(f"cat {RELEASE_FILE}").stdout) == record
+    image_id, digests = _running_image(host, container)
+    assert image_id == before_id and record["current"]["image"] in digests
+    assert host.sudo(f"systemctl is-active {paths.UNIT_PREFIX}-0.service").stdout.strip() == "active"
