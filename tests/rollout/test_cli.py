@@ -166,3 +166,22 @@ def test_a_controller_without_rsync_stops_the_rollout_with_one_line(
         "ms4fleet: controller: rsync not found on PATH (needed for weights staging): "
         "install it with `apt-get install rsync`"
     ]
+
+
+def test_the_driver_plans_every_step_from_the_pinned_image(tmp_path: Path) -> None:
+    """One request for the fleet; the targets, their recorded plans and the pre-stage's image name the digest."""
+    from ms4fleet.rollout.waves import Policy
+    from ms4fleet_pyinfra.rollout.driver import Rollout
+    from tests.support.fakeregistry import DIGEST, MANIFEST, serve
+
+    with serve() as registry:
+        registry.manifests[("vllm/vllm-openai", "v0.32.0")] = (MANIFEST, DIGEST)
+        runtime = {"image": "vllm/vllm-openai:v0.32.0", "registry_url": registry.url, "registry_allow_insecure": True}
+        rollout = Rollout(load_inventory(str(inventory(tmp_path, hosts=2, runtime=runtime))), Policy())
+        assert len(registry.requests) == 1
+    pinned = f"vllm/vllm-openai@{DIGEST}"
+    for name in ("gpu-1", "gpu-2"):
+        target, plan = rollout.targets[name], rollout.hostplans[name]
+        assert target.image == pinned and target.runtime == f"docker {pinned}"
+        assert plan.image.ref == pinned and target.plan is not None and target.plan["image"]["ref"] == pinned
+        assert all(f" {pinned} " in text for text in target.units.values())
