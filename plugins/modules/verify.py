@@ -20,13 +20,13 @@ options:
     description: Checks to run; default, the checks the model's catalog profile can pass (image excluded).
     type: list
     elements: str
-    choices: [health, models, completion, tools, reasoning, streaming, image, metrics]
+    choices: [health, models, completion, tools, reasoning, streaming, sdk, image, metrics]
   skip:
     description: Checks to leave out.
     type: list
     elements: str
     default: []
-    choices: [health, models, completion, tools, reasoning, streaming, image, metrics]
+    choices: [health, models, completion, tools, reasoning, streaming, sdk, image, metrics]
   timeout:
     description: Seconds allowed per request (default the host plan's verification gate, C(gates.verify.timeout_s)).
     type: float

@@ -1,7 +1,7 @@
 """Endpoint verification: does a vLLM OpenAI endpoint really serve, not just answer /health?
 
 + ``verify(url, model, ...)``: run the checks in order (health, models, completion, tools, reasoning,
-  streaming, image, metrics) and return a ``VerifyReport`` with pass/fail/skip, latency and TTFT per
+  streaming, sdk, image, metrics) and return a ``VerifyReport`` with pass/fail/skip, latency and TTFT per
   check, and the named causes when a log is given (or an error body names one).
 + ``checks_for_profile(profile)``: the checks a catalog model can pass (image only when multimodal,
   reasoning only when it has reasoning efforts).
@@ -9,7 +9,9 @@
 Exit codes (``VerifyReport.exit_code``): 0 every selected check passed, 1 a check failed (also when the
 server answered and then went away: a crash a check provoked), 2 the endpoint never answered. A /health
 200 proves little (vLLM answers it, then dies on the first decode), so the completion check requires
-generated tokens and a finish reason.
+generated tokens and a finish reason. The raw-HTTP checks say what the server answered; the ``sdk`` check
+asks the same through the official ``openai`` client (chat, stream, tool call, its response types checked
+strictly), which is what users run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ CHECKS: tuple[str, ...] = (
     "tools",
     "reasoning",
     "streaming",
+    "sdk",
     "image",
     "metrics",
 )
@@ -143,6 +146,8 @@ class _Context:
     url: str
     model: str
     max_tokens: int
+    api_key: str | None = field(default=None, repr=False)
+    timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 def verify(
@@ -172,7 +177,7 @@ def verify(
     answered = False
     stopped: str | None = None  # answered, then stopped answering (a crash the checks provoked): exit 1
     with httpx.Client(headers=headers, timeout=timeout_s) as client:
-        context = _Context(client, base, model, max_tokens)
+        context = _Context(client, base, model, max_tokens, api_key, timeout_s)
         for name in CHECKS:
             if name not in selected:
                 results.append(CheckResult(name, "skip", "not selected"))
@@ -306,19 +311,26 @@ def check_tools(context: _Context) -> CheckResult:
     calls = message.get("tool_calls") or []
     if not calls:
         return CheckResult("tools", "fail", "no tool_calls in the answer", body=response.text)
-    function = WEATHER_TOOL["function"]
     for call in calls:
         called = call.get("function") or {}
-        if called.get("name") != function["name"]:
-            return CheckResult("tools", "fail", f"called unknown tool {called.get('name')!r}", body=response.text)
-        try:
-            arguments = json.loads(called.get("arguments") or "")
-            jsonschema.validate(arguments, function["parameters"])
-        except ValueError as exc:
-            return CheckResult("tools", "fail", f"arguments are not JSON: {exc}", body=response.text)
-        except jsonschema.ValidationError as exc:
-            return CheckResult("tools", "fail", f"arguments break the tool schema: {exc.message}", body=response.text)
+        problem = _tool_call_problem(called.get("name"), called.get("arguments"))
+        if problem:
+            return CheckResult("tools", "fail", problem, body=response.text)
     return CheckResult("tools", "pass", f"{len(calls)} valid call(s): {_short(json.dumps(calls[0]['function']), 120)}")
+
+
+def _tool_call_problem(name: object, arguments: object) -> str | None:
+    """What is wrong with one call of the weather tool (its name, its arguments against the schema), or None."""
+    function = WEATHER_TOOL["function"]
+    if name != function["name"]:
+        return f"called unknown tool {name!r}"
+    try:
+        jsonschema.validate(json.loads(str(arguments or "")), function["parameters"])
+    except ValueError as exc:
+        return f"arguments are not JSON: {exc}"
+    except jsonschema.ValidationError as exc:
+        return f"arguments break the tool schema: {exc.message}"
+    return None
 
 
 def _reasoning_text(message: Mapping[str, Any]) -> str:
@@ -397,6 +409,86 @@ def check_streaming(context: _Context) -> CheckResult:
     return CheckResult("streaming", "pass", f"{chunks} content chunks, {tokens} tokens", total, ttft)
 
 
+def check_sdk(context: _Context) -> CheckResult:
+    """A chat completion, a stream and a tool call through the official ``openai`` client, with the client's
+    strict response validation: an answer the raw checks accept but the SDK cannot read fails here."""
+    import openai  # a third of a second to import: only this check needs it
+
+    client = openai.OpenAI(
+        base_url=context.url + "/v1",
+        # The SDK insists on a key; vLLM without --api-key ignores whatever is sent.
+        api_key=context.api_key or "no-key",
+        timeout=context.timeout_s,
+        max_retries=0,
+        _strict_response_validation=True,
+    )
+    steps = ("chat completion", "stream", "tool call")
+    step = steps[0]
+    try:
+        with client:
+            chat = client.chat.completions.create(
+                model=context.model,
+                messages=[{"role": "user", "content": "Reply with one short sentence."}],
+                max_tokens=context.max_tokens,
+                temperature=0,
+            )
+            choice = chat.choices[0] if chat.choices else None
+            tokens = chat.usage.completion_tokens if chat.usage else 0
+            if choice is None or (not choice.message.content and not tokens):
+                return CheckResult("sdk", "fail", f"{step}: nothing decoded")
+            if choice.finish_reason not in ("stop", "length"):
+                return CheckResult("sdk", "fail", f"{step}: finish_reason {choice.finish_reason!r}")
+            step = steps[1]
+            chunks, streamed = 0, 0
+            stream = client.chat.completions.create(
+                model=context.model,
+                messages=[{"role": "user", "content": "Count from one to five."}],
+                max_tokens=context.max_tokens,
+                temperature=0,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            with stream:
+                for chunk in stream:
+                    chunks += sum(1 for c in chunk.choices if c.delta.content)
+                    streamed = chunk.usage.completion_tokens if chunk.usage else streamed
+            if not chunks and not streamed:
+                return CheckResult("sdk", "fail", f"{step}: no content chunks and no usage")
+            step = steps[2]
+            tooled = client.chat.completions.create(  # type: ignore[call-overload]  # WEATHER_TOOL: a plain dict
+                model=context.model,
+                messages=[{"role": "user", "content": "What is the weather in Paris? Use the tool."}],
+                tools=[WEATHER_TOOL],
+                tool_choice="required",
+                parallel_tool_calls=False,
+                max_tokens=128,
+                temperature=0,
+            )
+            calls = (tooled.choices[0].message.tool_calls or []) if tooled.choices else []
+            functions = [call.function for call in calls if call.type == "function"]
+            if not functions:
+                return CheckResult("sdk", "fail", f"{step}: no function call in the answer")
+            for function in functions:
+                problem = _tool_call_problem(function.name, function.arguments)
+                if problem:
+                    return CheckResult("sdk", "fail", f"{step}: {problem}")
+    except openai.APIConnectionError as exc:
+        raise Unreachable(f"{step} through the openai SDK: {exc}") from exc
+    except openai.APIStatusError as exc:
+        body = exc.response.text
+        return CheckResult("sdk", "fail", f"{step}: HTTP {exc.status_code}: {_short(body)}", body=body)
+    except openai.APIResponseValidationError as exc:
+        # The SDK's own message is generic; the pydantic error it wraps names the fields.
+        why = _short(str(exc.__cause__ or exc), 400)
+        return CheckResult("sdk", "fail", f"{step}: the openai SDK rejected the answer: {why}", body=exc.response.text)
+    return CheckResult(
+        "sdk",
+        "pass",
+        f"openai {openai.__version__}: chat {tokens} tokens, stream {chunks} chunks, tool call "
+        f"{functions[0].name}({_short(functions[0].arguments, 80)})",
+    )
+
+
 def _png(width: int = 64, height: int = 64) -> bytes:
     """A small RGB gradient PNG, built with the standard library (vision encoders reject 1x1 images)."""
     rows = b"".join(
@@ -463,6 +555,7 @@ _RUNNERS: dict[str, Callable[[_Context], CheckResult]] = {
     "tools": check_tools,
     "reasoning": check_reasoning,
     "streaming": check_streaming,
+    "sdk": check_sdk,
     "image": check_image,
     "metrics": check_metrics,
 }

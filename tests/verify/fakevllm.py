@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODEL = "mistral-small-4"
+CREATED = 1764720000  # vLLM stamps every answer; the openai SDK requires it
+CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": CREATED, "model": MODEL}
 METRICS = (
     "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
     "# TYPE vllm:num_requests_running gauge\n"
@@ -38,6 +40,7 @@ def completion(content: str = "Hello there.", tokens: int = 3, finish: str | Non
         body={
             "id": "chatcmpl-1",
             "object": "chat.completion",
+            "created": CREATED,
             "model": MODEL,
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": finish}
@@ -53,11 +56,10 @@ def tool_call(name: str = "get_weather", arguments: str = '{"city": "Paris", "un
 
 
 def sse(*deltas: dict[str, Any], done: bool = True, usage_tokens: int | None = None) -> Reply:
-    lines = [
-        json.dumps({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]}) for delta in deltas
-    ]
+    lines = [json.dumps({**CHUNK, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) for delta in deltas]
     if usage_tokens is not None:
-        lines.append(json.dumps({"choices": [], "usage": {"completion_tokens": usage_tokens}}))
+        usage = {"prompt_tokens": 5, "completion_tokens": usage_tokens, "total_tokens": 5 + usage_tokens}
+        lines.append(json.dumps({**CHUNK, "choices": [], "usage": usage}))
     if done:
         lines.append("[DONE]")
     return Reply(body=lines)

@@ -254,3 +254,52 @@ def test_server_that_dies_mid_run_is_a_failure_not_unreachable(fake: FakeVllm) -
     assert "stopped answering during the 'streaming' check" in report.check("streaming").detail
     assert report.check("metrics").status == "skip"
     assert [cause.id for cause in report.causes] == ["engine-dead"]
+
+
+def test_sdk_check_reads_every_answer_through_the_openai_client(fake: FakeVllm) -> None:
+    fake.api_key = "sk-test-123"
+    report = run(fake, {"sdk"}, api_key="sk-test-123")
+    sdk = report.check("sdk")
+    assert sdk.status == "pass", sdk.detail
+    assert "chat 3 tokens, stream 2 chunks, tool call get_weather(" in sdk.detail
+    posted = [request for method, path, request in fake.requests if method == "POST"]
+    assert [bool(r.get("stream")) for r in posted] == [False, True, False]
+    assert posted[2]["tools"][0]["function"]["name"] == "get_weather" and posted[2]["tool_choice"] == "required"
+
+
+def test_sdk_check_fails_on_an_answer_the_raw_checks_accept_but_the_client_cannot_read(fake: FakeVllm) -> None:
+    """vLLM always stamps ``created``; an answer without it passes the raw-HTTP completion check but the
+    official client, validating strictly, cannot build a ChatCompletion from it."""
+
+    def unstamped(request: dict[str, Any]) -> Reply:
+        reply = completion()
+        del reply.body["created"]
+        return reply
+
+    fake.chat_route("plain", unstamped)
+    report = run(fake, {"completion", "sdk"})
+    assert report.check("completion").status == "pass"
+    sdk = report.check("sdk")
+    assert sdk.status == "fail" and report.exit_code == 1
+    assert sdk.detail.startswith("chat completion: the openai SDK rejected the answer:") and "created" in sdk.detail
+
+
+def test_sdk_check_fails_a_tool_call_that_breaks_the_schema(fake: FakeVllm) -> None:
+    fake.chat_route("tools", lambda _: tool_call(arguments='{"city": "Atlantis", "unit": "celsius"}'))
+    sdk = run(fake, {"sdk"}).check("sdk")
+    assert sdk.status == "fail"
+    assert sdk.detail.startswith("tool call: arguments break the tool schema: 'Atlantis' is not one of")
+
+
+def test_sdk_check_names_the_step_and_status_of_a_refused_request(fake: FakeVllm) -> None:
+    fake.api_key = "sk-right"
+    sdk = run(fake, {"sdk"}, api_key="sk-wrong").check("sdk")
+    assert sdk.status == "fail"
+    assert sdk.detail.startswith("chat completion: HTTP 401")
+    assert "sk-wrong" not in sdk.detail
+
+
+def test_sdk_check_fails_a_stream_without_content(fake: FakeVllm) -> None:
+    fake.chat_route("stream", lambda _: sse({"role": "assistant"}))
+    sdk = run(fake, {"sdk"}).check("sdk")
+    assert sdk.status == "fail" and sdk.detail == "stream: no content chunks and no usage"

