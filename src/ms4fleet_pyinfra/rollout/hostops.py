@@ -221,6 +221,9 @@ def _install(
         script.append(f"install -m 644 {source} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
     script.append("systemctl daemon-reload")
     if start:
+        # A replica that crash-looped into its StartLimitBurst refuses every start until reset; a rollback
+        # to the previous units of the same names is exactly such a start.
+        script.append(_systemctl(list(units), "reset-failed") + " 2>/dev/null || true")
         script.append(_systemctl(list(units), "enable --quiet", "start --no-block"))
     ok, _, err = shell(host, "\n".join(script), sudo)
     return ok, "" if ok else err.strip()[-300:]
