@@ -3,10 +3,13 @@
 + ``gpu_kinds()``: every GPU kind in ``gpus.toml``, keyed by id, e.g. ``gpu_kinds()["h200-sxm"]``.
 + ``model_profiles()``: every model profile in ``models.toml``, keyed by id.
 + ``vllm_options()``: the ``vllm serve`` option table in ``vllm_options.toml``, keyed by every spelling.
++ ``vllm_routes()``: the HTTP routes vLLM's API server has for a generate model, ``vllm_routes.json``
+  (written from vLLM's own app by ``scripts/vllm-routes.py``).
 """
 
 from __future__ import annotations
 
+import json
 import tomllib
 from functools import cache
 from importlib import resources
@@ -129,6 +132,27 @@ class VllmOptions(BaseModel):
     options: dict[str, VllmOption]
 
 
+class VllmRoute(BaseModel):
+    """One route of vLLM's app: a path (``{name}`` a path parameter) and its methods; a mount answers every
+    method on the path and below it (``methods`` empty)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str
+    methods: tuple[str, ...]
+    mount: bool
+
+
+class VllmRoutes(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vllm_version: str
+    supported_tasks: tuple[str, ...]
+    # vLLM's AuthenticationMiddleware checks the key only on paths starting with one of these.
+    guarded_prefixes: tuple[str, ...]
+    routes: tuple[VllmRoute, ...]
+
+
 def _load(name: str) -> dict[str, dict[str, object]]:
     text = resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
     return tomllib.loads(text)
@@ -164,3 +188,9 @@ def vllm_options() -> VllmOptions:
         allow_abbrev=bool(data["allow_abbrev"]),
         options={spelling: option for option in options for spelling in option.strings},
     )
+
+
+@cache
+def vllm_routes() -> VllmRoutes:
+    text = resources.files(__name__).joinpath("vllm_routes.json").read_text(encoding="utf-8")
+    return VllmRoutes.model_validate(json.loads(text))
