@@ -316,7 +316,10 @@ class Engine:
     def plan_completion(self, body: dict[str, Any]) -> tuple[str, Generation]:
         prompt = body.get("prompt")
         if not prompt:
-            raise bad_request("1 validation error for CompletionRequest\nprompt\n  Field required", "prompt")
+            # vLLM's CompletionRequest allows no prompt; its renderer refuses it (message verbatim).
+            raise bad_request(
+                "Either prompt or prompt_embeds must be provided and non-empty. (parameter=prompt)", "prompt"
+            )
         name = self.check_model(body.get("model"))
         texts = prompt if isinstance(prompt, list) else [prompt]
         gen = Generation(prompt_tokens=sum(count_tokens(str(t)) if isinstance(t, str) else 1 for t in texts))

@@ -1,31 +1,130 @@
 """The OpenAI-compatible HTTP front end, shaped like vLLM's (FastAPI + uvicorn) from the outside.
 
-Routes: GET /health, /ping, /version, /v1/models, /metrics; POST /ping, /v1/chat/completions,
-/v1/completions. Bodies, status codes, the 401 of API-key enforcement (paths under /v1 only, as vLLM's
-middleware guards) and SSE streaming follow vLLM 0.32.
+Routes: exactly those of vLLM 0.32's app for a generate model (``ROUTES``, in vLLM's order; the core's
+``catalog/vllm_routes.json`` is written from the real app and tests/sim compares the two), so a path vLLM
+has never answers 404 here and one it has not does. Chat and text completions (also through the SageMaker
+``/invocations``, dispatched by the body as vLLM does), /tokenize and /detokenize (a byte-level tokenizer),
+health, version, load, metrics (vLLM's Prometheus mount answers any method below /metrics) and the docs
+answer as vLLM does; the scale-out routes answer vLLM's 403 (disabled), stored responses its 404; the
+remaining routes validate the request as vLLM does and refuse a valid one with a 400 naming the stand-in.
+Bodies, status codes, 405 for a wrong method, the 400 of a POST that is not JSON, the 401 of API-key
+enforcement (vLLM's middleware: only paths under /v1, /v2, /inference, /cohere, every method but OPTIONS) and
+SSE streaming follow vLLM 0.32.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import socket
 import socketserver
 import threading
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from . import vlog
-from .engine import ApiError, Engine, Generation, bad_request, engine_dead
+from .engine import ApiError, Engine, Generation, count_tokens, engine_dead
 
 GUARDED_PREFIX = ("/v1", "/v2", "/inference", "/cohere")
-ROUTES = ("/health", "/ping", "/version", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
+SCALE_OUT_DISABLED = "Scale-out endpoints are disabled. Restart vllm serve with --enable-scale-out to enable them."
+
+
+@dataclass(frozen=True)
+class Route:
+    """A route of vLLM's app: ``{name}`` path parameters; a mount takes every method on and below its path.
+    ``json_body``: vLLM's validate_json_request dependency (a POST without a JSON content type is a 400)."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: str
+    mount: bool = False
+    json_body: bool = False
+
+    def matches(self, path: str) -> bool:
+        if self.mount:
+            return path == self.path or path.startswith(self.path + "/")
+        return re.fullmatch(re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(self.path)), path) is not None
+
+
+def _post(path: str, handler: str, json_body: bool = True) -> Route:
+    return Route(path, ("POST",), handler, json_body=json_body)
+
+
+DOCS = ("GET", "HEAD")
+ROUTES: tuple[Route, ...] = (
+    Route("/openapi.json", DOCS, "_openapi"),
+    Route("/docs", DOCS, "_docs"),
+    Route("/docs/oauth2-redirect", DOCS, "_docs"),
+    Route("/redoc", DOCS, "_docs"),
+    Route("/load", ("GET",), "_load"),
+    Route("/version", ("GET",), "_version"),
+    Route("/kv_event_sources", ("GET",), "_kv_event_sources"),
+    Route("/health", ("GET",), "_health"),
+    Route("/metrics", ("GET",), "_metrics"),
+    Route("/metrics", (), "_metrics", mount=True),
+    _post("/tokenize", "_tokenize"),
+    _post("/detokenize", "_detokenize"),
+    Route("/v1/models", ("GET",), "_models"),
+    _post("/v1/systemone", "_systemone"),
+    Route("/ping", ("GET",), "_health"),
+    _post("/ping", "_health", json_body=False),
+    _post("/invocations", "_invocations"),
+    _post("/v1/chat/completions", "_chat"),
+    _post("/v1/chat/completions/batch", "_chat_batch"),
+    _post("/v1/responses", "_responses"),
+    Route("/v1/responses/{response_id}", ("GET",), "_stored_response"),
+    _post("/v1/responses/{response_id}/cancel", "_stored_response", json_body=False),
+    _post("/v1/completions", "_completion"),
+    _post("/v1/messages", "_messages"),
+    _post("/v1/messages/count_tokens", "_count_tokens"),
+    _post("/generative_scoring", "_generative_scoring"),
+    _post("/scale_elastic_ep", "_scale_elastic_ep"),
+    _post("/is_scaling_elastic_ep", "_is_scaling", json_body=False),
+    *(
+        _post(path, "_scale_out", json_body=False)
+        for path in (
+            "/v1/chat/completions/render",
+            "/v1/messages/render",
+            "/v1/completions/render",
+            "/v1/responses/render",
+            "/v1/chat/completions/derender",
+            "/v1/completions/derender",
+            "/inference/v1/generate",
+            "/inference/v1/abort_requests",
+        )
+    ),
+)
+
+
+def _invalid(*errors: tuple[str, str]) -> ApiError:
+    """vLLM's 400 for a request its pydantic model refuses: ``(loc, message)`` per error."""
+    noun = "error" if len(errors) == 1 else "errors"
+    lines = "".join(f"\n  {message}" for _, message in errors)
+    return ApiError(400, "Bad Request", f"{len(errors)} validation {noun}:{lines}", errors[0][0] or None)
+
+
+def _require(body: dict[str, Any], *fields: str) -> None:
+    shown = f"<dict of {len(body)} items>"
+    missing = [f for f in fields if f not in body]
+    if missing:
+        raise _invalid(
+            *(
+                (f"body.{f}", str({"type": "missing", "loc": f"body.{f}", "msg": "Field required", "input": shown}))
+                for f in missing
+            )
+        )
+
+
+def _not_simulated(path: str) -> ApiError:
+    return ApiError(400, "BadRequestError", f"{path} is not simulated by the ms4fleet vLLM stand-in")
 
 
 class StandinServer(ThreadingHTTPServer):
@@ -66,6 +165,12 @@ class StandinServer(ThreadingHTTPServer):
             with self._idle:
                 self._active -= 1
                 self._idle.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served now (vLLM's /load)."""
+        with self._idle:
+            return self._active
 
     def wait_idle(self, timeout_s: float) -> int:
         """Wait up to ``timeout_s`` for no request in flight; return how many are left."""
@@ -132,12 +237,14 @@ class Handler(BaseHTTPRequestHandler):
         assert self.server.engine is not None, "the server listens only once the engine exists"
         return self.server.engine
 
-    def _guarded(self) -> bool:
-        path = self.path.split("?", 1)[0]
-        if path.startswith(GUARDED_PREFIX) and not self.server.authorized(self.headers.get("Authorization")):
-            self._json(401, {"error": "Unauthorized"})
-            return True
-        return False
+    def _guarded(self, path: str) -> bool:
+        # vLLM's AuthenticationMiddleware runs before routing: an unknown guarded path is a 401 too.
+        if self.command == "OPTIONS" or not path.startswith(GUARDED_PREFIX):
+            return False
+        if self.server.authorized(self.headers.get("Authorization")):
+            return False
+        self._json(401, {"error": "Unauthorized"})
+        return True
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("content-length") or 0)
@@ -148,55 +255,188 @@ class Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(raw or b"null")
         except ValueError as exc:
-            raise bad_request(f"JSON decode error: {exc}") from exc
+            raise ApiError(400, "BadRequestError", f"JSON decode error: {exc}") from exc
         if not isinstance(body, dict):
-            raise bad_request("Input should be a valid dictionary or object to extract fields from")
+            raise ApiError(
+                400, "BadRequestError", "Input should be a valid dictionary or object to extract fields from"
+            )
         return body
 
-    # -- routes --------------------------------------------------------------------------------
+    # -- routing -------------------------------------------------------------------------------
     def do_GET(self) -> None:
-        if self._guarded():
-            return
-        path = self.path.split("?", 1)[0]
-        if path in ("/health", "/ping"):
-            self._send(200 if self.engine.healthy() else 503, b"")
-        elif path == "/version":
-            self._json(200, {"version": self.engine.version})
-        elif path == "/v1/models":
-            self._json(200, self._models())
-        elif path == "/metrics":
-            self._send(200, self.engine.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
-        else:
-            self._json(404, {"detail": "Not Found"})
+        self._dispatch()
+
+    def do_HEAD(self) -> None:
+        self._dispatch()
 
     def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_PUT(self) -> None:
+        self._dispatch()
+
+    def do_PATCH(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
         # Read the body first, whatever the answer: unread bytes would corrupt a kept-alive connection.
         raw = self._read_body()
-        if self._guarded():
+        path = self.path.split("?", 1)[0]
+        if self._guarded(path):
+            return
+        matched = [r for r in ROUTES if r.matches(path)]
+        route = next((r for r in matched if r.mount or self.command in r.methods), None)
+        if route is None:
+            self._json(405 if matched else 404, {"detail": "Method Not Allowed" if matched else "Not Found"})
+            return
+        if self.command != "POST" or route.handler in ("_health", "_metrics"):
+            self._answer(route, path, raw)
             return
         with self.server.request() as admitted:
             if admitted:
-                self._post(raw)
+                self._answer(route, path, raw)
                 return
         # vLLM's engine rejects work once its shutdown began; a load balancer retries another replica on 503.
         self.close_connection = True
         self._error(ApiError(503, "ServiceUnavailableError", "Server shutting down"))
 
-    def _post(self, raw: bytes) -> None:
-        path = self.path.split("?", 1)[0]
+    def _answer(self, route: Route, path: str, raw: bytes) -> None:
+        handler: Callable[[str, bytes], None] = getattr(self, route.handler)
         try:
-            if path == "/ping":
-                self._send(200 if self.engine.healthy() else 503, b"")
-            elif path == "/v1/chat/completions":
-                self._chat(self._json_body(raw))
-            elif path == "/v1/completions":
-                self._completion(self._json_body(raw))
-            else:
-                self._json(404, {"detail": "Not Found"})
+            if route.json_body and not (self.headers.get("content-type") or "").startswith("application/json"):
+                raise ApiError(
+                    400,
+                    "Bad Request",
+                    "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed",
+                )
+            handler(path, raw)
         except ApiError as error:
             self._error(error)
 
-    def _models(self) -> dict[str, Any]:
+    # -- routes --------------------------------------------------------------------------------
+    def _health(self, path: str, raw: bytes) -> None:
+        self._send(200 if self.engine.healthy() else 503, b"")
+
+    def _version(self, path: str, raw: bytes) -> None:
+        self._json(200, {"version": self.engine.version})
+
+    def _load(self, path: str, raw: bytes) -> None:
+        self._json(200, {"server_load": self.server.in_flight})
+
+    def _kv_event_sources(self, path: str, raw: bytes) -> None:
+        self._json(200, {})
+
+    def _metrics(self, path: str, raw: bytes) -> None:
+        self._send(200, self.engine.metrics.render().encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _openapi(self, path: str, raw: bytes) -> None:
+        paths: dict[str, dict[str, Any]] = {}
+        for route in ROUTES:
+            if route.handler not in ("_openapi", "_docs") and not route.mount:
+                paths.setdefault(route.path, {}).update({m.lower(): {} for m in route.methods})
+        self._json(200, {"openapi": "3.1.0", "info": {"title": "FastAPI", "version": "0.1.0"}, "paths": paths})
+
+    def _docs(self, path: str, raw: bytes) -> None:
+        page = f"<!DOCTYPE html><html><head><title>FastAPI - {path}</title></head><body></body></html>"
+        self._send(200, page.encode(), "text/html; charset=utf-8")
+
+    def _models(self, path: str, raw: bytes) -> None:
+        self._json(200, self._model_list())
+
+    def _invocations(self, path: str, raw: bytes) -> None:
+        # vLLM tries its ChatCompletionRequest model first (it needs messages), then CompletionRequest.
+        body = self._json_body(raw)
+        if isinstance(body.get("messages"), list):
+            self._chat_body(body)
+        else:
+            self._completion_body(body)
+
+    def _chat(self, path: str, raw: bytes) -> None:
+        self._chat_body(self._json_body(raw))
+
+    def _completion(self, path: str, raw: bytes) -> None:
+        self._completion_body(self._json_body(raw))
+
+    def _tokenize(self, path: str, raw: bytes) -> None:
+        body = self._json_body(raw)
+        if "prompt" in body:
+            text = str(body["prompt"])
+        elif isinstance(body.get("messages"), list):
+            text = "".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+        else:
+            _require(body, "prompt", "messages")
+        self.engine.check_model(body.get("model"))
+        # A byte-level tokenizer: every UTF-8 byte a token, so /detokenize restores the text exactly.
+        tokens = list(text.encode())
+        self._json(
+            200,
+            {
+                "count": len(tokens),
+                "max_model_len": self.engine.plan.max_model_len,
+                "tokens": tokens,
+                "token_strs": None,
+            },
+        )
+
+    def _detokenize(self, path: str, raw: bytes) -> None:
+        body = self._json_body(raw)
+        _require(body, "tokens")
+        self.engine.check_model(body.get("model"))
+        tokens = body["tokens"]
+        if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < 256 for t in tokens):
+            raise ApiError(400, "BadRequestError", "Token id out of vocabulary", "tokens")
+        self._json(200, {"prompt": bytes(tokens).decode(errors="replace")})
+
+    def _count_tokens(self, path: str, raw: bytes) -> None:
+        body = self._json_body(raw)
+        _require(body, "model", "messages")
+        self.engine.check_model(body.get("model"))
+        messages = body["messages"] if isinstance(body["messages"], list) else []
+        text = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        self._json(200, {"input_tokens": count_tokens(text)})
+
+    def _is_scaling(self, path: str, raw: bytes) -> None:
+        self._json(200, {"is_scaling_elastic_ep": False})
+
+    def _scale_elastic_ep(self, path: str, raw: bytes) -> None:
+        if "new_data_parallel_size" not in self._json_body(raw):
+            raise ApiError(400, "Bad Request", "new_data_parallel_size is required")
+        raise _not_simulated(path)
+
+    def _scale_out(self, path: str, raw: bytes) -> None:
+        raise ApiError(403, "PermissionDeniedError", SCALE_OUT_DISABLED)
+
+    def _stored_response(self, path: str, raw: bytes) -> None:
+        # vLLM stores no response unless VLLM_ENABLE_RESPONSES_API_STORE is set: every id is unknown.
+        response_id = path.split("/")[3]
+        raise ApiError(404, "invalid_request_error", f"Response with id '{response_id}' not found.", "response_id")
+
+    def _validated_only(self, path: str, raw: bytes, *fields: str) -> None:
+        _require(self._json_body(raw), *fields)
+        raise _not_simulated(path)
+
+    def _systemone(self, path: str, raw: bytes) -> None:
+        self._validated_only(path, raw, "state", "questions")
+
+    def _chat_batch(self, path: str, raw: bytes) -> None:
+        self._validated_only(path, raw, "messages")
+
+    def _responses(self, path: str, raw: bytes) -> None:
+        self._validated_only(path, raw, "input")
+
+    def _messages(self, path: str, raw: bytes) -> None:
+        self._validated_only(path, raw, "model", "messages", "max_tokens")
+
+    def _generative_scoring(self, path: str, raw: bytes) -> None:
+        self._validated_only(path, raw, "query", "items", "label_token_ids")
+
+    def _model_list(self) -> dict[str, Any]:
         engine = self.engine
         data = [
             {
@@ -229,7 +469,7 @@ class Handler(BaseHTTPRequestHandler):
         return {"object": "list", "data": data}
 
     # -- completions ---------------------------------------------------------------------------
-    def _chat(self, body: dict[str, Any]) -> None:
+    def _chat_body(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
             raise engine_dead()
@@ -321,7 +561,7 @@ class Handler(BaseHTTPRequestHandler):
                 "usage": _usage(gen),
             }
 
-    def _completion(self, body: dict[str, Any]) -> None:
+    def _completion_body(self, body: dict[str, Any]) -> None:
         engine = self.engine
         if engine.dead:
             raise engine_dead()
