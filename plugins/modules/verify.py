@@ -8,7 +8,9 @@ module: verify
 short_description: Prove every vLLM replica of a host really serves
 description:
   - Runs the ms4fleet core's endpoint checks (health, models, a completion that decodes, a forced tool call,
-    reasoning, streaming, metrics) against every replica of the host's serving plan.
+    reasoning, streaming, metrics; auth when selected) against every replica of the host's serving plan.
+  - C(auth) asks every route of vLLM's app but /v1/* and /health without the API key (each must answer 401
+    or 404) and a chat completion without it (401); skipped for a host whose C(serving.open_endpoint) is true.
   - Replicas listen on the host's loopback; the checks reach them through an SSH tunnel over the task's own
     connection settings (a unix socket on the controller), so hosts need nothing but sshd.
   - On failure the replica's journal is read to name the cause. Skipped in check mode.
@@ -17,16 +19,16 @@ extends_documentation_fragment:
   - ms4fleet.fleet.controller
 options:
   checks:
-    description: Checks to run; default, the checks the model's catalog profile can pass (image excluded).
+    description: Checks to run; default, the checks the model's catalog profile can pass (image and auth excluded).
     type: list
     elements: str
-    choices: [health, models, completion, tools, reasoning, streaming, sdk, image, metrics]
+    choices: [health, models, auth, completion, tools, reasoning, streaming, sdk, image, metrics]
   skip:
     description: Checks to leave out.
     type: list
     elements: str
     default: []
-    choices: [health, models, completion, tools, reasoning, streaming, sdk, image, metrics]
+    choices: [health, models, auth, completion, tools, reasoning, streaming, sdk, image, metrics]
   timeout:
     description: Seconds allowed per request (default the host plan's verification gate, C(gates.verify.timeout_s)).
     type: float

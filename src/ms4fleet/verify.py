@@ -1,6 +1,6 @@
 """Endpoint verification: does a vLLM OpenAI endpoint really serve, not just answer /health?
 
-+ ``verify(url, model, ...)``: run the checks in order (health, models, completion, tools, reasoning,
++ ``verify(url, model, ...)``: run the checks in order (health, models, auth, completion, tools, reasoning,
   streaming, sdk, image, metrics) and return a ``VerifyReport`` with pass/fail/skip, latency and TTFT per
   check, and the named causes when a log is given (or an error body names one).
 + ``checks_for_profile(profile)``: the checks a catalog model can pass (image only when multimodal,
@@ -12,6 +12,11 @@ server answered and then went away: a crash a check provoked), 2 the endpoint ne
 generated tokens and a finish reason. The raw-HTTP checks say what the server answered; the ``sdk`` check
 asks the same through the official ``openai`` client (chat, stream, tool call, its response types checked
 strictly), which is what users run.
+
+The ``auth`` check asks every route of vLLM's app (``catalog/vllm_routes.json``) but /v1/* and /health
+without the key: each must answer 401 or 404 (vLLM's own key check guards only /v1, /v2, /inference and
+/cohere; /invocations, /tokenize, /docs, ... reach the model or its metadata without it), and a chat
+completion without the key must be 401. An endpoint meant to be open (``serving.open_endpoint``) skips it.
 """
 
 from __future__ import annotations
@@ -29,13 +34,14 @@ import httpx
 import jsonschema  # type: ignore[import-untyped]
 
 from ms4fleet import metrics
-from ms4fleet.catalog import ModelProfile
+from ms4fleet.catalog import ModelProfile, vllm_routes
 from ms4fleet.causes import Cause, name_causes
 
 Status = Literal["pass", "fail", "skip"]
 CHECKS: tuple[str, ...] = (
     "health",
     "models",
+    "auth",
     "completion",
     "tools",
     "reasoning",
@@ -127,7 +133,8 @@ class VerifyReport:
 
 def checks_for_profile(profile: ModelProfile) -> frozenset[str]:
     """The checks a model of this catalog profile can pass when served correctly."""
-    selected = set(CHECKS)
+    # auth is the endpoint's, not the model's: selected on its own (``--checks auth``).
+    selected = set(CHECKS) - {"auth"}
     if not profile.multimodal:
         selected.discard("image")
     if not {"none", "high"} <= set(profile.reasoning_efforts):
@@ -135,7 +142,11 @@ def checks_for_profile(profile: ModelProfile) -> frozenset[str]:
     return frozenset(selected)
 
 
-DEFAULT_CHECKS = frozenset(CHECKS) - {"image"}
+# ``auth`` is not a default yet: vLLM itself leaves /invocations and the rest open, so it passes only behind
+# a proxy that serves /v1/ and /health alone (issue #17); ``--checks`` or a gate's checks select it.
+DEFAULT_CHECKS = frozenset(CHECKS) - {"image", "auth"}
+# What the auth check accepts from a route asked without the key: refused, or not served at all.
+LOCKED_STATUSES = frozenset({401, 404})
 # Seconds allowed per request of a check (a cold replica's first completion can take a while).
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -148,6 +159,7 @@ class _Context:
     max_tokens: int
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    open_endpoint: bool = False
 
 
 def verify(
@@ -159,12 +171,15 @@ def verify(
     logs: str | Callable[[], str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     max_tokens: int = 16,
+    open_endpoint: bool = False,
 ) -> VerifyReport:
     """Run the selected checks against ``url`` (e.g. ``http://10.0.0.5:8000``) serving ``model``.
 
     ``logs``: the service's journal or container log, or a callable reading it (called only after a
     failure, so it sees what the failing request made the service print); it is scanned for known failure
     signatures (``ms4fleet.causes``). Error bodies returned by the server are scanned too.
+    ``open_endpoint``: the endpoint is meant to answer without a key (``serving.open_endpoint``): the auth
+    check is skipped and says so.
     """
     selected = set(checks)
     unknown = selected - set(CHECKS)
@@ -177,7 +192,7 @@ def verify(
     answered = False
     stopped: str | None = None  # answered, then stopped answering (a crash the checks provoked): exit 1
     with httpx.Client(headers=headers, timeout=timeout_s) as client:
-        context = _Context(client, base, model, max_tokens, api_key, timeout_s)
+        context = _Context(client, base, model, max_tokens, api_key, timeout_s, open_endpoint)
         for name in CHECKS:
             if name not in selected:
                 results.append(CheckResult(name, "skip", "not selected"))
@@ -255,6 +270,48 @@ def check_models(context: _Context) -> CheckResult:
             "models", "fail", f"/v1/models lists {served or 'nothing'}, not {context.model!r}", body=response.text
         )
     return CheckResult("models", "pass", f"serves {context.model!r}")
+
+
+def auth_probes() -> list[tuple[str, str]]:
+    """``(method, path)`` the auth check asks without the key: every route of vLLM's app but /v1/* and
+    /health, once per path (GET where the route takes it, else its first method; a path parameter filled)."""
+    probes: dict[str, str] = {}
+    for route in vllm_routes().routes:
+        if route.path == "/health" or route.path.startswith("/v1/"):
+            continue
+        methods = route.methods or ("GET",)
+        method = "GET" if "GET" in methods else methods[0]
+        probes.setdefault(route.path.replace("{", "ms4fleet-").replace("}", ""), method)
+    return [(method, path) for path, method in probes.items()]
+
+
+def check_auth(context: _Context) -> CheckResult:
+    if context.open_endpoint:
+        return CheckResult("auth", "skip", "the endpoint is open by configuration (serving.open_endpoint)")
+    opened = []
+    # A client of its own, without the key the context's client sends.
+    with httpx.Client(timeout=context.client.timeout) as bare:
+        for method, path in auth_probes():
+            # An empty JSON object: a valid request reaches no model, an invalid one answers 400, not 401.
+            try:
+                response = bare.request(method, context.url + path, json={} if method == "POST" else None)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                raise Unreachable(f"{context.url}{path}: {exc}") from exc
+            if response.status_code not in LOCKED_STATUSES:
+                opened.append(f"{method} {path} {response.status_code}")
+        chat = bare.post(
+            context.url + "/v1/chat/completions",
+            json={"model": context.model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+        )
+    if chat.status_code != 401:
+        opened.insert(0, f"POST /v1/chat/completions {chat.status_code}")
+    if opened:
+        return CheckResult(
+            "auth", "fail", f"{len(opened)} route(s) answer without the API key (want 401/404): {', '.join(opened)}"
+        )
+    return CheckResult(
+        "auth", "pass", f"POST /v1/chat/completions 401 and {len(auth_probes())} other routes 401/404 without the key"
+    )
 
 
 def _chat(context: _Context, payload: Mapping[str, Any]) -> httpx.Response:
@@ -551,6 +608,7 @@ def check_metrics(context: _Context) -> CheckResult:
 _RUNNERS: dict[str, Callable[[_Context], CheckResult]] = {
     "health": check_health,
     "models": check_models,
+    "auth": check_auth,
     "completion": check_completion,
     "tools": check_tools,
     "reasoning": check_reasoning,

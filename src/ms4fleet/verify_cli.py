@@ -31,6 +31,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("url", help="base URL of the endpoint, e.g. http://10.0.0.5:8000")
     parser.add_argument("--model", required=True, help="served model name the endpoint must list")
     parser.add_argument("--api-key-file", type=Path, help="file holding the API key (never pass keys as arguments)")
+    parser.add_argument(
+        "--open-endpoint",
+        action="store_true",
+        help="the endpoint is meant to answer without a key (serving.open_endpoint): the auth check is skipped",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument(
         "--profile",
@@ -88,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"ms4fleet verify: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
-    report = verify(args.url, args.model, api_key=api_key, checks=selected, logs=logs, timeout_s=args.timeout)
+    report = verify(
+        args.url,
+        args.model,
+        api_key=api_key,
+        checks=selected,
+        logs=logs,
+        timeout_s=args.timeout,
+        open_endpoint=args.open_endpoint,
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
     return report.exit_code
 

@@ -7,12 +7,12 @@ route, 404 where it has not; /invocations dispatches by the body; /tokenize and 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from ms4fleet.catalog import vllm_routes
+from ms4fleet.verify import verify
 from ms4fleet_sim.standin.server import ROUTES
 from tests.sim.test_standin_server import MS4_FLAGS, Launcher, Standin, ms4_model
 
@@ -119,3 +119,14 @@ def test_tokenize_detokenize_round_trip(keyed: Standin) -> None:
     assert text == {"prompt": "héllo world"}
     missing = httpx.post(f"{keyed.url}/detokenize", json={}, timeout=30).json()
     assert missing["error"]["param"] == "body.tokens"
+
+
+def test_auth_check_finds_the_stand_in_open_as_vllm_is(keyed: Standin) -> None:
+    """vLLM's key guards /v1 only: directly in front of it (no proxy), the auth check must fail on
+    /invocations and the rest, while the key itself works and /v1 refuses a request without it."""
+    report = verify(keyed.url, "mistral-small-4", api_key=KEY, checks={"auth", "completion"}, timeout_s=30)
+    auth = report.check("auth")
+    assert auth.status == "fail" and report.exit_code == 1
+    assert "POST /invocations 400" in auth.detail and "GET /openapi.json 200" in auth.detail
+    assert "/v1/chat/completions" not in auth.detail and "/inference" not in auth.detail
+    assert report.check("completion").status == "pass"

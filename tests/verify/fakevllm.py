@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ms4fleet.catalog import vllm_routes
+
 MODEL = "mistral-small-4"
 CREATED = 1764720000  # vLLM stamps every answer; the openai SDK requires it
 CHUNK = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": CREATED, "model": MODEL}
@@ -80,6 +82,8 @@ def default_chat(request: dict[str, Any]) -> Reply:
 class FakeVllm:
     url: str = ""
     api_key: str | None = None
+    # Paths the key guards: vLLM's own prefixes by default.
+    guarded: tuple[str, ...] = ("/v1", "/v2", "/inference", "/cohere")
     routes: dict[tuple[str, str], Route] = field(default_factory=dict)
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     listener: ThreadingHTTPServer | None = None
@@ -100,6 +104,16 @@ class FakeVllm:
         if self.listener is not None:
             self.listener.shutdown()
             self.listener.server_close()
+
+    def serve_unguarded_routes(self) -> None:
+        """Answer every route of vLLM's app outside its key check (/invocations, /tokenize, /docs, ...) as
+        vLLM 0.32 itself does: 200, or 400 for the empty probe of a route that validates its body."""
+        for route in vllm_routes().routes:
+            if route.path.startswith(vllm_routes().guarded_prefixes) or route.path == "/health":
+                continue
+            for method in route.methods or ("GET", "POST"):
+                status = 400 if method == "POST" and route.path not in ("/ping", "/is_scaling_elastic_ep") else 200
+                self.routes.setdefault((method, route.path), lambda _, status=status: Reply(status, {}))
 
     def route(self, method: str, path: str, route: Route) -> None:
         self.routes[(method, path)] = route
@@ -135,7 +149,7 @@ def _handler(fake: FakeVllm) -> type[BaseHTTPRequestHandler]:
             fake.requests.append((method, self.path, request))
             if (
                 fake.api_key
-                and self.path.startswith("/v1")
+                and self.path.startswith(fake.guarded)
                 and self.headers.get("Authorization") != f"Bearer {fake.api_key}"
             ):
                 self._send(Reply(401, {"error": "Unauthorized"}))
