@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ms4fleet.statedir import STATE_ENV
 from ms4fleet.verdicts import CACHE_ENV
 
 APT_KEYS = Path(__file__).parent / "data" / "apt-keys"
@@ -50,6 +51,19 @@ def _private_verdict_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator
         del os.environ[CACHE_ENV]
     else:
         os.environ[CACHE_ENV] = before
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The controller state (the generated API key, rollout journals) of this session's runs, in process and
+    in the engines they start, lives in a directory of the session's, never the user's ~/.local/state."""
+    before = os.environ.get(STATE_ENV)
+    os.environ[STATE_ENV] = str(tmp_path_factory.mktemp("controller-state"))
+    yield
+    if before is None:
+        del os.environ[STATE_ENV]
+    else:
+        os.environ[STATE_ENV] = before
 
 
 # Fixtures wider than a module that bring up something under a fixed name (a sim fleet, the rollout world).

@@ -8,13 +8,13 @@ it. The HTTP client therefore stays the core's (httpx, jsonschema on the control
 nothing but sshd. With ``ansible_connection=local`` it connects directly.
 
 On a failed check the replica's journal is read on the host to name the cause (``ms4fleet.causes``).
-The API key (when configured) is read from the controller environment or the host file under no_log.
+The API key is the one the core resolves (``ms4fleet.secrets.service_secret_refs``): the controller's
+generated key or environment variable, else the host file, read under no_log; none for an open endpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import socket
 import subprocess
@@ -26,11 +26,12 @@ from ansible.errors import AnsibleActionFail
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
+from ms4fleet.apikey import ApiKeyError
 from ms4fleet.childenv import child_env
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.hostplan import gates
-from ms4fleet.secrets import secret_path
+from ms4fleet.secrets import controller_value, secret_path, service_secret_refs
 from ms4fleet.serving import local_address, plan_host
 from ms4fleet.verify import CHECKS, verify
 
@@ -67,6 +68,7 @@ class ActionModule(CoreAction):
                     checks=selected,
                     logs=lambda unit=replica.unit_name: self._journal(unit),
                     timeout_s=args["timeout"] or gate.verify_timeout_s,
+                    open_endpoint=config.serving.open_endpoint,
                 )
             reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
         failed = [r for r in reports if not r["ok"]]
@@ -99,15 +101,20 @@ class ActionModule(CoreAction):
         return str(done.get("stdout", ""))
 
     def _api_key(self, config: HostConfig) -> str | None:
-        ref = config.serving.api_key
-        if ref is None:
+        refs = service_secret_refs(config)
+        if "VLLM_API_KEY" not in refs:
             return None
-        if ref.env is not None:
-            value = os.environ.get(ref.env, "")
+        name, ref = refs["VLLM_API_KEY"]
+        if ref.supplied:
+            # The controller's own value: the generated key (ms4fleet.apikey) or an environment variable.
+            try:
+                value = controller_value(ref)
+            except ApiKeyError as err:
+                raise AnsibleActionFail(f"{config.name}: serving.api_key: {err}") from None
             if not value:
                 raise AnsibleActionFail(f"{config.name}: serving.api_key: environment variable {ref.env} is not set")
             return value
-        path = secret_path(ref, "api_key")
+        path = secret_path(ref, name)
         done = self._low_level_execute_command(f"cat {shlex.quote(path)}", sudoable=True)
         value = str(done.get("stdout", "")).strip()
         if done.get("rc") != 0 or not value:

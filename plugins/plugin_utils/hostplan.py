@@ -14,7 +14,7 @@ from typing import Any
 
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
 
-from ms4fleet import paths
+from ms4fleet import apikey, paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
@@ -122,9 +122,12 @@ def serving(variables: Mapping[str, Any], image_archive: str | None = None, excl
 
 
 def secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
-    """What the host's service secrets need: uploads of controller env-var secrets (path, variable) and
-    the core's env-file script. Values never pass through here: the role reads them under no_log."""
+    """What the host's service secrets need: uploads of controller env-var secrets (path, variable), of the
+    controller's generated API key (its file, made now if missing), and the core's env-file script. Values
+    never pass through here: the role reads them under no_log."""
     plan = host_plan(variables)["secrets"]
+    generated = [r for r in plan["refs"] if r["generated"]]
+    source = str(apikey.ensure_key()) if generated else None
     return {
         # No secrets, no environment file: the unit names one only when the service has secrets.
         "needed": plan["needed"],
@@ -132,6 +135,7 @@ def secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
         "uploads": [
             {"name": r["name"], "env": r["env"], "path": r["host_path"]} for r in plan["refs"] if r["env"] is not None
         ],
+        "generated": [{"name": r["name"], "source": source, "path": r["host_path"]} for r in generated],
         "env_file": plan["env_file"]["path"],
         "script": plan["script"],
     }

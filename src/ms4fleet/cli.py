@@ -22,6 +22,7 @@ from ms4fleet.controller import ControllerError
 # Core subcommands and the module that registers each (``register(subparsers)``). Only the module of the
 # command being run is imported: start-up time is paid per command, not for all of them.
 _CORE_COMMANDS = {
+    "api-key": "ms4fleet.apikey_cli",
     "doctor": "ms4fleet.doctor_cli",
     "plan": "ms4fleet.plan_cli",
     "size": "ms4fleet.plan_cli",

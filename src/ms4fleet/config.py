@@ -146,10 +146,20 @@ class ServingConfig(_Section):
     default_reasoning_effort: Token | None = None
     replicas: list[ReplicaSpec] | None = None
     api_key: SecretRef | None = None
+    # Without api_key, ms4fleet generates a key (ms4fleet.apikey) unless this says the endpoint answers anyone.
+    open_endpoint: bool = False
     env: dict[EnvName, Text] = Field(default_factory=dict)
     extra_args: list[Text] = Field(default_factory=list)
 
     _api_key_ref = field_validator("api_key", mode="before")(_secret_ref)
+
+    @model_validator(mode="after")
+    def _open_or_keyed(self) -> ServingConfig:
+        if self.open_endpoint and self.api_key is not None:
+            raise ValueError(
+                "sets open_endpoint: true and an api_key: an open endpoint takes no key; drop one of the two"
+            )
+        return self
 
     @field_validator("gpu_memory_utilization")
     @classmethod

@@ -49,7 +49,7 @@ from ms4fleet.provision import (
     needs_reboot,
     provision_plan,
 )
-from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
+from ms4fleet.secrets import controller_value, env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.request import WeightsRequest
 
@@ -78,11 +78,11 @@ class Desired:
 
     @property
     def secret_files(self) -> dict[str, str]:
-        """Secrets this process supplies (env refs) -> sha256 of the file the host must hold."""
+        """Secrets this process supplies (env refs, the generated key) -> sha256 of the file the host must hold."""
         out = {}
         for name, ref in service_secret_refs(self.config).values():
-            if ref.env is not None:
-                value = os.environ.get(ref.env, "")
+            if ref.supplied:
+                value = controller_value(ref, create=False) or ""
                 out[secret_path(ref, name)] = hashlib.sha256(f"{value}\n".encode()).hexdigest()
         return out
 

@@ -193,6 +193,8 @@ class SecretRef(_Part):
     host_path: str
     file: str | None
     env: str | None
+    # The controller's generated key (ms4fleet.apikey): the plan says so, never which key.
+    generated: bool
 
 
 @dataclass(frozen=True)
@@ -477,7 +479,7 @@ def _build(
         weights=weights,
         secrets=Secrets(
             tuple(
-                SecretRef(variable, name, secret_path(ref, name), ref.file, ref.env)
+                SecretRef(variable, name, secret_path(ref, name), ref.file, ref.env, ref.generated)
                 for variable, (name, ref) in service_secret_refs(config).items()
             ),
             paths.ENV_FILE,

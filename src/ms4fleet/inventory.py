@@ -25,8 +25,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+from ms4fleet import apikey
 from ms4fleet.config import KEY_PREFIX, ConfigError, HostConfig
 from ms4fleet.rollout import lb
+from ms4fleet.secrets import service_secret_refs
 
 # Connection keys each engine understands, mapped to one neutral name.
 _CONNECTION_KEYS = {
@@ -191,6 +193,12 @@ def _check_deployable(config: HostConfig) -> None:
                 f"{where}.env",
                 f"names {ref.env}, which is unset or empty on this controller: export it before the run",
             )
+    if any(source.generated for _, source in service_secret_refs(config).values()):
+        # Made (once) before any host is touched, so every engine step after this reads the same key.
+        try:
+            apikey.ensure_key()
+        except apikey.ApiKeyError as err:
+            raise ConfigError(config.name, "serving.api_key", f"is unset and {err}") from None
 
 
 def _check_group_ties(host: RawHost) -> None:

@@ -15,8 +15,9 @@ from ms4fleet.catalog import GIB, gpu_kinds
 from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
 from ms4fleet.health import Exclusion, exclusions_from_json
-from ms4fleet.inventory import load_inventory
+from ms4fleet.inventory import Fleet, load_inventory
 from ms4fleet.provision import OsRelease
+from ms4fleet.secrets import api_key_summary
 from ms4fleet.serving import ServingPlan, plan_host
 from ms4fleet.sizing import (
     KvShape,
@@ -99,7 +100,7 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         # "plan": the HostPlan the engine applies, its files' bytes in "contents" by sha256 (hosts share most
         # files); "settings": the host's ms4fleet_* data exactly as its engine's loader merged it; "sizing": the
-        # serving plan's verdict and figures.
+        # serving plan's verdict and figures; "api_key": where the endpoint's key comes from (never the key).
         # Only --json builds whole host plans (their weights and gates pull in the HTTP client): import it here.
         from ms4fleet.hostplan import plan_for_data
 
@@ -110,14 +111,33 @@ def run_plan(args: argparse.Namespace) -> int:
                 "plan": plan_for_data(host.config, host.data, args.os, excluded.get(host.name, ())).to_json(contents),
                 "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")},
                 "sizing": plan.to_dict(),
+                "api_key": api_key_summary(host.config),
             }
             for host, plan in zip(fleet, plans, strict=True)
         ]
         print_json({"inventory": str(args.inventory), "hosts": hosts, "contents": contents})
     else:
         _print_plans(plans, show_argv=args.argv)
+        _print_api_keys(fleet)
     failed = any(p.verdict == "does-not-fit" for p in plans)
     return 1 if args.strict and failed else 0
+
+
+def _print_api_keys(fleet: Fleet) -> None:
+    sources: dict[str, list[str]] = {}
+    for host in fleet:
+        summary = api_key_summary(host.config)
+        where = {
+            "generated": f"generated on this controller ({summary.get('controller_file')}; "
+            f"{'exists' if summary.get('exists') else 'created by the first deploy'}; `ms4fleet api-key` prints it)",
+            "env": f"from ${summary.get('env')} on the controller",
+            "file": f"the host's {summary['host_file']}",
+            "open": "none: the endpoint is open (serving.open_endpoint)",
+        }[str(summary["source"])]
+        sources.setdefault(where, []).append(host.name)
+    for where, hosts in sources.items():
+        shown = ", ".join(hosts[:6]) + (f" and {len(hosts) - 6} more" if len(hosts) > 6 else "")
+        print(f"API key: {where}: {shown}")
 
 
 def _health_exclusions(path: Path) -> dict[str, tuple[Exclusion, ...]]:

@@ -25,6 +25,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.escape import systemd_env, systemd_word
 from ms4fleet.health import Exclusion
 from ms4fleet.rollout.lb import DRAIN_WINDOW_S
+from ms4fleet.secrets import service_secret_refs
 from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
 from ms4fleet.weights.startcheck import exec_start_pre
 
@@ -354,7 +355,7 @@ def _render_unit(
     model_dir: str,
 ) -> str:
     runtime = config.runtime
-    serving = config.serving
+    keyed = bool(service_secret_refs(config))
     devices = ",".join(str(g) for g in gpus)
     if runtime.kind == "docker":
         command = [
@@ -384,7 +385,7 @@ def _render_unit(
             command += ["--shm-size", runtime.shm_size]
         for name in env:
             command += ["-e", name]
-        if serving.api_key is not None:
+        if keyed:
             # Passed by name: the value comes from the EnvironmentFile, never from this command line.
             command += ["-e", "VLLM_API_KEY"]
         command += [runtime.image, *argv]
@@ -403,7 +404,7 @@ def _render_unit(
         nvswitch=config.gpu.gpu.has_nvswitch(config.gpu.count),
         env=[systemd_env(name, value) for name, value in env.items()],
         env_file=paths.ENV_FILE,
-        has_secrets=serving.api_key is not None,
+        has_secrets=keyed,
         container=paths.container_name(index),
         exec_start=" ".join(systemd_word(word) for word in command),
         health_url=f"http://{url_host(host)}:{port}/health",

@@ -14,6 +14,7 @@ import yaml
 from ansible.errors import AnsibleFilterError
 from ansible_collections.ms4fleet.fleet.plugins.filter.plan import FilterModule
 
+from ms4fleet import apikey
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import host_plan
 from ms4fleet.provision import OsRelease, daemon_json, provision_plan
@@ -119,7 +120,13 @@ def test_the_filters_are_views_of_the_host_plan(tmp_path: Path) -> None:
         "sha256:abc123",
     )
     assert FILTERS["serving_plan"](data, "")["image_obtain"] == "pull"
-    assert FILTERS["service_secrets"](data)["needed"] is False
+    # No api_key and not open: the key ms4fleet generates on the controller, uploaded from its file.
+    secrets = FILTERS["service_secrets"](data)
+    assert secrets["needed"] is True and secrets["uploads"] == []
+    assert secrets["generated"] == [
+        {"name": "api_key", "source": str(apikey.key_path()), "path": "/etc/ms4fleet/secrets/api_key"}
+    ]
+    assert apikey.key_path().stat().st_mode & 0o777 == 0o600
 
 
 def test_daemon_json_merges_into_what_the_host_has() -> None:
@@ -204,5 +211,5 @@ def test_every_role_has_vars_for_each_supported_release(role: str) -> None:
 
 
 def test_no_service_secrets_means_no_environment_file() -> None:
-    assert FILTERS["service_secrets"](hostvars())["needed"] is False
+    assert FILTERS["service_secrets"](hostvars(serving={"open_endpoint": True}))["needed"] is False
     assert FILTERS["service_secrets"](hostvars(serving={"api_key": {"file": "/etc/ms4fleet/key"}}))["needed"] is True

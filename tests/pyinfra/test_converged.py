@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ms4fleet import paths, verdicts
+from ms4fleet import apikey, paths, verdicts
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import (
     STATE_FILES,
@@ -37,13 +37,16 @@ from ms4fleet.hostoutput import sections
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
 from ms4fleet.secrets import secret_path
 from ms4fleet.serving import ServingPlan, plan_host
+from ms4fleet.statedir import STATE_ENV
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
 from tests.pyinfra import harness
 
 REVISION = "5e" * 20
+# An open endpoint: no secret file for the fake host to hold (secrets: test_the_generated_key_is_part_of_the_digest).
 HOST_DATA: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+    "ms4fleet_serving": {"open_endpoint": True},
     "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
 }
 FAKE_HOST = "@fake/gpu-1"  # pyinfra's name for harness.plan's host
@@ -56,10 +59,7 @@ FINGERPRINT = [
 
 
 def desired(**gpu: Any) -> Desired:
-    data = {
-        "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8, **gpu},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
-    }
+    data = {**HOST_DATA, "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8, **gpu}}
     config = HostConfig.from_host_data("gpu-1", data)
     return Desired(
         config, provision_plan(config, OsRelease("debian", "12")), plan_host(config), request_for_host(config)
@@ -226,6 +226,20 @@ def quick_answer(want: Desired, fingerprint_lines: list[str] = FINGERPRINT) -> l
     for name in ("services", "image"):
         out += [f"--ms4fleet-- {name}", *sections[name]]
     return out
+
+
+def test_the_generated_key_is_part_of_the_digest(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(STATE_ENV, str(tmp_path / "state"))
+    config = HostConfig.from_host_data("gpu-1", {**HOST_DATA, "ms4fleet_serving": {}})
+    want = Desired(
+        config, provision_plan(config, OsRelease("debian", "12")), plan_host(config), request_for_host(config)
+    )
+    # Not made yet: the digest is that of an empty secret (never converged); the check creates nothing.
+    assert want.secret_files == {"/etc/ms4fleet/secrets/api_key": hashlib.sha256(b"\n").hexdigest()}
+    assert not apikey.key_path().exists()
+    key = apikey.read_key(apikey.ensure_key())
+    assert want.secret_files == {"/etc/ms4fleet/secrets/api_key": hashlib.sha256(f"{key}\n".encode()).hexdigest()}
+    assert key not in snapshot_script(want) and key not in quick_script(want)
 
 
 def test_the_fingerprint_covers_every_file_the_full_check_reads() -> None:

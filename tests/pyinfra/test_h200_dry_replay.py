@@ -77,6 +77,8 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
         {
             "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1},
             "ms4fleet_provision": {"manage_driver": False},
+            # The capture was made for a host without secrets: an open endpoint plans exactly that.
+            "ms4fleet_serving": {"open_endpoint": True},
             "ms4fleet_weights": {"source": "path", "path": "/srv/ms4fleet/share", "revision": "5e" * 20},
         },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ms4fleet import paths
+from ms4fleet import apikey, paths
 from tests.pyinfra.harness import plan, raw_plan
 
 KEY = "sk-ms4fleet-test-4f1c9a"
@@ -43,3 +43,24 @@ def test_missing_env_secret_fails_the_host_not_the_run(monkeypatch: pytest.Monke
     monkeypatch.delenv("MS4FLEET_TEST_API_KEY", raising=False)
     planned = plan(HOST, UBUNTU)
     assert planned["secret files from the deploying environment"] == ["call fail"]
+
+
+def test_generated_key_travels_by_stdin_as_the_controller_file() -> None:
+    generated = {**HOST, "ms4fleet_serving": {}}
+    (command,) = raw_plan(generated, UBUNTU)["secret files from the deploying environment"]
+    # The host file gets the controller file's bytes exactly (the Ansible role copies that file as it is).
+    key_file = apikey.key_path()
+    assert command.connector_arguments["_stdin"].encode() == key_file.read_bytes()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    planned = plan(generated, UBUNTU)
+    everything = "\n".join(c for commands in planned.values() if commands != "noop" for c in commands)
+    assert apikey.read_key() not in everything
+    unit = next(c for c in planned["ms4fleet-vllm-0.service"] if c.startswith("upload"))
+    assert "EnvironmentFile=/etc/ms4fleet/vllm.env" in unit and "-e VLLM_API_KEY" in unit
+
+
+def test_an_open_endpoint_has_no_key_and_no_environment_file() -> None:
+    planned = plan({**HOST, "ms4fleet_serving": {"open_endpoint": True}}, UBUNTU)
+    assert "secret files from the deploying environment" not in planned
+    unit = next(c for c in planned["ms4fleet-vllm-0.service"] if c.startswith("upload"))
+    assert "EnvironmentFile" not in unit and "VLLM_API_KEY" not in unit

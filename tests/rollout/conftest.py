@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ms4fleet.rollout.journal import STATE_ENV
+from ms4fleet.statedir import STATE_ENV
 from tests.rollout.world import World, world
 
 

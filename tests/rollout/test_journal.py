@@ -12,7 +12,6 @@ import pytest
 
 from ms4fleet.rollout.journal import (
     JOURNAL_NAME,
-    STATE_ENV,
     FleetLock,
     Journal,
     LockedError,
@@ -21,6 +20,7 @@ from ms4fleet.rollout.journal import (
     summary,
     unfinished,
 )
+from ms4fleet.statedir import STATE_ENV
 from ms4fleet_pyinfra.rollout.cli import register_rollout
 from tests.rollout.test_cli import inventory
 

@@ -127,6 +127,8 @@ class World:
                 "bind_address": "0.0.0.0",
                 "tensor_parallel_size": 1,
                 "max_model_len": 32768,
+                # Open: the load generator and the LB's clients carry no key (the proxy of #17 will change that).
+                "open_endpoint": True,
                 **serving,
             },
             "ms4fleet_weights": {

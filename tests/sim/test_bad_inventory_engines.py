@@ -1,4 +1,4 @@
-"""Ten bad inventories (tests/support/badinv.py) through BOTH engines against a 1-host sim fleet (``badinv``):
+"""Eleven bad inventories (tests/support/badinv.py) through BOTH engines against a 1-host sim fleet (``badinv``):
 ``pyinfra -y INVENTORY deploy.py`` and ``ansible-playbook -i INVENTORY playbooks/site.yml`` each exit non-zero
 with one clear line naming the host and field, and the host is left exactly as it was: its packages, apt,
 systemd, Docker and ms4fleet configuration, users and home directories, read through Docker before and after.

@@ -76,7 +76,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             "drain-1",
             {
                 "ms4fleet_gpu": {"kind": "h200-sxm", "count": 2},
-                "ms4fleet_serving": {"tensor_parallel_size": 1, "max_model_len": 32768},
+                # Open: the test's requests carry no key.
+                "ms4fleet_serving": {"tensor_parallel_size": 1, "max_model_len": 32768, "open_endpoint": True},
             },
         )
         plan = plan_host(config)

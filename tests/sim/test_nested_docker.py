@@ -169,7 +169,13 @@ def test_refuse_start_switch_stops_the_server_before_it_listens(host: SimHost, s
 def test_the_production_units_docker_command_runs_unchanged(host: SimHost) -> None:
     """The `docker run` line ms4fleet.serving renders into the unit, run as is by systemd on the sim host."""
     config = HostConfig.from_host_data(
-        host.name, {"ms4fleet_gpu": {"kind": "h200-sxm", "count": 8}, "ms4fleet_runtime": {"image": IMAGE}}
+        host.name,
+        {
+            "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
+            "ms4fleet_runtime": {"image": IMAGE},
+            # Open: the unit is installed without the secrets' environment file, the checks carry no key.
+            "ms4fleet_serving": {"open_endpoint": True},
+        },
     )
     replica = plan_host(config).replicas[0]
     exec_start = next(line for line in replica.unit_text.splitlines() if line.startswith("ExecStart="))

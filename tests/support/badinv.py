@@ -1,4 +1,4 @@
-"""Ten bad inventories built from a sim fleet's good ones (the inventories `ms4fleet sim up` writes), one
+"""Eleven bad inventories built from a sim fleet's good ones (the inventories `ms4fleet sim up` writes), one
 mistake each, for both engines: the same cases run against a live sim host (tests/sim/
 test_bad_inventory_engines.py, which also compares the host before and after) and against a closed port
 without Docker (tests/unit/test_bad_inventory_engines_offline.py).
@@ -92,6 +92,11 @@ CASES = [
         "provision.driver_version='570.172.08' is not on driver_branch 580",
     ),
     Case("host-twice-by-case", lambda h, s, e: _twice_by_case(h), "written another way"),
+    Case(
+        "open-and-keyed",
+        lambda h, s, e: s.update(ms4fleet_serving={"open_endpoint": True, "api_key": {"file": "/etc/ms4fleet/key"}}),
+        "serving sets open_endpoint: true and an api_key",
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The ten bad inventories of tests/support/badinv.py through BOTH engines without Docker: a fleet shaped
+"""The eleven bad inventories of tests/support/badinv.py through BOTH engines without Docker: a fleet shaped
 like the sim's (its inventories rendered by `ms4fleet_sim.inventories`) whose host's SSH port is closed.
 ``pyinfra -y INVENTORY deploy.py`` and ``ansible-playbook -i INVENTORY playbooks/site.yml`` each exit non-zero
 with one line naming host and field, and neither gets as far as a connection: pyinfra stops before its

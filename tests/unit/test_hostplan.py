@@ -94,6 +94,7 @@ def test_no_secret_value_anywhere(monkeypatch: pytest.MonkeyPatch) -> None:
             "host_path": "/etc/ms4fleet/secrets/api_key",
             "file": None,
             "env": "TEST_VLLM_KEY",
+            "generated": False,
         }
     ]
     assert doc["weights"]["token"] == {"file": None, "env": "TEST_HF_TOKEN"}

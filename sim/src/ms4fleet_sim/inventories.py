@@ -4,7 +4,8 @@ Both carry the same data, everything the documented commands need and nothing fr
 reach each host (127.0.0.1:<port>, the fleet key, a strict known_hosts file) and the ms4fleet host config
 keys the core's loader reads (``ms4fleet_gpu`` per host; for the group ``ms4fleet_provision`` pointing at
 the sim's apt repository with the fleet's registry as Docker Hub mirror, ``ms4fleet_runtime`` naming the
-production image the registry holds, ``ms4fleet_weights`` pointing at the fleet's weights mirror), plus
+production image the registry holds, ``ms4fleet_serving`` saying the endpoint is open, ``ms4fleet_weights``
+pointing at the fleet's weights mirror), plus
 where the controller stages weights. They import nothing: plain data a user can read.
 """
 
@@ -51,6 +52,9 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
                 else {}
             ),
         },
+        # Open, and said so: the sim's clients (tests, load generators, the LB) call replicas without a key.
+        # A fleet that says nothing gets ms4fleet's generated key (tests/pyinfra/test_sim_generated_key.py).
+        "ms4fleet_serving": {"open_endpoint": True},
         "ms4fleet_weights": {
             "source": "mirror",
             "mirror_url": record.mirror_url,

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from ms4fleet.rollout.release import now_iso
+from ms4fleet.statedir import state_dir
 
-STATE_ENV = "MS4FLEET_STATE_DIR"
 JOURNAL_NAME = "journal.jsonl"
 LOCK_NAME = "lock"
 # Events that close a run: anything else after a "start" means the controller died mid-rollout.
@@ -36,14 +36,6 @@ ENDS = frozenset({"end", "interrupted"})
 
 class LockedError(RuntimeError):
     """Another rollout of the same fleet holds the lock; the message names it."""
-
-
-def state_dir() -> Path:
-    configured = os.environ.get(STATE_ENV)
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "ms4fleet"
 
 
 def fleet_id(hosts: Iterable[str]) -> str:

@@ -4,7 +4,6 @@ gates (headroom before any replica (re)starts, endpoint verification after)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 from collections.abc import Callable, Generator
 from typing import Any
@@ -14,12 +13,13 @@ from pyinfra.api.operation import operation
 from pyinfra.context import host
 
 from ms4fleet import paths
+from ms4fleet.apikey import ApiKeyError
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import VERIFIED_FILE, record_command, verified_record
 from ms4fleet.headroom import check_plan
 from ms4fleet.health import HealthError, gate, parse_health
 from ms4fleet.hostscripts import python_command
-from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
+from ms4fleet.secrets import controller_value, env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import ServingPlan, local_address
 from ms4fleet.verify import verify
 from ms4fleet_pyinfra.facts import EnvFileState, FileSha256, Probe, VllmUnits
@@ -29,13 +29,17 @@ from ms4fleet_pyinfra.tunnel import forwarded
 
 @operation()
 def uploaded_secrets(config: HostConfig) -> Generator[Any, None, None]:
-    """Secrets referenced by environment variable: the deploying process's value, written to the host's
-    0600 secret file through stdin (never an argument, a log line or a --diff)."""
+    """Secrets the controller supplies (an environment variable's value, the generated API key), written to
+    the host's 0600 secret file through stdin (never an argument, a log line or a --diff)."""
     pending = False
     for variable, (name, ref) in service_secret_refs(config).items():
-        if ref.env is None:
+        if not ref.supplied:
             continue
-        value = os.environ.get(ref.env)
+        try:
+            value = controller_value(ref)
+        except ApiKeyError as err:
+            yield FunctionCommand(fail, (f"{variable}: {err}",), {})
+            return
         if not value:
             yield FunctionCommand(fail, (f"{variable}: environment variable {ref.env} is not set here",), {})
             return
@@ -149,8 +153,10 @@ def _read_host_secret(host: Any, config: HostConfig, sudo: bool) -> str | None:
     if "VLLM_API_KEY" not in refs:
         return None
     name, ref = refs["VLLM_API_KEY"]
-    if ref.env is not None and os.environ.get(ref.env):
-        return os.environ[ref.env]
+    # The controller's own value when it supplies one (the generated key, an environment variable).
+    value = controller_value(ref) if ref.supplied else None
+    if value:
+        return value
     ok, output = host.run_shell_command(
         StringCommand("cat", secret_path(ref, name)), _sudo=sudo, print_output=False, print_input=False
     )
@@ -166,7 +172,14 @@ def _verify_gate(
     results = []
     for replica in plan.replicas:
         with forwarded(host, replica.port, address) as url:
-            report = verify(url, model, api_key=api_key, checks=checks, timeout_s=timeout_s)
+            report = verify(
+                url,
+                model,
+                api_key=api_key,
+                checks=checks,
+                timeout_s=timeout_s,
+                open_endpoint=config.serving.open_endpoint,
+            )
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         causes = [str(cause.to_dict().get("name", "")) for cause in report.causes]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})

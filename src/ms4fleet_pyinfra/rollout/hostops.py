@@ -274,7 +274,14 @@ def _verify(
 
     def check(port: int) -> VerifyReport:
         with forwarded(host, port, local_address(config)) as url:
-            return verify(url, model, checks=checks, timeout_s=gate.verify_timeout_s, api_key=api_key)
+            return verify(
+                url,
+                model,
+                checks=checks,
+                timeout_s=gate.verify_timeout_s,
+                api_key=api_key,
+                open_endpoint=config.serving.open_endpoint,
+            )
 
     # Replicas are independent: verify them at once (each through its own channel of the SSH connection).
     with ThreadPoolExecutor(max_workers=len(plan.replicas)) as pool:
