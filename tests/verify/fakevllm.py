@@ -58,7 +58,9 @@ def tool_call(name: str = "get_weather", arguments: str = '{"city": "Paris", "un
 
 
 def sse(*deltas: dict[str, Any], done: bool = True, usage_tokens: int | None = None) -> Reply:
-    lines = [json.dumps({**CHUNK, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) for delta in deltas]
+    lines = [
+        json.dumps({**CHUNK, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}) for delta in deltas
+    ]
     if usage_tokens is not None:
         usage = {"prompt_tokens": 5, "completion_tokens": usage_tokens, "total_tokens": 5 + usage_tokens}
         lines.append(json.dumps({**CHUNK, "choices": [], "usage": usage}))
