@@ -53,7 +53,7 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
             ),
         },
         # Open, and said so: the sim's clients (tests, load generators, the LB) call replicas without a key.
-        # A fleet that says nothing gets ms4fleet's generated key (tests/pyinfra/test_sim_generated_key.py).
+        # A fleet that says nothing gets ms4fleet's generated key (tests/sim/test_sim_generated_key.py).
         "ms4fleet_serving": {"open_endpoint": True},
         "ms4fleet_weights": {
             "source": "mirror",
