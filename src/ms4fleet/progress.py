@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 
 GIB = 1024**3
@@ -173,39 +173,45 @@ class LineView:
 
 
 class LiveView:
-    """rich bars: the overall row (bytes, speed, ETA) stays on top; a row per file or host below it, hidden once
-    finished. One display, so no second set of bars competes with it."""
+    """rich bars: the overall row (bytes, speed and ETA over the whole run, steadier than rich's sliding window
+    on bursty copies) stays on top; a row per file or host below it, hidden once finished. One display, so no
+    second set of bars competes with it."""
 
     def __init__(self, progress: RichProgress, label: str) -> None:
         self._progress = progress
-        self._overall = progress.add_task(f"[bold]{label}", total=None)
+        self._overall = progress.add_task(f"[bold]{label}", total=None, pace="")
         self._tasks: dict[str, TaskID] = {}
 
     def row(self, key: str, total: int, done: int) -> None:
-        self._tasks[key] = self._progress.add_task(f"  {key}", total=total or None, completed=done)
+        self._tasks[key] = self._progress.add_task(f"  {key}", total=total or None, completed=done, pace="")
+
+    def _overall_row(self, totals: Totals) -> None:
+        pace = f"{_size(totals.rate)}/s, ETA {_duration(totals.eta_s)}"
+        self._progress.update(self._overall, total=totals.total or None, completed=totals.done, pace=pace)
 
     def update(self, key: str, total: int, done: int, totals: Totals) -> None:
         self._progress.update(self._tasks[key], total=total or None, completed=done)
-        self._progress.update(self._overall, total=totals.total or None, completed=totals.done)
+        self._overall_row(totals)
 
     def finish(self, key: str, totals: Totals) -> None:
         self._progress.update(self._tasks[key], visible=False)
-        self._progress.update(self._overall, total=totals.total or None, completed=totals.done)
+        self._overall_row(totals)
 
 
 @contextmanager
 def tracker_for(console: Console, label: str, unit: str = "file") -> Iterator[Tracker]:
     """A tracker drawn live when ``console`` is a terminal, else as periodic lines on it."""
     if not console.is_terminal:
-        yield Tracker(LineView(lambda line: console.print(line, markup=False, highlight=False), label, unit))
+        # soft_wrap: a log line stays one line whatever width rich guesses for a pipe.
+        yield Tracker(
+            LineView(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True), label, unit)
+        )
         return
     bars = RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
+        DownloadColumn(binary_units=True),
+        TextColumn("{task.fields[pace]}"),
         console=console,
         transient=True,
     )

@@ -68,7 +68,7 @@ def test_an_expected_total_and_per_file_rows_give_the_fetch_eta() -> None:
 
 def test_without_a_terminal_the_tracker_prints_plain_lines() -> None:
     out = io.StringIO()
-    console = Console(file=out, force_terminal=False, width=200)
+    console = Console(file=out, force_terminal=False, width=40)  # narrower than a line: it must not wrap
     with tracker_for(console, "weights fetch") as tracker:
         tracker.start("a", 10, 0)
         tracker.advance("a", 10)
