@@ -20,15 +20,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ansible.errors import AnsibleActionFail
+from ansible.utils.display import Display
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.action import CoreAction, Spec
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.sshtarget import ssh_target
 
 from ms4fleet.hostplan import host_plan
+from ms4fleet.progress import LineView, Tracker
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.request import open_source
 from ms4fleet.weights.secret import scrubbed
 from ms4fleet.weights.stage import HostTarget, StageJob, stage_to_hosts, verifier_source
+
+
+def _lines(label: str, unit: str = "file") -> Tracker:
+    """A transfer's periodic progress lines in the play's output (a copy of 120 GB takes minutes)."""
+    return Tracker(LineView(Display().display, label, unit))
 
 
 class ActionModule(CoreAction):
@@ -56,12 +63,18 @@ class ActionModule(CoreAction):
             source, secret = open_source(request, endpoint=args["endpoint"])
             with scrubbed(secret):
                 fetched = fetch_weights(
-                    source, staged, profile=request.profile, include=request.include, exclude=request.exclude
+                    source,
+                    staged,
+                    profile=request.profile,
+                    include=request.include,
+                    exclude=request.exclude,
+                    progress=_lines(f"{config.name}: weights fetch to the controller"),
                 )
         except WeightsError as err:
             raise AnsibleActionFail(f"{config.name}: weights: {err}") from None
         job = StageJob(self._target(variables), request.dest, request.owner)
-        outcome = stage_to_hosts(staged, [job], parallel=1, timeout=args["timeout"])[0]
+        copy = _lines(f"{config.name}: weights copy", "host")
+        outcome = stage_to_hosts(staged, [job], parallel=1, timeout=args["timeout"], progress=copy)[0]
         result.update(
             fetch=fetched.action,
             status=outcome.status,

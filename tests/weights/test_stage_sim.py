@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +108,63 @@ def test_stage_to_three_sim_hosts_fetches_once_and_hosts_verify(
     assert hub_world.hub.gets() == []
     fixed = hosts[1].sudo(f"sha256sum {dest}/{shard}").stdout.split()[0]
     assert fixed == hashlib.sha256(files[shard]).hexdigest()
+
+
+def _stage_command(inventory: Path, hub_world: HubWorld, staging: Path) -> list[str]:
+    # --token-file: the token never rides in an argv or an environment the terminal shows.
+    return [
+        sys.executable, "-c", "import sys; from ms4fleet.cli import main; sys.exit(main())",
+        "weights", "stage", str(inventory), "--endpoint", hub_world.hub.url, "--staging-dir", str(staging),
+        "--token-file", str(hub_world.token_ref.file), "--bwlimit", "1M",
+    ]  # fmt: skip
+
+
+def _overall(screen: str) -> str | None:
+    """The overall row of the live display (label, bar, bytes of total, speed, ETA), as the terminal shows it."""
+    return next((line for line in screen.splitlines() if "stage to 3 host(s)" in line), None)
+
+
+def test_staging_progress_moves_in_a_terminal_and_prints_lines_without_one(
+    fleet: object, hub_world: HubWorld, tmp_path: Path
+) -> None:
+    """A throttled copy of ~12 MiB per host: in tmux the overall row (with its ETA) and the host rows move
+    while rsync copies; through a pipe, the same run prints plain periodic lines and one per finished host."""
+    repo = hub_world.hub.add_repo(PROFILE.repo_id, gated=True)
+    repo.granted_tokens.add(hub_world.token.reveal())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    revision = repo.add_commit(synthetic_checkpoint(seed=21, shard_bytes=8 * 1024 * 1024))
+    argv = _stage_command(_inventory(fleet, tmp_path, revision), hub_world, tmp_path / "s")
+    session = f"ms4fleet-progress-{os.getpid()}"
+    done_file = tmp_path / "exit"
+    script = f"{shlex.join(argv)}; echo $? > {shlex.quote(str(done_file))}; sleep 600"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "150", "-y", "20", script], env=env, check=True)
+    screens: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not done_file.exists() and time.monotonic() < deadline:
+            capture = ["tmux", "capture-pane", "-p", "-t", session]
+            screens.append(subprocess.run(capture, capture_output=True, text=True, check=True).stdout)
+            time.sleep(0.5)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    assert done_file.read_text().strip() == "0", screens[-1]
+    rows = [row for row in map(_overall, screens) if row is not None]
+    # Bar, "moved/total unit", "speed/s, ETA 12s": the figures must move during the copy.
+    figures = {
+        m.group(1) for m in (re.search(r" ([\d.]+/[\d.]+ [KMG]iB) [\d.]+ [KMG]?i?B/s, ETA \d", r) for r in rows) if m
+    }
+    assert len(figures) >= 3, sorted(set(rows))
+    hosts = list(fleet.hosts)  # type: ignore[attr-defined]
+    assert any(all(name in screen for name in hosts) for screen in screens), "a row per host while copying"
+
+    revision = repo.add_commit(synthetic_checkpoint(seed=23, shard_bytes=12 * 1024 * 1024))
+    argv = _stage_command(_inventory(fleet, tmp_path, revision), hub_world, tmp_path / "s")
+    piped = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert piped.returncode == 0, piped.stderr
+    lines = [line for line in piped.stderr.splitlines() if line.startswith("stage to 3 host(s): ")]
+    periodic = [line for line in lines if "(finished: " not in line]
+    finished = [line for line in lines if "(finished: " in line]
+    assert len(finished) == 3 and {line.rsplit("(finished: ", 1)[1].rstrip(")") for line in finished} == set(hosts)
+    assert periodic and all(re.search(r"\d+(\.\d)? MiB/s, ETA \S+; \d of 3 hosts done$", line) for line in periodic)
+    assert "\r" not in piped.stderr and "\x1b" not in piped.stderr

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ms4fleet.paths import WEIGHTS_ROOT
-from ms4fleet.weights.stage import DEFAULT_STAGING
+from ms4fleet.weights.stage import BWLIMIT, DEFAULT_STAGING
 
 
 def _handler(name: str) -> Callable[[argparse.Namespace], int]:
@@ -20,6 +20,12 @@ def _handler(name: str) -> Callable[[argparse.Namespace], int]:
         return result
 
     return run
+
+
+def _bwlimit(text: str) -> str:
+    if not BWLIMIT.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate rsync reads (e.g. 200M, 1.5G, 51200 KiB/s)")
+    return text
 
 
 def _token_options(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +69,9 @@ def register(subparsers: Any) -> None:
     stage.add_argument("--limit", nargs="*", help="host or group names (default: all hosts)")
     stage.add_argument("--staging-dir", default=str(DEFAULT_STAGING), help=f"default {DEFAULT_STAGING}")
     stage.add_argument("--parallel", type=int, default=8, help="hosts copied to at once (default 8)")
+    stage.add_argument(
+        "--bwlimit", type=_bwlimit, help="cap each host's copy, in rsync's syntax (e.g. 200M per second); default none"
+    )
     _token_options(stage)
     stage.set_defaults(func=_handler("stage"))
 

@@ -6,20 +6,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn, TransferSpeedColumn
-from rich.progress import Progress as RichBar
 
 from ms4fleet import paths
 from ms4fleet.catalog import model_profiles
 from ms4fleet.config import ConfigError
 from ms4fleet.controller import ControllerError, deploy_uses, require_controller
 from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.progress import tracker_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights, make_parent
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
@@ -28,37 +26,6 @@ from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_fo
 
 if TYPE_CHECKING:
     from ms4fleet.inventory import Fleet
-
-
-class _BarProgress:
-    """Per-file byte bars on stderr (mirror and path sources; the Hub client draws its own)."""
-
-    def __init__(self, bar: RichBar) -> None:
-        self._bar = bar
-        self._tasks: dict[str, TaskID] = {}
-        self._lock = threading.Lock()
-
-    def start(self, path: str, total: int, done: int) -> None:
-        with self._lock:
-            self._tasks[path] = self._bar.add_task(path, total=total, completed=done)
-
-    def advance(self, path: str, nbytes: int) -> None:
-        self._bar.advance(self._tasks[path], nbytes)
-
-    def finish(self, path: str) -> None:
-        self._bar.update(self._tasks[path], visible=False)
-
-
-def _bar(console: Console) -> RichBar:
-    return RichBar(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    )
 
 
 def _token_ref(args: argparse.Namespace) -> TokenRef | None:
@@ -126,7 +93,7 @@ def fetch(args: argparse.Namespace) -> int:
         print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
         return 2
     try:
-        with scrubbed(secret), _bar(console) as bar:
+        with scrubbed(secret), tracker_for(console, "weights fetch") as tracker:
             result = fetch_weights(
                 source,
                 Path(request.dest),
@@ -136,7 +103,7 @@ def fetch(args: argparse.Namespace) -> int:
                 owner=request.owner,
                 full=args.full,
                 workers=args.workers,
-                progress=_BarProgress(bar),
+                progress=tracker,
             )
     except WeightsError as err:
         print(f"ms4fleet weights fetch: {err}", file=sys.stderr)
@@ -202,14 +169,14 @@ def stage(args: argparse.Namespace) -> int:
         staged = Path(args.staging_dir) / first.repo_id.replace("/", "--") / first.revision
         try:
             source, secret = open_source(first, endpoint=args.endpoint)
-            with scrubbed(secret), _bar(console) as bar:
+            with scrubbed(secret), tracker_for(console, "fetch to the controller") as tracker:
                 result = fetch_weights(
                     source,
                     staged,
                     profile=first.profile,
                     include=first.include,
                     exclude=first.exclude,
-                    progress=_BarProgress(bar),
+                    progress=tracker,
                 )
         except WeightsError as err:
             print(f"ms4fleet weights stage: fetch for {len(group)} host(s) failed: {err}", file=sys.stderr)
@@ -220,7 +187,9 @@ def stage(args: argparse.Namespace) -> int:
             StageJob(target_for(spec.name, spec.connection, spec.data), request.dest, request.owner)
             for spec, request in group
         ]
-        for outcome in stage_to_hosts(staged, jobs, parallel=args.parallel):
+        with tracker_for(console, f"stage to {len(jobs)} host(s)", unit="host") as tracker:
+            outcomes = stage_to_hosts(staged, jobs, parallel=args.parallel, progress=tracker, bwlimit=args.bwlimit)
+        for outcome in outcomes:
             gib = outcome.bytes_sent / 1024**3
             print(f"{outcome.host}: {outcome.status}: {outcome.detail} ({gib:.2f} GiB sent)")
             failed += outcome.status == "failed"

@@ -159,7 +159,9 @@ def fetch_weights(
                 log.warning("%s: removed %d bytes an interrupted run left that cannot be resumed", staging, freed)
         same_revision = dest_report is not None and not dest_report["error"]
         have = staging if staging.exists() or not same_revision else dest
-        check_disk(staging, _remaining_bytes(have, wanted), disk_usage)
+        remaining = _remaining_bytes(have, wanted)
+        check_disk(staging, remaining, disk_usage)
+        progress.expect(remaining)
         action = _open_staging(dest, staging, dest_report)
         fetched, transferred = _fill(source, staging, wanted, profile, include, exclude, workers, progress)
         report = hv.finalize(str(dest), owner=owner, repo=source.repo_id, revision=source.revision)

@@ -12,10 +12,14 @@ connection with Range requests and keeps completed files across runs.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub._local_folder import get_local_download_paths
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
@@ -25,6 +29,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
+from huggingface_hub.utils.tqdm import disable_progress_bars
 
 from ms4fleet.weights.errors import IntegrityError, SourceError
 from ms4fleet.weights.secret import Secret
@@ -32,6 +37,34 @@ from ms4fleet.weights.source import RemoteFile, SourceKind
 from ms4fleet.weights.transfer import CHUNK, Progress
 
 _HUB_ERRORS = (HfHubHTTPError, LocalEntryNotFoundError, httpx.TransportError, OSError)
+# How often a download's growing file is measured for the progress display.
+WATCH_EVERY_S = 0.5
+
+
+@contextmanager
+def _watched(staging: Path, rel: str, progress: Progress) -> Iterator[list[int]]:
+    """Report a Hub download's bytes as they land: huggingface_hub writes ``<hash>.<etag>.incomplete`` beside
+    the file's metadata and says nothing until the file is whole (its own bars are off: ms4fleet draws one
+    display). Yields ``[bytes reported]``; when the layout differs the file simply reports at its end."""
+    sample = get_local_download_paths(staging, rel).incomplete_path("etag")
+    pattern = sample.name[: -len("etag.incomplete")] + "*.incomplete"
+    reported = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(WATCH_EVERY_S):
+            size = max((p.stat().st_size for p in sample.parent.glob(pattern) if p.is_file()), default=0)
+            if size > reported[0]:
+                progress.advance(rel, size - reported[0])
+                reported[0] = size
+
+    thread = threading.Thread(target=watch, name=f"watch {rel}", daemon=True)
+    thread.start()
+    try:
+        yield reported
+    finally:
+        stop.set()
+        thread.join()
 
 
 def translate(err: BaseException, repo_id: str, revision: str, endpoint: str, secret: Secret | None) -> SourceError:
@@ -122,17 +155,19 @@ class HubSource:
 
     def fetch(self, item: RemoteFile, staging: Path, progress: Progress) -> tuple[str, int]:
         progress.start(item.path, item.size, 0)
+        disable_progress_bars()
         try:
-            local = hf_hub_download(
-                self.repo_id,
-                item.path,
-                revision=self.revision,
-                local_dir=staging,
-                cache_dir=staging / ".cache" / "huggingface" / "hub",
-                token=self._token_arg(),
-                endpoint=self.endpoint,
-                library_name="ms4fleet",
-            )
+            with _watched(staging, item.path, progress) as reported:
+                local = hf_hub_download(
+                    self.repo_id,
+                    item.path,
+                    revision=self.revision,
+                    local_dir=staging,
+                    cache_dir=staging / ".cache" / "huggingface" / "hub",
+                    token=self._token_arg(),
+                    endpoint=self.endpoint,
+                    library_name="ms4fleet",
+                )
         except _HUB_ERRORS as err:
             raise self._error(err) from None
         path = Path(local)
@@ -146,6 +181,6 @@ class HubSource:
                 f"{item.path}: downloaded bytes do not match the Hub's {'sha256' if item.sha256 else 'git blob id'} "
                 f"at {self.revision[:12]}; the file was discarded, re-run to fetch it again"
             )
-        progress.advance(item.path, size)
+        progress.advance(item.path, max(size - reported[0], 0))
         progress.finish(item.path)
         return sha256, size

@@ -15,20 +15,23 @@ checksummed) and every provisioned host has it.
 
 + ``HostTarget``: how to reach a host (``local()`` for the controller itself); ``target_for(name, connection,
   data)`` builds one from an inventory host's SSH settings (pyinfra or Ansible keys); ``is_local(name, data)``.
-+ ``stage_to_hosts(staged_dir, jobs, parallel)`` -> ``list[HostOutcome]``.
++ ``stage_to_hosts(staged_dir, jobs, parallel, progress=None, bwlimit=None)`` -> ``list[HostOutcome]``; with a
+  ``progress`` (``ms4fleet.progress.Tracker``) each host is a row fed by rsync's ``--info=progress2``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 from ms4fleet.childenv import child_env
 from ms4fleet.controller import ControllerError, Use, require_controller
@@ -37,6 +40,10 @@ from ms4fleet.weights.manifest import read_manifest
 
 # Where the controller keeps the one verified copy it fans out (one directory per repo and revision).
 DEFAULT_STAGING = Path("/var/cache/ms4fleet/weights")
+# rsync --bwlimit's own syntax (a rate, KiB/s without a unit): staging may share links that serve traffic.
+BWLIMIT = re.compile(r"\A[1-9][0-9]*(\.[0-9]+)?[KMG]?\Z")
+# One --info=progress2 update: bytes moved so far this run, percent of what this run moves.
+_PROGRESS2 = re.compile(rb"^\s*([0-9][0-9,]*)\s+([0-9]{1,3})%")
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=15", "-o", "ServerAliveInterval=15")
 RSYNC_OPTIONS = (
     "--recursive",
@@ -162,6 +169,63 @@ def _run_verifier(job: StageJob, args: Sequence[str], timeout: float) -> hv.Repo
     return report
 
 
+class HostProgress(Protocol):
+    """Per-host byte counts (``ms4fleet.progress.Tracker`` is one)."""
+
+    def row(self, key: str, total: int, done: int = 0) -> None: ...
+
+    def moved(self, key: str, done: int, total: int | None = None) -> None: ...
+
+    def done(self, key: str) -> None: ...
+
+
+def _pump(stream: IO[bytes], sink: list[bytes], on_update: Callable[[bytes], None] | None = None) -> None:
+    """Read ``stream`` to its end into ``sink``; each ``\r``- or ``\n``-ended piece also goes to ``on_update``."""
+    pending = b""
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        sink.append(chunk)
+        if on_update is None:
+            continue
+        pieces = re.split(rb"[\r\n]", pending + chunk)
+        pending = pieces.pop()
+        for piece in pieces:
+            on_update(piece)
+
+
+def run_rsync(argv: Sequence[str], timeout: float, on_bytes: Callable[[int, int], None] | None) -> tuple[int, str, str]:
+    """rsync with its output read as it comes: ``on_bytes(moved, percent)`` for every progress2 update. The
+    exit status and whole stdout/stderr at the end; ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+
+    def update(piece: bytes) -> None:
+        match = _PROGRESS2.match(piece)
+        if match and on_bytes is not None:
+            on_bytes(int(match.group(1).replace(b",", b"")), int(match.group(2)))
+
+    out: list[bytes] = []
+    err: list[bytes] = []
+    with subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env()) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        errors = threading.Thread(target=_pump, args=(proc.stderr, err), daemon=True)
+        errors.start()
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            proc.kill()
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        try:
+            _pump(proc.stdout, out, update)
+            code = proc.wait()
+        finally:
+            killer.cancel()
+        errors.join()
+    if timed_out.is_set():
+        raise subprocess.TimeoutExpired(list(argv), timeout)
+    return code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace")
+
+
 def _bytes_sent(stats: str) -> int:
     for line in stats.splitlines():
         # File data actually sent (an appended file counts only its missing tail).
@@ -170,8 +234,34 @@ def _bytes_sent(stats: str) -> int:
     return 0
 
 
-def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: float) -> HostOutcome:
+def _stage_one(
+    staged: Path,
+    repo: str,
+    revision: str,
+    job: StageJob,
+    timeout: float,
+    progress: HostProgress | None = None,
+    bwlimit: str | None = None,
+) -> HostOutcome:
     outcome = HostOutcome(job.host.name, "failed")
+    name = job.host.name
+    try:
+        return _stage_steps(staged, repo, revision, job, timeout, progress, bwlimit, outcome)
+    finally:
+        if progress is not None:
+            progress.done(name)
+
+
+def _stage_steps(
+    staged: Path,
+    repo: str,
+    revision: str,
+    job: StageJob,
+    timeout: float,
+    progress: HostProgress | None,
+    bwlimit: str | None,
+    outcome: HostOutcome,
+) -> HostOutcome:
     expect = ["--repo", repo, "--revision", revision]
     try:
         prepared = _run_verifier(job, ["prepare", job.dest, *expect], timeout)
@@ -182,21 +272,27 @@ def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: f
         if prepared["action"] == "none":
             outcome.status, outcome.detail = "present", "already verified"
             return outcome
-        rsync = subprocess.run(
-            job.host.rsync_argv(staged, hv.staging_dir(job.dest)),
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-            env=child_env(),
-        )
-        if rsync.returncode != 0:
-            err = rsync.stderr.decode(errors="replace").strip().splitlines()
+        argv = job.host.rsync_argv(staged, hv.staging_dir(job.dest))
+        argv[1:1] = [f"--bwlimit={bwlimit}"] if bwlimit else []
+        on_bytes = None
+        if progress is not None:
+            # Until rsync says how much of the revision this host lacks, the whole revision is its row's total.
+            row = progress
+            row.row(job.host.name, read_manifest(staged).total_bytes)
+            argv[1:1] = ["--info=progress2"]
+
+            def on_bytes(moved: int, percent: int) -> None:
+                row.moved(job.host.name, moved, moved * 100 // percent if percent else None)
+
+        code, stdout, stderr = run_rsync(argv, timeout, on_bytes)
+        if code != 0:
+            err = stderr.strip().splitlines()
             if any("rsync: command not found" in line or "rsync: not found" in line for line in err):
                 outcome.detail = "rsync is not installed on the host: install it (provisioning does), then re-run"
             else:
-                outcome.detail = f"rsync exit {rsync.returncode}: {err[-1] if err else ''}; re-run to resume"
+                outcome.detail = f"rsync exit {code}: {err[-1] if err else ''}; re-run to resume"
             return outcome
-        outcome.bytes_sent = _bytes_sent(rsync.stdout.decode(errors="replace"))
+        outcome.bytes_sent = _bytes_sent(stdout)
         args = ["finalize", job.dest, *expect] + (["--owner", job.owner] if job.owner else [])
         final = _run_verifier(job, args, timeout)
         outcome.hashed_on_host = len(final["hashed"])
@@ -213,9 +309,17 @@ def _stage_one(staged: Path, repo: str, revision: str, job: StageJob, timeout: f
 
 
 def stage_to_hosts(
-    staged: Path, jobs: Sequence[StageJob], parallel: int = 8, timeout: float = 6 * 3600
+    staged: Path,
+    jobs: Sequence[StageJob],
+    parallel: int = 8,
+    timeout: float = 6 * 3600,
+    progress: HostProgress | None = None,
+    bwlimit: str | None = None,
 ) -> list[HostOutcome]:
-    """Copy the verified directory ``staged`` to every job's host and have each host verify it."""
+    """Copy the verified directory ``staged`` to every job's host and have each host verify it; ``progress``
+    gets a row per host, ``bwlimit`` caps each rsync (its ``--bwlimit`` syntax, e.g. ``200M``)."""
+    if bwlimit is not None and not BWLIMIT.match(bwlimit):
+        raise ValueError(f"bwlimit {bwlimit!r} is not a rate rsync reads (e.g. 200M, 1.5G, 51200)")
     manifest = read_manifest(staged)
     # The engines check the controller before touching any host; this keeps a direct caller's failure one line too.
     uses = [Use.WEIGHTS] + ([Use.WEIGHTS_SSH] if any(job.host.hostname is not None for job in jobs) else [])
@@ -224,5 +328,8 @@ def stage_to_hosts(
     except ControllerError as err:
         return [HostOutcome(job.host.name, "failed", str(err)) for job in jobs]
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = [pool.submit(_stage_one, staged, manifest.repo, manifest.revision, job, timeout) for job in jobs]
+        futures = [
+            pool.submit(_stage_one, staged, manifest.repo, manifest.revision, job, timeout, progress, bwlimit)
+            for job in jobs
+        ]
         return [future.result() for future in futures]

@@ -26,6 +26,8 @@ RETRIES = 5
 
 
 class Progress(Protocol):
+    def expect(self, total: int) -> None: ...
+
     def start(self, path: str, total: int, done: int) -> None: ...
 
     def advance(self, path: str, nbytes: int) -> None: ...
@@ -34,6 +36,9 @@ class Progress(Protocol):
 
 
 class NullProgress:
+    def expect(self, total: int) -> None:
+        return None
+
     def start(self, path: str, total: int, done: int) -> None:
         return None
 
