@@ -224,7 +224,8 @@ class WeightsConfig(_Section):
     mirror_url: HttpUrl | None = None
     # The sha256 of the mirror's manifest for this revision: the anchor that makes a mirror's files trusted.
     manifest_sha256: Sha256 | None = None
-    # http:// mirrors (and redirects to http://) are refused unless this says so.
+    # http:// mirrors (and redirects to http://), and a mirror without manifest_sha256, are refused unless this
+    # says so (HostConfig checks the pin, where the model's repo names the manifest's URL).
     allow_insecure: bool = False
     path: DataDir | None = None
     hf_token: SecretRef | None = None
@@ -343,6 +344,7 @@ class HostConfig(_Section):
                 f"={serving.max_model_len} exceeds {family}'s {profile.max_context}",
             )
         self._check_minimums(profile)
+        self._check_mirror_pinned(profile)
         tp = serving.tensor_parallel_size
         if tp is not None and tp > self.gpu.count:
             raise _FieldError(
@@ -406,6 +408,16 @@ class HostConfig(_Section):
                 f"runs vLLM {version}, below {profile.display_name}'s minimum {profile.min_vllm}: "
                 f"use vLLM {profile.min_vllm} or later",
             )
+
+    def _check_mirror_pinned(self, profile: ModelProfile) -> None:
+        weights = self.weights
+        if weights is None or weights.source != "mirror" or weights.manifest_sha256 or weights.allow_insecure:
+            return
+        from ms4fleet.weights.manifest import mirror_manifest_url, unpinned_manifest
+
+        assert weights.mirror_url is not None and weights.revision is not None  # WeightsConfig checked both
+        url = mirror_manifest_url(weights.mirror_url, profile.repo_id, weights.revision)
+        raise _FieldError("weights.manifest_sha256", unpinned_manifest(url, "weights.manifest_sha256"))
 
     def _check_shardable(self, field: str, tp: int) -> None:
         problem = shard_problem(self.profile, tp)

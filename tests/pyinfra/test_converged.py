@@ -44,7 +44,12 @@ from tests.pyinfra import harness
 REVISION = "5e" * 20
 HOST_DATA: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
-    "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
+    "ms4fleet_weights": {
+        "source": "mirror",
+        "mirror_url": "https://mirror.internal/hf",
+        "revision": REVISION,
+        "manifest_sha256": "ab" * 32,
+    },
 }
 FAKE_HOST = "@fake/gpu-1"  # pyinfra's name for harness.plan's host
 FINGERPRINT = [
@@ -58,7 +63,12 @@ FINGERPRINT = [
 def desired(**gpu: Any) -> Desired:
     data = {
         "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8, **gpu},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
+        "ms4fleet_weights": {
+            "source": "mirror",
+            "mirror_url": "https://mirror.internal/hf",
+            "revision": REVISION,
+            "manifest_sha256": "ab" * 32,
+        },
     }
     config = HostConfig.from_host_data("gpu-1", data)
     return Desired(
