@@ -53,7 +53,7 @@ from ms4fleet.values import (
 )
 from ms4fleet.vllm_args import check_extra_args
 
-SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring")
+SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring", "ssh_accept_new")
 KEY_PREFIX = "ms4fleet_"
 # The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
@@ -325,6 +325,8 @@ class HostConfig(_Section):
     weights: WeightsConfig | None = None
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     monitoring: MonitoringConfig | None = None
+    # Trust the host's SSH key on first use instead of requiring it in known_hosts (ms4fleet.hostkeys).
+    ssh_accept_new: bool = False
 
     @property
     def profile(self) -> ModelProfile:
