@@ -41,6 +41,7 @@ from ms4fleet.values import (
     HttpUrl,
     ImageRef,
     KeyFingerprint,
+    PackageSeries,
     Port,
     ServedName,
     Sha256,
@@ -283,6 +284,10 @@ class ProvisionConfig(_Section):
     nvidia_apt_repo: AptRepo | None = None
     docker_daemon_options: dict[Text, Any] = Field(default_factory=dict)
     service_user: UserName = "ms4fleet"
+    # The series apt pins Docker, containerd and the container toolkit to; unset: the catalog's for the OS.
+    docker_version: PackageSeries | None = None
+    containerd_version: PackageSeries | None = None
+    container_toolkit_version: PackageSeries | None = None
 
     @model_validator(mode="after")
     def _live_restore_kept(self) -> ProvisionConfig:

@@ -79,3 +79,24 @@ def test_pyinfra_connects_with_the_core_checking_whatever_its_data_says() -> Non
     state = State(inventory, Config())
     checking = {host.name: host.connector.data["ssh_strict_host_key_checking"] for host in state.inventory}
     assert checking == {"strict": "yes", "told-otherwise": "yes", "tofu": "accept-new"}
+
+
+def test_the_deploy_refuses_a_host_pyinfra_reached_with_weaker_checking() -> None:
+    from types import SimpleNamespace
+
+    from pyinfra.connectors.ssh import SSHConnector
+
+    from ms4fleet_pyinfra.hostkeys import weaker_than_planned
+
+    def host(used: str, **data: Any) -> Any:
+        connector = object.__new__(SSHConnector)
+        connector.data = {"ssh_strict_host_key_checking": used}  # type: ignore[typeddict-unknown-key]
+        return SimpleNamespace(name="gpu-1", connector=connector, data=data)
+
+    message = weaker_than_planned(host("accept-new"))
+    assert message is not None and message.startswith("gpu-1: ") and "\n" not in message
+    assert "--data ssh_strict_host_key_checking=yes" in message
+    assert weaker_than_planned(host("no", ms4fleet_ssh_accept_new=True)) is not None
+    assert weaker_than_planned(host("yes")) is None
+    assert weaker_than_planned(host("yes", ms4fleet_ssh_accept_new=True)) is None
+    assert weaker_than_planned(host("accept-new", ms4fleet_ssh_accept_new=True)) is None
