@@ -60,7 +60,7 @@ class ActionModule(CoreAction):
         target = local_address(config)
         reports = []
         for replica in plan.replicas:
-            with self._tunnel(target, replica.port, args["tunnel_timeout"]) as url:
+            with self._tunnel(target, replica.port, args["tunnel_timeout"], variables) as url:
                 report = verify(
                     url,
                     served,
@@ -122,9 +122,9 @@ class ActionModule(CoreAction):
         return value
 
     @contextlib.contextmanager
-    def _tunnel(self, target: str, port: int, timeout_s: float) -> Iterator[str]:
+    def _tunnel(self, target: str, port: int, timeout_s: float, variables: dict[str, Any]) -> Iterator[str]:
         """A base URL on the controller that reaches ``target:port`` as seen from the host."""
-        host = ssh_target(self, "tunnel")
+        host = ssh_target(self, "tunnel", variables)
         if host.hostname is None:
             yield f"http://{target if ':' not in target else f'[{target}]'}:{port}"
             return

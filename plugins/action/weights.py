@@ -89,7 +89,7 @@ class ActionModule(CoreAction):
 
     def _target(self, task_vars: dict[str, Any]) -> HostTarget:
         """How the core's stager reaches this host: the task's own SSH settings (or this machine)."""
-        return ssh_target(self, str(task_vars.get("inventory_hostname", "?")))
+        return ssh_target(self, str(task_vars.get("inventory_hostname", "?")), task_vars)
 
     def _verified_on_host(self, dest: str, repo: str, revision: str) -> bool:
         command = " ".join(

@@ -72,8 +72,8 @@ def host_plan(
 def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
     """The provisioning part of the host's plan, keyed the way the roles read it (package groups by name)."""
     plan = host_plan(variables, facts)
+    config = host_config(variables)
     groups = {g["group"]: {"names": g["names"], "hold": g["hold"]} for g in plan["packages"]}
-    pins = [g["pin"]["version"] for g in plan["packages"] if g["pin"]]
     merged = {f["kind"]: f["path"] for f in plan["merged_files"]}
     return {
         "os": plan["os"],
@@ -84,7 +84,8 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         "enabled_services": [u["name"] for u in plan["units"] if u["role"] == "provision"],
         "service_user": plan["service_user"]["name"],
         "service_shell": plan["service_user"]["shell"],
-        "driver_version": pins[0] if pins else None,
+        # What the driver and the fabric manager are pinned to (nothing when the driver is left alone).
+        "driver_version": config.provision.driver_version if config.provision.manage_driver else None,
         "reboot": plan["reboot"]["policy"],
         "runtime": plan["runtime"],
         "notes": plan["notes"],

@@ -13,6 +13,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
     hostplan,
 )
 
+from ms4fleet import hostkeys
 from ms4fleet import provision as core_provision
 
 
@@ -32,6 +33,15 @@ def service_secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
 
 def daemon_json(current: str | None, variables: Mapping[str, Any]) -> str:
     return core_provision.daemon_json(current or None, hostplan.host_config(variables))
+
+
+def ssh_host_key_args(flag: Any, extra_args: str | None) -> str:
+    """The host's ``ansible_ssh_extra_args`` with the core's StrictHostKeyChecking first (ssh keeps the first)."""
+    ours = f"-o StrictHostKeyChecking={hostkeys.checking(flag)}"
+    if not extra_args or extra_args == ours:
+        return ours
+    # Every playbook of a run (site.yml imports them) sets it again: once is enough.
+    return extra_args if extra_args.startswith(f"{ours} ") else f"{ours} {extra_args}"
 
 
 def needs_reboot(driver_changed: bool, reboot_required: bool, loaded: str | None, installed: str | None) -> bool:

@@ -41,6 +41,7 @@ from ms4fleet.values import (
     HttpUrl,
     ImageRef,
     KeyFingerprint,
+    PackageSeries,
     Port,
     ServedName,
     Sha256,
@@ -53,7 +54,7 @@ from ms4fleet.values import (
 )
 from ms4fleet.vllm_args import check_extra_args
 
-SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring")
+SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring", "ssh_accept_new")
 KEY_PREFIX = "ms4fleet_"
 # The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
@@ -252,7 +253,8 @@ class WeightsConfig(_Section):
     mirror_url: HttpUrl | None = None
     # The sha256 of the mirror's manifest for this revision: the anchor that makes a mirror's files trusted.
     manifest_sha256: Sha256 | None = None
-    # http:// mirrors (and redirects to http://) are refused unless this says so.
+    # http:// mirrors (and redirects to http://), and a mirror without manifest_sha256, are refused unless this
+    # says so (HostConfig checks the pin, where the model's repo names the manifest's URL).
     allow_insecure: bool = False
     path: DataDir | None = None
     hf_token: SecretRef | None = None
@@ -310,6 +312,10 @@ class ProvisionConfig(_Section):
     nvidia_apt_repo: AptRepo | None = None
     docker_daemon_options: dict[Text, Any] = Field(default_factory=dict)
     service_user: UserName = "ms4fleet"
+    # The series apt pins Docker, containerd and the container toolkit to; unset: the catalog's for the OS.
+    docker_version: PackageSeries | None = None
+    containerd_version: PackageSeries | None = None
+    container_toolkit_version: PackageSeries | None = None
 
     @model_validator(mode="after")
     def _live_restore_kept(self) -> ProvisionConfig:
@@ -352,6 +358,8 @@ class HostConfig(_Section):
     weights: WeightsConfig | None = None
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     monitoring: MonitoringConfig | None = None
+    # Trust the host's SSH key on first use instead of requiring it in known_hosts (ms4fleet.hostkeys).
+    ssh_accept_new: bool = False
 
     @property
     def profile(self) -> ModelProfile:
@@ -371,6 +379,7 @@ class HostConfig(_Section):
                 f"={serving.max_model_len} exceeds {family}'s {profile.max_context}",
             )
         self._check_minimums(profile)
+        self._check_mirror_pinned(profile)
         tp = serving.tensor_parallel_size
         if tp is not None and tp > self.gpu.count:
             raise _FieldError(
@@ -434,6 +443,16 @@ class HostConfig(_Section):
                 f"runs vLLM {version}, below {profile.display_name}'s minimum {profile.min_vllm}: "
                 f"use vLLM {profile.min_vllm} or later",
             )
+
+    def _check_mirror_pinned(self, profile: ModelProfile) -> None:
+        weights = self.weights
+        if weights is None or weights.source != "mirror" or weights.manifest_sha256 or weights.allow_insecure:
+            return
+        from ms4fleet.weights.manifest import mirror_manifest_url, unpinned_manifest
+
+        assert weights.mirror_url is not None and weights.revision is not None  # WeightsConfig checked both
+        url = mirror_manifest_url(weights.mirror_url, profile.repo_id, weights.revision)
+        raise _FieldError("weights.manifest_sha256", unpinned_manifest(url, "weights.manifest_sha256"))
 
     def _check_shardable(self, field: str, tp: int) -> None:
         problem = shard_problem(self.profile, tp)

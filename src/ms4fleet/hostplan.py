@@ -41,6 +41,7 @@ from ms4fleet.provision import (
     SOURCES_FILE,
     OsRelease,
     Packages,
+    Pin,
     ProvisionPlan,
     daemon_json,
     provision_plan,
@@ -130,13 +131,12 @@ class PackageGroup:
     group: str
     names: tuple[str, ...]
     hold: bool
-    # Names of the group apt pins to ``pin_version`` (the driver's exact version).
-    pinned: tuple[str, ...]
-    pin_version: str | None
+    # The apt preferences (the preferences file's) that pin packages of this group.
+    pins: tuple[Pin, ...]
 
     def to_json(self) -> dict[str, Any]:
-        pin = {"names": list(self.pinned), "version": self.pin_version} if self.pinned else None
-        return {"group": self.group, "names": list(self.names), "hold": self.hold, "pin": pin}
+        pins = [{"names": list(p.names), "version": p.version} for p in self.pins]
+        return {"group": self.group, "names": list(self.names), "hold": self.hold, "pins": pins}
 
 
 @dataclass(frozen=True)
@@ -546,6 +546,6 @@ def _groups(plan: ProvisionPlan) -> list[PackageGroup]:
     out = []
     for name, group in named:
         if group is not None:
-            pinned = tuple(n for n in group.names if n in plan.pinned)
-            out.append(PackageGroup(name, group.names, group.hold, pinned, plan.driver_version if pinned else None))
+            pins = tuple(p for p in plan.pins if set(p.names) & set(group.names))
+            out.append(PackageGroup(name, group.names, group.hold, pins))
     return out

@@ -10,8 +10,9 @@ A loader is ``read_hosts(path) -> [RawHost, ...]`` raising ``ConfigError`` (one 
   ``ConfigError`` naming the host and field for the first problem found.
 + ``read_text(path)``: a file as UTF-8 text or one ``ConfigError`` line (unreadable, another encoding).
 + ``validate_hosts(raw_hosts, deploying=...)``: the same checks on hosts an engine already read (both
-  engines' preflight calls it for every host of the run before touching any): each host's ``HostConfig``
-  and the fleet-wide rules (canonical names, no tie between groups, one machine once, serving ports).
+  engines' preflight calls it for every host of the run before touching any): each host's ``HostConfig``,
+  its SSH host-key setting (``ms4fleet.hostkeys``) and the fleet-wide rules (canonical names, no tie between
+  groups, one machine once, serving ports).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from ms4fleet import apikey
+from ms4fleet import apikey, hostkeys
 from ms4fleet.config import KEY_PREFIX, ConfigError, HostConfig
 from ms4fleet.rollout import lb
 from ms4fleet.secrets import service_secret_refs
@@ -136,6 +137,7 @@ def validate_hosts(raw_hosts: Iterable[RawHost], *, deploying: bool = False) -> 
     for host in raw:
         _check_group_ties(host)
         config = HostConfig.from_host_data(host.name, host.data)
+        hostkeys.policy(host.name, host.data)
         if deploying:
             _check_deployable(config)
         hosts.append(

@@ -2,7 +2,8 @@
 and the exact bytes of every file ms4fleet manages for provisioning. Both engines apply this plan.
 
 + ``provision_plan(config, os)``: e.g. 8 x H200 on Ubuntu 24.04 -> open driver 580 pinned and held, fabric
-  manager at the driver's exact version (NVSwitch), CUDA toolkit, docker.io, nvidia-container-toolkit.
+  manager at the driver's exact version (NVSwitch), CUDA toolkit, docker.io, containerd and
+  nvidia-container-toolkit pinned to their series (``catalog/packages.toml``) and held.
 + ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
 """
 
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ms4fleet.catalog import package_series
 from ms4fleet.config import AptRepo, ConfigError, HostConfig
 from ms4fleet.weights.startcheck import verifier_file
 
@@ -33,8 +35,16 @@ INITRAMFS_COMMAND = ("/usr/sbin/update-initramfs", "-u")
 # NVIDIA's CUDA network repositories: one flat repository per distribution release.
 _CUDA_REPO = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/"
 _CUDA_KEY = "https://developer.download.nvidia.com/compute/cuda/repos/{key}/x86_64/3bf863cc.pub"
-# Docker from the OS archive, and the container runtime under it (named so that it is held too).
+# Docker from the OS archive, and the container runtime under it (named so that it is held and pinned too).
 DOCKER_PACKAGES = ("docker.io", "containerd")
+CONTAINER_TOOLKIT = "nvidia-container-toolkit"
+# The toolkit's packages depend on each other at one exact version: apt pins them together.
+CONTAINER_TOOLKIT_PINNED = (
+    CONTAINER_TOOLKIT,
+    "nvidia-container-toolkit-base",
+    "libnvidia-container-tools",
+    "libnvidia-container1",
+)
 # NVIDIA's CUDA repository signing key (3bf863cc.pub, "cudatools <cudatools@nvidia.com>"), as NVIDIA publishes it.
 NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
@@ -84,6 +94,17 @@ class ManagedFile:
 
 
 @dataclass(frozen=True)
+class Pin:
+    """One apt preference: ``names`` at the versions matching ``version`` (apt's glob), above any other."""
+
+    names: tuple[str, ...]
+    version: str
+
+    def stanza(self) -> str:
+        return f"Package: {' '.join(self.names)}\nPin: version {self.version}\nPin-Priority: 1001\n"
+
+
+@dataclass(frozen=True)
 class Packages:
     """Packages installed together; ``hold`` keeps apt from moving them behind ms4fleet's back."""
 
@@ -106,8 +127,9 @@ class ProvisionPlan:
     service_user: str
     driver_version: str
     notes: tuple[str, ...] = field(default=())
-    # Packages apt pins to ``driver_version`` (the preferences file): the driver and the fabric manager.
-    pinned: tuple[str, ...] = field(default=())
+    # What the preferences file pins: the driver and the fabric manager to ``driver_version``, Docker,
+    # containerd and the container toolkit to their series.
+    pins: tuple[Pin, ...] = field(default=())
 
     def packages(self) -> list[Packages]:
         """Install order: base tools, driver, fabric manager, CUDA, Docker, container toolkit."""
@@ -165,11 +187,18 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
     manage = provision.manage_driver
     fm = fabric_manager_packages(config)
     docker_runtime = config.runtime.kind == "docker"
-    pinned = (driver_package(config), *(n for n in fm if n != "nvlsm"))
+    pins = container_pins(config, os) if docker_runtime else []
+    if manage:
+        # The driver and the fabric manager must be the same version or CUDA fails with error 802: pin both
+        # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
+        driver_pin = (driver_package(config), *(n for n in fm if n != "nvlsm"))
+        pins.insert(0, Pin(driver_pin, f"{provision.driver_version}-*"))
     verifier_path, verifier, verifier_mode = verifier_file()
     files = [_sources_file(repo), ManagedFile(verifier_path, verifier.decode(), verifier_mode)]
+    if pins:
+        files.append(_preferences_file(pins))
     if manage:
-        files += [_preferences_file(pinned, provision.driver_version), _nouveau_file()]
+        files.append(_nouveau_file())
     services = []
     if manage and provision.persistence_mode:
         services.append("nvidia-persistenced")
@@ -188,14 +217,29 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
         # Held like the driver: an unattended upgrade of any of them restarts the daemons every replica runs
         # under; ms4fleet moves them only through a deploy or a rollout, which drain first.
         docker=Packages(DOCKER_PACKAGES, hold=True) if docker_runtime else None,
-        container_toolkit=Packages(("nvidia-container-toolkit",), hold=True) if docker_runtime else None,
+        container_toolkit=Packages((CONTAINER_TOOLKIT,), hold=True) if docker_runtime else None,
         files=tuple(files),
         enabled_services=tuple(services),
         service_user=provision.service_user,
         driver_version=provision.driver_version,
         notes=() if manage else ("driver management is off: the installed driver is left as it is",),
-        pinned=pinned if manage else (),
+        pins=tuple(pins),
     )
+
+
+def container_pins(config: HostConfig, os: OsRelease) -> list[Pin]:
+    """Docker, containerd and the container toolkit, each at its series: the inventory's, else the catalog's
+    for the OS. Held like the driver, and pinned so that installing them picks that series."""
+    series = package_series(os.key)
+    provision = config.provision
+    chosen = {
+        "docker.io": provision.docker_version or series["docker.io"],
+        "containerd": provision.containerd_version or series["containerd"],
+        CONTAINER_TOOLKIT: provision.container_toolkit_version or series[CONTAINER_TOOLKIT],
+    }
+    return [Pin((name,), chosen[name]) for name in DOCKER_PACKAGES] + [
+        Pin(CONTAINER_TOOLKIT_PINNED, chosen[CONTAINER_TOOLKIT])
+    ]
 
 
 def _sources_file(repo: AptRepo) -> ManagedFile:
@@ -207,11 +251,8 @@ def _sources_file(repo: AptRepo) -> ManagedFile:
     return ManagedFile(SOURCES_FILE, "\n".join(lines) + "\n")
 
 
-def _preferences_file(packages: tuple[str, ...], version: str) -> ManagedFile:
-    # The driver and the fabric manager must be the same version or CUDA fails with error 802: pin both
-    # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
-    body = f"{HEADER}Package: {' '.join(packages)}\nPin: version {version}-*\nPin-Priority: 1001\n"
-    return ManagedFile(PREFERENCES_FILE, body)
+def _preferences_file(pins: list[Pin]) -> ManagedFile:
+    return ManagedFile(PREFERENCES_FILE, HEADER + "\n".join(pin.stanza() for pin in pins))
 
 
 def _persistence_dropin() -> ManagedFile:

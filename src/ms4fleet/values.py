@@ -81,6 +81,8 @@ ENV_NAME = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _VERSION = re.compile(r"\A\d{1,4}\.\d{1,4}\.\d{1,4}(?:[.+-][0-9A-Za-z.]{1,64})?\Z")
 _DRIVER_VERSION = re.compile(r"\A\d{3}\.\d{1,3}(?:\.\d{1,3})?\Z")
 _CUDA_TOOLKIT = re.compile(r"\A\d{1,2}-\d{1,2}\Z")
+# An apt version series: upstream MAJOR[.MINOR[.PATCH]] and every release under it ("27.5.*").
+_PACKAGE_SERIES = re.compile(r"\A\d{1,4}(?:\.\d{1,4}){0,2}\.\*\Z")
 
 
 def text(value: str) -> str:
@@ -192,4 +194,7 @@ EnvName = Annotated[str, _pattern(ENV_NAME, "an environment variable name")]
 Version = Annotated[str, _pattern(_VERSION, "an exact version such as 0.32.0")]
 DriverVersion = Annotated[str, _pattern(_DRIVER_VERSION, "an NVIDIA driver version such as 580.95.05")]
 CudaToolkit = Annotated[str, _pattern(_CUDA_TOOLKIT, "a CUDA toolkit package suffix such as 13-0")]
+PackageSeries = Annotated[
+    str, _pattern(_PACKAGE_SERIES, "a version series such as 27.5.* (a series, so updates inside it still apply)")
+]
 Port = Annotated[int, Field(ge=1024, le=65535)]

@@ -10,7 +10,8 @@ A problem ends the run with one line and exit status 2 before pyinfra has read t
 connected. ``deploy()`` validates again on what pyinfra loaded (``--data`` overrides included).
 
 + ``validate_before_connect(deploy_file)``: the check above; a no-op outside the pyinfra command line and for
-  commands that do not run ms4fleet's deploy (facts, ``exec``, other deploys).
+  commands that do not run ms4fleet's deploy (facts, ``exec``, other deploys), which still get the core's
+  host-key checking (``ms4fleet_pyinfra.hostkeys``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import click
 
 from ms4fleet.config import ConfigError
 from ms4fleet.inventory import load_inventory
+from ms4fleet_pyinfra.hostkeys import enforce as enforce_host_keys
 
 # The deploy as a module (`ms4fleet_pyinfra.deploy`) and as the checkout's file (`deploy.py`).
 _DEPLOY_MODULES = ("ms4fleet_pyinfra.deploy", "ms4fleet_pyinfra.deploys.fleet.deploy")
@@ -40,6 +42,8 @@ def validate_before_connect(deploy_file: Path) -> None:
     context = click.get_current_context(silent=True)
     if context is None:
         return
+    # Every command run from the checkout (facts and exec too) checks host keys as the core decides.
+    enforce_host_keys()
     inventory = str(context.params.get("inventory") or "")
     if not (inventory.endswith(".py") and runs_ms4fleet_deploy(context.params.get("operations") or (), deploy_file)):
         return

@@ -34,7 +34,12 @@ def hostvars(kind: str = "h200-sxm", count: int = 8, **sections: Any) -> dict[st
         "inventory_hostname": "gpu-1",
         "ansible_host": "10.0.0.1",
         "ms4fleet_gpu": {"kind": kind, "count": count},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror", "revision": REVISION},
+        "ms4fleet_weights": {
+            "source": "mirror",
+            "mirror_url": "https://mirror",
+            "revision": REVISION,
+            "manifest_sha256": "abababababababababababababababababababababababababababababababab",
+        },
     }
     data.update({f"ms4fleet_{name}": value for name, value in sections.items()})
     return data

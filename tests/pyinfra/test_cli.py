@@ -11,7 +11,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYINFRA = Path(sys.executable).with_name("pyinfra")
-WEIGHTS = {"source": "mirror", "mirror_url": "https://mirror.internal", "revision": "5e" * 20}
+WEIGHTS = {
+    "source": "mirror",
+    "mirror_url": "https://mirror.internal",
+    "revision": "5e" * 20,
+    "manifest_sha256": "ab" * 32,
+}
 UBUNTU = "ID=ubuntu\\nVERSION_ID=24.04\\n"
 
 

@@ -47,7 +47,12 @@ REVISION = "5e" * 20
 HOST_DATA: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
     "ms4fleet_serving": {"open_endpoint": True},
-    "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal/hf", "revision": REVISION},
+    "ms4fleet_weights": {
+        "source": "mirror",
+        "mirror_url": "https://mirror.internal/hf",
+        "revision": REVISION,
+        "manifest_sha256": "ab" * 32,
+    },
 }
 FAKE_HOST = "@fake/gpu-1"  # pyinfra's name for harness.plan's host
 FINGERPRINT = [

@@ -12,7 +12,12 @@ KEY = "sk-ms4fleet-test-4f1c9a"
 HOST = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
     "ms4fleet_serving": {"api_key": {"env": "MS4FLEET_TEST_API_KEY"}},
-    "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal", "revision": "5e" * 20},
+    "ms4fleet_weights": {
+        "source": "mirror",
+        "mirror_url": "https://mirror.internal",
+        "revision": "5e" * 20,
+        "manifest_sha256": "ab" * 32,
+    },
 }
 UBUNTU = {"cat /etc/os-release": "ID=ubuntu\nVERSION_ID=24.04\n"}
 

@@ -13,7 +13,12 @@ from pyinfra.context import ctx_config, ctx_host, ctx_inventory, ctx_state
 
 from ms4fleet_pyinfra.deploys.fleet import deploy
 
-WEIGHTS = {"source": "mirror", "mirror_url": "https://mirror.internal", "revision": "5e" * 20}
+WEIGHTS = {
+    "source": "mirror",
+    "mirror_url": "https://mirror.internal",
+    "revision": "5e" * 20,
+    "manifest_sha256": "ab" * 32,
+}
 UBUNTU = "ID=ubuntu\nVERSION_ID=24.04\n"
 
 

@@ -50,7 +50,12 @@ def _config(runtime: str) -> HostConfig:
         "ms4fleet_runtime": {"kind": runtime, "venv": VENV},
         # Open: the units are installed without the secrets' environment file, the checks carry no key.
         "ms4fleet_serving": {"tensor_parallel_size": 1, "max_model_len": 32768, "open_endpoint": True},
-        "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.invalid", "revision": REVISION},
+        "ms4fleet_weights": {
+            "source": "mirror",
+            "mirror_url": "https://mirror.invalid",
+            "revision": REVISION,
+            "manifest_sha256": "ab" * 32,
+        },
     }
     return HostConfig.from_host_data("hardening-1", data)
 

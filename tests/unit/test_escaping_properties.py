@@ -22,7 +22,14 @@ from pydantic import TypeAdapter, ValidationError
 from ms4fleet import paths
 from ms4fleet.config import AptRepo, ConfigError, HostConfig, ProvisionConfig, SecretRef
 from ms4fleet.escape import systemd_env, systemd_word, unsafe_char
-from ms4fleet.provision import NVIDIA_KEY_FINGERPRINT, _preferences_file, _sources_file
+from ms4fleet.provision import (
+    NVIDIA_KEY_FINGERPRINT,
+    OsRelease,
+    Pin,
+    _preferences_file,
+    _sources_file,
+    container_pins,
+)
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
 from ms4fleet.values import HostPath
@@ -198,9 +205,28 @@ def test_apt_pins_read_back_as_one_paragraph(tail: str) -> None:
         ProvisionConfig(driver_branch=580, driver_version=version)
     except ValidationError:
         return
-    body = _preferences_file(("nvidia-driver-580-open",), version).content
+    body = _preferences_file([Pin(("nvidia-driver-580-open",), f"{version}-*")]).content
     paragraphs = [dict(p) for p in Deb822.iter_paragraphs(body.splitlines(keepends=True))]
     assert paragraphs == [{"Package": "nvidia-driver-580-open", "Pin": f"version {version}-*", "Pin-Priority": "1001"}]
+
+
+@MANY
+@example(tail=".5.*")
+@example(tail=".*")
+@given(tail=ADVERSARIAL)
+def test_package_series_pins_read_back_as_their_own_paragraphs(tail: str) -> None:
+    series = "27" + tail
+    versions = {"docker_version": series, "containerd_version": series, "container_toolkit_version": series}
+    try:
+        config = HostConfig.from_host_data(
+            "h", {"ms4fleet_gpu": {"kind": "h100-pcie", "count": 1}, "ms4fleet_provision": versions}
+        )
+    except ConfigError:
+        return
+    body = _preferences_file(container_pins(config, OsRelease("ubuntu", "24.04"))).content
+    paragraphs = [dict(p) for p in Deb822.iter_paragraphs(body.splitlines(keepends=True))]
+    assert [p["Package"].split()[0] for p in paragraphs] == ["docker.io", "containerd", "nvidia-container-toolkit"]
+    assert {p["Pin"] for p in paragraphs} == {f"version {series}"} and series.endswith(".*")
 
 
 @MANY

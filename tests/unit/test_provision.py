@@ -14,9 +14,12 @@ from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import (
     DAEMON_JSON,
+    HEADER,
     KEYRING,
     NVIDIA_KEY_FINGERPRINT,
+    PREFERENCES_FILE,
     OsRelease,
+    ProvisionPlan,
     daemon_json,
     needs_reboot,
     provision_plan,
@@ -95,6 +98,52 @@ def test_native_runtime_needs_no_docker() -> None:
     plan = provision_plan(host(runtime={"kind": "native"}), UBUNTU_2404)
     assert plan.docker is None and plan.container_toolkit is None
     assert "docker" not in plan.enabled_services
+    prefs = next(f for f in plan.files if f.path == PREFERENCES_FILE).content
+    assert "docker.io" not in prefs and "nvidia-container-toolkit" not in prefs
+
+
+def _stanzas(plan: ProvisionPlan) -> dict[str, str]:
+    prefs = next(f for f in plan.files if f.path == PREFERENCES_FILE).content
+    return {
+        block.split("\n")[0].removeprefix("Package: ").split()[0]: block.split("\n")[1].removeprefix("Pin: version ")
+        for block in prefs.removeprefix(HEADER).split("\n\n")
+    }
+
+
+@pytest.mark.parametrize(
+    ("os", "docker", "containerd"),
+    [(OsRelease("debian", "12"), "20.10.*", "1.6.*"), (UBUNTU_2404, "27.5.*", "1.7.*")],
+)
+def test_the_container_stack_is_pinned_to_the_catalog_series_of_the_os(
+    os: OsRelease, docker: str, containerd: str
+) -> None:
+    assert _stanzas(provision_plan(host(), os)) == {
+        "nvidia-driver-580-open": "580.95.05-*",
+        "docker.io": docker,
+        "containerd": containerd,
+        "nvidia-container-toolkit": "1.18.*",
+    }
+    # Without a managed driver the file still pins the container stack.
+    unmanaged = _stanzas(provision_plan(host(provision={"manage_driver": False}), os))
+    assert unmanaged == {"docker.io": docker, "containerd": containerd, "nvidia-container-toolkit": "1.18.*"}
+
+
+def test_the_inventory_may_move_a_series_and_only_to_a_series() -> None:
+    moved = host(
+        provision={"docker_version": "28.2.*", "containerd_version": "2.*", "container_toolkit_version": "1.17.*"}
+    )
+    stanzas = _stanzas(provision_plan(moved, UBUNTU_2404))
+    assert (stanzas["docker.io"], stanzas["containerd"], stanzas["nvidia-container-toolkit"]) == (
+        "28.2.*",
+        "2.*",
+        "1.17.*",
+    )
+    for bad in ("27.5.1-0ubuntu3~24.04.2", "*", "27.5.*\nPackage: *", "latest"):
+        with pytest.raises(ConfigError) as err:
+            host(provision={"docker_version": bad})
+        message = str(err.value)
+        assert message.startswith("gpu-1: provision.docker_version") and "\n" not in message
+        assert "a version series such as 27.5.*" in message or "holds a newline" in message
 
 
 def test_daemon_json_is_merged_not_overwritten() -> None:

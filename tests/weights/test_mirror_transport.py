@@ -189,6 +189,29 @@ def test_a_redirect_from_https_down_to_http_is_refused(trusted: Mirrors, tmp_pat
 
 
 def test_an_explicit_request_for_an_http_mirror_is_refused() -> None:
-    request = request_for_host(_host(mirror_url="https://mirror.example", revision=REVISION))
+    request = request_for_host(_host(mirror_url="https://mirror.example", revision=REVISION, manifest_sha256="ab" * 32))
     with pytest.raises(WeightsError, match="plain http"):
         replace(request, mirror_url="http://mirror.example")
+
+
+def test_an_unpinned_mirror_manifest_is_refused_unless_the_inventory_allows_it(
+    trusted: Mirrors, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        _host(mirror_url=trusted.https, revision=REVISION)
+    message = str(err.value)
+    url = f"{trusted.https}/{PROFILE.repo_id}/{REVISION}/.ms4fleet/manifest.json"
+    assert message.startswith("gpu-1: weights.manifest_sha256 is required") and "\n" not in message
+    assert url in message and "sha256sum" in message and "allow_insecure: true" in message
+    # An explicit request (the CLI's) is held to the same rule.
+    pinned = request_for_host(
+        _host(mirror_url=trusted.https, revision=REVISION, manifest_sha256=trusted.manifest_sha256)
+    )
+    with pytest.raises(WeightsError, match=r"manifest_sha256 is required .*--manifest-sha256"):
+        replace(pinned, manifest_sha256=None)
+    # allow_insecure trusts the mirror unpinned: the files still verify against its manifest.
+    source, _secret = open_source(
+        request_for_host(_host(mirror_url=trusted.https, revision=REVISION, allow_insecure=True))
+    )
+    _fetch(source, tmp_path / "dest")
+    assert list((tmp_path / "dest").glob("*.safetensors"))

@@ -130,7 +130,9 @@ def test_targets_from_pyinfra_and_ansible_host_data() -> None:
         {"ssh_known_hosts_file": "/kh", "ssh_strict_host_key_checking": "yes"},
     )
     assert (pyinfra.hostname, pyinfra.port, pyinfra.user, pyinfra.key) == ("10.0.0.5", 2201, "ms4fleet", "/k")
-    assert pyinfra.ssh_options == ("-o", "UserKnownHostsFile=/kh", "-o", "StrictHostKeyChecking=yes")
+    assert pyinfra.ssh_options == ("-o", "UserKnownHostsFile=/kh")
+    # The core's host-key checking comes first, where ssh takes it over any later option.
+    assert pyinfra.ssh_argv()[:3] == ["ssh", "-o", "StrictHostKeyChecking=yes"]
     ansible = target_for("gpu-2", {"hostname": "h"}, {"ansible_ssh_common_args": "-o UserKnownHostsFile=/kh"})
     assert ansible.ssh_options == ("-o", "UserKnownHostsFile=/kh") and ansible.port == 22
     assert target_for("@local", {}, {}).hostname is None

@@ -19,7 +19,7 @@ import yaml
 from ms4fleet_sim import aptrepo, services, signing
 from ms4fleet_sim.fleet import DEFAULT_FLEET, Fleet, FleetRecord
 from ms4fleet_sim.standin_image import STANDIN_IMAGE, STANDIN_VLLM_VERSION
-from ms4fleet_sim.weights_mirror import SIM_REVISION
+from ms4fleet_sim.weights_mirror import SIM_REVISION, manifest_sha256
 
 GROUP = "sim"
 __all__ = ["STANDIN_IMAGE", "STANDIN_VLLM_VERSION", "group_data", "paths", "remove", "write"]
@@ -58,9 +58,11 @@ def group_data(record: FleetRecord) -> dict[str, Any]:
         "ms4fleet_weights": {
             "source": "mirror",
             "mirror_url": record.mirror_url,
-            # The sim's mirror is plain http on the fleet's own network.
+            # The sim's mirror is plain http on the fleet's own network; its manifest is pinned all the same,
+            # as a production inventory pins its mirror's.
             "allow_insecure": True,
             "revision": SIM_REVISION,
+            "manifest_sha256": manifest_sha256(),
         },
     }
 

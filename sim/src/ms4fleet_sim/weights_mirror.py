@@ -2,7 +2,8 @@
 (``params.json`` with Mistral Small 4's dimensions, a few small ``consolidated-*.safetensors``, ``tekken.json``)
 laid out as ``ms4fleet.weights.mirror`` expects (``<url>/<repo_id>/<revision>/`` + ``.ms4fleet/manifest.json``).
 
-+ ``build_tree(root, profile_id, revision)``: write the tree (deterministic bytes) and return its directory.
++ ``build_tree(root, profile_id, revision)``: write the tree (deterministic bytes) and return its directory;
+  ``manifest_sha256(profile_id, revision)``: the pin of its manifest.
 + ``serve(root)``: a threaded HTTP server on 127.0.0.1; ``MirrorServer.url``.
 
 Run ``python -m ms4fleet_sim.weights_mirror DIR [--port P]`` to build and serve it in the foreground.
@@ -22,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ms4fleet.catalog import model_profiles
-from ms4fleet.weights.manifest import FileEntry, Manifest, write_manifest
+from ms4fleet.weights.manifest import FileEntry, Manifest, manifest_bytes, write_manifest
 
 SIM_REVISION = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
+SIM_PROFILE = "mistral-small-4-fp8"
+CREATED = "2026-01-01T00:00:00+00:00"
 SHARDS = 3
 SHARD_BYTES = 256 * 1024
 # Mistral Small 4 (mistral4 configuration): MLA with kv_lora_rank 256, 36 layers, 128 experts.
@@ -70,26 +73,38 @@ def _files() -> dict[str, bytes]:
     return files
 
 
-def build_tree(root: Path, profile_id: str = "mistral-small-4-fp8", revision: str = SIM_REVISION) -> Path:
-    """Write ``root/<repo_id>/<revision>/`` with the files and their manifest; idempotent."""
+def _manifest(profile_id: str, revision: str) -> Manifest:
     profile = model_profiles()[profile_id]
-    directory = root / profile.repo_id / revision
-    directory.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, data in sorted(_files().items()):
-        path = directory / name
-        if not path.is_file() or path.read_bytes() != data:
-            path.write_bytes(data)
-        entries.append(FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    manifest = Manifest(
+    return Manifest(
         repo=profile.repo_id,
         revision=revision,
         profile=profile.id,
         source="mirror",
         include=profile.include_patterns,
         exclude=profile.exclude_patterns,
-        files=tuple(entries),
+        # Fixed, so the manifest's bytes (and the sha256 the sim's inventories pin) never change.
+        created=CREATED,
+        files=tuple(
+            FileEntry(path=name, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            for name, data in sorted(_files().items())
+        ),
     )
+
+
+def manifest_sha256(profile_id: str = SIM_PROFILE, revision: str = SIM_REVISION) -> str:
+    """What ``weights.manifest_sha256`` pins for the tree ``build_tree`` writes."""
+    return hashlib.sha256(manifest_bytes(_manifest(profile_id, revision))).hexdigest()
+
+
+def build_tree(root: Path, profile_id: str = SIM_PROFILE, revision: str = SIM_REVISION) -> Path:
+    """Write ``root/<repo_id>/<revision>/`` with the files and their manifest; idempotent."""
+    manifest = _manifest(profile_id, revision)
+    directory = root / manifest.repo / revision
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, data in sorted(_files().items()):
+        path = directory / name
+        if not path.is_file() or path.read_bytes() != data:
+            path.write_bytes(data)
     write_manifest(directory, manifest)
     return directory
 

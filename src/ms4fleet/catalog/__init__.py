@@ -5,6 +5,8 @@
 + ``vllm_options()``: the ``vllm serve`` option table in ``vllm_options.toml``, keyed by every spelling.
 + ``vllm_routes()``: the HTTP routes vLLM's API server has for a generate model, ``vllm_routes.json``
   (written from vLLM's own app by ``scripts/vllm-routes.py``).
++ ``package_series(os_key)``: the version series the container stack is pinned to (``packages.toml``), e.g.
+  ``package_series("debian12")["docker.io"] == "20.10.*"``.
 """
 
 from __future__ import annotations
@@ -166,6 +168,13 @@ def gpu_kinds() -> dict[str, GpuKind]:
 @cache
 def model_profiles() -> dict[str, ModelProfile]:
     return {key: ModelProfile(id=key, **value) for key, value in _load("models.toml").items()}
+
+
+@cache
+def package_series(os_key: str) -> dict[str, str]:
+    """Package name -> apt version series for the OS ``os_key`` (``ubuntu2404``) and NVIDIA's repository."""
+    data = _load("packages.toml")
+    return {**data["os"].get(os_key, {}), **data["nvidia"]}  # type: ignore[dict-item]
 
 
 def gpu_kind_by_pci_id(device_id: str) -> GpuKind | None:

@@ -4,7 +4,10 @@ A manifest is ``<dir>/.ms4fleet/manifest.json``; its format is defined by
 ``ms4fleet.hostside.weights_verify`` (stdlib, shipped to hosts) and modelled here for the core.
 
 + ``FileEntry(path, size, sha256)`` and ``Manifest(repo, revision, profile, source, files)``.
-+ ``write_manifest(directory, manifest)``: atomic write; ``read_manifest(directory)``: parse and validate.
++ ``write_manifest(directory, manifest)``: atomic write (``manifest_bytes``); ``read_manifest(directory)``: parse
+  and validate.
++ ``mirror_manifest_url(base_url, repo_id, revision)``; ``unpinned_manifest(url, field)``: the one line refusing a
+  mirror without ``manifest_sha256`` (unless ``allow_insecure``).
 """
 
 from __future__ import annotations
@@ -73,11 +76,31 @@ class Manifest(BaseModel):
         return sum(f.size for f in self.files)
 
 
+def mirror_manifest_url(base_url: str, repo_id: str, revision: str) -> str:
+    """Where a mirror serves one revision's manifest (``ms4fleet.weights.mirror``'s layout)."""
+    return f"{base_url.rstrip('/')}/{repo_id}/{revision}/{hv.META_DIR}/{hv.MANIFEST_NAME}"
+
+
+def unpinned_manifest(url: str, field: str) -> str:
+    """Why a mirror without a manifest pin is refused and how to pin it (one line; ``field`` is where the pin
+    goes: the inventory's ``weights.manifest_sha256`` or the CLI's ``--manifest-sha256``)."""
+    return (
+        f"is required for a mirror source: the mirror's manifest is trusted only through it; set {field} to "
+        f"the sha256 of {url} as published (`sha256sum .ms4fleet/manifest.json` in that directory on the mirror), "
+        "or set weights.allow_insecure: true to trust an unpinned mirror"
+    )
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    """The manifest file's exact bytes (what a mirror serves and ``weights.manifest_sha256`` pins)."""
+    return (manifest.model_dump_json(indent=1) + "\n").encode("utf-8")
+
+
 def write_manifest(directory: Path, manifest: Manifest) -> None:
     path = Path(hv.manifest_path(str(directory)))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    tmp.write_bytes(manifest_bytes(manifest))
     os.replace(tmp, path)
 
 

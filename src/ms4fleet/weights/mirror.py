@@ -4,7 +4,7 @@ Layout: ``<mirror_url>/<repo_id>/<revision>/`` holds the files and ``.ms4fleet/m
 finalized weights directory copied (or served) as is. Files are fetched in Range segments and resumed
 (``ranged``); each file is checked against the manifest's size and sha256 before it counts. The manifest
 itself is checked against ``manifest_sha256`` from the inventory: the mirror vouches for nothing on its own.
-Plain http, and redirects to it, are refused unless ``allow_insecure``.
+Plain http, redirects to it, and a mirror without that pin are refused unless ``allow_insecure``.
 
 + ``MirrorSource(base_url, repo_id, revision, token=None, manifest_sha256=None, allow_insecure=False)``.
 """
@@ -15,9 +15,8 @@ import hashlib
 from pathlib import Path
 from urllib.parse import quote
 
-from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import SourceError
-from ms4fleet.weights.manifest import Manifest
+from ms4fleet.weights.manifest import Manifest, mirror_manifest_url
 from ms4fleet.weights.ranged import HttpSession, ranged_download
 from ms4fleet.weights.secret import Secret
 from ms4fleet.weights.source import RemoteFile, SourceKind
@@ -42,6 +41,7 @@ class MirrorSource:
         self.repo_id = repo_id
         self.retries = retries
         self.revision = revision
+        self.base_url = base_url
         self.root = f"{base_url.rstrip('/')}/{repo_id}/{revision}"
         self._headers = {"Authorization": f"Bearer {token.reveal()}"} if token is not None else {}
 
@@ -52,7 +52,7 @@ class MirrorSource:
         return f"{self.root}/{quote(rel)}"
 
     def list_files(self) -> list[RemoteFile]:
-        url = self.url(f"{hv.META_DIR}/{hv.MANIFEST_NAME}")
+        url = mirror_manifest_url(self.base_url, self.repo_id, self.revision)
         try:
             with HttpSession(self._headers, allow_insecure=self.allow_insecure) as session:
                 status, body = session.get(url)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.manifest import COMMIT
+from ms4fleet.weights.manifest import COMMIT, mirror_manifest_url, unpinned_manifest
 from ms4fleet.weights.secret import Secret, TokenRef, read_token
 from ms4fleet.weights.source import Source, SourceKind
 
@@ -41,6 +41,10 @@ class WeightsRequest:
             raise WeightsError("mirror_url is required when the source is a mirror")
         if self.source == "mirror" and str(self.mirror_url).startswith("http://") and not self.allow_insecure:
             raise WeightsError(f"mirror {self.mirror_url} is plain http: use https://, or allow_insecure to accept it")
+        if self.source == "mirror" and self.manifest_sha256 is None and not self.allow_insecure:
+            url = mirror_manifest_url(str(self.mirror_url), self.repo_id, self.revision)
+            where = "--manifest-sha256 (or weights.manifest_sha256)"
+            raise WeightsError(f"manifest_sha256 {unpinned_manifest(url, where)}")
         if self.source == "path" and not self.path:
             raise WeightsError("path is required when the source is a path")
 

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from ms4fleet import hostkeys
 from ms4fleet.childenv import child_env
 from ms4fleet.controller import ControllerError, Use, require_controller
 from ms4fleet.hostside import weights_verify as hv
@@ -69,6 +70,8 @@ class HostTarget:
     key: str | None = None
     ssh_options: tuple[str, ...] = ()
     python: str = "python3"
+    # StrictHostKeyChecking, from ms4fleet.hostkeys: strict unless the inventory allows trust on first use.
+    host_key_checking: str = hostkeys.STRICT
 
     @classmethod
     def local(cls, name: str = "localhost") -> HostTarget:
@@ -79,7 +82,8 @@ class HostTarget:
         return self.hostname is not None and self.user not in (None, "root")
 
     def ssh_argv(self) -> list[str]:
-        argv = ["ssh", *SSH_OPTIONS, "-p", str(self.port)]
+        # First on the command line: ssh keeps the first value of an option, so no later option relaxes it.
+        argv = ["ssh", "-o", f"StrictHostKeyChecking={self.host_key_checking}", *SSH_OPTIONS, "-p", str(self.port)]
         if self.key:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
         argv += list(self.ssh_options)
@@ -133,9 +137,6 @@ def target_for(name: str, connection: Mapping[str, Any], data: Mapping[str, Any]
     options: list[str] = []
     if data.get("ssh_known_hosts_file"):
         options += ["-o", f"UserKnownHostsFile={data['ssh_known_hosts_file']}"]
-    strict = data.get("ssh_strict_host_key_checking")
-    if strict is not None:
-        options += ["-o", f"StrictHostKeyChecking={strict}"]
     for key in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
         if data.get(key):
             options += shlex.split(str(data[key]))
@@ -146,6 +147,7 @@ def target_for(name: str, connection: Mapping[str, Any], data: Mapping[str, Any]
         user=str(connection["user"]) if connection.get("user") else None,
         key=str(connection["key"]) if connection.get("key") else None,
         ssh_options=tuple(options),
+        host_key_checking=hostkeys.policy(name, data),
     )
 
 

@@ -2,7 +2,8 @@
 the same function) takes every host to verified Mistral Small 4 endpoints on vLLM; ``--dry`` plans.
 
 Every host's ms4fleet_* data is validated by the core before any operation is planned for any host: one bad
-host stops the run with one line naming it and the field. Privilege follows pyinfra's own settings (``--sudo``,
+host stops the run with one line naming it and the field; so does a host pyinfra reached with weaker SSH
+host-key checking than the core's (``ms4fleet_pyinfra.hostkeys``). Privilege follows pyinfra's own settings (``--sudo``,
 ``--sudo-user``, the host's ``_sudo`` data); without them, an SSH user other than root uses sudo.
 """
 
@@ -14,6 +15,7 @@ from pyinfra.context import config, host, inventory
 from ms4fleet.config import ConfigError
 from ms4fleet_pyinfra.deploys.host import deploy_host
 from ms4fleet_pyinfra.hostconfig import host_data, use_sudo, validated
+from ms4fleet_pyinfra.hostkeys import weaker_than_planned
 
 
 def deploy() -> None:
@@ -22,5 +24,8 @@ def deploy() -> None:
         configs = validated(inventory)
     except ConfigError as err:
         raise PyinfraError(f"ms4fleet: {err}") from None
+    weaker = weaker_than_planned(host)
+    if weaker is not None:
+        raise PyinfraError(f"ms4fleet: {weaker}")
     sudo = use_sudo(host_data(host), bool(config.SUDO))
     deploy_host(config=configs[host.name], sudo=sudo, _sudo=sudo)

@@ -22,6 +22,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 
 from ms4fleet_pyinfra.hostconfig import use_sudo
+from ms4fleet_pyinfra.hostkeys import enforce as enforce_host_keys
 
 
 class Target(Protocol):
@@ -53,6 +54,7 @@ def run_state(hosts: Sequence[T], build: Callable[[T], object]) -> StateResult:
     if not hosts:
         return result
     specs = {spec.name: spec for spec in hosts}
+    enforce_host_keys()
     inventory = Inventory(([(spec.name, dict(spec.data)) for spec in hosts], {}))  # type: ignore[no-untyped-call]
     state = State(inventory, Config(FAIL_PERCENT=None, CONNECT_TIMEOUT=10))  # type: ignore[no-untyped-call]
 

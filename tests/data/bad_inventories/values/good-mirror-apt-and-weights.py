@@ -11,6 +11,7 @@ gpus = [
                 "source": "mirror",
                 "mirror_url": "https://mirror.example/models",
                 "revision": "2603-fp8",
+                "manifest_sha256": "abababababababababababababababababababababababababababababababab",
                 "dir": "/data/ms4fleet",
             },
             "ms4fleet_provision": {
