@@ -23,7 +23,14 @@ from ms4fleet.statedir import STATE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU = {"ms4fleet_gpu": {"kind": "h200-sxm", "count": 8}}
-WEIGHTS = {"ms4fleet_weights": {"source": "mirror", "mirror_url": "https://mirror.internal", "revision": "5e" * 20}}
+WEIGHTS = {
+    "ms4fleet_weights": {
+        "source": "mirror",
+        "mirror_url": "https://mirror.internal",
+        "revision": "5e" * 20,
+        "manifest_sha256": "ab" * 32,
+    }
+}
 
 
 @pytest.fixture(autouse=True)

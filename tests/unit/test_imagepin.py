@@ -29,7 +29,12 @@ def _config(registry_url: str, image: str = "vllm/vllm-openai:v0.32.0", **runtim
         "gpu-1",
         {
             "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8},
-            "ms4fleet_weights": {"source": "mirror", "mirror_url": "https://m.example", "revision": REVISION},
+            "ms4fleet_weights": {
+                "source": "mirror",
+                "mirror_url": "https://m.example",
+                "revision": REVISION,
+                "manifest_sha256": "ab" * 32,
+            },
             "ms4fleet_runtime": {
                 "image": image,
                 "registry_url": registry_url,
