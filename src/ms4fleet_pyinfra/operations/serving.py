@@ -165,7 +165,7 @@ def _verify_gate(
     model = plan.served_model_name
     results = []
     for replica in plan.replicas:
-        with forwarded(host, replica.port, address) as url:
+        with forwarded(host, replica.internal_port, address) as url:
             report = verify(url, model, api_key=api_key, checks=checks, timeout_s=timeout_s)
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         causes = [str(cause.to_dict().get("name", "")) for cause in report.causes]
