@@ -29,7 +29,7 @@ PROXY_SERVICE = "nginx"
 # engine after its package is in; a reload never drops a request in flight, a restart would).
 RELOAD_COMMAND = ("/bin/sh", "-c", f"! systemctl is-active --quiet {PROXY_SERVICE} || systemctl reload {PROXY_SERVICE}")
 # The only routes a client may reach: the OpenAI API and the health check the load balancer and clients use.
-API_PREFIX = "/v1/"
+API_PREFIX = "/v1"
 HEALTH_PATH = "/health"
 # Long generations stream for minutes; nginx's 60 s default would cut them.
 READ_TIMEOUT_S = 900
@@ -63,7 +63,7 @@ def api_locations(upstream: str, read_timeout_s: int = READ_TIMEOUT_S, retry: Se
     ``upstream`` (``retry``: extra directives for each), every other path is 404. nginx matches the
     normalised path (``/v1/../invocations`` is ``/invocations``), so no spelling reaches another route."""
     lines = []
-    for match in (API_PREFIX, f"= {HEALTH_PATH}"):
+    for match in (f"{API_PREFIX}/", f"= {HEALTH_PATH}"):
         lines += [f"    location {match} {{", *_pass(upstream, read_timeout_s, "        ")]
         lines += [f"        {directive}" for directive in retry]
         lines.append("    }")
