@@ -450,7 +450,8 @@ class HostConfig(_Section):
             raise _FieldError(
                 "serving.port",
                 f"={self.serving.port} with up to {replicas} replicas needs ports up to {last} (vLLM's own: "
-                f"port + {INTERNAL_PORT_OFFSET}), past 65535: use a port of at most {65536 - replicas - INTERNAL_PORT_OFFSET}",
+                f"port + {INTERNAL_PORT_OFFSET}), past 65535: "
+                f"use a port of at most {65536 - replicas - INTERNAL_PORT_OFFSET}",
             )
 
     def _check_replicas(self, replicas: list[ReplicaSpec]) -> None:

@@ -98,7 +98,9 @@ def read_units(states: dict[str, dict[str, str]], sudo: bool) -> Generator[Any, 
 
 def _take_out(state: Any, host: Any, rows: list[Drained], address: str, timeout_s: float, sudo: bool) -> bool:
     for row in rows:
-        result = lb.wait_drained(functools.partial(hostops.in_flight, host, address, [internal_port(row.item.port)]), timeout_s)
+        result = lb.wait_drained(
+            functools.partial(hostops.in_flight, host, address, [internal_port(row.item.port)]), timeout_s
+        )
         row.wait = result.detail if result.drained else f"{result.detail}; stopped anyway"
         ok, _, err = shell(host, f"systemctl stop {shlex.quote(row.item.unit)}", sudo)
         row.stopped = ok

@@ -96,9 +96,12 @@ def settings_from_data(name: str, data: Mapping[str, Any]) -> LbSettings:
         try:
             paths[key] = host_path(value) if isinstance(value, str) else host_path("")
         except ValueError as err:
-            raise ConfigError(name, key, f"{err}: give the absolute path of the file on the load balancer host")
+            where = "give the absolute path of the file on the load balancer host"
+            raise ConfigError(name, key, f"{err}: {where}") from None
     if (paths[cert_key] is None) != (paths[key_key] is None):
-        raise ConfigError(name, cert_key if paths[cert_key] is None else key_key, f"is missing: set both {cert_key} and {key_key}")
+        raise ConfigError(
+            name, cert_key if paths[cert_key] is None else key_key, f"is missing: set both {cert_key} and {key_key}"
+        )
     port = data.get(port_key, TLS_PORT)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ConfigError(name, port_key, f"={port!r} is not a TCP port (1-65535)")
