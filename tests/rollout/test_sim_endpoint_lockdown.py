@@ -3,16 +3,16 @@ GPU host's public port (the host proxy) and through the load balancer over TLS. 
 loopback only, and /metrics answers only the allowed networks on the metrics listener.
 
 One sim GPU host (native stand-in, which checks the key under /v1 as vLLM does) with an API key in the
-inventory, deployed by ``ms4fleet rollout`` with a TLS load balancer whose certificate is self-signed here.
+inventory, deployed by ``pyinfra deploy.py``, behind a TLS load balancer whose certificate is self-signed here.
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import ipaddress
 import secrets
 import shlex
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +28,10 @@ from ms4fleet.hostplan import host_plan
 from ms4fleet.inventory import load_inventory
 from ms4fleet.proxy import PROXY_CONF
 from ms4fleet.serving import plan_host
-from ms4fleet_pyinfra.rollout.cli import register_rollout
+from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_inventory
 from ms4fleet_sim import dockercli
 from ms4fleet_sim.inventories import py_literal
+from tests.pyinfra.simfleet import PYINFRA, ROOT
 from tests.rollout.world import World, _tar, container_ip, world
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
@@ -89,14 +90,6 @@ def _self_signed(address: str) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
-def _rollout(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="ms4fleet")
-    register_rollout(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["rollout", *argv])
-    code: int = args.func(args)
-    return code
-
-
 def _from_lb(world: World, url: str) -> str:
     """What another host of the fleet (the load balancer) gets for ``url``: the HTTP status, or the error."""
     script = (
@@ -125,10 +118,20 @@ def test_only_the_api_with_the_key_leaves_the_host(
     tls = {"lb_tls_certificate": CERT, "lb_tls_key": KEY, "lb_tls_port": TLS_PORT}
     lb_inventory = tmp_path / "lb.py"
     lb_inventory.write_text(f"lb = {py_literal([(lb_host.name, {**lockdown._connection(lb_host), **tls})])}\n")
-    assert _rollout(str(inventory), "--lb-inventory", str(lb_inventory), "--report-dir", str(tmp_path / "r")) == 0
+    # The deploy (the rollout moves deployed hosts from release to release), then the load balancer.
+    deployed = subprocess.run(
+        [str(PYINFRA), "-y", str(inventory), str(ROOT / "deploy.py")], cwd=ROOT, capture_output=True, text=True
+    )
+    journal = "journalctl --no-pager -n 30 -u ms4fleet-vllm-0.service -u nginx.service"
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + gpu.sudo(journal, check=False).stdout
+    fleet = load_inventory(inventory)
+    balancer = LoadBalancer(
+        load_lb_inventory(str(lb_inventory)), backends_for(list(fleet), {s.name: plan_host(s.config) for s in fleet})
+    )
+    assert not balancer.apply(set()).failed, balancer.errors
     assert lb_host.sudo(f"stat -c '%u %a' {KEY}").stdout.split() == ["0", "600"]
 
-    [spec] = list(load_inventory(inventory))
+    [spec] = list(fleet)
     plan = plan_host(spec.config)
     port = plan.replicas[0].port
     chat = {"model": plan.served_model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
