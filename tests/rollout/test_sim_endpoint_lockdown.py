@@ -123,7 +123,7 @@ def test_only_the_api_with_the_key_leaves_the_host(
         [str(PYINFRA), "-y", str(inventory), str(ROOT / "deploy.py")], cwd=ROOT, capture_output=True, text=True
     )
     journal = "journalctl --no-pager -n 30 -u ms4fleet-vllm-0.service -u nginx.service"
-    assert deployed.returncode == 0, deployed.stdout[-3000:] + gpu.sudo(journal, check=False).stdout
+    assert deployed.returncode == 0, (deployed.stdout + deployed.stderr)[-4000:] + gpu.sudo(journal, check=False).stdout
     fleet = load_inventory(inventory)
     balancer = LoadBalancer(
         load_lb_inventory(str(lb_inventory)), backends_for(list(fleet), {s.name: plan_host(s.config) for s in fleet})
