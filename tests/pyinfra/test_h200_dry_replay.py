@@ -84,5 +84,9 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
         config, provision_plan(config, OsRelease("ubuntu", "24.04")), plan_host(config), request_for_host(config)
     )
     assert script.strip() == quick_script(want).strip()
-    assert live_differences(want, sections)[:2] == ["image vllm/vllm-openai:v0.32.0 missing", "docker not active"]
+    assert live_differences(want, sections)[:3] == [
+        "image vllm/vllm-openai:v0.32.0 missing",
+        "nginx not active",
+        "docker not active",
+    ]
     assert "verdicts stored: 0" in (CAPTURE / "meta.txt").read_text()
