@@ -15,6 +15,7 @@ import shlex
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,9 +31,10 @@ from ms4fleet.proxy import PROXY_CONF
 from ms4fleet.serving import plan_host
 from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_inventory
 from ms4fleet_sim import dockercli
-from ms4fleet_sim.inventories import py_literal
+from ms4fleet_sim.inventories import group_data, py_literal
 from tests.pyinfra.simfleet import PYINFRA, ROOT
 from tests.rollout.world import World, _tar, container_ip, world
+from tests.support.simhosts import NVIDIA_SOURCES
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -90,6 +92,29 @@ def _self_signed(address: str) -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
+def _inventory(world: World, path: Path, **serving: Any) -> Path:
+    """The world's GPU hosts for a whole deploy: its release settings and the sim's NVIDIA apt source."""
+    hosts = [
+        (
+            h.name,
+            {
+                **world._connection(h),
+                "lb_backend_address": container_ip(h.container, world.sim.record.network),
+                "ms4fleet_gpu": {"kind": h.gpu_kind, "count": h.gpu_count},
+            },
+        )
+        for h in world.gpu
+    ]
+    provision = {"nvidia_apt_repo": group_data(world.sim.record)["ms4fleet_provision"]["nvidia_apt_repo"]}
+    shared = {
+        **world.settings(**serving),
+        "ms4fleet_provision": provision,
+        "weights_staging_dir": str(world.root / "staging"),
+    }
+    path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
+    return path
+
+
 def _from_lb(world: World, url: str) -> str:
     """What another host of the fleet (the load balancer) gets for ``url``: the HTTP status, or the error."""
     script = (
@@ -109,7 +134,7 @@ def test_only_the_api_with_the_key_leaves_the_host(
     gpu_ip, lb_ip = container_ip(gpu.container, network), container_ip(lb_host.container, network)
     api_key = secrets.token_urlsafe(24)
     monkeypatch.setenv(KEY_ENV, api_key)
-    inventory = lockdown.inventory("lockdown", api_key={"env": KEY_ENV}, metrics_allow=[f"{lb_ip}/32"])
+    inventory = _inventory(lockdown, tmp_path / "gpus.py", api_key={"env": KEY_ENV}, metrics_allow=[f"{lb_ip}/32"])
 
     cert, key = _self_signed(lb_ip)
     dockercli.run(["cp", "-", f"{lb_host.container}:/"], input_bytes=_tar({CERT: (cert, 0o644), KEY: (key, 0o600)}))
@@ -118,7 +143,10 @@ def test_only_the_api_with_the_key_leaves_the_host(
     tls = {"lb_tls_certificate": CERT, "lb_tls_key": KEY, "lb_tls_port": TLS_PORT}
     lb_inventory = tmp_path / "lb.py"
     lb_inventory.write_text(f"lb = {py_literal([(lb_host.name, {**lockdown._connection(lb_host), **tls})])}\n")
-    # The deploy (the rollout moves deployed hosts from release to release), then the load balancer.
+    # The deploy (the rollout moves deployed hosts from release to release), then the load balancer. The
+    # harness installed the driver from the sim's repository through its own apt source: the deploy's names
+    # the same repository under ms4fleet's pinned key, and apt refuses two keys for one source.
+    gpu.sudo(f"rm -f {NVIDIA_SOURCES}")
     deployed = subprocess.run(
         [str(PYINFRA), "-y", str(inventory), str(ROOT / "deploy.py")], cwd=ROOT, capture_output=True, text=True
     )

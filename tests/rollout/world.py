@@ -2,9 +2,10 @@
 vLLM stand-in installed natively (``runtime.kind = native``: no nested Docker, so the world stays light on
 two cores), a load balancer host running Debian's nginx, and a loopback weights mirror with two revisions.
 
-nginx is not in the sim's offline Debian mirror, so its .debs are downloaded once (cached) with apt inside
-the sim's own host image, exactly as the sim builds its mirror, and installed on the LB host with apt from
-those files: Debian's package, installed offline on the host.
+The LB host is not deployed by ms4fleet, so nginx's .debs are downloaded once (cached) with apt inside the
+sim's own host image, exactly as the sim builds its mirror, and installed on the LB host from those files:
+Debian's package, installed offline on the host. (The GPU hosts get it, as their host proxy, from the sim's
+offline Debian mirror when they are deployed.)
 
 ``World.inventory(**serving)`` writes the GPU hosts' pyinfra inventory for a release; ``World.lb_inventory``
 the load balancer's. Hosts reach each other (LB -> replicas) over the fleet's Docker network.
