@@ -12,6 +12,7 @@ import datetime
 import ipaddress
 import secrets
 import shlex
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -165,7 +166,7 @@ def test_only_the_api_with_the_key_leaves_the_host(
     chat = {"model": plan.served_model_name, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     bases = {
         "host": (f"http://{gpu_ip}:{port}", True),
-        "load balancer": (f"https://{lb_ip}:{TLS_PORT}", str(ca)),
+        "load balancer": (f"https://{lb_ip}:{TLS_PORT}", ssl.create_default_context(cafile=str(ca))),
     }
     for where, (base, verify) in bases.items():
         with httpx.Client(base_url=base, verify=verify, timeout=30.0) as client:
