@@ -46,7 +46,8 @@ echo "reloaded $old"
 
 
 def backends_for(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]) -> list[lb.Backend]:
-    """Every replica of every host, in inventory order; a replica bound to loopback cannot be reached."""
+    """Every replica of every host (its host proxy's port), in inventory order; a proxy bound to loopback
+    cannot be reached."""
     out: list[lb.Backend] = []
     for spec in specs:
         plan = plans[spec.name]
@@ -55,7 +56,7 @@ def backends_for(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]) ->
             raise ConfigError(
                 spec.name,
                 "serving.bind_address",
-                f"={bind!r} keeps the replicas on loopback, out of the load balancer's reach: "
+                f"={bind!r} keeps the host proxy on loopback, out of the load balancer's reach: "
                 "set 0.0.0.0 (or the address the load balancer uses)",
             )
         address = lb.backend_address(spec.name, spec.data, spec.connection.get("hostname"))
