@@ -88,14 +88,14 @@ def install_native_standin(host: SimHost) -> None:
     host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs")
 
 
-def install_host_proxy(host: SimHost, debs: Path) -> None:
+def install_host_proxy(host: SimHost, debs: Path, serving: dict[str, Any]) -> None:
     """The host proxy as a deploy leaves it before any rollout (a rollout provisions only what changed since):
     Debian's nginx, with the core's config for the world's serving settings, so the load balancer reaches the
     replicas on their public ports while vLLM listens on loopback."""
     config = HostConfig.from_host_data(
         host.name,
         {"ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count}, "ms4fleet_runtime": RUNTIME,
-         "ms4fleet_serving": SERVING},
+         "ms4fleet_serving": serving},
     )  # fmt: skip
     conf = host_plan(config).file(PROXY_CONF)
     dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar({conf.path: (conf.content.encode(), conf.mode)}))
@@ -124,6 +124,9 @@ class World:
     lb: SimHost
     mirror: weights_mirror.MirrorServer
     root: Path
+    # Who may read the replicas' /metrics (the host proxy's metrics listeners): the fleet's own network,
+    # where the load balancer and Prometheus (on the LB host) are.
+    metrics_allow: list[str]
 
     @property
     def lb_url(self) -> str:
@@ -144,7 +147,7 @@ class World:
         """The ms4fleet settings of one release (``serving`` overrides ``ms4fleet_serving``)."""
         return {
             "ms4fleet_runtime": RUNTIME,
-            "ms4fleet_serving": {**SERVING, **serving},
+            "ms4fleet_serving": {**SERVING, "metrics_allow": self.metrics_allow, **serving},
             "ms4fleet_weights": {
                 "source": "mirror",
                 "mirror_url": self.mirror.url,
@@ -226,11 +229,14 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
     names = [sim.fleet.host_name(i + 1) for i in range(gpu_hosts + 1)]
     gpu, lb = [sim[n] for n in names[:-1]], sim[names[-1]]
     debs = _nginx_debs(sim.record.host_image)
+    network = dockercli.inspect("network", sim.record.network)
+    assert network is not None, sim.record.network
+    metrics_allow = [str(c["Subnet"]) for c in network["IPAM"]["Config"] if ":" not in str(c["Subnet"])]
 
     def gpu_host(host: SimHost) -> None:
         provision_driver(host)
         install_native_standin(host)
-        install_host_proxy(host, debs)
+        install_host_proxy(host, debs, {**SERVING, "metrics_allow": metrics_allow})
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = [pool.submit(gpu_host, host) for host in gpu] + [pool.submit(install_nginx, lb, debs)]
@@ -239,7 +245,7 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
     mirror_root = root / "mirror"
     for revision in (REVISION_A, REVISION_B):
         weights_mirror.build_tree(mirror_root, revision=revision)
-    return World(sim, gpu, lb, weights_mirror.serve(mirror_root), root)
+    return World(sim, gpu, lb, weights_mirror.serve(mirror_root), root, metrics_allow)
 
 
 @contextmanager
