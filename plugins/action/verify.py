@@ -1,6 +1,6 @@
 """Action ``ms4fleet.fleet.verify``: the core's endpoint gate against every vLLM replica of the host.
 
-Replicas listen on the host's loopback (``serving.bind_address`` 127.0.0.1 by default), so the checks
+vLLM listens on the host's loopback only (its internal port, behind the host proxy), so the checks
 cannot reach them from the controller directly. This action opens an SSH tunnel over the same transport
 Ansible uses (``ssh -N -L 127.0.0.1:<free local port>:127.0.0.1:<port>``, with the connection's host,
 port, user, key and ssh args), points the core's ``ms4fleet.verify.verify`` at the local end, and closes
@@ -60,7 +60,7 @@ class ActionModule(CoreAction):
         target = local_address(config)
         reports = []
         for replica in plan.replicas:
-            with self._tunnel(target, replica.port, args["tunnel_timeout"], variables) as url:
+            with self._tunnel(target, replica.internal_port, args["tunnel_timeout"], variables) as url:
                 report = verify(
                     url,
                     served,

@@ -9,7 +9,9 @@
   units and the load balancer's config live on the hosts.
 + ``record_text | ms4fleet.fleet.rollout_record(release, host)``: the host's release record after a verified
   switch (previous kept); ``record_text | ms4fleet.fleet.rollout_current(host)``: the release it runs now.
-+ ``gpu_hostvars | ms4fleet.fleet.rollout_nginx_conf(down=[...])``: the load balancer's config text.
++ ``gpu_hostvars | ms4fleet.fleet.rollout_nginx_conf(down=[...], lb_vars=hostvars[lb])``: the load balancer's
+  config text (TLS from the LB host's ``lb_tls_*``); ``hostvars[lb] | ms4fleet.fleet.rollout_lb_key_check``:
+  shell that refuses its TLS key unless it is root's alone.
 + ``metrics_text | ms4fleet.fleet.rollout_in_flight``: requests a replica still runs or holds.
 """
 
@@ -28,6 +30,7 @@ NAMES = (
     "rollout_current",
     "rollout_record",
     "rollout_nginx_conf",
+    "rollout_lb_key_check",
     "rollout_in_flight",
 )
 

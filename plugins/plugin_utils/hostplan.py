@@ -19,6 +19,7 @@ from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
 from ms4fleet.provision import DAEMON_JSON, OsRelease
+from ms4fleet.proxy import PROXY_SERVICE
 
 # The package groups of the plan, by the names the roles read.
 PACKAGE_GROUPS = ("base", "driver", "fabric_manager", "cuda", "docker", "container_toolkit")
@@ -84,6 +85,7 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         "enabled_services": [u["name"] for u in plan["units"] if u["role"] == "provision"],
         "service_user": plan["service_user"]["name"],
         "service_shell": plan["service_user"]["shell"],
+        "proxy_service": PROXY_SERVICE,
         # What the driver and the fabric manager are pinned to (nothing when the driver is left alone).
         "driver_version": config.provision.driver_version if config.provision.manage_driver else None,
         "reboot": plan["reboot"]["policy"],

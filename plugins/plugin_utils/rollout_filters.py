@@ -75,14 +75,27 @@ def rollout_record(record_text: str | None, release: Mapping[str, Any], host: st
     return record.advance(Release.from_dict(release)).to_json()
 
 
-def rollout_nginx_conf(gpu_hostvars: Sequence[Mapping[str, Any]], down: Sequence[str] = ()) -> str:
+def _lb_settings(lb_vars: Mapping[str, Any] | None) -> lb.LbSettings:
+    if lb_vars is None:
+        return lb.LbSettings()
+    data = {key: hostplan._plain(lb_vars[key]) for key in lb.TLS_KEYS if key in lb_vars}
+    return lb.settings_from_data(str(lb_vars.get("inventory_hostname", "?")), data)
+
+
+def rollout_nginx_conf(
+    gpu_hostvars: Sequence[Mapping[str, Any]], down: Sequence[str] = (), lb_vars: Mapping[str, Any] | None = None
+) -> str:
     backends = []
     for variables in gpu_hostvars:
         name = str(variables["inventory_hostname"])
         plan = plan_host(hostplan.host_config(variables, name))
         address = lb.backend_address(name, variables, variables.get("ansible_host"))
         backends.extend(lb.Backend(name, address, replica.port) for replica in plan.replicas)
-    return lb.nginx_conf(backends, set(down))
+    return lb.nginx_conf(backends, set(down), _lb_settings(lb_vars))
+
+
+def rollout_lb_key_check(lb_vars: Mapping[str, Any]) -> str:
+    return lb.key_check_script(_lb_settings(lb_vars))
 
 
 def rollout_in_flight(metrics_text: str) -> float:

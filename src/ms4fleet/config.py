@@ -41,6 +41,7 @@ from ms4fleet.values import (
     HttpUrl,
     ImageRef,
     KeyFingerprint,
+    Network,
     PackageSeries,
     Port,
     ServedName,
@@ -58,6 +59,26 @@ SECTIONS = ("gpu", "serving", "runtime", "weights", "provision", "monitoring", "
 KEY_PREFIX = "ms4fleet_"
 # The share of each GPU vLLM may take unless the host sets one (headroom and `ms4fleet size` default to it too).
 DEFAULT_GPU_MEMORY_UTILIZATION = 0.90
+# Each replica has three ports, all derived here from its public one: the host proxy's API listener (the public
+# port itself), its /metrics listener (+ METRICS_PORT_OFFSET) and vLLM's own, on loopback only
+# (+ INTERNAL_PORT_OFFSET). vLLM checks --api-key only under /v1 (and a few other prefixes): the proxy passes
+# nothing else, so its other routes (/invocations, /tokenize, /pooling, /docs, ...) never leave the host.
+METRICS_PORT_OFFSET = 10000
+INTERNAL_PORT_OFFSET = 20000
+# Who may always read a replica's /metrics listener: the host itself (gates, drain and status read over SSH).
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def metrics_port(port: int) -> int:
+    """The host proxy's /metrics listener of the replica whose API answers on ``port``."""
+    return port + METRICS_PORT_OFFSET
+
+
+def internal_port(port: int) -> int:
+    """Where vLLM itself listens (127.0.0.1 only) for the replica whose API answers on ``port``."""
+    return port + INTERNAL_PORT_OFFSET
+
+
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|CREDENTIAL)", re.IGNORECASE)
 # Variables the unit sets itself (GPU selection, home, offline weights): an override would fork the decision.
 _MANAGED_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "HOME", "HF_HUB_OFFLINE"})
@@ -142,6 +163,9 @@ class ServingConfig(_Section):
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
     port: Port = 8000
     bind_address: str = "127.0.0.1"
+    # Networks (CIDR) allowed to read /metrics on each replica's metrics listener, besides loopback:
+    # the Prometheus host's, the load balancer's.
+    metrics_allow: list[Network] = Field(default_factory=list)
     served_model_name: ServedName | None = None
     attention_backend: Backend | None = None
     default_reasoning_effort: Token | None = None
@@ -468,12 +492,13 @@ class HostConfig(_Section):
                 f"(at least {self.profile.min_gpus.get(self.gpu.kind, 1)} GPUs); use a count such as 1, 2, 4 or 8",
             )
         replicas = self.gpu.count // min(candidates)
-        last = self.serving.port + replicas - 1
+        last = internal_port(self.serving.port + replicas - 1)
         if last > 65535:
             raise _FieldError(
                 "serving.port",
-                f"={self.serving.port} with up to {replicas} replicas needs ports up to {last}, past 65535: "
-                f"use a port of at most {65536 - replicas}",
+                f"={self.serving.port} with up to {replicas} replicas needs ports up to {last} (vLLM's own: "
+                f"port + {INTERNAL_PORT_OFFSET}), past 65535: "
+                f"use a port of at most {65536 - replicas - INTERNAL_PORT_OFFSET}",
             )
 
     def _check_replicas(self, replicas: list[ReplicaSpec]) -> None:
@@ -490,6 +515,24 @@ class HostConfig(_Section):
             if replica.port in seen_ports:
                 raise _FieldError(f"{where}.port", f"={replica.port} clashes with another replica's port")
             seen_ports.add(replica.port)
+        for i, replica in enumerate(replicas):
+            derived = {"metrics": metrics_port(replica.port), "vLLM's own": internal_port(replica.port)}
+            for what, port in derived.items():
+                if port > 65535:
+                    raise _FieldError(
+                        f"serving.replicas[{i}].port",
+                        f"={replica.port} puts its {what} port at {port}, past 65535: use a port of at most "
+                        f"{65535 - INTERNAL_PORT_OFFSET}",
+                    )
+                if port in seen_ports or any(
+                    port in (metrics_port(r.port), internal_port(r.port)) for r in replicas if r is not replica
+                ):
+                    raise _FieldError(
+                        f"serving.replicas[{i}].port",
+                        f"={replica.port} puts its {what} port at {port}, a port another replica already uses "
+                        f"(metrics = port + {METRICS_PORT_OFFSET}, vLLM = port + {INTERNAL_PORT_OFFSET}): pick ports "
+                        "closer together",
+                    )
         if len(seen_gpus) != self.gpu.count:
             unused = sorted(set(range(self.gpu.count)) - seen_gpus)
             raise _FieldError("serving.replicas", f"leave GPUs {unused} unused: give every GPU to a replica")

@@ -46,6 +46,7 @@ from ms4fleet.provision import (
     daemon_json,
     provision_plan,
 )
+from ms4fleet.proxy import PROXY_CONF
 from ms4fleet.secrets import env_file_script, secret_path, service_secret_refs
 from ms4fleet.serving import Replica, ServingPlan, local_address, plan_host, url_host
 from ms4fleet.verify import DEFAULT_CHECKS, DEFAULT_TIMEOUT_S, checks_for_profile
@@ -65,6 +66,7 @@ _KINDS = {
     NOUVEAU_FILE: "nouveau",
     PERSISTENCE_DROPIN: "unit-dropin",
     HOST_VERIFIER_PATH: "weights-verifier",
+    PROXY_CONF: "proxy",
 }
 # Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
 IMAGE_ARCHIVE_KEYS = ("vllm_image_archive", "vllm_service_image_archive")
@@ -218,14 +220,15 @@ class Secrets:
 class ReplicaPlan(Replica):
     """A replica of the serving plan; its unit's bytes are the planned file at ``unit_path``."""
 
-    # Where the replica answers on its host (the gates reach it there through the engine's connection).
+    # Where vLLM answers on its host, on ``internal_port`` (the gates reach it there through the engine's
+    # connection; clients reach ``port`` through the host proxy).
     address: str
     unit_path: str
 
     def to_json(self) -> dict[str, Any]:
         doc = {k: v for k, v in _fields_json(self).items() if k != "unit_text"}
-        # Where the replica answers, from its own host (the Ansible rollout's drain reads its metrics there).
-        return {**doc, "url": f"http://{url_host(self.address)}:{self.port}"}
+        # Where vLLM itself answers, from its own host (the Ansible rollout's drain reads its metrics there).
+        return {**doc, "url": f"http://{url_host(self.address)}:{self.internal_port}"}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from typing import Any
 
 from ms4fleet.catalog import package_series
 from ms4fleet.config import AptRepo, ConfigError, HostConfig
+from ms4fleet.proxy import PROXY_CONF, PROXY_SERVICE, RELOAD_COMMAND, host_proxy_conf
+from ms4fleet.serving import replica_ports
 from ms4fleet.weights.startcheck import verifier_file
 
 HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
@@ -48,8 +50,9 @@ CONTAINER_TOOLKIT_PINNED = (
 # NVIDIA's CUDA repository signing key (3bf863cc.pub, "cudatools <cudatools@nvidia.com>"), as NVIDIA publishes it.
 NVIDIA_KEY_FINGERPRINT = "EB693B3035CD5710E231E123A4B469963BF863CC"
 SUPPORTED_OS = {"ubuntu": ("22.04", "24.04"), "debian": ("12",)}
-# Tools the service and the engines call on the host: curl (the unit's readiness wait), rsync (weights).
-BASE_PACKAGES = ("ca-certificates", "curl", "rsync", "python3")
+# Tools the service and the engines call on the host: curl (the unit's readiness wait), rsync (weights), and
+# nginx: the host proxy, the only way to a replica from off the host (ms4fleet.proxy).
+BASE_PACKAGES = ("ca-certificates", "curl", "rsync", "python3", PROXY_SERVICE)
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,8 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
         files.append(_preferences_file(pins))
     if manage:
         files.append(_nouveau_file())
-    services = []
+    files.append(ManagedFile(PROXY_CONF, host_proxy_conf(config, replica_ports(config)), after_change=RELOAD_COMMAND))
+    services = [PROXY_SERVICE]
     if manage and provision.persistence_mode:
         services.append("nvidia-persistenced")
         files.append(_persistence_dropin())

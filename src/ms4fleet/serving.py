@@ -21,7 +21,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
-from ms4fleet.config import HostConfig
+from ms4fleet.config import HostConfig, internal_port, metrics_port
 from ms4fleet.escape import systemd_env, systemd_word
 from ms4fleet.health import Exclusion
 from ms4fleet.rollout.lb import DRAIN_WINDOW_S
@@ -45,13 +45,18 @@ TIMEOUT_STOP_S = CONTAINER_STOP_S + 30
 # The label a Docker replica's container carries: a hash of its `docker run` line. A unit (re)started while
 # its container still runs (Docker restarted under live-restore) adopts it only when the line is the same.
 SPEC_LABEL = "ms4fleet.spec"
+# vLLM's own address: only the host reaches it; clients go through the host proxy (ms4fleet.proxy).
+VLLM_ADDRESS = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class Replica:
     index: int
     gpus: tuple[int, ...]
+    # Where clients reach its API (the host proxy), Prometheus its /metrics, and vLLM itself listens (loopback).
     port: int
+    metrics_port: int
+    internal_port: int
     unit_name: str
     container_name: str
     argv: tuple[str, ...]
@@ -223,11 +228,7 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None, excluded: tuple
     revision = config.weights.revision if config.weights else None
     root = config.weights.dir if config.weights else paths.WEIGHTS_ROOT
     model_dir = paths.model_dir(root, profile, revision)
-    layout = (
-        [(tuple(r.gpus), r.port) for r in config.serving.replicas]
-        if config.serving.replicas
-        else [(tuple(range(i * tp, (i + 1) * tp)), config.serving.port + i) for i in range(config.gpu.count // tp)]
-    )
+    layout = _layout(config, tp)
     kept, missing = place(layout, excluded)
     replicas = tuple(_replica(config, index, gpus, port, tp, max_model_len, model_dir) for index, gpus, port in kept)
     alternatives = _alternatives(config) if sizing.verdict == "does-not-fit" else ()
@@ -250,6 +251,18 @@ def _plan_shape(config_json: str, free_memory_bytes: int | None, excluded: tuple
     )
 
 
+def _layout(config: HostConfig, tp: int) -> list[tuple[tuple[int, ...], int]]:
+    """Every replica slot (GPU group, public port), whether or not the health check leaves it empty."""
+    if config.serving.replicas:
+        return [(tuple(r.gpus), r.port) for r in config.serving.replicas]
+    return [(tuple(range(i * tp, (i + 1) * tp)), config.serving.port + i) for i in range(config.gpu.count // tp)]
+
+
+def replica_ports(config: HostConfig) -> list[int]:
+    """The public port of every replica slot of the host (the host proxy listens on each, placed or not)."""
+    return [port for _, port in _layout(config, choose_tp(config))]
+
+
 def served_model_name(config: HostConfig) -> str:
     """The model name the API serves: the host's override, else the catalog profile's."""
     return config.serving.served_model_name or config.profile.served_model_name
@@ -268,11 +281,12 @@ def vllm_argv(config: HostConfig, tp: int, port: int, max_model_len: int, model_
         model_path,
         "--served-model-name",
         served_model_name(config),
-        # A container shares the host's network (ms4fleet.serving._render_unit): vLLM binds the host's address.
+        # Loopback only, on the internal port: the host proxy (ms4fleet.proxy) is what clients reach, and it
+        # passes only the API; a container shares the host's network (_render_unit), so this is the host's loopback.
         "--host",
-        serving.bind_address,
+        VLLM_ADDRESS,
         "--port",
-        str(port),
+        str(internal_port(port)),
         "--tensor-parallel-size",
         str(tp),
         "--max-model-len",
@@ -337,6 +351,8 @@ def _replica(
         index=index,
         gpus=gpus,
         port=port,
+        metrics_port=metrics_port(port),
+        internal_port=internal_port(port),
         unit_name=paths.unit_name(index),
         container_name=paths.container_name(index),
         argv=tuple(argv),
@@ -407,7 +423,7 @@ def _render_unit(
         has_secrets=keyed,
         container=paths.container_name(index),
         exec_start=" ".join(systemd_word(word) for word in command),
-        health_url=f"http://{url_host(host)}:{port}/health",
+        health_url=f"http://{url_host(host)}:{internal_port(port)}/health",
         timeout=timeout_start_s(config.profile),
         stop_timeout=TIMEOUT_STOP_S,
         exec_stop=_exec_stop(paths.container_name(index)),
@@ -453,9 +469,8 @@ def gpu_device_allow(gpu_count: int) -> list[str]:
 
 
 def local_address(config: HostConfig) -> str:
-    """Where a replica answers on its own host: loopback for a wildcard bind, else the bind address."""
-    bind = config.serving.bind_address
-    return "127.0.0.1" if bind in {"0.0.0.0", "::"} else bind
+    """Where vLLM answers on its own host (on ``Replica.internal_port``): loopback, whatever the proxy binds."""
+    return VLLM_ADDRESS
 
 
 def url_host(address: str) -> str:

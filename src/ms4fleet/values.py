@@ -6,11 +6,13 @@ format or line-separator character.
 + ``HostPath`` / ``DataDir``: absolute, normalised host paths; a ``DataDir`` is also outside system trees.
 + ``ImageRef``, ``HttpUrl``, ``AptUrl``, ``AptSuite``, ``AptComponent``, ``KeyFingerprint``, ``UserName``,
   ``Size``, ...
++ ``Network``: an IPv4/IPv6 network in canonical CIDR form (nginx ``allow``).
 + ``image_version("vllm/vllm-openai:v0.32.0")`` -> ``"0.32.0"``: the vLLM release an image tag names, or None.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from typing import Annotated
@@ -157,6 +159,19 @@ def _url(schemes: tuple[str, ...]) -> AfterValidator:
     return AfterValidator(check)
 
 
+def network(value: str) -> str:
+    """A network in canonical CIDR form (``10.0.0.0/8``, ``127.0.0.1/32``, ``fd00::/8``): what nginx ``allow`` takes."""
+    try:
+        net = ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(
+            "is not a network in CIDR form with its host bits zero (e.g. 10.0.0.0/8 or 192.0.2.7/32)"
+        ) from None
+    if str(net) != value:
+        raise ValueError(f"is not written canonically: write {str(net)!r}")
+    return value
+
+
 def key_fingerprint(value: str) -> str:
     """An OpenPGP v4 fingerprint as gpg prints it (spaces and case ignored) -> 40 upper-case hex digits."""
     text(value)
@@ -198,3 +213,4 @@ PackageSeries = Annotated[
     str, _pattern(_PACKAGE_SERIES, "a version series such as 27.5.* (a series, so updates inside it still apply)")
 ]
 Port = Annotated[int, Field(ge=1024, le=65535)]
+Network = Annotated[str, AfterValidator(network)]

@@ -21,6 +21,7 @@ from typing import Any
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
+from ms4fleet.config import internal_port
 from ms4fleet.drain import DrainPlan, Leaving, leaving, plan_drain
 from ms4fleet.health import HealthReport
 from ms4fleet.inventory import Fleet, HostSpec
@@ -97,7 +98,9 @@ def read_units(states: dict[str, dict[str, str]], sudo: bool) -> Generator[Any, 
 
 def _take_out(state: Any, host: Any, rows: list[Drained], address: str, timeout_s: float, sudo: bool) -> bool:
     for row in rows:
-        result = lb.wait_drained(functools.partial(hostops.in_flight, host, address, [row.item.port]), timeout_s)
+        result = lb.wait_drained(
+            functools.partial(hostops.in_flight, host, address, [internal_port(row.item.port)]), timeout_s
+        )
         row.wait = result.detail if result.drained else f"{result.detail}; stopped anyway"
         ok, _, err = shell(host, f"systemctl stop {shlex.quote(row.item.unit)}", sudo)
         row.stopped = ok

@@ -45,6 +45,7 @@ MANAGED_PLACES = (
     "/etc/systemd/system/ms4fleet-*",
     "/etc/systemd/system/*.service.d/ms4fleet.conf",
     "/usr/local/lib/ms4fleet/*",
+    "/etc/nginx/conf.d/ms4fleet-*",
     "/etc/docker/daemon.json",
 )
 

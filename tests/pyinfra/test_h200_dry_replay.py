@@ -89,5 +89,9 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
     # preferences file (planned now without a managed driver), which that host lacks and stat skips.
     now = quick_script(want).replace(f"{PREFERENCES_FILE} ", "", 1)
     assert PREFERENCES_FILE in quick_script(want) and script.strip() == now.strip()
-    assert live_differences(want, sections)[:2] == ["image vllm/vllm-openai:v0.32.0 missing", "docker not active"]
+    assert live_differences(want, sections)[:3] == [
+        "image vllm/vllm-openai:v0.32.0 missing",
+        "nginx not active",
+        "docker not active",
+    ]
     assert "verdicts stored: 0" in (CAPTURE / "meta.txt").read_text()

@@ -146,7 +146,8 @@ def test_drain_polls_the_ports_of_the_release_running_now(tmp_path: Path) -> Non
     old_config = spec.config.model_copy(update={"serving": spec.config.serving.model_copy(update={"port": 9000})})
     running = release_for(old_config, plan_host(old_config))
     units = dict.fromkeys(running.units, "active")
-    assert _serving_ports(HostFacts(ReleaseRecord(current=running), units)) == [9000, 9001]
+    # vLLM's own ports (loopback, behind the host proxy): where the drain reads /metrics over SSH.
+    assert _serving_ports(HostFacts(ReleaseRecord(current=running), units)) == [29000, 29001]
     # Nothing to wait for when the replicas are not all running, or nothing ran before.
     assert (
         _serving_ports(HostFacts(ReleaseRecord(current=running), {**units, "ms4fleet-vllm-1.service": "failed"})) == []

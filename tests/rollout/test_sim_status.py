@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from ms4fleet import metrics, monitoring
+from ms4fleet.config import metrics_port
 from ms4fleet.health import parse_health
 from ms4fleet.hostscripts import python_command
 from ms4fleet.probe import parse_probe
@@ -80,7 +81,9 @@ def test_status_json_equals_each_replicas_metrics(
     assert sorted(rows) == sorted(h.name for h in built.gpu)
     seen = set()
     for (name, port), url in urls.items():
-        direct = metrics.ReplicaLoad.from_text(httpx.get(f"{url}/metrics", timeout=10).text).to_dict()
+        # /metrics is the host proxy's metrics listener's (the world allows the fleet's network there).
+        scrape = f"{url.rsplit(':', 1)[0]}:{metrics_port(port)}/metrics"
+        direct = metrics.ReplicaLoad.from_text(httpx.get(scrape, timeout=10).text).to_dict()
         shown = rows[name]["load"][str(port)]
         assert {k: shown[k] for k in direct} == direct, (name, port)
         assert shown["tokens_per_s"] == 0.0  # idle between the two reads

@@ -64,11 +64,12 @@ def test_monitoring_json_is_the_plan(tmp_path: Path, capsys: pytest.CaptureFixtu
     (plan,) = json.loads(capsys.readouterr().out)
     assert plan["host"] == "mon-1" and plan["scraped"] == ["gpu-1", "gpu-2"]
     targets = json.loads(plan["files"][f"{monitoring.TARGETS_DIR}/vllm.json"])
+    # The host proxy's metrics listeners (port + 10000).
     assert [t["targets"] for t in targets] == [
-        ["10.9.0.1:8000"],
-        ["10.9.0.1:8001"],
-        ["10.9.0.2:8000"],
-        ["10.9.0.2:8001"],
+        ["10.9.0.1:18000"],
+        ["10.9.0.1:18001"],
+        ["10.9.0.2:18000"],
+        ["10.9.0.2:18001"],
     ]
 
 

@@ -2,9 +2,10 @@
 vLLM stand-in installed natively (``runtime.kind = native``: no nested Docker, so the world stays light on
 two cores), a load balancer host running Debian's nginx, and a loopback weights mirror with two revisions.
 
-nginx is not in the sim's offline Debian mirror, so its .debs are downloaded once (cached) with apt inside
-the sim's own host image, exactly as the sim builds its mirror, and installed on the LB host with apt from
-those files: Debian's package, installed offline on the host.
+The LB host is not deployed by ms4fleet, so nginx's .debs are downloaded once (cached) with apt inside the
+sim's own host image, exactly as the sim builds its mirror, and installed on the LB host from those files:
+Debian's package, installed offline on the host. The GPU hosts get the same package as their host proxy,
+with the core's config, as a deploy would have left them (``install_host_proxy``).
 
 ``World.inventory(**serving)`` writes the GPU hosts' pyinfra inventory for a release; ``World.lb_inventory``
 the load balancer's. Hosts reach each other (LB -> replicas) over the fleet's Docker network.
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import host_plan
+from ms4fleet.proxy import PROXY_CONF
 from ms4fleet_sim import dockercli, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
@@ -35,6 +39,10 @@ NGINX_PACKAGES = ("nginx",)
 VENV = "/opt/ms4fleet/vllm"
 STANDIN_ROOT = "/opt/ms4fleet-standin"
 LB_PORT = 8080
+# The settings every release of the world shares (a release adds its weights and overrides).
+RUNTIME = {"kind": "native", "venv": VENV}
+# Open: the load generator and the LB's clients carry no key (the generated key is tested on its own).
+SERVING = {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, "max_model_len": 32768, "open_endpoint": True}
 # A prefix drop-in: systemd applies it to every unit named ms4fleet-vllm-*.service.
 STANDIN_DROPIN = "/etc/systemd/system/ms4fleet-vllm-.service.d/sim-gpu-registry.conf"
 
@@ -81,6 +89,20 @@ def install_native_standin(host: SimHost) -> None:
     host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs")
 
 
+def install_host_proxy(host: SimHost, debs: Path, serving: dict[str, Any]) -> None:
+    """The host proxy as a deploy leaves it before any rollout (a rollout provisions only what changed since):
+    Debian's nginx, with the core's config for the world's serving settings, so the load balancer reaches the
+    replicas on their public ports while vLLM listens on loopback."""
+    config = HostConfig.from_host_data(
+        host.name,
+        {"ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count}, "ms4fleet_runtime": RUNTIME,
+         "ms4fleet_serving": serving},
+    )  # fmt: skip
+    conf = host_plan(config).file(PROXY_CONF)
+    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar({conf.path: (conf.content.encode(), conf.mode)}))
+    install_nginx(host, debs)
+
+
 def install_nginx(host: SimHost, debs: Path) -> None:
     files = {f"/var/cache/ms4fleet-lb/{deb.name}": (deb.read_bytes(), 0o644) for deb in sorted(debs.glob("*.deb"))}
     dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
@@ -103,6 +125,9 @@ class World:
     lb: SimHost
     mirror: weights_mirror.MirrorServer
     root: Path
+    # Who may read the replicas' /metrics (the host proxy's metrics listeners): the fleet's own network,
+    # where the load balancer and Prometheus (on the LB host) are.
+    metrics_allow: list[str]
 
     @property
     def lb_url(self) -> str:
@@ -122,15 +147,8 @@ class World:
     def settings(self, revision: str = REVISION_A, **serving: Any) -> dict[str, Any]:
         """The ms4fleet settings of one release (``serving`` overrides ``ms4fleet_serving``)."""
         return {
-            "ms4fleet_runtime": {"kind": "native", "venv": VENV},
-            "ms4fleet_serving": {
-                "bind_address": "0.0.0.0",
-                "tensor_parallel_size": 1,
-                "max_model_len": 32768,
-                # Open: the load generator and the LB's clients carry no key (the proxy of #17 will change that).
-                "open_endpoint": True,
-                **serving,
-            },
+            "ms4fleet_runtime": RUNTIME,
+            "ms4fleet_serving": {**SERVING, "metrics_allow": self.metrics_allow, **serving},
             "ms4fleet_weights": {
                 "source": "mirror",
                 "mirror_url": self.mirror.url,
@@ -212,10 +230,14 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
     names = [sim.fleet.host_name(i + 1) for i in range(gpu_hosts + 1)]
     gpu, lb = [sim[n] for n in names[:-1]], sim[names[-1]]
     debs = _nginx_debs(sim.record.host_image)
+    network = dockercli.inspect("network", sim.record.network)
+    assert network is not None, sim.record.network
+    metrics_allow = [str(c["Subnet"]) for c in network["IPAM"]["Config"] if ":" not in str(c["Subnet"])]
 
     def gpu_host(host: SimHost) -> None:
         provision_driver(host)
         install_native_standin(host)
+        install_host_proxy(host, debs, {**SERVING, "metrics_allow": metrics_allow})
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         done = [pool.submit(gpu_host, host) for host in gpu] + [pool.submit(install_nginx, lb, debs)]
@@ -224,7 +246,7 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
     mirror_root = root / "mirror"
     for revision in (REVISION_A, REVISION_B):
         weights_mirror.build_tree(mirror_root, revision=revision)
-    return World(sim, gpu, lb, weights_mirror.serve(mirror_root), root)
+    return World(sim, gpu, lb, weights_mirror.serve(mirror_root), root, metrics_allow)
 
 
 @contextmanager

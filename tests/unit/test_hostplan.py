@@ -135,9 +135,14 @@ def test_the_service_user_replicas_and_file_triggers_are_in_the_json() -> None:
     doc = _plan(serving={"bind_address": "::1"}).to_json()
     assert doc["service_user"] == {"name": "ms4fleet", "shell": "/usr/sbin/nologin"}
     assert [f["after_change"] for f in doc["files"] if f["kind"] == "nouveau"] == [["/usr/sbin/update-initramfs", "-u"]]
-    assert all(f["after_change"] == [] for f in doc["files"] if f["kind"] != "nouveau")
+    # The host proxy is reloaded (gracefully, where it runs) after its config changed.
+    [reload] = [f["after_change"] for f in doc["files"] if f["kind"] == "proxy"]
+    assert reload[:2] == ["/bin/sh", "-c"] and "systemctl reload nginx" in reload[2]
+    assert all(f["after_change"] == [] for f in doc["files"] if f["kind"] not in {"nouveau", "proxy"})
     replica = doc["replicas"][0]
-    assert (replica["address"], replica["url"]) == ("::1", f"http://[::1]:{replica['port']}")
+    # vLLM answers on loopback on its internal port whatever the proxy binds (here ::1).
+    assert replica["internal_port"] == replica["port"] + 20000 and replica["metrics_port"] == replica["port"] + 10000
+    assert (replica["address"], replica["url"]) == ("127.0.0.1", f"http://127.0.0.1:{replica['internal_port']}")
     assert "unit_text" not in replica and isinstance(replica["env"], dict)
 
 

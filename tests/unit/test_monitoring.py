@@ -44,10 +44,11 @@ def test_targets_come_from_each_hosts_replicas() -> None:
     plan = plans["mon-1"]
     assert plan.packages == ("prometheus",) and plan.scraped == ("gpu-1", "gpu-2")
     vllm = json.loads(plan.files[f"{monitoring.TARGETS_DIR}/vllm.json"])
-    # 8 x H200 serve 4 replicas of TP=2 on ports 8000-8003 (ms4fleet.serving).
+    # 8 x H200 serve 4 replicas of TP=2 on ports 8000-8003 (ms4fleet.serving); the host proxy answers their
+    # /metrics on 18000-18003.
     assert [(g["labels"]["host"], g["targets"]) for g in vllm] == [
-        *(("gpu-1", [f"10.0.0.1:{8000 + i}"]) for i in range(4)),
-        *(("gpu-2", [f"gpu-2.ssh:{8000 + i}"]) for i in range(4)),
+        *(("gpu-1", [f"10.0.0.1:{18000 + i}"]) for i in range(4)),
+        *(("gpu-2", [f"gpu-2.ssh:{18000 + i}"]) for i in range(4)),
     ]
     assert vllm[1]["labels"] == {"host": "gpu-1", "replica": "1", "unit": "ms4fleet-vllm-1.service"}
     node = json.loads(plan.files[f"{monitoring.TARGETS_DIR}/node.json"])

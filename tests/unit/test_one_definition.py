@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ms4fleet import paths, provision
+from ms4fleet import paths, provision, proxy
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION, HostConfig
 from ms4fleet.headroom import check_headroom
 from ms4fleet.rollout import lb, release
@@ -42,7 +42,8 @@ DECISIONS = {
         "src/ms4fleet/hostplan.py",
         r"[\"'](vllm_image_archive|weights_staging_dir)[\"']",
     ),
-    "where a replica answers on its host": ("src/ms4fleet/serving.py", r"[\"']0\.0\.0\.0[\"'],\s*[\"']::[\"']"),
+    "where a replica answers on its host": ("src/ms4fleet/serving.py", r"VLLM_ADDRESS\s*=\s*[\"']"),
+    "the replicas' derived ports": ("src/ms4fleet/config.py", r"(METRICS|INTERNAL)_PORT_OFFSET\s*=\s*\d"),
     "verification timeout": ("src/ms4fleet/verify.py", r"timeout_s\s*=\s*120|DEFAULT_TIMEOUT_S\s*=\s*\d"),
     "the service user's shell": ("src/ms4fleet/provision.py", r"/s?bin/(nologin|false)\b"),
     "initramfs rebuild after the nouveau blacklist": ("src/ms4fleet/provision.py", r"update-initramfs|\bdracut\b"),
@@ -56,7 +57,7 @@ DECISIONS = {
 ENGINES = ("src/ms4fleet_pyinfra", "plugins", "roles", "playbooks", "deploy.py")
 HOST_PATHS = {
     f"{module.__name__}.{name}": value
-    for module in (paths, provision, lb, release)
+    for module in (paths, provision, proxy, lb, release)
     for name, value in vars(module).items()
     if name.isupper() and isinstance(value, str) and value.startswith("/") and value.count("/") > 1
 }

@@ -107,7 +107,7 @@ def test_docker_unit_keeps_secrets_out_and_binds_loopback() -> None:
     assert " -e VLLM_API_KEY " in unit
     assert "VLLM_API_KEY=" not in unit and "--api-key" not in unit
     assert " --network host " in unit and " -p " not in unit
-    assert "--host 127.0.0.1 --port 8001 " in unit
+    assert "--host 127.0.0.1 --port 28001 " in unit
     assert f"/srv/ms4fleet/models/mistralai--Mistral-Small-4-119B-2603/{REVISION}:/models:ro" in unit
     assert '--gpus "\\"device=2,3\\""' in unit
     assert "--ipc=host" in unit

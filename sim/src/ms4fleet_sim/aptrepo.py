@@ -6,8 +6,9 @@ Three flat repositories (``deb URL ./``, the layout of NVIDIA's CUDA repository)
   which is also published there as ``ms4fleet-sim.pub`` (armored) like NVIDIA's ``3bf863cc.pub``;
 - ``nvidia-unsigned/``: the same packages without signatures, to prove apt refuses an unsigned repo;
 - ``debian/``: an offline Debian mirror of what hosts may install beyond the base image (docker.io and its
-  dependencies, python3-apt for Ansible's apt module, prometheus for a monitoring host), downloaded once
-  with apt inside the host image so it is exactly the closure a host needs; signed with the same key.
+  dependencies, python3-apt for Ansible's apt module, prometheus for a monitoring host, nginx for the host
+  proxy), downloaded once with apt inside the host image so it is exactly the closure a host needs; signed
+  with the same key.
 
 The directory is cached by a hash of its recipe; a small container (``python3 -m http.server`` on the host
 image) serves it read-only as ``http://ms4fleet-sim-repo/`` on the fleet network. Converges therefore never
@@ -37,8 +38,9 @@ KEY_NAME = "ms4fleet-sim.pub"
 KEY_URL = f"{NVIDIA_URL}{KEY_NAME}"
 
 # What hosts may apt-get install from Debian without the internet (closure computed against the host image);
-# prometheus is Debian's own package, as ms4fleet.monitoring installs it on a real monitoring host.
-DEBIAN_PACKAGES = ("docker.io", "python3-apt", "prometheus")
+# prometheus is Debian's own package, as ms4fleet.monitoring installs it on a real monitoring host; nginx is
+# the host proxy every GPU host runs in front of vLLM (ms4fleet.proxy).
+DEBIAN_PACKAGES = ("docker.io", "python3-apt", "prometheus", "nginx")
 
 
 def _scan_packages(repo: Path) -> None:

@@ -6,7 +6,8 @@ names its Prometheus host, the scrape interval and its exporters.
 
 + ``fleet_monitoring(specs, plans)``: one ``MonitoringPlan`` per monitoring host: packages, the service, and
   the bytes of prometheus.yml, the rules and the file-based service discovery targets (from each host's
-  desired state: its planned replicas' ports at the address the fleet reaches it).
+  desired state: its planned replicas' metrics ports at the address the fleet reaches it; the host proxy
+  answers there only to ``serving.metrics_allow``, which must hold the Prometheus host's address).
 + ``rules_text()`` / ``dashboard_text()``: the shipped ``rules.yml`` (recording + alert rules) and the
   Grafana dashboard ``dashboard.json`` (importable as is), package data of ``ms4fleet``.
 """
@@ -141,7 +142,8 @@ def fleet_monitoring(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]
         address = _address(spec)
         for replica in plans[spec.name].replicas:
             labels = {"host": spec.name, "replica": str(replica.index), "unit": replica.unit_name}
-            jobs["vllm"].append({"targets": [_target(address, replica.port)], "labels": labels})
+            # The host proxy's /metrics listener: it answers only the networks of serving.metrics_allow.
+            jobs["vllm"].append({"targets": [_target(address, replica.metrics_port)], "labels": labels})
         if settings.node_exporter:
             jobs["node"].append({"targets": [_target(address, NODE_EXPORTER_PORT)], "labels": {"host": spec.name}})
         if settings.dcgm_exporter:

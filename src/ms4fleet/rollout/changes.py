@@ -93,6 +93,8 @@ _FILE_KINDS = {
     "weights-verifier": Change.LIVE,
     # A drop-in of a provisioning unit (nvidia-persistenced's): that daemon restarts, the replicas keep running.
     "unit-dropin": Change.LIVE,
+    # The host proxy's config: nginx reloads gracefully, finishing every request it holds.
+    "proxy": Change.LIVE,
     "other": Change.LIVE,
 }
 # Weights keys that change what the replicas load; the others only change how the controller fetches.

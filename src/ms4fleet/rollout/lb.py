@@ -5,6 +5,9 @@
   being drained (a name in ``down``) has its replicas marked ``down``; a ``Backend`` in ``down`` marks that
   one replica (a GPU gone bad under it) while the host's others keep serving. ms4fleet writes the file and
   runs ``nginx -s reload``.
++ ``settings_from_data(name, data)``: an LB host's TLS settings (``TLS_KEYS``) validated; with them the LB
+  listens with TLS only. ``key_check_script(settings)`` refuses a key that is not root's alone.
++ Only ``/v1/`` and ``/health`` pass (``ms4fleet.proxy.api_locations``, as on each host): any other path is 404.
 + ``routed(conf_text)``: the hosts a config written by ``nginx_conf`` routes to, those it marks down, and
   each replica (host, server) marked down.
 + ``in_flight(metrics_text)``: requests a replica is still running or holding (vLLM's gauges).
@@ -17,16 +20,24 @@ then exit. So "drained" = no old worker left (``nginx_old_workers``) and the rep
 from __future__ import annotations
 
 import re
+import shlex
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ms4fleet.config import ConfigError
+from ms4fleet.proxy import READ_TIMEOUT_S, api_locations
+from ms4fleet.values import host_path
 
 CONF_PATH = "/etc/nginx/conf.d/ms4fleet.conf"
 # Host data naming the address the load balancer reaches a host's replicas at (else its SSH hostname).
 ADDRESS_KEY = "lb_backend_address"
 UPSTREAM = "ms4fleet_vllm"
 LISTEN_PORT = 8080
+TLS_PORT = 443
+# LB host data: the TLS certificate and key (paths on the LB host; the key root's, 0600) and the TLS port.
+TLS_KEYS = ("lb_tls_certificate", "lb_tls_key", "lb_tls_port")
 # Gauges vLLM (V1) exports per model: requests decoding now, and queued ones it has accepted.
 IN_FLIGHT_GAUGES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 # Old nginx workers rename themselves while they finish their requests after a reload.
@@ -65,7 +76,48 @@ class LbSettings:
     max_fails: int = 1
     fail_timeout_s: int = 10
     # Long generations stream for minutes; nginx's 60 s default would cut them.
-    read_timeout_s: int = 900
+    read_timeout_s: int = READ_TIMEOUT_S
+    # TLS (a certificate and its key on the LB host): then the LB listens on tls_port only, never in clear.
+    tls_port: int = TLS_PORT
+    tls_certificate: str | None = None
+    tls_key: str | None = None
+
+
+def settings_from_data(name: str, data: Mapping[str, Any]) -> LbSettings:
+    """The LB host ``name``'s settings from its inventory data (``TLS_KEYS``), validated: one line naming
+    the host and the key on bad input."""
+    cert_key, key_key, port_key = TLS_KEYS
+    paths: dict[str, str | None] = {}
+    for key in (cert_key, key_key):
+        value = data.get(key)
+        if value is None:
+            paths[key] = None
+            continue
+        try:
+            paths[key] = host_path(value) if isinstance(value, str) else host_path("")
+        except ValueError as err:
+            where = "give the absolute path of the file on the load balancer host"
+            raise ConfigError(name, key, f"{err}: {where}") from None
+    if (paths[cert_key] is None) != (paths[key_key] is None):
+        raise ConfigError(
+            name, cert_key if paths[cert_key] is None else key_key, f"is missing: set both {cert_key} and {key_key}"
+        )
+    port = data.get(port_key, TLS_PORT)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(name, port_key, f"={port!r} is not a TCP port (1-65535)")
+    return LbSettings(tls_port=port, tls_certificate=paths[cert_key], tls_key=paths[key_key])
+
+
+def key_check_script(settings: LbSettings) -> str:
+    """Shell that refuses a TLS key which is not root's alone (mode 0600 or 0400), before nginx reads it."""
+    if settings.tls_key is None:
+        return "true"
+    key = shlex.quote(settings.tls_key)
+    return (
+        f'set -- $(stat -L -c "%u %a" {key}) || exit 1; '
+        f'if [ "$1" != 0 ] || {{ [ "$2" != 600 ] && [ "$2" != 400 ]; }}; then '
+        f'echo "{TLS_KEYS[1]}: {settings.tls_key} is uid $1 mode $2: chown root:root and chmod 0600 it" >&2; exit 1; fi'
+    )
 
 
 def is_down(backend: Backend, down: Collection[str | Backend]) -> bool:
@@ -90,6 +142,22 @@ def nginx_conf(
             f"    server {backend.server} max_fails={s.max_fails} fail_timeout={s.fail_timeout_s}s{flags};"
             f"  # {backend.host}"
         )
+    if s.tls_certificate and s.tls_key:
+        listen = [
+            f"    listen {s.tls_port} ssl;",
+            f"    ssl_certificate {s.tls_certificate};",
+            f"    ssl_certificate_key {s.tls_key};",
+            "    ssl_protocols TLSv1.2 TLSv1.3;",
+        ]
+    else:
+        listen = [f"    listen {s.listen_port};"]
+    retry = [
+        # A replica that refuses the connection, answers 502/503 (dying, starting) or 500 (vLLM's answer
+        # once its engine died: EngineDeadError) is skipped and counts as a failure for max_fails. A
+        # completion has no side effect beyond compute, so resending a POST to another replica is safe.
+        "proxy_next_upstream error timeout http_500 http_502 http_503 non_idempotent;",
+        f"proxy_next_upstream_tries {min(len(backends), 3)};",
+    ]
     return "\n".join(
         [
             "# Managed by ms4fleet: rewritten on every rollout step (drain, rejoin).",
@@ -99,23 +167,10 @@ def nginx_conf(
             "}",
             "",
             "server {",
-            f"    listen {s.listen_port};",
+            *listen,
             "    client_max_body_size 64m;",
-            "    location / {",
-            f"        proxy_pass http://{UPSTREAM};",
-            "        proxy_http_version 1.1;",
-            '        proxy_set_header Connection "";',
-            "        proxy_set_header Host $host;",
-            # Server-sent events (stream=true) must reach the client token by token.
-            "        proxy_buffering off;",
-            f"        proxy_read_timeout {s.read_timeout_s}s;",
-            f"        proxy_send_timeout {s.read_timeout_s}s;",
-            # A replica that refuses the connection, answers 502/503 (dying, starting) or 500 (vLLM's answer
-            # once its engine died: EngineDeadError) is skipped and counts as a failure for max_fails. A
-            # completion has no side effect beyond compute, so resending a POST to another replica is safe.
-            "        proxy_next_upstream error timeout http_500 http_502 http_503 non_idempotent;",
-            f"        proxy_next_upstream_tries {min(len(backends), 3)};",
-            "    }",
+            # The API and /health only, as on each host's proxy (ms4fleet.proxy): every other path is 404.
+            *api_locations(UPSTREAM, s.read_timeout_s, retry),
             "}",
             "",
         ]

@@ -171,7 +171,7 @@ def _verify_gate(
     model = plan.served_model_name
     results = []
     for replica in plan.replicas:
-        with forwarded(host, replica.port, address) as url:
+        with forwarded(host, replica.internal_port, address) as url:
             report = verify(
                 url,
                 model,

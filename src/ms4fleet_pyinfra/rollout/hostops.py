@@ -188,7 +188,7 @@ def _drain(host: Any, tracker: Tracker, address: str, ports: list[int]) -> None:
 
 
 def _serving_ports(facts: HostFacts) -> list[int]:
-    """The ports the replicas running now listen on (from the release they run)."""
+    """The ports vLLM itself listens on in the replicas running now (from the release they run)."""
     current = facts.record.current
     if current is None or not facts.all_active:
         return []
@@ -285,7 +285,7 @@ def _verify(
 
     # Replicas are independent: verify them at once (each through its own channel of the SSH connection).
     with ThreadPoolExecutor(max_workers=len(plan.replicas)) as pool:
-        reports = list(pool.map(check, [r.port for r in plan.replicas]))
+        reports = list(pool.map(check, [r.internal_port for r in plan.replicas]))
     for replica, report in zip(plan.replicas, reports, strict=True):
         failed = [f"{c.name}: {c.detail}" for c in report.checks if c.status == "fail"]
         results.append({"replica": replica.index, "port": replica.port, "ok": report.ok, "failed": failed})
@@ -410,7 +410,8 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
 
 
 def _port_of(release: Release, unit: str) -> int | None:
-    """The port a release's unit serves on, read from the argv of its replica (the index in its name)."""
+    """The port vLLM listens on in a release's unit (loopback, behind the host proxy), read from the argv of its
+    replica (the index in its name)."""
     number = unit.removeprefix(f"{paths.UNIT_PREFIX}-").removesuffix(".service")
     index = int(number) if number.isdigit() else len(release.argv)
     argv = release.argv[index] if index < len(release.argv) else ()

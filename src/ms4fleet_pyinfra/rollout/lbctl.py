@@ -35,7 +35,7 @@ old=$(pgrep -P "$(cat /run/nginx.pid)" 2>/dev/null | tr '\\n' ' ' || true)
 if [ -f "$conf" ] && cmp -s "$conf" "$conf.new"; then rm -f "$conf.new"; echo "unchanged"; exit 0; fi
 [ -f "$conf" ] && cp "$conf" "$conf.bak"
 mv "$conf.new" "$conf"
-if ! out=$(nginx -t 2>&1); then
+if ! out=$({{ {key_check}; }} 2>&1 && nginx -t 2>&1); then
     if [ -f "$conf.bak" ]; then mv "$conf.bak" "$conf"; else rm -f "$conf"; fi
     echo "$out" >&2; exit 1
 fi
@@ -46,7 +46,8 @@ echo "reloaded $old"
 
 
 def backends_for(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]) -> list[lb.Backend]:
-    """Every replica of every host, in inventory order; a replica bound to loopback cannot be reached."""
+    """Every replica of every host (its host proxy's port), in inventory order; a proxy bound to loopback
+    cannot be reached."""
     out: list[lb.Backend] = []
     for spec in specs:
         plan = plans[spec.name]
@@ -55,7 +56,7 @@ def backends_for(specs: Sequence[HostSpec], plans: Mapping[str, ServingPlan]) ->
             raise ConfigError(
                 spec.name,
                 "serving.bind_address",
-                f"={bind!r} keeps the replicas on loopback, out of the load balancer's reach: "
+                f"={bind!r} keeps the host proxy on loopback, out of the load balancer's reach: "
                 "set 0.0.0.0 (or the address the load balancer uses)",
             )
         address = lb.backend_address(spec.name, spec.data, spec.connection.get("hostname"))
@@ -77,13 +78,13 @@ def _wait_gone(host: Any, pids: list[str], sudo: bool, timeout_s: float) -> bool
     return False
 
 
-def _apply(state: Any, host: Any, text: str, sudo: bool, errors: dict[str, str]) -> bool:
+def _apply(state: Any, host: Any, text: str, key_check: str, sudo: bool, errors: dict[str, str]) -> bool:
     conf = shlex.quote(lb.CONF_PATH)
     ok, _, err = shell(host, f"mkdir -p $(dirname {conf}) && cat > {conf}.new", sudo, stdin=text)
     if not ok:
         errors[host.name] = f"writing {lb.CONF_PATH}: {err.strip()[-200:]}"
         return False
-    ok, out, err = shell(host, _RELOAD.format(conf=conf), sudo)
+    ok, out, err = shell(host, _RELOAD.format(conf=conf, key_check=key_check), sudo)
     if not ok:
         errors[host.name] = f"nginx refused the config: {err.strip()[-300:]}"
         return False
@@ -110,19 +111,22 @@ def read_conf(sudo: bool, texts: dict[str, str | None], errors: dict[str, str]) 
 
 
 @operation(is_idempotent=False)
-def nginx_config(text: str, sudo: bool, errors: dict[str, str]) -> Generator[Any, None, None]:
-    yield FunctionCommand(_apply, (text, sudo, errors), {})
+def nginx_config(text: str, key_check: str, sudo: bool, errors: dict[str, str]) -> Generator[Any, None, None]:
+    yield FunctionCommand(_apply, (text, key_check, sudo, errors), {})
 
 
 @dataclass
 class LoadBalancer:
     hosts: Sequence[LbHost]
     backends: Sequence[lb.Backend]
-    settings: lb.LbSettings = field(default_factory=lb.LbSettings)
     errors: dict[str, str] = field(default_factory=dict)
 
-    def render(self, down: Collection[str | lb.Backend]) -> str:
-        return lb.nginx_conf(self.backends, down, self.settings)
+    def __post_init__(self) -> None:
+        # Each LB host's own settings (TLS), validated before any host is touched.
+        self.settings = {h.name: lb.settings_from_data(h.name, h.data) for h in self.hosts}
+
+    def render(self, down: Collection[str | lb.Backend], host: str | None = None) -> str:
+        return lb.nginx_conf(self.backends, down, self.settings.get(host or "", lb.LbSettings()))
 
     def read(self) -> tuple[lb.Routed | None, StateResult]:
         """What the LB hosts route to now: a host counts as up only where every LB host that has our config
@@ -142,9 +146,15 @@ class LoadBalancer:
     def apply(self, down: Collection[str | lb.Backend]) -> StateResult:
         """Route around the replicas of ``down`` (hosts, or single replicas); returns once old workers have
         finished their requests."""
-        text = self.render(down)
         return run_state(
-            self.hosts, lambda spec: nginx_config(text=text, sudo=sudo_for(spec), errors=self.errors, name="nginx")
+            self.hosts,
+            lambda spec: nginx_config(
+                text=self.render(down, spec.name),
+                key_check=lb.key_check_script(self.settings[spec.name]),
+                sudo=sudo_for(spec),
+                errors=self.errors,
+                name="nginx",
+            ),
         )
 
 

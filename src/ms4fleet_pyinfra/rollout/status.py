@@ -18,7 +18,7 @@ from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
 from ms4fleet import metrics
-from ms4fleet.config import HostConfig
+from ms4fleet.config import HostConfig, internal_port
 from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostplan import plan_for_data
 from ms4fleet.hostscripts import python_command
@@ -72,7 +72,7 @@ class HostStatus:
 
 def _read_load(host: Any, address: str, port: int) -> metrics.ReplicaLoad | str:
     try:
-        with forwarded(host, port, address) as url:
+        with forwarded(host, internal_port(port), address) as url:
             response = httpx.get(f"{url}/metrics", timeout=5.0)
         if response.status_code != 200:
             return f"GET /metrics: HTTP {response.status_code}"
@@ -142,7 +142,7 @@ def _gather(state: Any, host: Any, status: HostStatus, config: HostConfig, sudo:
     status.units = facts.units
     for port in ports:
         try:
-            with forwarded(host, port, address) as url:
+            with forwarded(host, internal_port(port), address) as url:
                 code = httpx.get(f"{url}/health", timeout=5.0).status_code
             status.health[port] = "ok" if code == 200 else f"HTTP {code}"
         except (httpx.HTTPError, OSError) as exc:
