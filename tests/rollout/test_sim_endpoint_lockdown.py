@@ -30,6 +30,7 @@ from ms4fleet.hostplan import host_plan
 from ms4fleet.inventory import load_inventory
 from ms4fleet.proxy import PROXY_CONF
 from ms4fleet.serving import plan_host
+from ms4fleet.verify import verify as verify_endpoint
 from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_inventory
 from ms4fleet_sim import dockercli
 from ms4fleet_sim.inventories import group_data, py_literal
@@ -182,6 +183,11 @@ def test_only_the_api_with_the_key_leaves_the_host(
             ok = client.post("/v1/chat/completions", json=chat, headers={"Authorization": f"Bearer {api_key}"})
             assert ok.status_code == 200, (where, ok.text[:200])
             assert ok.json()["choices"][0]["message"]["content"], where
+    # `ms4fleet verify`'s own proof on the host's public port: its auth check requests every route of vLLM's
+    # table without the key (401/404 each), /v1 without it (401); sdk and completion pass with it.
+    checks = {"health", "models", "completion", "sdk", "auth"}
+    report = verify_endpoint(f"http://{gpu_ip}:{port}", plan.served_model_name, api_key=api_key, checks=checks)
+    assert report.ok and report.check("auth").status == "pass", report.to_dict()
     # The LB listens with TLS only: nothing on its old clear-text port.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://{lb_ip}:8080/health", timeout=5.0)

@@ -146,9 +146,11 @@ class World:
 
     def settings(self, revision: str = REVISION_A, **serving: Any) -> dict[str, Any]:
         """The ms4fleet settings of one release (``serving`` overrides ``ms4fleet_serving``)."""
+        # A release that names a key is not open (the config refuses both).
+        base = {k: v for k, v in SERVING.items() if not (k == "open_endpoint" and "api_key" in serving)}
         return {
             "ms4fleet_runtime": RUNTIME,
-            "ms4fleet_serving": {**SERVING, "metrics_allow": self.metrics_allow, **serving},
+            "ms4fleet_serving": {**base, "metrics_allow": self.metrics_allow, **serving},
             "ms4fleet_weights": {
                 "source": "mirror",
                 "mirror_url": self.mirror.url,
