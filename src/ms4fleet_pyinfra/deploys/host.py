@@ -208,6 +208,10 @@ def serve(hp: HostPlan, inputs: list[Any], sudo: bool) -> None:
         )
         for r in hp.replicas
     ]
+    # The proxy binds each replica's public port; a replica of an older plan (vLLM on that port itself) held it
+    # until its restart just now, so the reload at the proxy's file change could not take it: this one can.
+    for proxy in (f for f in hp.files if f.kind == "proxy" and f.after_change):
+        hostops.after_change(argv=proxy.after_change, _if=any_changed(started), name="reload the host proxy")
     serving.verify_gate(
         config=config,
         plan=plan,
