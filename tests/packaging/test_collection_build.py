@@ -77,6 +77,7 @@ def test_the_tarball_holds_only_the_collection(tmp_path: Path) -> None:
         "docs",
         "docs/ansible.md",
         "docs/architecture.md",
+        "docs/endpoints.md",
         "docs/health.md",
         "docs/monitoring.md",
         "docs/probe.md",

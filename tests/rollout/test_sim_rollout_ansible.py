@@ -74,4 +74,6 @@ def test_playbook_rolls_out_under_load_then_changes_nothing(rollout_world: World
     again = playbook(inventory, *options)
     assert again.returncode == 0, failures(again)
     recap = re.findall(r"^(rollout-\d)\s+: ok=\d+\s+changed=(\d+)", again.stdout, re.MULTILINE)
-    assert sorted(recap) == [(f"rollout-{i}", "0") for i in range(1, 5)]
+    # Every GPU host in the recap, and nothing changed anywhere (the preflight plays also list the LB host).
+    assert {f"rollout-{i}" for i in range(1, 5)} <= {name for name, _ in recap}
+    assert [(name, changed) for name, changed in recap if changed != "0"] == []

@@ -50,7 +50,13 @@ class DockerWorld:
                 "registry_url": f"http://{self.sim.record.registry}",
                 "registry_allow_insecure": True,
             },
-            "ms4fleet_serving": {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, "max_model_len": 32768},
+            # Open: a rollout alone (no deploy first) writes no key file for the units to read.
+            "ms4fleet_serving": {
+                "bind_address": "0.0.0.0",
+                "tensor_parallel_size": 1,
+                "max_model_len": 32768,
+                "open_endpoint": True,
+            },
             "ms4fleet_weights": {
                 "source": "mirror",
                 "mirror_url": self.mirror.url,

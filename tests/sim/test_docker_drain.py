@@ -110,7 +110,7 @@ def test_docker_restart_keeps_the_replica_serving(served: Served) -> None:
     assert json.loads(host.sudo(f"cat {DAEMON_JSON}").stdout)["live-restore"] is True
     before = _container(host, replica.container_name)
     # Load sampled every 0.2 s from the host itself, each request with its HTTP status on a line.
-    _put(host, {LOAD: _load_script(replica.port).encode()})
+    _put(host, {LOAD: _load_script(replica.internal_port).encode()})
     host.sudo(f"rm -f {CODES} {CODES}.stop; nohup sh {LOAD} >/dev/null 2>&1 &")
     time.sleep(2)
     host.sudo("systemctl restart docker")
@@ -136,8 +136,8 @@ def test_stopping_the_unit_lets_the_request_in_flight_finish(served: Served) -> 
     faults.write(host.container, switches)
     propagate_faults(host, switches)
     try:
-        url = f"http://127.0.0.1:{replica.port}"
-        _put(host, {ONE: _one_request(replica.port).encode()})
+        url = f"http://127.0.0.1:{replica.internal_port}"
+        _put(host, {ONE: _one_request(replica.internal_port).encode()})
         host.sudo(f"rm -f {CODES}; nohup sh {ONE} >/dev/null 2>&1 &")
         deadline = time.monotonic() + 20
         while (

@@ -131,7 +131,7 @@ def test_native_replica_serves_under_its_sandbox(hardened: Hardened) -> None:
     host.sudo(f"systemctl start {names}", timeout=300)
     assert host.sudo(f"systemctl is-active {names}").stdout.split() == ["active"] * len(replicas)
     for replica in replicas:
-        body = host.run(f"curl -sf http://127.0.0.1:{replica.port}/v1/models").stdout
+        body = host.run(f"curl -sf http://127.0.0.1:{replica.internal_port}/v1/models").stdout
         assert '"id":"mistral-small-4"' in body.replace(" ", ""), body
         # The sandbox is in force on the running process, not only written in the file.
         pid = host.sudo(f"systemctl show -p MainPID --value {replica.unit_name}").stdout.strip()
@@ -185,4 +185,4 @@ def test_a_change_by_root_behind_the_toolkit_is_caught_before_start(hardened: Ha
         host.sudo(f"chmod u+w {path} && cat /root/shard.orig > {path} && chmod 444 {path} && rm /root/shard.orig")
     assert host.sudo(f"sha256sum {path}").stdout.split()[0] == original
     host.sudo(f"systemctl reset-failed {replica.unit_name}; systemctl start {replica.unit_name}", timeout=300)
-    assert host.run(f"curl -sf http://127.0.0.1:{replica.port}/health", check=False).rc == 0
+    assert host.run(f"curl -sf http://127.0.0.1:{replica.internal_port}/health", check=False).rc == 0

@@ -201,8 +201,8 @@ def test_the_production_units_docker_command_runs_unchanged(host: SimHost) -> No
     unit = "ms4fleet-test-production"
     host.sudo(f"systemd-run --unit {unit} --collect -- {shlex.join(argv)}")
     try:
-        wait_healthy(host, replica.port, timeout=120)
-        models = json.loads(host.run(f"curl -sf http://127.0.0.1:{replica.port}/v1/models").stdout)
+        wait_healthy(host, replica.internal_port, timeout=120)
+        models = json.loads(host.run(f"curl -sf http://127.0.0.1:{replica.internal_port}/v1/models").stdout)
         assert [m["id"] for m in models["data"]] == [config.profile.served_model_name]
         assert used_mib(host)[:3] == [used_mib(host)[0], used_mib(host)[0], 0] and used_mib(host)[0] > 0
     finally:
