@@ -209,16 +209,17 @@ def test_only_the_api_with_the_key_leaves_the_host(
     # serving only Debian's default site) reloaded onto the new config while that port was taken, so without
     # it. The next deploy moves the replica to its internal port and reloads the proxy after the restart.
     unit = host_plan(spec.config).replicas[0].unit_path
-    old_unit = f"sed -i 's/--port {internal_port(port)}/--port {port}/; s/--host 127.0.0.1/--host 0.0.0.0/' {unit}"
+    # Every mention of the internal port (vLLM's --port and the unit's own readiness wait) goes back to the public one.
+    old_unit = f"sed -i 's/{internal_port(port)}/{port}/g; s/--host 127.0.0.1/--host 0.0.0.0/' {unit}"
     gpu.sudo(f"systemctl stop nginx && mv {PROXY_CONF} /root/proxy.conf && {old_unit} && systemctl daemon-reload")
-    gpu.sudo(f"systemctl restart {plan.replicas[0].unit_name} && systemctl start nginx")
+    gpu.sudo(f"systemctl restart {plan.replicas[0].unit_name} && systemctl start nginx", timeout=300)
     gpu.sudo(f"mv /root/proxy.conf {PROXY_CONF} && systemctl reload nginx")
     assert httpx.post(f"http://{gpu_ip}:{port}/invocations", json=chat, timeout=30).status_code == 200  # exposed
     deployed = subprocess.run(
         [str(PYINFRA), "-y", str(inventory), str(ROOT / "deploy.py")], cwd=ROOT, capture_output=True, text=True
     )
     assert deployed.returncode == 0, (deployed.stdout + deployed.stderr)[-4000:]
-    assert "reload the host proxy" in deployed.stdout
+    assert "reload the host proxy" in deployed.stdout + deployed.stderr
     assert httpx.post(f"http://{gpu_ip}:{port}/invocations", json=chat, timeout=30).status_code == 404
     key = {"Authorization": f"Bearer {api_key}"}
     assert (
