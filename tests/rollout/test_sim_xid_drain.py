@@ -121,7 +121,9 @@ def test_a_runtime_xid_drains_that_replica_and_no_request_fails(
     assert "1 uncorrectable ECC error(s) since the last reset" in lines[0]
     assert conf(w) == after_first
     assert units(w) == {"ms4fleet-vllm-0": "active", "ms4fleet-vllm-1": "inactive"}
-    # No client request failed, and the load balancer was asked at least every 0.5 s all along.
+    # No client request failed, and the load balancer was asked all along. The bound is on sampling, not latency:
+    # the CLI runs in this process and shares the GIL and the machine's two cores with the load's threads, which
+    # stalled them 0.55 s once in CI; a request held by a stopped backend waits out nginx's timeouts (seconds).
     assert load.result.failed == 0, load.result.reasons
     assert load.result.ok > 60
-    assert load.result.largest_gap_s(started, ended) < 0.5
+    assert load.result.largest_gap_s(started, ended) < 1.5
