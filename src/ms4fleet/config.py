@@ -328,6 +328,9 @@ class AptRepo(_Section):
 
 class ProvisionConfig(_Section):
     manage_driver: bool = True
+    # Let ms4fleet replace a driver it did not install (a runfile's, or a proprietary module where the GPU
+    # needs the open one) with its own packages; without it such a host is refused (``ms4fleet.adopt``).
+    driver_takeover: bool = False
     driver_branch: Annotated[int, Field(ge=470, le=999)] = 580
     driver_version: DriverVersion = "580.95.05"
     cuda_toolkit: CudaToolkit = "13-0"

@@ -12,6 +12,8 @@ of it. ``to_json()`` is what ``ms4fleet plan --json`` prints and what the Ansibl
   (``ms4fleet.health.exclusions``); the JSON then names each excluded GPU and each replica left out, with why.
 + ``plan_for_data(config, data, os=None, excluded=())``: the same, with the controller-side inputs read from the host's
   inventory data (``IMAGE_ARCHIVE_KEYS``, ``STAGING_DIR_KEYS``).
++ ``plan_for_data(..., stack=stack_for(config, probe_report))``: what the host already has decides the driver
+  and Docker groups (``ms4fleet.adopt``: adopt, keep, upgrade, take over or refuse); the JSON's ``stack`` says why.
 + ``digest_of(doc)``: the sha256 of a plan's JSON (without its ``digest``), to check one read back.
 """
 
@@ -26,10 +28,12 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from ms4fleet import paths
+from ms4fleet.adopt import StackPlan, decide
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.health import Exclusion
 from ms4fleet.hostside.weights_verify import manifest_path
 from ms4fleet.imagearchive import archive_image_id
+from ms4fleet.probe import ProbeReport
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
@@ -44,6 +48,7 @@ from ms4fleet.provision import (
     Pin,
     ProvisionPlan,
     daemon_json,
+    driver_package,
     provision_plan,
 )
 from ms4fleet.proxy import PROXY_CONF
@@ -351,6 +356,8 @@ class HostPlan:
             "notes": list(self.notes),
             # Only where the health check excluded a GPU: a healthy host's plan is the plan made without one.
             **({"health": self.health} if self.serving.excluded else {}),
+            # Only where the host's probe was read: what it has and what ms4fleet does about it (ms4fleet.adopt).
+            **({"stack": self.stack_json} if self.provision.stack else {}),
         }
 
     @property
@@ -360,6 +367,12 @@ class HostPlan:
             "excluded_gpus": [e.to_json() for e in self.serving.excluded],
             "missing_replicas": [m.to_json() for m in self.serving.missing],
         }
+
+    @property
+    def stack_json(self) -> dict[str, Any]:
+        stack = self.provision.stack
+        assert stack is not None
+        return {**stack.to_json(), "before_driver_install": list(stack.before_driver_install())}
 
     @cached_property
     def digest(self) -> str:
@@ -394,17 +407,18 @@ def host_plan(
     image_archive: str | None = None,
     staging_dir: str | None = None,
     excluded: tuple[Exclusion, ...] = (),
+    stack: StackPlan | None = None,
 ) -> HostPlan:
     """The plan of one host. ``image_archive``: a ``docker save`` archive on the controller to load instead
     of pulling; ``staging_dir``: the controller's weights staging directory (default ``DEFAULT_STAGING``);
-    ``excluded``: GPUs no replica may use."""
+    ``excluded``: GPUs no replica may use; ``stack``: the decision for what the host has (``stack_for``)."""
     image_id = None
     if image_archive:
         try:
             image_id = archive_image_id(image_archive)
         except ValueError as err:
             raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
-    inputs = (os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))))
+    inputs = (os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))), stack)
     try:
         # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
         shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
@@ -423,10 +437,11 @@ def _shape_plan(
     image_id: str | None,
     staging_dir: str | None,
     excluded: tuple[Exclusion, ...],
+    stack: StackPlan | None,
 ) -> HostPlan:
     # Nothing planned depends on the host's name but error messages: validate under a neutral one.
     config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
-    return _build(config, os, image_archive, image_id, staging_dir, excluded)
+    return _build(config, os, image_archive, image_id, staging_dir, excluded, stack)
 
 
 def _build(
@@ -436,8 +451,9 @@ def _build(
     image_id: str | None,
     staging_dir: str | None,
     excluded: tuple[Exclusion, ...],
+    stack: StackPlan | None,
 ) -> HostPlan:
-    provision = provision_plan(config, os or DEFAULT_OS)
+    provision = provision_plan(config, os or DEFAULT_OS, stack)
     serving = plan_host(config, excluded=excluded)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
     pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
@@ -450,7 +466,9 @@ def _build(
         PlannedFile(f"{paths.SYSTEMD_DIR}/{r.unit_name}", r.unit_text, 0o644, "root", "root", "unit")
         for r in serving.replicas
     ]
-    merged = (MergedFile(DAEMON_JSON, daemon_json(None, config), 0o644, "root", "root"),) if provision.docker else ()
+    # daemon.json also where Docker is adopted (docker-ce): merged into the engine the host has.
+    docker_runtime = config.runtime.kind == "docker"
+    merged = (MergedFile(DAEMON_JSON, daemon_json(None, config), 0o644, "root", "root"),) if docker_runtime else ()
     units = [Unit(name, True, True, "provision") for name in provision.enabled_services]
     units += [Unit(r.unit_name, True, True, "replica") for r in serving.replicas]
     if serving.image is None:
@@ -524,8 +542,17 @@ def gates(config: HostConfig, serving: ServingPlan) -> Gates:
     )
 
 
+def stack_for(config: HostConfig, report: ProbeReport | None) -> StackPlan | None:
+    """The decision for what a probed host already has (None without a probe)."""
+    return None if report is None else decide(config, report, driver_package(config))
+
+
 def plan_for_data(
-    config: HostConfig, data: Mapping[str, Any], os: OsRelease | None = None, excluded: tuple[Exclusion, ...] = ()
+    config: HostConfig,
+    data: Mapping[str, Any],
+    os: OsRelease | None = None,
+    excluded: tuple[Exclusion, ...] = (),
+    stack: StackPlan | None = None,
 ) -> HostPlan:
     """``host_plan`` with the image archive and staging directory the host's inventory data names."""
 
@@ -533,7 +560,12 @@ def plan_for_data(
         return next((str(data[k]) for k in keys if data.get(k)), None)
 
     return host_plan(
-        config, os, image_archive=first(IMAGE_ARCHIVE_KEYS), staging_dir=first(STAGING_DIR_KEYS), excluded=excluded
+        config,
+        os,
+        image_archive=first(IMAGE_ARCHIVE_KEYS),
+        staging_dir=first(STAGING_DIR_KEYS),
+        excluded=excluded,
+        stack=stack,
     )
 
 

@@ -100,6 +100,33 @@ class FabricManager(_Record):
     nvml_states: tuple[str, ...]
 
 
+class Kernels(_Record):
+    running: str
+    boot: tuple[str, ...]
+    # Each kernel with a modules directory -> its nvidia.ko* files (relative to /lib/modules/<kernel>).
+    modules: dict[str, tuple[str, ...]]
+
+
+class SecureBoot(_Record):
+    enabled: bool | None
+    evidence: str | None
+
+
+class Stack(_Record):
+    """What installed the driver, Docker and the toolkit (``ms4fleet.adopt`` classifies it)."""
+
+    packages: dict[str, str] | None
+    module_file: str | None
+    module_file_version: str | None
+    module_owner: str | None
+    dkms: tuple[str, ...] | None
+    runfile_markers: tuple[str, ...]
+    kernel: Kernels
+    secure_boot: SecureBoot
+    docker_binary: str | None
+    daemon_json: bool
+
+
 class ProbeReport(_Record):
     schema_version: int = Field(alias="schema")
     source: Source
@@ -113,6 +140,8 @@ class ProbeReport(_Record):
     pci: Pci
     nvswitch: NvSwitch
     fabric_manager: FabricManager
+    # None from a probe older than the stack's reading (its captures are replayed as they were).
+    stack: Stack | None = None
     errors: tuple[str, ...]
 
     def gpu(self, index: int) -> Gpu:

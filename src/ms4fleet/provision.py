@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ms4fleet.catalog import package_series
 from ms4fleet.config import AptRepo, ConfigError, HostConfig
 from ms4fleet.proxy import PROXY_CONF, PROXY_SERVICE, RELOAD_COMMAND, host_proxy_conf
 from ms4fleet.serving import replica_ports
 from ms4fleet.weights.startcheck import verifier_file
+
+if TYPE_CHECKING:
+    from ms4fleet.adopt import StackPlan
 
 HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
 KEYRING = "/etc/apt/keyrings/ms4fleet-nvidia.asc"
@@ -133,6 +136,8 @@ class ProvisionPlan:
     # What the preferences file pins: the driver and the fabric manager to ``driver_version``, Docker,
     # containerd and the container toolkit to their series.
     pins: tuple[Pin, ...] = field(default=())
+    # The decision for what the host already has (``ms4fleet.adopt``), where its probe was read.
+    stack: StackPlan | None = None
 
     def packages(self) -> list[Packages]:
         """Install order: base tools, driver, fabric manager, CUDA, Docker, container toolkit."""
@@ -183,19 +188,27 @@ def fabric_manager_packages(config: HostConfig) -> tuple[str, ...]:
     return tuple(names)
 
 
-def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
+def provision_plan(config: HostConfig, os: OsRelease, stack: StackPlan | None = None) -> ProvisionPlan:
+    """``stack``: the decision for what the host already has (``adopt.decide``); None before any probe."""
     check_os(config.name, os)
+    if stack is not None:
+        stack.check(config.name)
     provision = config.provision
     repo = provision.nvidia_apt_repo or default_repo(os)
-    manage = provision.manage_driver
+    # An adopted (or unmanaged) driver is left alone: no package, pin, blacklist or persistence drop-in.
+    manage = provision.manage_driver and (stack is None or stack.installs_driver)
     fm = fabric_manager_packages(config)
     docker_runtime = config.runtime.kind == "docker"
-    pins = container_pins(config, os) if docker_runtime else []
+    adopts_docker = stack is not None and stack.adopts_docker
+    pins = container_pins(config, os, with_docker=not adopts_docker) if docker_runtime else []
+    fm_pinned = tuple(n for n in fm if n != "nvlsm")
     if manage:
         # The driver and the fabric manager must be the same version or CUDA fails with error 802: pin both
         # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
-        driver_pin = (driver_package(config), *(n for n in fm if n != "nvlsm"))
-        pins.insert(0, Pin(driver_pin, f"{provision.driver_version}-*"))
+        pins.insert(0, Pin((driver_package(config), *fm_pinned), f"{provision.driver_version}-*"))
+    elif stack is not None and fm_pinned:
+        # The fabric manager follows the driver the host has, adopted or unmanaged.
+        pins.insert(0, Pin(fm_pinned, f"{stack.driver_version}-*"))
     verifier_path, verifier, verifier_mode = verifier_file()
     files = [_sources_file(repo), ManagedFile(verifier_path, verifier.decode(), verifier_mode)]
     if pins:
@@ -220,20 +233,29 @@ def provision_plan(config: HostConfig, os: OsRelease) -> ProvisionPlan:
         cuda=Packages((f"cuda-toolkit-{provision.cuda_toolkit}",)),
         # Held like the driver: an unattended upgrade of any of them restarts the daemons every replica runs
         # under; ms4fleet moves them only through a deploy or a rollout, which drain first.
-        docker=Packages(DOCKER_PACKAGES, hold=True) if docker_runtime else None,
+        docker=Packages(DOCKER_PACKAGES, hold=True) if docker_runtime and not adopts_docker else None,
         container_toolkit=Packages((CONTAINER_TOOLKIT,), hold=True) if docker_runtime else None,
         files=tuple(files),
         enabled_services=tuple(services),
         service_user=provision.service_user,
-        driver_version=provision.driver_version,
-        notes=() if manage else ("driver management is off: the installed driver is left as it is",),
+        driver_version=provision.driver_version if stack is None else stack.driver_version,
+        notes=_notes(manage, stack),
         pins=tuple(pins),
+        stack=stack,
     )
 
 
-def container_pins(config: HostConfig, os: OsRelease) -> list[Pin]:
+def _notes(manage: bool, stack: StackPlan | None) -> tuple[str, ...]:
+    if stack is None:
+        return () if manage else ("driver management is off: the installed driver is left as it is",)
+    decisions = [("driver", stack.driver), ("docker", stack.docker), ("container toolkit", stack.container_toolkit)]
+    return tuple(f"{name}: {d.action}: {d.reason}" for name, d in decisions if d is not None)
+
+
+def container_pins(config: HostConfig, os: OsRelease, with_docker: bool = True) -> list[Pin]:
     """Docker, containerd and the container toolkit, each at its series: the inventory's, else the catalog's
-    for the OS. Held like the driver, and pinned so that installing them picks that series."""
+    for the OS. Held like the driver, and pinned so that installing them picks that series. Without
+    ``with_docker`` (an adopted docker-ce), the toolkit's alone."""
     series = package_series(os.key)
     provision = config.provision
     chosen = {
@@ -241,9 +263,8 @@ def container_pins(config: HostConfig, os: OsRelease) -> list[Pin]:
         "containerd": provision.containerd_version or series["containerd"],
         CONTAINER_TOOLKIT: provision.container_toolkit_version or series[CONTAINER_TOOLKIT],
     }
-    return [Pin((name,), chosen[name]) for name in DOCKER_PACKAGES] + [
-        Pin(CONTAINER_TOOLKIT_PINNED, chosen[CONTAINER_TOOLKIT])
-    ]
+    docker = [Pin((name,), chosen[name]) for name in DOCKER_PACKAGES] if with_docker else []
+    return [*docker, Pin(CONTAINER_TOOLKIT_PINNED, chosen[CONTAINER_TOOLKIT])]
 
 
 def _sources_file(repo: AptRepo) -> ManagedFile:

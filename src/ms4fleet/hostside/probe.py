@@ -9,8 +9,9 @@ of Python 3.8+ and uses ``pynvml`` (nvidia-ml-py) when importable. Sources, trie
 + ``nvidia-smi``: ``--query-gpu``/``--query-compute-apps`` CSV plus the plain table (CUDA version, MIG);
 + ``pci``: ``lspci -Dn -d 10de:`` (or sysfs) when no driver answers: PCI ids only, no memory figures.
 
-Independently of the source it reads the kernel module (/proc/driver/nvidia/version, modinfo), NVSwitch
-presence, the fabric manager unit and, for every GPU process, the systemd unit or container owning it
+Independently of the source it reads the kernel module (/proc/driver/nvidia/version, modinfo), what installed
+the driver, Docker and the toolkit (dpkg, DKMS, runfile markers), the kernels and their NVIDIA modules, Secure
+Boot, NVSwitch presence, the fabric manager unit and, for every GPU process, the systemd unit or container owning it
 (from /proc/<pid>/cgroup), which the headroom gate needs to count a replaced replica's memory as free.
 Failures of single reads land in ``errors``; the probe itself never raises.
 """
@@ -735,6 +736,134 @@ def collect_fabric_manager(errors: List[str]) -> Optional[str]:
     return done.stdout.strip() or None
 
 
+# --------------------------------------------------------------------------------- what owns the stack
+
+# Installed packages the core classifies the driver, Docker and the kernel by (dpkg-query patterns).
+STACK_PACKAGES = (
+    "nvidia-driver-*",
+    "nvidia-dkms-*",
+    "nvidia-kernel-*",
+    "linux-modules-nvidia-*",
+    "cuda-drivers*",
+    "nvidia-open*",
+    "nvidia-container-toolkit",
+    "docker.io",
+    "docker-ce",
+    "containerd",
+    "containerd.io",
+    "moby-engine",
+    "dkms",
+    "unattended-upgrades",
+)
+# The runfile installer leaves these behind (and no package owns its module).
+RUNFILE_MARKERS = ("/usr/bin/nvidia-uninstall", "/var/log/nvidia-installer.log")
+# UEFI's global variable GUID: the SecureBoot variable's 5th byte is 1 when Secure Boot is on.
+SECURE_BOOT_VAR = "/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-e98c3362b2d5"
+_MODULE_NAME = re.compile(r"^nvidia\.ko(\.(zst|xz|gz))?$")
+
+
+def _command(argv: List[str], errors: List[str], ok: Sequence[int] = (0,)) -> Optional[str]:
+    """stdout of a command that exists and exits with a code in ``ok``, else None (a failure to run it lands
+    in errors)."""
+    binary = _find_binary(argv[0])
+    if binary is None:
+        return None
+    try:
+        done = _run([binary, *argv[1:]])
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        errors.append("%s: %s" % (argv[0], exc))
+        return None
+    return done.stdout if done.returncode in ok else None
+
+
+def parse_dpkg_query(text: str) -> Dict[str, str]:
+    """``dpkg-query -W -f '${db:Status-Abbrev}\t${Package}\t${Version}\n'`` -> installed package -> version."""
+    found = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        # "ii " installed; "rc " removed with its config left, "un " unknown: not installed.
+        if len(parts) == 3 and parts[0].startswith("i"):
+            found[parts[1]] = parts[2]
+    return found
+
+
+def kernel_modules(root: str = "/lib/modules") -> Dict[str, List[str]]:
+    """Every kernel with a modules directory -> its nvidia.ko* files, relative to that directory."""
+    out: Dict[str, List[str]] = {}
+    try:
+        kernels = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for kver in kernels:
+        base = os.path.join(root, kver)
+        found = []
+        for dirpath, _dirs, names in os.walk(base):
+            found += [os.path.relpath(os.path.join(dirpath, n), base) for n in names if _MODULE_NAME.match(n)]
+        out[kver] = sorted(found)
+    return out
+
+
+def boot_kernels(boot: str = "/boot") -> List[str]:
+    """Kernel versions with an image in /boot (vmlinuz-<version>)."""
+    try:
+        names = os.listdir(boot)
+    except OSError:
+        return []
+    return sorted(
+        n[len("vmlinuz-") :] for n in names if n.startswith("vmlinuz-") and not os.path.islink(os.path.join(boot, n))
+    )
+
+
+def secure_boot(errors: List[str], efivar: str = SECURE_BOOT_VAR) -> Json:
+    """Secure Boot state: mokutil --sb-state, else the EFI variable; None where neither says (no UEFI)."""
+    text = _command(["mokutil", "--sb-state"], errors)
+    if text and "SecureBoot" in text:
+        return {"enabled": "enabled" in text.lower().split("secureboot", 1)[1][:20], "evidence": "mokutil --sb-state"}
+    try:
+        with open(efivar, "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return {"enabled": None, "evidence": None}
+    # efivarfs: 4 bytes of attributes, then the value.
+    return {"enabled": len(raw) >= 5 and raw[4] == 1, "evidence": efivar}
+
+
+def collect_stack(errors: List[str], root: str = "") -> Json:
+    """What installed the driver, Docker and the container toolkit, and the kernels the driver must follow."""
+    listing = _command(
+        ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\n", *STACK_PACKAGES],
+        errors,
+        # 1: some pattern matched no package (the others are still listed).
+        ok=(0, 1),
+    )
+    module_file = _command(["modinfo", "-F", "filename", "nvidia"], errors)
+    module_file = module_file.strip() if module_file and module_file.strip().startswith("/") else None
+    module_version = _command(["modinfo", "-F", "version", "nvidia"], errors) if module_file else None
+    owner = None
+    if module_file:
+        # "linux-modules-nvidia-580-open-6.8.0-45-generic: /lib/modules/.../nvidia.ko"; DKMS builds have none.
+        found = _command(["dpkg-query", "-S", os.path.realpath(module_file)], errors)
+        owner = found.split(":", 1)[0].strip() if found else None
+    dkms = _command(["dkms", "status"], errors)
+    uname = os.uname().release
+    return {
+        "packages": parse_dpkg_query(listing) if listing is not None else None,
+        "module_file": module_file,
+        "module_file_version": module_version.strip() if module_version else None,
+        "module_owner": owner,
+        "dkms": [line for line in dkms.splitlines() if line.startswith("nvidia")] if dkms is not None else None,
+        "runfile_markers": [m for m in RUNFILE_MARKERS if os.path.exists(root + m)],
+        "kernel": {
+            "running": uname,
+            "boot": boot_kernels(root + "/boot"),
+            "modules": kernel_modules(root + "/lib/modules"),
+        },
+        "secure_boot": secure_boot(errors, root + SECURE_BOOT_VAR),
+        "docker_binary": _find_binary("docker") or _find_binary("dockerd"),
+        "daemon_json": os.path.exists(root + "/etc/docker/daemon.json"),
+    }
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -803,6 +932,7 @@ def probe(source: str = "auto") -> Json:
             "service": collect_fabric_manager(errors),
             "nvml_states": known_states,
         },
+        "stack": collect_stack(errors),
         "errors": errors,
     }
 

@@ -19,7 +19,7 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check
-from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
+from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data, stack_for
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
@@ -61,7 +61,7 @@ def report_headroom(config: HostConfig, plan: ServingPlan, sudo: bool) -> None:
 
 def replan(hp: HostPlan, os: OsRelease) -> HostPlan:
     """The host's plan for the OS it runs (the same plan when that is the one it was made for)."""
-    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os, hp.serving.excluded)
+    return hp if os == hp.os else plan_for_data(hp.config, host_data(host), os, hp.serving.excluded, hp.provision.stack)
 
 
 @deploy("ms4fleet")
@@ -93,7 +93,15 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
                 name="converged (nothing to do)",
             )
             return
+        # What the host already has decides the driver and Docker (adopt, keep, upgrade, take over or refuse).
+        probe = host.get_fact(Probe, _sudo=sudo)
+        if probe.report is not None:
+            hp = plan_for_data(config, data, hp.os, found.excluded, stack_for(config, probe.report))
+        for note in hp.notes:
+            logger.info(f"{host.print_prefix}{note}")
     except (ConfigError, WeightsError) as err:
+        # Also at prepare time, so that --dry states a refusal.
+        logger.error(f"{host.print_prefix}{err}")
         hostops.fail_host(message=str(err), name="ms4fleet: host check")
         return
     differences = found.differences
@@ -136,9 +144,12 @@ def provision(hp: HostPlan, sudo: bool) -> None:
             hostops.after_change(argv=f.after_change, _if=any_changed([op]), name=f"after {f.path} changed")
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
     installs = {}
+    stack = hp.provision.stack
     for group in hp.packages:
         if group is base:
             continue
+        if group.group == "driver" and stack is not None and stack.before_driver_install():
+            hostops.after_change(argv=stack.before_driver_install(), name="driver takeover: uninstall the runfile's")
         label = " ".join(group.names)
         installs[group.group] = apt.packages(
             packages=list(group.names), extra_install_args=APT_ARGS, name=f"install {label}"
