@@ -17,12 +17,16 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa
 from ms4fleet import apikey, paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
-from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
+from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data, stack_for
+from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import DAEMON_JSON, OsRelease
 from ms4fleet.proxy import PROXY_SERVICE
 
 # The package groups of the plan, by the names the roles read.
 PACKAGE_GROUPS = ("base", "driver", "fabric_manager", "cuda", "docker", "container_toolkit")
+
+# The os_vars role's registered probe (``ms4fleet.fleet.probe``): what the host already has, for every role.
+PROBE_VARIABLE = "os_vars_probe"
 
 # Keys of a host's variables the core reads (all others are Ansible's or other roles').
 CONFIG_KEYS = tuple(f"{KEY_PREFIX}{section}" for section in SECTIONS)
@@ -67,7 +71,20 @@ def host_plan(
     data = {key: _plain(variables[key]) for key in (*IMAGE_ARCHIVE_KEYS, *STAGING_DIR_KEYS) if variables.get(key)}
     if image_archive:
         data[IMAGE_ARCHIVE_KEYS[-1]] = image_archive
-    return plan_for_data(config, data, os_release(facts) if facts is not None else None, left_out).to_json()
+    os = os_release(facts) if facts is not None else None
+    return plan_for_data(config, data, os, left_out, stack_for(config, probe_report(variables))).to_json()
+
+
+def probe_report(variables: Mapping[str, Any]) -> ProbeReport | None:
+    """The host's probe report, where the os_vars role registered one this play (None before it ran)."""
+    registered = variables.get(PROBE_VARIABLE)
+    report = registered.get("probe") if isinstance(registered, Mapping) else None
+    if not isinstance(report, Mapping):
+        return None
+    try:
+        return parse_probe(json.dumps(_plain(report)), str(variables.get("inventory_hostname", "")))
+    except ProbeError:
+        return None
 
 
 def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,11 +103,17 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         "service_user": plan["service_user"]["name"],
         "service_shell": plan["service_user"]["shell"],
         "proxy_service": PROXY_SERVICE,
-        # What the driver and the fabric manager are pinned to (nothing when the driver is left alone).
-        "driver_version": config.provision.driver_version if config.provision.manage_driver else None,
+        # What the driver and the fabric manager are pinned to: the host's own where the core left its driver
+        # alone; nothing when the driver is unmanaged and the host was not probed.
+        "driver_version": plan["stack"]["driver_version"]
+        if plan.get("stack")
+        else (config.provision.driver_version if config.provision.manage_driver else None),
         "reboot": plan["reboot"]["policy"],
         "runtime": plan["runtime"],
         "notes": plan["notes"],
+        # What the host had and the core's decision (absent before the probe ran), and a takeover's uninstall.
+        "stack": plan.get("stack"),
+        "driver_before_install": (plan.get("stack") or {}).get("before_driver_install", []),
         "paths": {
             "keyring": plan["apt"]["keyring"],
             "sources": plan["apt"]["sources_file"],

@@ -74,6 +74,8 @@ class StackPlan:
     container_toolkit: Decision | None
     # The driver version the fabric manager must match on this host (the adopted one where adopted).
     driver_version: str
+    # The driver package the plan installs where it installs one (the host's flavour where apt keeps it).
+    driver_package: str
 
     @property
     def installs_driver(self) -> bool:
@@ -105,6 +107,8 @@ class StackPlan:
                 "flavor": f.flavor,
                 "evidence": list(f.evidence),
             },
+            # The version the driver is (or will be) at on this host: the fabric manager is pinned to it.
+            "driver_version": self.driver_version,
             "docker": None if self.docker is None else self.docker.to_json(),
             "container_toolkit": None if self.container_toolkit is None else self.container_toolkit.to_json(),
         }
@@ -240,16 +244,23 @@ def decide_toolkit(config: HostConfig, report: ProbeReport) -> Decision | None:
 
 
 def decide(config: HostConfig, report: ProbeReport, package: str) -> StackPlan:
+    """``package``: the driver package ms4fleet installs on a new host (``provision.driver_package``)."""
     facts = classify(report)
-    adopted = facts.loaded or facts.installed
-    keeps_own = facts.owner not in ("apt", "dkms", "none")
+    p = config.provision
+    keeps_flavour = (
+        facts.owner in ("apt", "dkms") and facts.flavor == "proprietary" and not p.driver_takeover
+    ) and config.gpu.gpu.open_kernel_modules != "required"
+    if keeps_flavour:
+        # Open is only recommended here: apt moves the proprietary driver it owns within its flavour.
+        package = f"nvidia-driver-{p.driver_branch}"
     driver = decide_driver(config, facts, package)
+    own = facts.loaded or facts.installed
     return StackPlan(
         driver_facts=facts,
         driver=driver,
         docker=decide_docker(config, report),
         container_toolkit=decide_toolkit(config, report),
-        driver_version=adopted
-        if driver.action in ("adopt", "unmanaged") and keeps_own and adopted
-        else config.provision.driver_version,
+        # A driver left alone keeps its version: the fabric manager follows it, not driver_version.
+        driver_version=own if driver.action in ("adopt", "unmanaged") and own else p.driver_version,
+        driver_package=package,
     )

@@ -16,6 +16,7 @@ from ms4fleet.cli import UsageError, existing_file, print_json
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION
 from ms4fleet.health import Exclusion, exclusions_from_json
 from ms4fleet.inventory import Fleet, load_inventory
+from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import OsRelease
 from ms4fleet.secrets import api_key_summary
 from ms4fleet.serving import ServingPlan, plan_host
@@ -58,6 +59,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the output of `ms4fleet health INVENTORY --json`: place replicas only on the GPUs it does not exclude "
         "(as the engines do) and say which replica is left out and why",
     )
+    plan.add_argument(
+        "--probe",
+        action="append",
+        metavar="[HOST=]FILE",
+        help="a host's probe output (`python3 probe.py` on it, or a capture): decide its driver and Docker from what "
+        "it already has, as the engines do (adopt, keep, upgrade, take over or refuse); without HOST= for every host "
+        "(repeatable)",
+    )
     plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
     plan.set_defaults(func=run_plan)
@@ -96,19 +105,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_plan(args: argparse.Namespace) -> int:
     fleet = load_inventory(args.inventory).select(args.limit)
     excluded = _health_exclusions(args.health) if args.health else {}
+    probes = _probes(args.probe or [], [host.name for host in fleet])
     plans = [plan_host(host.config, excluded=excluded.get(host.name, ())) for host in fleet]
+    # Only --json and --probe build whole host plans (their weights and gates pull in the HTTP client): import here.
+    stacks = {}
+    if probes:
+        from ms4fleet.hostplan import stack_for
+
+        stacks = {host.name: stack_for(host.config, probes[host.name]) for host in fleet if host.name in probes}
+        for name, stack in stacks.items():
+            if stack is not None:
+                stack.check(name)  # a refusal: one line (ConfigError, exit 2) before any plan is printed
     if args.json:
         # "plan": the HostPlan the engine applies, its files' bytes in "contents" by sha256 (hosts share most
         # files); "settings": the host's ms4fleet_* data exactly as its engine's loader merged it; "sizing": the
         # serving plan's verdict and figures; "api_key": where the endpoint's key comes from (never the key).
-        # Only --json builds whole host plans (their weights and gates pull in the HTTP client): import it here.
         from ms4fleet.hostplan import plan_for_data
 
         contents: dict[str, str] = {}
         hosts = [
             {
                 "host": host.name,
-                "plan": plan_for_data(host.config, host.data, args.os, excluded.get(host.name, ())).to_json(contents),
+                "plan": plan_for_data(
+                    host.config, host.data, args.os, excluded.get(host.name, ()), stacks.get(host.name)
+                ).to_json(contents),
                 "settings": {k: v for k, v in host.data.items() if k.startswith("ms4fleet_")},
                 "sizing": plan.to_dict(),
                 "api_key": api_key_summary(host.config),
@@ -119,8 +139,30 @@ def run_plan(args: argparse.Namespace) -> int:
     else:
         _print_plans(plans, show_argv=args.argv)
         _print_api_keys(fleet)
+        for name, stack in stacks.items():
+            if stack is None:
+                continue
+            decisions = [("driver", stack.driver), ("docker", stack.docker), ("toolkit", stack.container_toolkit)]
+            for what, decision in decisions:
+                if decision is not None:
+                    print(f"{name}: {what} {decision.action}: {decision.reason}")
     failed = any(p.verdict == "does-not-fit" for p in plans)
     return 1 if args.strict and failed else 0
+
+
+def _probes(values: list[str], hosts: list[str]) -> dict[str, ProbeReport]:
+    """``--probe [HOST=]FILE`` values -> each host's parsed report (hostile files: the core parses them)."""
+    out: dict[str, ProbeReport] = {}
+    for value in values:
+        name, sep, path = value.rpartition("=")
+        if sep and name not in hosts:
+            raise UsageError(f"--probe {value}: {name} is not a host of this inventory (or not selected)")
+        try:
+            report = parse_probe(Path(path).read_text(encoding="utf-8"), name)
+        except (OSError, ProbeError) as err:
+            raise UsageError(f"--probe {value}: {str(err).splitlines()[0]}") from None
+        out.update({host: report for host in ([name] if sep else hosts)})
+    return out
 
 
 def _print_api_keys(fleet: Fleet) -> None:

@@ -202,10 +202,11 @@ def provision_plan(config: HostConfig, os: OsRelease, stack: StackPlan | None = 
     adopts_docker = stack is not None and stack.adopts_docker
     pins = container_pins(config, os, with_docker=not adopts_docker) if docker_runtime else []
     fm_pinned = tuple(n for n in fm if n != "nvlsm")
+    driver = driver_package(config) if stack is None else stack.driver_package
     if manage:
         # The driver and the fabric manager must be the same version or CUDA fails with error 802: pin both
         # to the configured version so neither can be upgraded alone (apt-mark hold also stops upgrades).
-        pins.insert(0, Pin((driver_package(config), *fm_pinned), f"{provision.driver_version}-*"))
+        pins.insert(0, Pin((driver, *fm_pinned), f"{provision.driver_version}-*"))
     elif stack is not None and fm_pinned:
         # The fabric manager follows the driver the host has, adopted or unmanaged.
         pins.insert(0, Pin(fm_pinned, f"{stack.driver_version}-*"))
@@ -228,7 +229,7 @@ def provision_plan(config: HostConfig, os: OsRelease, stack: StackPlan | None = 
         os=os,
         nvidia_repo=repo,
         base=Packages(BASE_PACKAGES),
-        driver=Packages((driver_package(config),), hold=True) if manage else None,
+        driver=Packages((driver,), hold=True) if manage else None,
         fabric_manager=Packages(fm, hold=True) if fm else None,
         cuda=Packages((f"cuda-toolkit-{provision.cuda_toolkit}",)),
         # Held like the driver: an unattended upgrade of any of them restarts the daemons every replica runs
