@@ -16,7 +16,8 @@ from ansible_collections.ms4fleet.fleet.plugins.filter.plan import FilterModule
 
 from ms4fleet import apikey
 from ms4fleet.config import HostConfig
-from ms4fleet.hostplan import host_plan
+from ms4fleet.hostplan import host_plan, stack_for
+from ms4fleet.probe import parse_probe
 from ms4fleet.provision import OsRelease, daemon_json, provision_plan
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
@@ -218,3 +219,25 @@ def test_every_role_has_vars_for_each_supported_release(role: str) -> None:
 def test_no_service_secrets_means_no_environment_file() -> None:
     assert FILTERS["service_secrets"](hostvars(serving={"open_endpoint": True}))["needed"] is False
     assert FILTERS["service_secrets"](hostvars(serving={"api_key": {"file": "/etc/ms4fleet/key"}}))["needed"] is True
+
+
+H200_PROBE = ROOT / "tests" / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+
+
+def test_provision_plan_applies_the_cores_adoption_from_the_registered_probe() -> None:
+    """The os_vars role registers the probe; every role's plan then carries the core's decision for it (the real
+    H200's driver, owned by nothing on the host, is adopted), and refuses what the core refuses."""
+    report = json.loads(H200_PROBE.read_text())
+    data = {**hostvars(count=1), "os_vars_probe": {"probe": report, "changed": False}}
+    plan = FILTERS["provision_plan"](data, UBUNTU_2404)
+    core = host_plan(
+        config(data), OsRelease("ubuntu", "24.04"), stack=stack_for(config(data), parse_probe(json.dumps(report)))
+    )
+    assert plan["driver"] is None and core.group("driver") is None
+    assert plan["stack"] == core.to_json()["stack"] and plan["stack"]["driver"]["action"] == "adopt"
+    assert plan["driver_version"] == "580.159.04" and plan["driver_before_install"] == []
+    assert plan["notes"] == list(core.notes)
+    assert FILTERS["provision_plan"](hostvars(count=1), UBUNTU_2404)["driver"] is not None
+    refused = {**data, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03"}}
+    with pytest.raises(AnsibleFilterError, match=r"gpu-1: driver 580\.159\.04 .* is not on driver_branch 570"):
+        FILTERS["provision_plan"](refused, UBUNTU_2404)
