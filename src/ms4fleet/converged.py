@@ -35,11 +35,13 @@ from pathlib import Path
 
 import ms4fleet
 from ms4fleet import paths, verdicts
+from ms4fleet.adopt import StackPlan
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.health import Exclusion, HealthError, exclusions, parse_health
 from ms4fleet.hostoutput import held_packages, installed_packages, section_marker, upstream_version
-from ms4fleet.hostplan import DEFAULT_OS
+from ms4fleet.hostplan import DEFAULT_OS, stack_for
 from ms4fleet.hostscripts import python_command
+from ms4fleet.probe import ProbeError, parse_probe
 from ms4fleet.provision import (
     DAEMON_JSON,
     KEYRING,
@@ -284,13 +286,15 @@ class Check:
     """A converged check's answer. ``os`` is the host's OS when the check read it (None: unknown);
     ``quick`` says a stored verdict was confirmed instead of the full check being run; ``excluded`` the GPUs
     the health reading excludes now (the plan to apply is ``plan_for(excluded)``), ``health_error`` why
-    there is no reading (no driver yet: every GPU planned)."""
+    there is no reading (no driver yet: every GPU planned); ``stack`` the core's decision for what the host
+    already has, from the probe the full check runs (None after a quick check or without a probe)."""
 
     differences: tuple[str, ...]
     os: OsRelease | None
     excluded: tuple[Exclusion, ...] = ()
     health_error: str = ""
     quick: bool = False
+    stack: StackPlan | None = None
 
     @property
     def converged(self) -> bool:
@@ -300,6 +304,19 @@ class Check:
 def health_parts() -> list[str]:
     """The core's GPU health reader, as a part of the check's first read."""
     return [section_marker("health"), python_command("health.py")]
+
+
+def probe_parts() -> list[str]:
+    """The core's host probe, as a part of the full check's first read (what the host already has)."""
+    return [section_marker("probe"), python_command("probe.py")]
+
+
+def _stack(found: dict[str, list[str]], config: HostConfig) -> StackPlan | None:
+    try:
+        report = parse_probe("\n".join(found.get("probe", [])), config.name)
+    except ProbeError:
+        return None  # no probe answer: planned as before any probe
+    return stack_for(config, report)
 
 
 def _health(found: dict[str, list[str]], name: str, gpu_count: int) -> tuple[tuple[Exclusion, ...], str]:
@@ -339,7 +356,7 @@ def check(
     # which no supported OS changes (the OS changes what the answers must be).
     assumed = health[0] if health is not None else known.excluded if known is not None else ()
     script = snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), plan_for(assumed), request))
-    first = _script(health_parts()) if health is None else ""
+    first = (_script(health_parts()) if health is None else "") + _script(probe_parts())
     found = read(f"{section_marker('os')}\ncat /etc/os-release\n{first}{script}")
     if health is None:
         health = _health(found, name, config.gpu.count)
@@ -347,7 +364,9 @@ def check(
     if not os_release.id:
         verdicts.forget(name)
         return Check(("/etc/os-release unreadable",), None, *health)
-    desired = Desired(config, provision_plan(config, os_release), plan_for(health[0]), request)
+    # What the host already has decides the driver and Docker (a refusal raises ConfigError here, one line).
+    stack = _stack(found, config)
+    desired = Desired(config, provision_plan(config, os_release, stack), plan_for(health[0]), request)
     if snapshot_script(desired) != script:
         found = read(snapshot_script(desired))
     diffs = tuple(differences(desired, found))
@@ -356,7 +375,7 @@ def check(
         verdicts.forget(name)
     elif printed is not None:
         verdicts.store(name, verdicts.Verdict(desired.digest, os_release, printed, health[0]))
-    return Check(diffs, os_release, *health)
+    return Check(diffs, os_release, *health, stack=stack)
 
 
 def verified_record(model: str, checks: list[str], replicas: list[dict[str, object]]) -> str:

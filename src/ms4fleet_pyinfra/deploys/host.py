@@ -19,7 +19,7 @@ from pyinfra.operations import apt, files, systemd
 
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check
-from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data, stack_for
+from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
@@ -81,7 +81,8 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
             logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
         for e in found.excluded:
             logger.warning(f"{host.print_prefix}GPU {e.gpu} excluded: {e.reason}")
-        hp = plan_for_data(config, data, found.os or host.get_fact(OsReleaseFact), found.excluded)
+        # found.stack: what the host already has (the full check's probe) decides the driver and Docker.
+        hp = plan_for_data(config, data, found.os or host.get_fact(OsReleaseFact), found.excluded, found.stack)
         for missing in hp.serving.missing:
             logger.warning(f"{host.print_prefix}{missing.explanation}")
         if found.converged:
@@ -93,10 +94,6 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
                 name="converged (nothing to do)",
             )
             return
-        # What the host already has decides the driver and Docker (adopt, keep, upgrade, take over or refuse).
-        probe = host.get_fact(Probe, _sudo=sudo)
-        if probe.report is not None:
-            hp = plan_for_data(config, data, hp.os, found.excluded, stack_for(config, probe.report))
         for note in hp.notes:
             logger.info(f"{host.print_prefix}{note}")
     except (ConfigError, WeightsError) as err:
