@@ -6,6 +6,8 @@
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.service_secrets``: secret uploads and the env-file script.
 + ``current_text | ms4fleet.fleet.daemon_json(hostvars[inventory_hostname])``: daemon.json merged.
 + ``driver_changed | ms4fleet.fleet.needs_reboot(reboot_required, loaded, installed)``.
++ ``boot_kernels.stdout_lines | ms4fleet.fleet.reboot_refusal``: why not to reboot now (the kernel that boots
+  next has no NVIDIA module), or "".
 + ``ms4fleet_ssh_accept_new | ms4fleet.fleet.ssh_host_key_args(ansible_ssh_extra_args)``: the extra ssh args
   with the core's StrictHostKeyChecking (``ms4fleet.hostkeys``).
 """
@@ -17,7 +19,15 @@ from typing import Any
 
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.requirement import core_filters
 
-NAMES = ("provision_plan", "serving_plan", "service_secrets", "daemon_json", "needs_reboot", "ssh_host_key_args")
+NAMES = (
+    "provision_plan",
+    "serving_plan",
+    "service_secrets",
+    "daemon_json",
+    "needs_reboot",
+    "reboot_refusal",
+    "ssh_host_key_args",
+)
 
 
 class FilterModule:

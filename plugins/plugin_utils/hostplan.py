@@ -18,6 +18,7 @@ from ms4fleet import apikey, paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data, stack_for
+from ms4fleet.kernels import BOOT_MODULES_SCRIPT
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import DAEMON_JSON, OsRelease
 from ms4fleet.proxy import PROXY_SERVICE
@@ -114,6 +115,8 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         # What the host had and the core's decision (absent before the probe ran), and a takeover's uninstall.
         "stack": plan.get("stack"),
         "driver_before_install": (plan.get("stack") or {}).get("before_driver_install", []),
+        # Run right before a driver reboot: the kernel that boots next must have the driver's module.
+        "boot_modules_script": BOOT_MODULES_SCRIPT,
         "paths": {
             "keyring": plan["apt"]["keyring"],
             "sources": plan["apt"]["sources_file"],

@@ -13,7 +13,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
     hostplan,
 )
 
-from ms4fleet import hostkeys
+from ms4fleet import hostkeys, kernels
 from ms4fleet import provision as core_provision
 
 
@@ -33,6 +33,11 @@ def service_secrets(variables: Mapping[str, Any]) -> dict[str, Any]:
 
 def daemon_json(current: str | None, variables: Mapping[str, Any]) -> str:
     return core_provision.daemon_json(current or None, hostplan.host_config(variables))
+
+
+def reboot_refusal(lines: list[str] | None) -> str:
+    """The core's one-line refusal to reboot into a kernel without the driver's module, or ""."""
+    return kernels.reboot_refusal(kernels.parse_boot_modules(lines or [])) or ""
 
 
 def ssh_host_key_args(flag: Any, extra_args: str | None) -> str:

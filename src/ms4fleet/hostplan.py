@@ -43,6 +43,7 @@ from ms4fleet.provision import (
     REBOOT_REQUIRED,
     SERVICE_SHELL,
     SOURCES_FILE,
+    UNATTENDED_FILE,
     OsRelease,
     Packages,
     Pin,
@@ -72,6 +73,7 @@ _KINDS = {
     PERSISTENCE_DROPIN: "unit-dropin",
     HOST_VERIFIER_PATH: "weights-verifier",
     PROXY_CONF: "proxy",
+    UNATTENDED_FILE: "unattended-upgrades",
 }
 # Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
 IMAGE_ARCHIVE_KEYS = ("vllm_image_archive", "vllm_service_image_archive")

@@ -32,6 +32,24 @@ DAEMON_JSON = "/etc/docker/daemon.json"
 # A drop-in for the driver's own unit (its directory names the unit the engines reload and restart on change).
 PERSISTENCE_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/ms4fleet.conf"
 REBOOT_REQUIRED = "/var/run/reboot-required"
+# unattended-upgrades leaves the kernel and NVIDIA's packages alone: a kernel or driver moves only through a
+# deploy, which checks that the kernel that boots next has the driver's module (ms4fleet.kernels).
+UNATTENDED_FILE = "/etc/apt/apt.conf.d/51ms4fleet-unattended-upgrades"
+# Regular expressions unattended-upgrades matches at the start of a package name.
+UNATTENDED_BLACKLIST = (
+    "linux-image-",
+    "linux-headers-",
+    "linux-modules-",
+    "linux-generic",
+    "linux-virtual",
+    "linux-aws",
+    "linux-gcp",
+    "linux-azure",
+    "linux-oracle",
+    "nvidia-",
+    "libnvidia-",
+    "cuda-drivers",
+)
 # The service account: a system user that never logs in (every supported release has this shell).
 SERVICE_SHELL = "/usr/sbin/nologin"
 # Run after the nouveau blacklist changes, so it applies at the next boot (every supported release rebuilds
@@ -211,7 +229,7 @@ def provision_plan(config: HostConfig, os: OsRelease, stack: StackPlan | None = 
         # The fabric manager follows the driver the host has, adopted or unmanaged.
         pins.insert(0, Pin(fm_pinned, f"{stack.driver_version}-*"))
     verifier_path, verifier, verifier_mode = verifier_file()
-    files = [_sources_file(repo), ManagedFile(verifier_path, verifier.decode(), verifier_mode)]
+    files = [_sources_file(repo), ManagedFile(verifier_path, verifier.decode(), verifier_mode), _unattended_file()]
     if pins:
         files.append(_preferences_file(pins))
     if manage:
@@ -279,6 +297,12 @@ def _sources_file(repo: AptRepo) -> ManagedFile:
 
 def _preferences_file(pins: list[Pin]) -> ManagedFile:
     return ManagedFile(PREFERENCES_FILE, HEADER + "\n".join(pin.stanza() for pin in pins))
+
+
+def _unattended_file() -> ManagedFile:
+    entries = "".join(f'    "{pattern}";\n' for pattern in UNATTENDED_BLACKLIST)
+    # apt.conf comments are // (not the HEADER's #); lists from several files add up.
+    return ManagedFile(UNATTENDED_FILE, f"// {HEADER[2:]}Unattended-Upgrade::Package-Blacklist {{\n{entries}}};\n")
 
 
 def _persistence_dropin() -> ManagedFile:

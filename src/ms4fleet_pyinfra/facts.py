@@ -30,6 +30,7 @@ from ms4fleet import aptkey, paths
 from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostoutput import DPKG_FORMAT, SEPARATOR, installed_packages, sections, upstream_version
 from ms4fleet.hostscripts import python_command
+from ms4fleet.kernels import BOOT_MODULES_SCRIPT, parse_boot_modules
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
 from ms4fleet.provision import DAEMON_JSON, REBOOT_REQUIRED, OsRelease
 
@@ -216,6 +217,22 @@ class DriverInfo(Plain):
     @property
     def branch(self) -> int | None:
         return int(self.version.split(".", 1)[0]) if self.version else None
+
+
+class BootKernels(FactBase[dict[str, tuple[str, ...]]]):
+    """Every kernel that can boot and its NVIDIA module files (``ms4fleet.kernels``), read right before a reboot."""
+
+    @override
+    def command(self) -> str:
+        return BOOT_MODULES_SCRIPT
+
+    @staticmethod
+    def default() -> dict[str, tuple[str, ...]]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, tuple[str, ...]]:
+        return parse_boot_modules(output)
 
 
 class DriverState(FactBase[DriverInfo]):

@@ -241,3 +241,11 @@ def test_provision_plan_applies_the_cores_adoption_from_the_registered_probe() -
     refused = {**data, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03"}}
     with pytest.raises(AnsibleFilterError, match=r"gpu-1: driver 580\.159\.04 .* is not on driver_branch 570"):
         FILTERS["provision_plan"](refused, UBUNTU_2404)
+
+
+def test_reboot_refusal_is_the_cores_line_for_the_read_kernels() -> None:
+    lines = ["kernel 6.8.0-45-generic", "module /lib/modules/6.8.0-45-generic/updates/dkms/nvidia.ko.zst"]
+    assert FILTERS["reboot_refusal"](lines) == ""
+    refused = FILTERS["reboot_refusal"]([*lines, "kernel 6.8.0-48-generic"])
+    assert refused.startswith("reboot refused: kernel 6.8.0-48-generic")
+    assert FILTERS["provision_plan"](hostvars(), UBUNTU_2404)["boot_modules_script"].startswith("for f in /boot/")

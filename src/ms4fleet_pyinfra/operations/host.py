@@ -16,8 +16,9 @@ from pyinfra.context import host
 
 from ms4fleet import aptkey
 from ms4fleet.hostscripts import python_command
+from ms4fleet.kernels import reboot_refusal
 from ms4fleet.provision import needs_reboot
-from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, DriverState, FabricManagerState, UserExists
+from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, BootKernels, DriverState, FabricManagerState, UserExists
 from ms4fleet_pyinfra.report import fail, say
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
@@ -149,6 +150,11 @@ def reboot_if_needed(driver_changed: Callable[[], bool], policy: str) -> Generat
             ),
             {},
         )
+        return
+    # Never into a kernel without the driver: refused in one line, the host keeps running (and serving).
+    refusal = reboot_refusal(host.get_fact(BootKernels))
+    if refusal is not None:
+        yield FunctionCommand(fail, (refusal,), {})
         return
     yield StringCommand("mkdir", "-p", "/run/ms4fleet", "&&", "touch", REBOOT_MARKER)
     # Detached, so the SSH channel closes before the connection dies (pyinfra #1708).
