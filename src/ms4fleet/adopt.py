@@ -6,7 +6,8 @@
 + ``decide(config, report)``: ``StackPlan``: for the driver ``install``, ``keep`` (apt has the configured
   version), ``upgrade`` (through apt, which owns it), ``adopt`` (someone else's driver on the configured
   branch, loaded and answering: left alone), ``takeover`` (a runfile's, replaced with ms4fleet's packages on
-  ``provision.driver_takeover: true``), ``unmanaged`` (``manage_driver: false``) or ``refuse`` (one line);
+  ``provision.driver_takeover: true``), ``unmanaged`` (``manage_driver: false``) or ``refuse`` (one line; also
+  an install or upgrade under Secure Boot unless ``provision.secure_boot_mok: true`` says the DKMS key is enrolled);
   for Docker ``install`` docker.io, ``keep`` it, or ``adopt`` docker-ce (never a second engine); for the
   container toolkit ``install`` or ``keep``.
 
@@ -254,6 +255,14 @@ def decide(config: HostConfig, report: ProbeReport, package: str) -> StackPlan:
         # Open is only recommended here: apt moves the proprietary driver it owns within its flavour.
         package = f"nvidia-driver-{p.driver_branch}"
     driver = decide_driver(config, facts, package)
+    secure_boot = report.stack is not None and report.stack.secure_boot.enabled is True
+    if secure_boot and driver.action in ("install", "upgrade", "takeover") and not p.secure_boot_mok:
+        driver = Decision(
+            "refuse",
+            f"Secure Boot is on and {package} builds its module with DKMS, which the firmware loads only when "
+            "signed by an enrolled key: enroll the DKMS key (mokutil --import /var/lib/dkms/mok.pub, reboot, "
+            "confirm) and set provision.secure_boot_mok: true, or turn Secure Boot off",
+        )
     own = facts.loaded or facts.installed
     return StackPlan(
         driver_facts=facts,

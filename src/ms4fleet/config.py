@@ -331,6 +331,9 @@ class ProvisionConfig(_Section):
     # Let ms4fleet replace a driver it did not install (a runfile's, or a proprietary module where the GPU
     # needs the open one) with its own packages; without it such a host is refused (``ms4fleet.adopt``).
     driver_takeover: bool = False
+    # With Secure Boot on, the firmware loads only signed modules: the DKMS signing key (MOK) is enrolled on
+    # this host, so a driver ms4fleet installs can load. Without it such a host is refused (``ms4fleet.adopt``).
+    secure_boot_mok: bool = False
     driver_branch: Annotated[int, Field(ge=470, le=999)] = 580
     driver_version: DriverVersion = "580.95.05"
     cuda_toolkit: CudaToolkit = "13-0"

@@ -174,3 +174,18 @@ def test_secure_boot_from_the_efi_variable(tmp_path: Path, monkeypatch: pytest.M
     var.write_bytes(b"\x06\x00\x00\x00\x00")
     assert hostprobe.secure_boot([], str(var))["enabled"] is False
     assert hostprobe.secure_boot([], str(tmp_path / "absent")) == {"enabled": None, "evidence": None}
+
+
+def test_secure_boot_refuses_a_driver_install_unless_the_dkms_key_is_enrolled() -> None:
+    on = {"enabled": True, "evidence": "mokutil --sb-state"}
+    bare_data = json.loads(CAPTURE.read_text())
+    bare_data["driver"]["kernel_module"].update(loaded=False, version=None, flavor=None, evidence=[])
+    bare_data["stack"]["secure_boot"] = on
+    bare = parse_probe(json.dumps(bare_data))
+    with pytest.raises(
+        ConfigError, match=r"^gpu-1: Secure Boot is on and nvidia-driver-580-open builds .*provision\.secure_boot_mok: true"
+    ):
+        plan(config(), bare)
+    assert plan(config(secure_boot_mok=True), bare).to_json()["stack"]["driver"]["action"] == "install"
+    # A driver that is already loaded is signed or Secure Boot would not have loaded it: adopted as before.
+    assert plan(config(), report(secure_boot=on)).to_json()["stack"]["driver"]["action"] == "adopt"
