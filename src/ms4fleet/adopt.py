@@ -128,8 +128,9 @@ def _branch(version: str | None) -> int | None:
 def classify(report: ProbeReport) -> DriverFacts:
     module = report.driver.kernel_module
     stack = report.stack
-    loaded = module.version if module.loaded else None
     answers = report.source in ("nvml", "nvidia-smi") and bool(report.gpus)
+    # A driver that answers is loaded, also where /proc/driver/nvidia is not visible (a container).
+    loaded = module.version if module.loaded else report.driver.version if answers else None
     evidence = list(module.evidence)
     if stack is None:
         # A probe without the stack reading: only what is loaded is known.

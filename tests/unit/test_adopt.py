@@ -179,13 +179,25 @@ def test_secure_boot_from_the_efi_variable(tmp_path: Path, monkeypatch: pytest.M
 def test_secure_boot_refuses_a_driver_install_unless_the_dkms_key_is_enrolled() -> None:
     on = {"enabled": True, "evidence": "mokutil --sb-state"}
     bare_data = json.loads(CAPTURE.read_text())
+    # Before any driver: the GPUs are PCI ids only.
     bare_data["driver"]["kernel_module"].update(loaded=False, version=None, flavor=None, evidence=[])
+    bare_data["driver"]["version"] = None
+    bare_data["source"] = "pci"
     bare_data["stack"]["secure_boot"] = on
     bare = parse_probe(json.dumps(bare_data))
     with pytest.raises(
-        ConfigError, match=r"^gpu-1: Secure Boot is on and nvidia-driver-580-open builds .*provision\.secure_boot_mok: true"
+        ConfigError,
+        match=r"^gpu-1: Secure Boot is on and nvidia-driver-580-open builds .*provision\.secure_boot_mok: true",
     ):
         plan(config(), bare)
     assert plan(config(secure_boot_mok=True), bare).to_json()["stack"]["driver"]["action"] == "install"
     # A driver that is already loaded is signed or Secure Boot would not have loaded it: adopted as before.
     assert plan(config(), report(secure_boot=on)).to_json()["stack"]["driver"]["action"] == "adopt"
+
+
+def test_a_driver_that_answers_is_loaded_even_without_proc_driver_nvidia() -> None:
+    data = json.loads(CAPTURE.read_text())
+    data["driver"]["kernel_module"].update(loaded=False, version=None, evidence=[])
+    data["stack"]["runfile_markers"] = ["/var/log/nvidia-installer.log"]
+    facts = classify(parse_probe(json.dumps(data)))
+    assert (facts.owner, facts.loaded, facts.answers) == ("runfile", "580.159.04", True)
