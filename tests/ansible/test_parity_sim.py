@@ -41,6 +41,7 @@ APT_MODULE_NEEDS = {"python3-apt", "python-apt-common", "distro-info-data", "iso
 MANAGED_PLACES = (
     "/etc/apt/sources.list.d/ms4fleet-*",
     "/etc/apt/preferences.d/ms4fleet-*",
+    "/etc/apt/apt.conf.d/51ms4fleet-*",
     "/etc/modprobe.d/ms4fleet-*",
     "/etc/systemd/system/ms4fleet-*",
     "/etc/systemd/system/*.service.d/ms4fleet.conf",
