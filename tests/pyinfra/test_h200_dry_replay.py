@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import Desired, fingerprint, live_differences, quick_script
-from ms4fleet.provision import PREFERENCES_FILE, OsRelease, provision_plan
+from ms4fleet.provision import PREFERENCES_FILE, UNATTENDED_FILE, OsRelease, provision_plan
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
@@ -85,10 +85,12 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
     want = Desired(
         config, provision_plan(config, OsRelease("ubuntu", "24.04")), plan_host(config), request_for_host(config)
     )
-    # Captured before the container stack was pinned: the one path the script gained since is the apt
-    # preferences file (planned now without a managed driver), which that host lacks and stat skips.
-    now = quick_script(want).replace(f"{PREFERENCES_FILE} ", "", 1)
-    assert PREFERENCES_FILE in quick_script(want) and script.strip() == now.strip()
+    # Captured before the container stack was pinned and before unattended-upgrades got its blacklist: the
+    # paths the script gained since are the apt preferences file (planned now without a managed driver) and
+    # the unattended-upgrades file, which that host lacks and stat skips.
+    now = quick_script(want).replace(f"{PREFERENCES_FILE} ", "", 1).replace(f"{UNATTENDED_FILE} ", "", 1)
+    assert PREFERENCES_FILE in quick_script(want) and UNATTENDED_FILE in quick_script(want)
+    assert script.strip() == now.strip()
     assert live_differences(want, sections)[:3] == [
         "image vllm/vllm-openai:v0.32.0 missing",
         "nginx not active",
