@@ -77,6 +77,8 @@ def test_every_key_of_the_plan_is_classified() -> None:
     groups = {g.group for g in plan().packages}
     assert groups <= set(changes._GROUPS)
     assert {f.kind for f in plan().files} <= set(changes._FILE_KINDS)
+    # A host planned with its probe has the stack decision too (only then).
+    assert "stack" in changes._PLAIN and "stack" not in keys
 
 
 def test_an_unknown_part_counts_as_a_restart_not_as_nothing() -> None:

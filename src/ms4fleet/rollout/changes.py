@@ -61,6 +61,8 @@ _PLAIN: dict[str, Change] = {
     "host": Change.NONE,
     "digest": Change.NONE,
     "notes": Change.NONE,
+    # What the host had and the decision for it (ms4fleet.adopt): what it changes shows in packages and files.
+    "stack": Change.NONE,
     # Derived from the replicas and the config; whatever changed it shows in the replicas' argv and units.
     "serving": Change.NONE,
     "held": Change.NONE,
@@ -95,6 +97,8 @@ _FILE_KINDS = {
     "unit-dropin": Change.LIVE,
     # The host proxy's config: nginx reloads gracefully, finishing every request it holds.
     "proxy": Change.LIVE,
+    # unattended-upgrades reads it at its next run; nothing restarts.
+    "unattended-upgrades": Change.LIVE,
     "other": Change.LIVE,
 }
 # Weights keys that change what the replicas load; the others only change how the controller fetches.
