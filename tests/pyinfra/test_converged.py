@@ -34,6 +34,8 @@ from ms4fleet.converged import (
 )
 from ms4fleet.health import Exclusion
 from ms4fleet.hostoutput import sections
+from ms4fleet.hostplan import stack_for
+from ms4fleet.probe import parse_probe
 from ms4fleet.provision import DAEMON_JSON, KEYRING, OsRelease, daemon_json, provision_plan
 from ms4fleet.secrets import secret_path
 from ms4fleet.serving import ServingPlan, plan_host
@@ -73,8 +75,6 @@ def desired(**gpu: Any) -> Desired:
 
 def converged_output(want: Desired) -> list[str]:
     """What the snapshot script prints on a host that is exactly as planned (its sections, as a host would)."""
-    driver = want.provision.driver
-    assert driver is not None
     held = set(want.provision.held)
     dpkg = [f"{p}\t580.95.05-1\t{'h' if p in held else 'i'}i " for p in want.packages]
     files = [f"{digest}  {path}" for path, digest in {**want.files, KEYRING: "0" * 64, VERIFIED_FILE: "1" * 64}.items()]
@@ -480,3 +480,35 @@ def test_the_verified_record_is_written_as_given(tmp_path: Path) -> None:
     subprocess.run(["sh", "-c", command], check=True)
     assert target.read_text() == record
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+H200_PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+
+
+def test_a_host_whose_driver_is_adopted_converges_without_a_driver_package() -> None:
+    # The full check's first read carries the probe (the real H200's: its driver is the VM image's): the plan it
+    # judges the host by adopts that driver, so a host without ms4fleet's driver package is converged.
+    config = HostConfig.from_host_data("gpu-1", {**HOST_DATA, "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1}})
+    probe = H200_PROBE.read_text()
+    stack = stack_for(config, parse_probe(probe))
+    assert stack is not None and stack.driver.action == "adopt"
+    os_text = 'ID=ubuntu\nVERSION_ID="24.04"\n'
+    want = Desired(
+        config, provision_plan(config, OsRelease.parse(os_text), stack), plan_host(config), request_for_host(config)
+    )
+    assert want.provision.driver is None
+    host = ["--ms4fleet-- os", *os_text.splitlines(), *converged_output(want)]
+
+    def run(answer: list[str]) -> Any:
+        verdicts.forget("gpu-1")
+        try:
+            return check("gpu-1", config, lambda excluded: plan_host(config), want.weights, lambda _: sections(answer))
+        finally:
+            verdicts.forget("gpu-1")
+
+    found = run([*host, "--ms4fleet-- probe", *probe.splitlines()])
+    assert found.converged, found.differences
+    assert found.stack == stack
+    # The same host answering no probe is judged by the plan made without one: its driver package is missing.
+    found = run(host)
+    assert found.stack is None and "package nvidia-driver-580-open missing" in found.differences
