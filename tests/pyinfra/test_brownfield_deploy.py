@@ -1,0 +1,54 @@
+"""The whole pyinfra deploy on the fake connector for brownfield hosts: the probe in the converged check's
+first read (the real H200's, with its stack part changed to what the host shape reports) decides which
+operations are planned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ms4fleet import verdicts
+from tests.pyinfra import harness
+
+PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+HOST_DATA: dict[str, Any] = {
+    "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1},
+    "ms4fleet_runtime": {"kind": "docker"},
+    "ms4fleet_serving": {"open_endpoint": True},
+    "ms4fleet_weights": {"source": "path", "path": "/srv/ms4fleet/share", "revision": "5e" * 20},
+}
+
+
+def deploy(host_data: dict[str, Any], **stack: Any) -> dict[str, Any]:
+    probe = json.loads(PROBE.read_text())
+    probe["stack"].update(stack)
+    answer = ["--ms4fleet-- os", "ID=ubuntu", 'VERSION_ID="24.04"', "--ms4fleet-- probe", json.dumps(probe)]
+    verdicts.forget("@fake/gpu-1")
+    return harness.plan(host_data, {"--ms4fleet-- os": "\n".join(answer) + "\n"})
+
+
+def test_the_h200s_own_driver_and_a_preinstalled_docker_ce_are_adopted() -> None:
+    planned = deploy(HOST_DATA, packages={"docker-ce": "5:28.1.1-1~ubuntu.24.04~noble", "containerd.io": "1.7.27-1"})
+    assert not [name for name in planned if "nvidia-driver" in name or "docker.io" in name], list(planned)
+    assert "install nvidia-container-toolkit" in planned
+    assert "docker daemon.json (merged)" in planned
+    assert planned["docker running (restarted if daemon.json changed)"] != "noop"
+    assert "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf" not in planned
+
+
+def test_without_docker_ce_docker_io_is_installed_and_a_runfile_of_another_branch_is_taken_over() -> None:
+    data = {**HOST_DATA, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03",
+                                                "driver_takeover": True}}  # fmt: skip
+    planned = deploy(data, runfile_markers=["/usr/bin/nvidia-uninstall"])
+    assert planned["install docker.io containerd"] != "noop"
+    assert planned["driver takeover: uninstall the runfile's"] == [
+        "test ! -e /usr/bin/nvidia-uninstall || /usr/bin/nvidia-uninstall --silent"
+    ]
+    order = list(planned)
+    assert order.index("driver takeover: uninstall the runfile's") < order.index("install nvidia-driver-570-open")
+
+
+def test_a_refused_host_plans_only_its_refusal() -> None:
+    data = {**HOST_DATA, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03"}}
+    assert list(deploy(data)) == ["ms4fleet: host check"]
