@@ -188,9 +188,11 @@ def _mismatch(state: Any, host: Any, fabric_manager: str, driver: str) -> bool:
 def fabric_manager_matches_driver() -> Generator[Any, None, None]:
     """NVSwitch hosts: the fabric manager must be the driver's exact version (the core pins both; this
     catches a host where something else installed one of them)."""
-    driver = host.get_fact(DriverState)
+    info = host.get_fact(DriverState)
     fabric_manager = host.get_fact(FabricManagerState)
-    if driver.version is None or fabric_manager.version is None or driver.version == fabric_manager.version:
-        host.noop(f"fabric manager {fabric_manager.version or '-'} matches driver {driver.version or '-'}")
+    # An adopted driver (no package of ms4fleet's) is the loaded one: the fabric manager is pinned to it.
+    driver = info.version or info.loaded_version
+    if driver is None or fabric_manager.version is None or driver == fabric_manager.version:
+        host.noop(f"fabric manager {fabric_manager.version or '-'} matches driver {driver or '-'}")
         return
-    yield FunctionCommand(_mismatch, (fabric_manager.version, driver.version), {})
+    yield FunctionCommand(_mismatch, (fabric_manager.version, driver), {})
