@@ -4,7 +4,10 @@ and the exact bytes of every file ms4fleet manages for provisioning. Both engine
 + ``provision_plan(config, os)``: e.g. 8 x H200 on Ubuntu 24.04 -> open driver 580 pinned and held, fabric
   manager at the driver's exact version (NVSwitch), CUDA toolkit, docker.io, containerd and
   nvidia-container-toolkit pinned to their series (``catalog/packages.toml``) and held.
++ ``provision_plan(config, os, stack)``: the same for a probed host, with the core's decision for what it
+  already has (``ms4fleet.adopt``: an adopted driver or docker-ce gets no package; a refusal raises).
 + ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
+Every host also gets the unattended-upgrades blacklist of kernel and NVIDIA packages (``UNATTENDED_FILE``).
 """
 
 from __future__ import annotations
