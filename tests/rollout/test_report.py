@@ -85,9 +85,10 @@ def test_html_is_self_contained_with_an_svg_chart(tmp_path: Path) -> None:
     assert "svg" in tags and "path" in tags
     assert "script" not in tags and "link" not in tags and "img" not in tags
     # No URL other than the SVG namespace: nothing is fetched when the page opens.
-    assert re.findall(r"https?://[^\"' ]+", page) == ["http://www.w3.org/2000/svg"]
-    step_path = next(a["d"] for t, a in parser.tags if t == "path")
-    assert step_path is not None and step_path.startswith("M48.0,12.0") and step_path.count("V") == 5
+    assert set(re.findall(r"https?://[^\"' ]+", page)) == {"http://www.w3.org/2000/svg"}
+    step_path = next(a["d"] for t, a in parser.tags if t == "path" and a.get("class") == "capacity-line")
+    # Starts at the plot's top left (8 of 8... replicas at t=0), one step per capacity change.
+    assert step_path is not None and step_path.startswith("M64.0,30.0") and step_path.count("V") == 5
     # Text from hosts is escaped, not interpreted.
     assert "&lt;EngineDeadError&gt;" in page and "<EngineDeadError>" not in page
     assert "engine-dead" in page and "rolled-back" in page

@@ -29,6 +29,8 @@ from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout.cli import add_rollout_arguments, add_status_arguments, policy_from_args
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.journal import JOURNAL_NAME, FleetLock, Journal, LockedError, fleet_dir, summary, unfinished
+from ms4fleet.rollout.live import RolloutBoard, board_view
+from ms4fleet.rollout.report import ReportWriter
 from ms4fleet.rollout.waves import PolicyError, plan_waves
 from ms4fleet.weights.stage import is_local
 
@@ -142,9 +144,14 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
     rollout.journal = journal
     if not lb:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
+    # The report follows the rollout: rewritten after every host's step, so a rollout that is killed leaves
+    # its report as of its last step (an interrupted one writes it again below).
+    rollout.tracker.listeners.append(ReportWriter(args.report_dir, rollout.report))
+    board = RolloutBoard(rollout.tracker.runs, lambda: rollout.plan, rollout.tracker.now)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        report = rollout.run()
+        with board_view(console, board):
+            report = rollout.run()
     except PolicyError as err:
         # Refused after reading the fleet, before anything stopped: one line, as for bad options.
         print(f"ms4fleet: error: refused, nothing was changed: {err}", file=sys.stderr)
