@@ -77,7 +77,7 @@ def _short(name: str) -> str:
 
 
 def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
@@ -97,7 +97,7 @@ def capacity_svg(report: dict[str, Any], axis: Axis) -> str:
     """Replicas in service (step line) over the rollout, each wave a labelled band, the policy's minimum a
     dashed line."""
     cap = report["capacity"]
-    total = max(cap["total_replicas"], 1)
+    total = max(int(cap["total_replicas"]), 1)
     bottom = CAPACITY_H - CAP_BOTTOM
     plot_h = bottom - CAP_TOP
 

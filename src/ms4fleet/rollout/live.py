@@ -2,8 +2,8 @@
 in service) redrawn while a host sits in one step (a model load takes minutes); without one, a plain line
 every ``LINE_EVERY_S`` seconds while any host is mid-switch (the per-step lines are the engine's).
 
-+ ``RolloutBoard(runs, plan, clock)``: what both draw, from the driver's live ``HostRun``s: ``table()``
-  (rich) and ``line()``.
++ ``RolloutBoard(runs, plan, clock)``: what both draw, from the driver's live ``HostRun``s: ``view()``
+  (a headline and a rich table) and ``line()``.
 + ``board_view(console, board)``: a context manager: rich ``Live`` on a terminal, else a thread that prints
   ``line()`` periodically; both stop when it exits.
 """
@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from ms4fleet.progress import LINE_EVERY_S
 from ms4fleet.rollout.hoststate import HostRun, Phase
@@ -108,7 +109,7 @@ class RolloutBoard:
         waves = self._waves()
         _, n = self.wave_now()
         now = self.clock()
-        table = Table(title=self.headline(), title_justify="left")
+        table = Table()
         table.add_column("host", no_wrap=True)
         table.add_column("phase", no_wrap=True)
         table.add_column("for", justify="right", no_wrap=True)
@@ -128,6 +129,10 @@ class RolloutBoard:
             table.add_row(f"{sum(rest.values())} more", counts, "", "", "")
         return table
 
+    def view(self) -> Group:
+        """The headline (never wrapped to the table's width) above the table."""
+        return Group(Text(self.headline(), no_wrap=True, overflow="ellipsis"), self.table())
+
 
 @contextmanager
 def board_view(console: Console, board: RolloutBoard, every_s: float = LINE_EVERY_S) -> Iterator[None]:
@@ -135,7 +140,7 @@ def board_view(console: Console, board: RolloutBoard, every_s: float = LINE_EVER
     load), else ``board.line()`` every ``every_s`` seconds while a host is mid-switch."""
     if console.is_terminal:
         # get_renderable: every refresh reads the runs as they are now.
-        with Live(console=console, get_renderable=board.table, refresh_per_second=2, transient=False):
+        with Live(console=console, get_renderable=board.view, refresh_per_second=2, transient=False):
             yield
         return
     stop = threading.Event()

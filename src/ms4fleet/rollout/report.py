@@ -1,8 +1,8 @@
 """The rollout report: per host before/after release, step timings, verification and causes; the waves;
 the fleet's serving capacity over time; the outcome and exit code. Written as JSON and as one HTML page.
 
-+ ``RolloutReport.to_dict()`` / ``from_dict(data)`` / ``write(directory)`` -> ``rollout.json`` and ``rollout.html``, each replaced
-  atomically (written beside, then renamed): a reader never sees half a report.
++ ``RolloutReport.to_dict()`` / ``from_dict(data)`` / ``write(directory)`` -> ``rollout.json`` and
+  ``rollout.html``, each replaced atomically (written beside, then renamed): a reader never sees half a report.
 + ``ReportWriter(directory, build)``: a rollout listener that rewrites both after every host's phase change,
   so the report follows the rollout while it runs (a failed write is kept for the end, never stops it).
 + ``capacity(runs)``: ``[(t, replicas in service)]``, a step at every host transition.
