@@ -192,6 +192,12 @@ def test_an_interrupted_write_leaves_the_last_report_whole(tmp_path: Path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rollout.html", "rollout.json"]
 
 
+def test_nothing_is_written_before_there_is_a_report(tmp_path: Path) -> None:
+    writer = ReportWriter(tmp_path / "r", lambda: None)
+    writer(sample().runs[0], Phase.UNCHANGED)
+    assert writer.writes == 0 and not (tmp_path / "r").exists()
+
+
 def test_a_write_that_fails_mid_rollout_is_kept_not_raised(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")

@@ -189,11 +189,13 @@ class RolloutReport:
 
 class ReportWriter:
     """A rollout listener: after every host's phase change, ``build()`` the report as it stands and write it.
+    ``build`` returns None while there is nothing to report yet (the fleet is still being read: a rollout
+    refused then leaves no report, as before).
 
     A write that fails (disk full, directory gone) does not stop the rollout: the error is kept in ``error``
     and the final write, which reports its own failure, tries again."""
 
-    def __init__(self, directory: Path, build: Callable[[], RolloutReport]) -> None:
+    def __init__(self, directory: Path, build: Callable[[], RolloutReport | None]) -> None:
         self.directory = directory
         self._build = build
         self._lock = threading.Lock()
@@ -202,8 +204,11 @@ class ReportWriter:
 
     def __call__(self, run: HostRun, phase: Phase) -> None:
         with self._lock:
+            report = self._build()
+            if report is None:
+                return
             try:
-                self._build().write(self.directory)
+                report.write(self.directory)
                 self.writes += 1
             except OSError as err:
                 self.error = err

@@ -146,9 +146,12 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
     rollout.journal = journal
     if not lb:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
-    # The report follows the rollout: rewritten after every host's step, so a rollout that is killed leaves
-    # its report as of its last step (an interrupted one writes it again below).
-    rollout.tracker.listeners.append(ReportWriter(args.report_dir, rollout.report))
+    # The report follows the rollout from its plan on (a rollout refused while reading the fleet writes none):
+    # rewritten after every host's step, so a controller killed mid-rollout leaves its report as of its last
+    # step (an interrupted one writes it again below).
+    rollout.tracker.listeners.append(
+        ReportWriter(args.report_dir, lambda: None if rollout.plan is None else rollout.report())
+    )
     board = RolloutBoard(rollout.tracker.runs, lambda: rollout.plan, rollout.tracker.now)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
