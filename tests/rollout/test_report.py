@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -165,7 +166,8 @@ def test_the_report_reads_back_from_a_sim_rollouts_json(tmp_path: Path) -> None:
 def test_the_writer_rewrites_the_report_after_every_step(tmp_path: Path) -> None:
     report = sample()
     gpu3 = report.runs[2]
-    writer = ReportWriter(tmp_path, lambda: report)
+    # A clock that stands still: writes take no time, so none is paced.
+    writer = ReportWriter(tmp_path, lambda: report, clock=lambda: 0.0)
     for phase, t in [(Phase.DRAINED, 18.0), (Phase.STOPPED, 19.0)]:
         gpu3.advance(phase, t)
         writer(gpu3, phase)
@@ -174,6 +176,39 @@ def test_the_writer_rewrites_the_report_after_every_step(tmp_path: Path) -> None
         assert f'data-phase="{phase}"' in (tmp_path / "rollout.html").read_text()
     assert writer.writes == 2 and writer.error is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rollout.html", "rollout.json"]
+
+
+def test_a_step_right_after_a_write_is_written_when_its_pace_allows(tmp_path: Path) -> None:
+    """drained then stopped at once: the stop is written by the timer, not left stale through the model load."""
+    report = sample()
+    gpu3 = report.runs[2]
+    writer = ReportWriter(tmp_path, lambda: report)
+    for phase, t in [(Phase.DRAINED, 18.0), (Phase.STOPPED, 18.1)]:
+        gpu3.advance(phase, t)
+        writer(gpu3, phase)
+    assert json.loads((tmp_path / "rollout.json").read_text())["hosts"][2]["phase"] == "drained"
+    deadline = time.monotonic() + 10
+    while writer.writes < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert json.loads((tmp_path / "rollout.json").read_text())["hosts"][2]["phase"] == "stopped"
+    writer.close()
+
+
+def test_no_timer_writes_after_close(tmp_path: Path) -> None:
+    """The final report (with its stop line) is written after close(): a paced write must not replace it."""
+    now = [0.0]
+    report = sample()
+
+    def build() -> RolloutReport:
+        now[0] += 0.5
+        return report
+
+    writer = ReportWriter(tmp_path, build, clock=lambda: now[0])
+    writer(report.runs[2], Phase.PRESTAGED)
+    writer(report.runs[2], Phase.PRESTAGED)  # paced: a timer is due in 2 s
+    writer.close()
+    time.sleep(2.2)
+    assert writer.writes == 1
 
 
 def test_an_interrupted_write_leaves_the_last_report_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

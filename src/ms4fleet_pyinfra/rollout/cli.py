@@ -149,9 +149,8 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
     # The report follows the rollout from its plan on (a rollout refused while reading the fleet writes none):
     # rewritten after every host's step, so a controller killed mid-rollout leaves its report as of its last
     # step (an interrupted one writes it again below).
-    rollout.tracker.listeners.append(
-        ReportWriter(args.report_dir, lambda: None if rollout.plan is None else rollout.report())
-    )
+    writer = ReportWriter(args.report_dir, lambda: None if rollout.plan is None else rollout.report())
+    rollout.tracker.listeners.append(writer)
     board = RolloutBoard(rollout.tracker.runs, lambda: rollout.plan, rollout.tracker.now)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -163,6 +162,7 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+        writer.close()
     try:
         json_path, html_path = report.write(args.report_dir)
     except OSError as err:
