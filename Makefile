@@ -17,7 +17,7 @@ ANSIBLE_ENV := PATH="$(CURDIR)/$(BIN):$$PATH"
 help:
 	@echo "make demo        run the main job on the example fleet"
 	@echo "make test        run every test (what .ci/run calls)"
-	@echo "make test-fast   lint + the tests that need neither Docker nor vLLM"
+	@echo "make test-fast   lint + the tests that need no Docker, vLLM or Chromium"
 	@echo "make test-ansible  the 3-host Ansible site test (not in make test)"
 
 install: $(STAMP)
@@ -45,7 +45,7 @@ lint: install
 	$(ANSIBLE_ENV) ansible-lint
 
 test-fast: lint
-	$(BIN)/python -m pytest -m 'not sim and not vllm' -q
+	$(BIN)/python -m pytest -m 'not sim and not vllm and not browser' -q
 
 # The 3-host Ansible site test (two runs and a headroom failure on 8-GPU hosts) is the slowest suite and
 # repeats what the `site` Molecule scenario and the parity test already prove on 2 hosts: it runs under

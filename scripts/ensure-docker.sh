@@ -3,7 +3,8 @@
 #   - install what the sim and the controller run, when missing, checking each program itself (a machine may
 #     ship a docker *client* and no daemon): dockerd (docker.io), debootstrap, dpkg-scanpackages (dpkg-dev),
 #     gpg (gnupg), rsync and ssh (the controller's weights staging), curl, sysctl (procps), tmux (a test
-#     watches staging's progress in a terminal);
+#     watches staging's progress in a terminal), chromium-headless-shell (tests/report screenshots the rollout
+#     report and the plan page);
 #   - raise the inotify limits many systemd containers need (fs.inotify.max_user_instances/watches);
 #   - start dockerd when it is not running (CI machines have no systemd: it is started in the background,
 #     logging to /var/log/dockerd.log) and wait until it answers.
@@ -41,7 +42,7 @@ fi
 # program -> the Debian package that provides it. dockerd, not docker: a docker client alone runs nothing.
 # rsync and ssh are the controller's (ms4fleet.controller.PROGRAMS; tests/unit/test_controller.py keeps the two
 # lists in step); sysctl raises the inotify limits below.
-PROGRAMS="dockerd:docker.io debootstrap:debootstrap dpkg-scanpackages:dpkg-dev gpg:gnupg rsync:rsync ssh:openssh-client ssh-keygen:openssh-client curl:curl sysctl:procps tmux:tmux"
+PROGRAMS="dockerd:docker.io debootstrap:debootstrap dpkg-scanpackages:dpkg-dev gpg:gnupg rsync:rsync ssh:openssh-client ssh-keygen:openssh-client curl:curl sysctl:procps tmux:tmux chromium-headless-shell:chromium-headless-shell"
 missing=()
 for pair in $PROGRAMS; do
     program=${pair%%:*} package=${pair#*:}

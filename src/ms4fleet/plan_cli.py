@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a host's probe output (`python3 probe.py` on it, or a capture): decide its driver and Docker from what "
         "it already has, as the engines do (adopt, keep, upgrade, take over or refuse); without HOST= for every host "
         "(repeatable)",
+    )
+    plan.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="also write one self-contained page: a stacked bar per GPU of each host (weights, vLLM's reserve, "
+        "KV cache, free), from the figures --json prints",
     )
     plan.add_argument("--argv", action="store_true", help="also print each replica's vllm serve argv")
     plan.add_argument("--strict", action="store_true", help="exit 1 when any host's verdict is does-not-fit")
@@ -146,6 +154,8 @@ def run_plan(args: argparse.Namespace) -> int:
             for what, decision in decisions:
                 if decision is not None:
                     print(f"{name}: {what} {decision.action}: {decision.reason}")
+    if args.html:
+        _write_html(args.html, plans, str(args.inventory))
     failed = any(p.verdict == "does-not-fit" for p in plans)
     return 1 if args.strict and failed else 0
 
@@ -163,6 +173,21 @@ def _probes(values: list[str], hosts: list[str]) -> dict[str, ProbeReport]:
             raise UsageError(f"--probe {value}: {str(err).splitlines()[0]}") from None
         out.update({host: report for host in ([name] if sep else hosts)})
     return out
+
+
+def _write_html(path: Path, plans: list[ServingPlan], inventory: str) -> None:
+    from ms4fleet.planhtml import render_plan_html
+
+    # Past a screenful, one section per host shape, as the table does.
+    if len(plans) > _ROWS_PER_HOST_UP_TO:
+        entries = [{**plan.to_dict(), "hosts": hosts} for hosts, plan in _rows_by_shape(plans)]
+    else:
+        entries = [plan.to_dict() for plan in plans]
+    try:
+        path.write_text(render_plan_html(entries, inventory), encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"--html {path}: {err.strerror or err}") from None
+    print(f"plan: wrote {path}", file=sys.stderr)
 
 
 def _print_api_keys(fleet: Fleet) -> None:

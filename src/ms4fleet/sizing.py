@@ -402,11 +402,34 @@ class Sizing:
     non_torch_bytes: int = 0
     cuda_graph_bytes: int = 0
     margin_bytes: int = 0
+    # The CUDA total of one GPU the replica runs on (what the split below divides).
+    gpu_memory_bytes: int = 0
+
+    def gpu_memory(self) -> dict[str, int]:
+        """Where each GPU of the replica's memory goes, in bytes, summing to ``total``: the weights' shard,
+        vLLM's reserve term by term, the KV cache (its ``kv_margin`` part is allocated but not counted in
+        ``kv_tokens``), and what is left ``free`` (beyond ``gpu_memory_utilization``, or past a pinned KV
+        budget). ``over``: by how much weights and reserve exceed what vLLM may take (does-not-fit)."""
+        kv = max(self.kv_budget_bytes, 0)
+        used = self.weights_per_gpu_bytes + self.reserve_bytes + kv
+        return {
+            "total": self.gpu_memory_bytes,
+            "requested": self.requested_bytes,
+            "weights": self.weights_per_gpu_bytes,
+            "activation": self.activation_bytes,
+            "non_torch": self.non_torch_bytes,
+            "cuda_graphs": self.cuda_graph_bytes,
+            "kv_cache": kv,
+            "kv_margin": min(self.margin_bytes, kv),
+            "free": max(self.gpu_memory_bytes - used, 0),
+            "over": max(-self.kv_budget_bytes, 0),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reasons"] = list(self.reasons)
         data["notes"] = list(self.notes)
+        data["gpu_memory"] = self.gpu_memory()
         return data
 
 
@@ -495,6 +518,7 @@ def size(req: SizingInput) -> Sizing:
         non_torch_bytes=terms.non_torch_bytes,
         cuda_graph_bytes=terms.cuda_graph_bytes,
         margin_bytes=margin,
+        gpu_memory_bytes=req.gpu_memory_bytes,
     )
 
 

@@ -36,7 +36,10 @@ IMPORT_CHANGES = ('CMD ["sleep", "infinity"]',)
 # What the README asks of a fresh machine (Python 3.11+ and make) and nothing more.
 BASE = ("python3", "make")
 # What the script must have installed (a docker client alone is not docker.io).
-PACKAGES = ("docker.io", "debootstrap", "dpkg-dev", "gnupg", "rsync", "openssh-client", "curl", "procps", "tmux")
+PACKAGES = (
+    "docker.io", "debootstrap", "dpkg-dev", "gnupg", "rsync", "openssh-client", "curl", "procps", "tmux",
+    "chromium-headless-shell",
+)  # fmt: skip
 
 
 def clean_debian_image() -> str:

@@ -191,7 +191,10 @@ def test_controller_killed_mid_wave_then_resume_completes_with_one_report(
         finally:
             controller.kill()
             controller.wait()
-        assert not (tmp_path / "killed" / "rollout.json").exists()
+        # The killed controller's report is as of its last step written: rollout-2 drained (or already stopped).
+        killed = json.loads((tmp_path / "killed" / "rollout.json").read_text())
+        assert {h["host"]: h["phase"] for h in killed["hosts"]}["rollout-2"] in {"drained", "stopped"}
+        assert killed["hosts"][0]["phase"] == "rejoined" and killed["stopped"] == ""
         assert "# rollout-2" in next(line for line in lb_conf(rollout_world).splitlines() if " down;" in line)
         code, report = rollout(rollout_world, inventory, tmp_path / "resumed", *options[2:], "--resume")
         load.wait_for(load.result.ok + 20)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -89,3 +91,54 @@ def test_bad_monitoring_is_one_line_before_any_connection(
     assert cli("monitoring", str(gpus), "--monitoring-inventory", str(mon)) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ms4fleet: error: ") and message in err[0], err
+
+
+def _rows(running: float) -> list[HostStatus]:
+    row = HostStatus("gpu-1", "rel-a", "fits", current="rel-a", units={"u0": "active"})
+    row.health = {8000: "ok"}
+    row.load = {8000: {"running": running, "waiting": 0.0, "kv_cache_usage": 0.5, "tokens_per_s": 10.0}}
+    return [row]
+
+
+def _reader(passes: list[float]) -> Any:
+    """Rows with ``running`` = each of ``passes`` in turn, then Ctrl-C."""
+    left = list(passes)
+
+    def read() -> list[HostStatus]:
+        if not left:
+            raise KeyboardInterrupt
+        return _rows(left.pop(0))
+
+    return read
+
+
+def test_status_watch_redraws_the_table_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ms4fleet_pyinfra.rollout import cli as rollout_cli
+    from ms4fleet_pyinfra.rollout import status
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160, record=True)
+    read = _reader([3.0, 7.0])
+    monkeypatch.setattr(status, "fleet_status", lambda fleet, interval_s: read())
+    monkeypatch.setattr(rollout_cli, "Console", lambda *a, **k: console)
+    assert cli("status", str(inventory(tmp_path)), "--watch", "--interval-s", "0.01") == 0
+    text = console.export_text()
+    # Both passes drawn (rich redraws the last once more as it stops), each a table row for the replica.
+    cells = [[c.strip() for c in line.split("│")[5:7]] for line in text.splitlines() if "8000" in line]
+    assert cells[0] == ["3", "0"] and cells[-1] == ["7", "0"] and {c[0] for c in cells} == {"3", "7"}
+    assert "\x1b[" in out.getvalue()  # drawn with cursor movements, not appended
+
+
+def test_status_watch_prints_lines_without_a_terminal() -> None:
+    from ms4fleet_pyinfra.rollout.cli import watch_status
+
+    console = Console(file=io.StringIO(), force_terminal=False, width=80, record=True)
+    pauses: list[float] = []
+    assert watch_status(_reader([3.0, 7.0]), console, 9.0, sleep=pauses.append) == 0
+    lines = console.export_text().splitlines()
+    assert pauses == [9.0, 9.0]
+    assert [line for line in lines if line.startswith("status at ")] == lines[0::2]
+    assert lines[1::2] == [
+        "  gpu-1 8000: rel-a: ok; running 3, waiting 0, KV 50.0%, 10.0 tokens/s",
+        "  gpu-1 8000: rel-a: ok; running 7, waiting 0, KV 50.0%, 10.0 tokens/s",
+    ]

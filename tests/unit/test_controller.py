@@ -214,6 +214,7 @@ def test_ensure_docker_without_apt_stops_with_one_line_naming_the_packages(tmp_p
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.splitlines() == [
         "ensure-docker: error: missing docker.io debootstrap dpkg-dev gnupg rsync openssh-client curl procps tmux "
+        "chromium-headless-shell "
         "and no apt-get here: install them with your package manager"
     ]
 

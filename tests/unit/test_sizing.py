@@ -145,6 +145,31 @@ def test_weights_larger_than_the_gpu_do_not_fit() -> None:
     assert "103.4 GiB/GPU (TP=1)" in sizing.reasons[0]
 
 
+def test_each_gpus_memory_splits_into_what_plan_html_draws() -> None:
+    """plan --json's sizing.gpu_memory: the H200 TP2 case above, term by term, summing to the CUDA total."""
+    sizing = size(SizingInput(H200, 2, 0.9, MS4.weight_bytes, MS4_KV, 262_144, model=MS4_SHAPE, max_num_seqs=64))
+    memory = sizing.to_dict()["gpu_memory"]
+    assert memory == {
+        "total": H200,
+        "requested": 135_098_892_288,
+        "weights": 55_500_000_000,
+        "activation": 1_282_450_390,
+        "non_torch": int(2.25 * GIB),
+        "cuda_graphs": 1_460_288_872,
+        "kv_cache": 74_440_233_922,
+        "kv_margin": int(1.6 * GIB),
+        "free": H200 - 135_098_892_288,
+        "over": 0,
+    }
+    parts = ("weights", "activation", "non_torch", "cuda_graphs", "kv_cache", "free")
+    assert sum(memory[k] for k in parts) == memory["total"]
+    # Weights and reserve past what vLLM may take: no KV cache, and by how much it is short.
+    short = size(SizingInput(H100, 1, 0.9, MS4.weight_bytes, MS4_KV, 262_144, model=MS4_SHAPE, max_num_seqs=64))
+    lost = short.gpu_memory()
+    assert lost["kv_cache"] == lost["free"] == 0
+    assert lost["over"] == short.weights_per_gpu_bytes + short.reserve_bytes - short.requested_bytes > 0
+
+
 def test_gpt_oss_on_one_h100_at_vllm_defaults_is_never_fits() -> None:
     # vllm#27508: 0.95 on one H100 with 1024 batched tokens and vLLM's 1024 sequences left 1.71 GiB; one
     # 131,072-token sequence needs 4.8 GiB (sliding layers counted as vLLM does). Not "fits".

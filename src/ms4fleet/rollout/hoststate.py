@@ -124,6 +124,23 @@ class HostRun:
         back = self.time_of(Phase.REJOINED) or self.time_of(Phase.ROLLED_BACK)
         return None if stopped is None or back is None else back - stopped
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostRun:
+        """A host's run read back from ``to_dict()`` (a written report); derived fields are recomputed."""
+        return cls(
+            name=data["host"],
+            replicas=int(data["replicas"]),
+            before=data.get("before"),
+            target=data.get("target"),
+            history=[(Phase(step["phase"]), float(step["t"])) for step in data["history"]],
+            detail=data.get("detail", ""),
+            verification=list(data.get("verification", [])),
+            causes=list(data.get("causes", [])),
+            start_to_ready_s=data.get("start_to_ready_s"),
+            change=data.get("change", ""),
+            change_reasons=list(data.get("change_reasons", [])),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "host": self.name,

@@ -103,6 +103,19 @@ class RolloutPlan:
     def hosts(self) -> tuple[str, ...]:
         return tuple(h for wave in self.waves for h in wave.hosts)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RolloutPlan:
+        """A plan read back from ``to_dict()`` (the journal's ``plan`` event, a written report)."""
+        policy = data["policy"]
+        return cls(
+            Policy(int(policy["canary"]), WaveSize.parse(str(policy["wave"])), int(policy["max_unavailable"])),
+            tuple(
+                Wave(int(w["index"]), w["kind"], tuple(tuple(batch) for batch in w["batches"])) for w in data["waves"]
+            ),
+            tuple(data.get("unchanged", ())),
+            tuple(data.get("warnings", ())),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "policy": self.policy.to_dict(),

@@ -17,6 +17,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from typing import Any
 
 from rich.console import Console
@@ -26,9 +27,12 @@ from rich.table import Table
 from ms4fleet.config import ConfigError
 from ms4fleet.controller import deploy_uses, require_controller
 from ms4fleet.inventory import load_inventory
+from ms4fleet.progress import LINE_EVERY_S
 from ms4fleet.rollout.cli import add_rollout_arguments, add_status_arguments, policy_from_args
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.journal import JOURNAL_NAME, FleetLock, Journal, LockedError, fleet_dir, summary, unfinished
+from ms4fleet.rollout.live import RolloutBoard, board_view
+from ms4fleet.rollout.report import ReportWriter
 from ms4fleet.rollout.waves import PolicyError, plan_waves
 from ms4fleet.weights.stage import is_local
 
@@ -142,15 +146,23 @@ def _locked_rollout(args: argparse.Namespace, rollout: Any, journal: Journal, co
     rollout.journal = journal
     if not lb:
         console.print("[yellow]no --lb-inventory: replicas are not drained from a load balancer[/yellow]")
+    # The report follows the rollout from its plan on (a rollout refused while reading the fleet writes none):
+    # rewritten after every host's step, so a controller killed mid-rollout leaves its report as of its last
+    # step (an interrupted one writes it again below).
+    writer = ReportWriter(args.report_dir, lambda: None if rollout.plan is None else rollout.report())
+    rollout.tracker.listeners.append(writer)
+    board = RolloutBoard(rollout.tracker.runs, lambda: rollout.plan, rollout.tracker.now)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        report = rollout.run()
+        with board_view(console, board):
+            report = rollout.run()
     except PolicyError as err:
         # Refused after reading the fleet, before anything stopped: one line, as for bad options.
         print(f"ms4fleet: error: refused, nothing was changed: {err}", file=sys.stderr)
         return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+        writer.close()
     try:
         json_path, html_path = report.write(args.report_dir)
     except OSError as err:
@@ -197,17 +209,58 @@ def status_table(rows: list[Any]) -> Table:
     return table
 
 
+def status_lines(rows: list[Any]) -> list[str]:
+    """The table's content as plain lines for a log: one per replica (or per host without one)."""
+    lines = []
+    for row in rows:
+        release = row.current or "none"
+        if row.current != row.wanted:
+            release += f" (wants {row.wanted})"
+        if row.error or not row.health:
+            lines.append(f"{row.host}: {release}: {row.error or 'no replica planned'}")
+            continue
+        for port, health in row.health.items():
+            load = row.load.get(port, {})
+            if "running" in load:
+                figures = (
+                    f"running {load['running']:g}, waiting {load['waiting']:g}, KV {load['kv_cache_usage']:.1%}, "
+                    f"{load['tokens_per_s']:.1f} tokens/s"
+                )
+            else:
+                figures = load.get("error", "")
+            lines.append(f"{row.host} {port}: {release}: {health}; {figures}")
+    return lines
+
+
+def watch_status(read: Any, console: Console, pause_s: float, sleep: Any = None) -> int:
+    """Read and show the fleet until Ctrl-C: the table redrawn in place on a terminal, else a timestamped
+    block of ``status_lines`` per pass, ``pause_s`` apart (a log gets a reading, not a flood)."""
+    sleep = sleep or time.sleep
+    try:
+        if console.is_terminal:
+            with Live(Table(), console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(status_table(read()), refresh=True)
+                    sleep(pause_s)
+        while True:
+            rows = read()
+            console.print(f"status at {time.strftime('%H:%M:%S')}", markup=False, highlight=False)
+            for line in status_lines(rows):
+                console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+            sleep(pause_s)
+    except KeyboardInterrupt:
+        return 0
+
+
 def run_status(args: argparse.Namespace) -> int:
     from ms4fleet_pyinfra.rollout.status import fleet_status
 
     fleet = load_inventory(args.inventory)
     if args.watch and not args.json:
-        with Live(Table(), console=Console(), auto_refresh=False) as live:
-            try:
-                while True:
-                    live.update(status_table(fleet_status(fleet, args.interval_s)), refresh=True)
-            except KeyboardInterrupt:
-                return 0
+        console = Console()
+        # Each pass takes --interval-s already (two /metrics reads); a log waits for the periodic line's pace.
+        pause = 0.0 if console.is_terminal else max(LINE_EVERY_S - args.interval_s, 0.0)
+        return watch_status(lambda: fleet_status(fleet, args.interval_s), console, pause)
     rows = fleet_status(fleet, args.interval_s)
     if args.json:
         sys.stdout.write(json.dumps([row.to_dict() for row in rows], indent=2) + "\n")

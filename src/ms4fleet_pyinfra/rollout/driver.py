@@ -110,6 +110,7 @@ class Rollout:
         # Hosts serving clients when the rollout read the fleet: once any did, the last one is never drained.
         self.serving_at_start: set[str] = set()
         self.plan: RolloutPlan | None = None
+        self.started_at = now_iso()
 
     # ------------------------------------------------------------------------------------------ steps
 
@@ -337,8 +338,23 @@ class Rollout:
 
     # ------------------------------------------------------------------------------------------- run
 
+    def report(self, stopped: str = "") -> RolloutReport:
+        """The report as the rollout stands now (during it: the hosts' phases so far; the report writer's
+        ``build``)."""
+        return RolloutReport(
+            inventory=self.fleet.path,
+            engine=ENGINE,
+            started_at=self.started_at,
+            plan=self.plan or RolloutPlan(self.policy, (), ()),
+            runs=[self.tracker.runs[name] for name in self.specs],
+            duration_s=self.tracker.now(),
+            stopped=stopped,
+            notes=list(self.plan.warnings) if self.plan else [],
+            earlier=self.earlier,
+        )
+
     def run(self) -> RolloutReport:
-        started_at = now_iso()
+        self.started_at = now_iso()
         stopped = ""
         self._log(
             "start",
@@ -374,17 +390,7 @@ class Rollout:
             # them first, and none rejoins before it passes verification.
             stopped = INTERRUPTED
             self._log("interrupted", stopped=stopped, out_of_lb=sorted(self.out_of_lb))
-        report = RolloutReport(
-            inventory=self.fleet.path,
-            engine=ENGINE,
-            started_at=started_at,
-            plan=self.plan or RolloutPlan(self.policy, (), ()),
-            runs=[self.tracker.runs[name] for name in self.specs],
-            duration_s=self.tracker.now(),
-            stopped=stopped,
-            notes=list(self.plan.warnings) if self.plan else [],
-            earlier=self.earlier,
-        )
+        report = self.report(stopped)
         if stopped != INTERRUPTED:
             self._log("end", outcome=report.outcome, exit_code=report.exit_code, stopped=stopped)
         return report
