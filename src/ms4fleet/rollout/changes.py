@@ -5,6 +5,9 @@
   reason per differing part, and whether any part is the host's provisioning (packages, files other than
   the replicas' units, daemon.json, services), which the engine then applies as its deploy does.
 + ``host_change(current, target)``: the same from two ``Release``s (the plan each was recorded with).
++ ``deploy_change(current, target)``: what a plain deploy does to a host that serves: as ``host_change``,
+  except that a host with no release record is unknown ground (deployed before deploys were batched), so
+  it is drained once, provisioned and switched (the record then written makes the next deploy exact).
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
@@ -177,3 +180,14 @@ def host_change(current: Release | None, target: Release) -> Classified:
     if current.id == target.id:
         return Classified(Change.NONE)
     return Classified(Change.REPLICA_RESTART, ("release (replica-restart; recorded without a plan)",))
+
+
+def deploy_change(current: Release | None, target: Release) -> Classified:
+    """The change a plain deploy makes to a serving host (see the module docstring)."""
+    if current is None:
+        return Classified(
+            Change.REBOOT,
+            ("no release recorded: drained once, provisioned and switched by the deploy (reboot)",),
+            provisions=True,
+        )
+    return host_change(current, target)
