@@ -5,9 +5,10 @@
   reason per differing part, and whether any part is the host's provisioning (packages, files other than
   the replicas' units, daemon.json, services), which the engine then applies as its deploy does.
 + ``host_change(current, target)``: the same from two ``Release``s (the plan each was recorded with).
-+ ``deploy_change(current, target)``: what a plain deploy does to a host that serves: as ``host_change``,
-  except that a host with no release record is unknown ground (deployed before deploys were batched), so
-  it is drained once, provisioned and switched (the record then written makes the next deploy exact).
++ ``deploy_change(current, target, installed)``: what a plain deploy does to a host that serves: as
+  ``host_change``, except that a host whose record cannot be trusted to say what it runs (none, recorded
+  without its plan, or unit files other than the record's: changed by another path since) is unknown
+  ground, so it is drained once, provisioned and switched (the record then written makes the next deploy exact).
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
@@ -21,6 +22,7 @@ be classified here: tests/rollout/test_changes.py checks every key is).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -182,12 +184,17 @@ def host_change(current: Release | None, target: Release) -> Classified:
     return Classified(Change.REPLICA_RESTART, ("release (replica-restart; recorded without a plan)",))
 
 
-def deploy_change(current: Release | None, target: Release) -> Classified:
-    """The change a plain deploy makes to a serving host (see the module docstring)."""
+def deploy_change(current: Release | None, target: Release, installed: Mapping[str, str] | None = None) -> Classified:
+    """The change a plain deploy makes to a serving host (see the module docstring). ``installed``: the
+    sha256 of each vLLM unit file on the host; units other than the record's mean the record is stale."""
     if current is None:
-        return Classified(
-            Change.REBOOT,
-            ("no release recorded: drained once, provisioned and switched by the deploy (reboot)",),
-            provisions=True,
-        )
-    return host_change(current, target)
+        why = "no release recorded"
+    elif current.plan is None:
+        why = "its release was recorded without its plan"
+    elif installed is not None and dict(installed) != {
+        name: hashlib.sha256(text.encode()).hexdigest() for name, text in current.units.items()
+    }:
+        why = "its vLLM units are not those of its recorded release"
+    else:
+        return host_change(current, target)
+    return Classified(Change.REBOOT, (f"{why}: drained once, provisioned and switched (reboot)",), provisions=True)

@@ -163,7 +163,11 @@ class Rollout:
                 self.out_of_lb.add(name)
             else:
                 self.serving_at_start.add(name)
-            change = self.changes[name] = (deploy_change if self.deploy else host_change)(current, self.targets[name])
+            change = self.changes[name] = (
+                deploy_change(current, self.targets[name], facts.unit_sha256)
+                if self.deploy
+                else host_change(current, self.targets[name])
+            )
             run = self.tracker.runs[name]
             run.change, run.change_reasons = change.change.label, list(change.reasons)
             if self.deploy:

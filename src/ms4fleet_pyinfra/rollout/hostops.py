@@ -47,23 +47,26 @@ _SEPARATOR = "--ms4fleet-units--"
 _READ = (
     f"cat {shlex.quote(RELEASE_FILE)} 2>/dev/null; echo {_SEPARATOR}; "
     f'for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do [ -f "$f" ] || continue; '
-    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true)"; done'
+    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true) $(sha256sum < "$f" | cut -c1-64)"; '
+    "done"
 )
 JOURNAL_LINES = 300
 
 
 def parse_read(host: str, text: str) -> HostFacts:
     record_text, _, units_text = text.partition(_SEPARATOR)
-    units = {}
+    units, digests = {}, {}
     for line in units_text.splitlines():
         bits = line.split()
         if bits:
             units[bits[0]] = bits[1] if len(bits) > 1 else "unknown"
-    return HostFacts(ReleaseRecord.parse(host, record_text), units)
+            if len(bits) > 2:
+                digests[bits[0]] = bits[2]
+    return HostFacts(ReleaseRecord.parse(host, record_text), units, unit_sha256=digests)
 
 
 def read_script() -> str:
-    """Prints the release record, a separator, then one ``unit is-active`` line per ms4fleet vLLM unit."""
+    """Prints the release record, a separator, then one ``unit is-active sha256`` line per ms4fleet vLLM unit."""
     return _READ
 
 

@@ -25,6 +25,8 @@ class HostFacts:
     record: ReleaseRecord
     units: dict[str, str]
     healthy: bool | None = None
+    # Each unit file's sha256 on the host.
+    unit_sha256: dict[str, str] = field(default_factory=dict)
 
     @property
     def all_active(self) -> bool:
