@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pyinfra.api.exceptions import PyinfraError
@@ -63,6 +65,20 @@ def _cli_flags() -> tuple[bool, bool]:
     return bool(ctx.params.get("dry")), bool(ctx.params.get("yes"))
 
 
+@contextmanager
+def _api_mode() -> Iterator[None]:
+    """The rollout engine runs its own pyinfra ``State``s through pyinfra's API, which refuses to add a deploy
+    while ``pyinfra.is_cli`` is set. The deploy's other greenlets wait on ``_lock`` meanwhile, so nothing
+    else plans operations until the flag is back."""
+    import pyinfra
+
+    cli, pyinfra.is_cli = pyinfra.is_cli, False
+    try:
+        yield
+    finally:
+        pyinfra.is_cli = cli
+
+
 def _switch(inventory: Any) -> str | None:
     """Run the batches; the line that stops the deploy, or None."""
     from ms4fleet_pyinfra.rollout.driver import Rollout, Stop
@@ -78,7 +94,8 @@ def _switch(inventory: Any) -> str | None:
     dry, yes = _cli_flags()
     if dry or not yes:
         try:
-            plan = rollout.read()
+            with _api_mode():
+                plan = rollout.read()
         except (PolicyError, Stop) as err:
             return f"ms4fleet: refused, nothing was changed: {err}"
         batches = "; ".join(", ".join(batch) for wave in plan.waves for batch in wave.batches)
@@ -99,7 +116,8 @@ def _switch(inventory: Any) -> str | None:
     try:
         rollout.journal = Journal(directory / JOURNAL_NAME)
         try:
-            report = rollout.run()
+            with _api_mode():
+                report = rollout.run()
         except PolicyError as err:
             return f"ms4fleet: refused, nothing was changed: {err}"
         if report.plan.waves:
