@@ -11,7 +11,7 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import HostPlan, host_plan
 from ms4fleet.rollout import changes
-from ms4fleet.rollout.changes import Change, classify, deploy_change, host_change
+from ms4fleet.rollout.changes import Change, classify, deploy_change, host_change, untrusted
 from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
 
 REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -147,3 +147,6 @@ def test_a_deploy_drains_and_provisions_a_host_whose_record_it_cannot_trust() ->
         found = deploy_change(current, recorded(), installed)
         assert (found.change, found.provisions) == (Change.REBOOT, True), why
         assert why in found.reasons[0]
+        # Unless the core's converged check says the host already is what it plans.
+        assert deploy_change(current, recorded(), installed, converged=True).change is Change.NONE
+    assert untrusted(old, on_host) is None and untrusted(old) is None

@@ -30,7 +30,7 @@ from ms4fleet.config import ConfigError
 from ms4fleet.hostplan import HostPlan, plan_for_data
 from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet, HostSpec
-from ms4fleet.rollout.changes import Change, Classified, deploy_change, host_change
+from ms4fleet.rollout.changes import Change, Classified, deploy_change, host_change, untrusted
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.journal import Journal
@@ -150,6 +150,8 @@ class Rollout:
             why = self.tracker.runs[first].detail or self.tracker.take_failure(first) or "cannot be read"
             raise Stop(f"{first}: {why}; nothing was changed")
         routed = self._read_lb()
+        if self.deploy:
+            self._check_converged()
         changing = set()
         for name in self.specs:
             facts = self.tracker.facts[name]
@@ -164,7 +166,7 @@ class Rollout:
             else:
                 self.serving_at_start.add(name)
             change = self.changes[name] = (
-                deploy_change(current, self.targets[name], facts.unit_sha256)
+                deploy_change(current, self.targets[name], facts.unit_sha256, bool(facts.converged))
                 if self.deploy
                 else host_change(current, self.targets[name])
             )
@@ -191,6 +193,19 @@ class Rollout:
             check_capacity(fleet, self.out_of_lb, plan)
         self.plan = plan
         return plan
+
+    def _check_converged(self) -> None:
+        """Deploy mode: the core's converged check on each host whose record cannot say what it runs."""
+        names = [n for n, f in self.tracker.facts.items() if untrusted(f.record.current, f.unit_sha256) is not None]
+        result = run_state(
+            self._hosts(names),
+            lambda s: hostops.converged(
+                tracker=self.tracker, config=s.config, data=s.data, sudo=sudo_for(s), name="converged check"
+            ),
+        )
+        if result.failed:
+            first = sorted(result.failed)[0]
+            raise Stop(f"{first}: {self.tracker.take_failure(first) or 'converged check failed'}; nothing was changed")
 
     def _read_lb(self) -> Routed | None:
         if self.lb is None:
