@@ -10,6 +10,7 @@ R0 out with the pyinfra driver, which also writes the load balancer's config).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from ms4fleet import paths
 from ms4fleet.inventory import load_inventory
 from ms4fleet.rollout.lb import INVENTORY_KEY
 from ms4fleet.serving import plan_host
+from ms4fleet_sim.inventories import group_data, py_literal
 from ms4fleet_sim.ssh import wait_until_ready
 from tests.rollout.load import Load
 from tests.rollout.serving import ServingSampler, Target
@@ -37,6 +39,39 @@ PYINFRA = Path(sys.executable).with_name("pyinfra")
 ANSIBLE = Path(sys.executable).with_name("ansible-playbook")
 # The serving flag each step changes (vLLM's --max-num-seqs), one value per step.
 FLAG = "--max-num-seqs"
+
+
+def provision(world: World) -> dict[str, Any]:
+    """The sim's NVIDIA apt source, which a whole deploy installs (a rollout alone provisions nothing)."""
+    return {"nvidia_apt_repo": group_data(world.sim.record)["ms4fleet_provision"]["nvidia_apt_repo"]}
+
+
+def py_inventory(world: World, name: str, **serving: Any) -> Path:
+    """The world's pyinfra inventory of one release, with the sim's apt source for the deploy."""
+    path = world.inventory(name, **serving)
+    shared = {**world.settings(**serving), "ms4fleet_provision": provision(world)}
+    shared["weights_staging_dir"] = str(world.root / "staging")
+    hosts = [
+        (
+            h.name,
+            {
+                **world._connection(h),
+                "lb_backend_address": container_ip(h.container, world.sim.record.network),
+                "ms4fleet_gpu": {"kind": h.gpu_kind, "count": h.gpu_count},
+            },
+        )
+        for h in world.gpu
+    ]
+    path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
+    return path
+
+
+def yml_inventory(world: World, name: str, **serving: Any) -> Path:
+    path = world.ansible_inventory(name, **serving)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["all"]["children"]["ms4fleet_gpu"]["vars"]["ms4fleet_provision"] = provision(world)
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    return path
 
 
 def deploy(world: World, inventory: Path) -> subprocess.CompletedProcess[str]:
@@ -99,7 +134,7 @@ def serving_world(rollout_world: World, tmp_path_factory: pytest.TempPathFactory
         host.close()
         install_native_standin(host)
         host.sudo(f"rm -f {NVIDIA_SOURCES}")
-    inventory = rollout_world.inventory("deploy-r0", max_num_seqs=40)
+    inventory = py_inventory(rollout_world, "deploy-r0", max_num_seqs=40)
     code, report = rollout(rollout_world, inventory, tmp_path_factory.mktemp("r0"))
     assert code == 0, report["stopped"]
     first = deploy(rollout_world, inventory)
@@ -108,7 +143,7 @@ def serving_world(rollout_world: World, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_deploy_py_changes_serving_flags_one_batch_at_a_time(serving_world: World) -> None:
-    inventory = serving_world.inventory("deploy-r1", max_num_seqs=56)
+    inventory = py_inventory(serving_world, "deploy-r1", max_num_seqs=56)
     run, load, serving = under_load(serving_world, inventory, lambda: deploy(serving_world, inventory))
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
@@ -125,7 +160,7 @@ def test_deploy_py_changes_serving_flags_one_batch_at_a_time(serving_world: Worl
 
 
 def test_site_yml_changes_serving_flags_one_batch_at_a_time(serving_world: World) -> None:
-    inventory = serving_world.ansible_inventory("site-r2", max_num_seqs=64)
+    inventory = yml_inventory(serving_world, "site-r2", max_num_seqs=64)
     run, load, serving = under_load(serving_world, inventory, lambda: site(inventory))
     assert run.returncode == 0, failures(run)
     check_kept_serving(load, serving)
@@ -142,7 +177,7 @@ def test_site_yml_changes_serving_flags_one_batch_at_a_time(serving_world: World
 
 
 def test_ms4fleet_rollout_changes_serving_flags_one_batch_at_a_time(serving_world: World, tmp_path: Path) -> None:
-    inventory = serving_world.inventory("rollout-r3", max_num_seqs=72)
+    inventory = py_inventory(serving_world, "rollout-r3", max_num_seqs=72)
     (code, report), load, serving = under_load(
         serving_world, inventory, lambda: rollout(serving_world, inventory, tmp_path / "r3")
     )
