@@ -90,6 +90,7 @@ def site(inventory: Path) -> subprocess.CompletedProcess[str]:
 
 
 def sampler(world: World, inventory: Path) -> ServingSampler:
+    """Samples the GPU hosts of ``inventory`` (a pyinfra one: the Ansible one lists the LB host too)."""
     network = world.sim.record.network
     targets = []
     for spec in load_inventory(inventory):
@@ -110,8 +111,8 @@ def units_carry(world: World, value: int) -> dict[str, list[str]]:
     return wrong
 
 
-def under_load(world: World, inventory: Path, change: Any) -> tuple[Any, Load, ServingSampler]:
-    with Load(world.lb_url, workers=2) as load, sampler(world, inventory) as serving:
+def under_load(world: World, hosts: Path, change: Any) -> tuple[Any, Load, ServingSampler]:
+    with Load(world.lb_url, workers=2) as load, sampler(world, hosts) as serving:
         load.wait_for(20)
         result = change()
         load.wait_for(load.result.ok + 20)
@@ -161,7 +162,8 @@ def test_deploy_py_changes_serving_flags_one_batch_at_a_time(serving_world: Worl
 
 def test_site_yml_changes_serving_flags_one_batch_at_a_time(serving_world: World) -> None:
     inventory = yml_inventory(serving_world, "site-r2", max_num_seqs=64)
-    run, load, serving = under_load(serving_world, inventory, lambda: site(inventory))
+    hosts = py_inventory(serving_world, "site-r2-hosts", max_num_seqs=64)
+    run, load, serving = under_load(serving_world, hosts, lambda: site(inventory))
     assert run.returncode == 0, failures(run)
     check_kept_serving(load, serving)
     assert units_carry(serving_world, 64) == {h.name: [] for h in serving_world.gpu}
