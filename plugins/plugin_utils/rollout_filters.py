@@ -18,12 +18,17 @@ from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, plan_for_data
 from ms4fleet.imagepin import pin_configs
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseRecord, release_for
-from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
+from ms4fleet.rollout.waves import Policy, WaveSize, check_capacity, plan_waves
 from ms4fleet.serving import plan_host
 
 
 def rollout_serial(
-    hosts: Sequence[str], canary: int | None = None, wave: str | None = None, max_unavailable: int | None = None
+    hosts: Sequence[str],
+    canary: int | None = None,
+    wave: str | None = None,
+    max_unavailable: int | None = None,
+    changing: Sequence[str] | None = None,
+    unavailable: Sequence[str] | None = None,
 ) -> list[int]:
     if not hosts:
         return []  # no host in the group: the play has nothing to run (and lint checks it without an inventory)
@@ -33,7 +38,11 @@ def rollout_serial(
         wave=default.wave if wave is None else WaveSize.parse(str(wave)),
         max_unavailable=default.max_unavailable if max_unavailable is None else int(max_unavailable),
     )
-    plan = plan_waves(list(hosts), set(hosts), policy)
+    fleet = list(hosts)
+    plan = plan_waves(fleet, set(fleet if changing is None else changing), policy, unavailable=unavailable or ())
+    if changing is not None and plan.waves:
+        # site.yml's serving hosts: refused (one line) when the hosts already down leave too few serving.
+        check_capacity(fleet, set(unavailable or ()), plan)
     return [len(batch) for w in plan.waves for batch in w.batches]
 
 

@@ -60,6 +60,21 @@ def test_serial_is_the_core_plan_flattened(filters: SimpleNamespace) -> None:
     assert filters.rollout_serial(hosts[:5], 1, "2", 1) == [1, 1, 1, 1, 1]
 
 
+def test_site_yml_batches_only_the_serving_hosts_that_change_and_keeps_capacity(filters: SimpleNamespace) -> None:
+    from ansible.errors import AnsibleFilterError
+
+    hosts = [f"gpu-{i}" for i in range(1, 5)]
+    assert filters.rollout_serial(hosts, changing=hosts, unavailable=[]) == [1, 1, 1, 1]
+    assert filters.rollout_serial(hosts, changing=["gpu-2", "gpu-4"], unavailable=[]) == [1, 1]
+    assert filters.rollout_serial(hosts, changing=[], unavailable=["gpu-1"]) == []
+    # One host down already: draining another would leave 2 of 4 serving, below 3.
+    with pytest.raises(
+        AnsibleFilterError, match="--max-unavailable 1: switching gpu-2 would leave 2 of 4 hosts serving, below 3"
+    ):
+        filters.rollout_serial(hosts, changing=["gpu-2"], unavailable=["gpu-1"])
+    assert filters.rollout_serial(hosts, None, None, 2, changing=["gpu-2"], unavailable=["gpu-1"]) == [1]
+
+
 def test_options_left_out_are_the_core_policy(filters: SimpleNamespace) -> None:
     hosts = [f"gpu-{i}" for i in range(1, 10)]
     plan = plan_waves(hosts, set(hosts), Policy())

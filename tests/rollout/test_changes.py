@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import HostPlan, host_plan
 from ms4fleet.rollout import changes
-from ms4fleet.rollout.changes import Change, classify, host_change
+from ms4fleet.rollout.changes import Change, classify, deploy_change, host_change, untrusted
 from ms4fleet.rollout.release import Release, ReleaseRecord, release_for
 
 REVISION = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d"
@@ -125,3 +126,29 @@ def test_a_live_change_replaces_the_current_record_and_keeps_the_rollback_target
     after = record.advance(live)
     assert after.current is not None and after.current.plan == live.plan and after.previous == first
     assert after.advance(live) is after
+
+
+def test_a_deploy_drains_and_provisions_a_host_whose_record_it_cannot_trust() -> None:
+    old = recorded()
+    on_host = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in old.units.items()}
+    flags = recorded(serving={"max_num_seqs": 32, "api_key": {"env": "TEST_VLLM_KEY"}})
+    # A trusted record: the same classification as a rollout's.
+    assert deploy_change(old, recorded(), on_host) == host_change(old, recorded())
+    assert deploy_change(old, flags, on_host) == host_change(old, flags)
+    assert deploy_change(old, flags).change is Change.REPLICA_RESTART
+    # No record, one without its plan, or units changed since by another path: drained once and provisioned.
+    hp = plan()
+    bare = release_for(hp.config, hp.serving, created="2026-12-01T00:00:00Z")
+    edited = {**on_host, next(iter(on_host)): "0" * 64}
+    for current, installed, why in (
+        (None, None, "no release recorded"),
+        (bare, None, "recorded without its plan"),
+        (old, edited, "not those of its recorded release"),
+        (old, {}, "not those of its recorded release"),
+    ):
+        found = deploy_change(current, recorded(), installed)
+        assert (found.change, found.provisions) == (Change.REBOOT, True), why
+        assert why in found.reasons[0]
+        # Unless the core's converged check says the host already is what it plans.
+        assert deploy_change(current, recorded(), installed, converged=True).change is Change.NONE
+    assert untrusted(old, on_host) is None and untrusted(old) is None

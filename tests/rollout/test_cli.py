@@ -133,6 +133,11 @@ def test_parse_read() -> None:
     facts = parse_read("gpu-1", text)
     assert facts.units == {"ms4fleet-vllm-0.service": "active", "ms4fleet-vllm-1.service": "failed"}
     assert not facts.all_active
+    assert facts.unit_sha256 == {}
+    digest = "ab" * 32
+    hashed = parse_read("gpu-1", f"--ms4fleet-units--\nms4fleet-vllm-0.service active {digest}\n")
+    assert hashed.units == {"ms4fleet-vllm-0.service": "active"}
+    assert hashed.unit_sha256 == {"ms4fleet-vllm-0.service": digest}
     empty = parse_read("gpu-1", "--ms4fleet-units--\n")
     assert empty.record == ReleaseRecord() and empty.units == {} and not empty.all_active
 

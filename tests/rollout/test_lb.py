@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from ms4fleet.rollout.lb import Backend, LbSettings, in_flight, nginx_conf, routed, wait_drained
+from ms4fleet.config import ConfigError
+from ms4fleet.rollout.lb import (
+    INVENTORY_KEY,
+    Backend,
+    LbSettings,
+    in_flight,
+    lb_inventory_of,
+    nginx_conf,
+    routed,
+    wait_drained,
+)
 
 BACKENDS = [Backend("gpu-1", "10.0.0.1", 8000), Backend("gpu-1", "10.0.0.1", 8001), Backend("gpu-2", "10.0.0.2", 8000)]
 
@@ -126,3 +136,15 @@ def test_hosts_and_single_replicas_mix_and_all_down_is_refused() -> None:
     assert nginx_conf(BACKENDS, down={BACKENDS[0], BACKENDS[1]}) == nginx_conf(BACKENDS, down={"gpu-1"})
     with pytest.raises(ValueError, match="every replica would be down"):
         nginx_conf(BACKENDS, down={"gpu-1", BACKENDS[2]})
+
+
+def test_the_deploys_load_balancer_inventory_is_one_path_named_by_every_host() -> None:
+    assert lb_inventory_of([("gpu-1", {}), ("gpu-2", {})]) is None
+    assert lb_inventory_of([("gpu-1", {INVENTORY_KEY: "lb.py"}), ("gpu-2", {INVENTORY_KEY: "lb.py"})]) == "lb.py"
+    with pytest.raises(ConfigError, match=r"gpu-2: lb_inventory.*gpu-1 names 'lb.py': one load balancer"):
+        lb_inventory_of([("gpu-1", {INVENTORY_KEY: "lb.py"}), ("gpu-2", {INVENTORY_KEY: "other.py"})])
+    with pytest.raises(ConfigError, match=r"gpu-2: lb_inventory is not set but gpu-1 names"):
+        lb_inventory_of([("gpu-1", {INVENTORY_KEY: "lb.py"}), ("gpu-2", {})])
+    for bad in (3, "", "lb.py\nrm -rf /"):
+        with pytest.raises(ConfigError, match=r"gpu-1: lb_inventory.*must be the path"):
+            lb_inventory_of([("gpu-1", {INVENTORY_KEY: bad})])

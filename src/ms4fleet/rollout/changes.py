@@ -5,6 +5,11 @@
   reason per differing part, and whether any part is the host's provisioning (packages, files other than
   the replicas' units, daemon.json, services), which the engine then applies as its deploy does.
 + ``host_change(current, target)``: the same from two ``Release``s (the plan each was recorded with).
++ ``deploy_change(current, target, installed, converged)``: what a plain deploy does to a host that serves:
+  as ``host_change``, except where the record cannot be trusted to say what the host runs (``untrusted``:
+  none, recorded without its plan, or unit files other than the record's: changed by another path since);
+  there the core's converged check decides: converged is no change, anything else is unknown ground, drained
+  once, provisioned and switched (the record then written makes the next deploy exact).
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
@@ -18,6 +23,7 @@ be classified here: tests/rollout/test_changes.py checks every key is).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -181,3 +187,31 @@ def host_change(current: Release | None, target: Release) -> Classified:
     if current.id == target.id:
         return Classified(Change.NONE)
     return Classified(Change.REPLICA_RESTART, ("release (replica-restart; recorded without a plan)",))
+
+
+def untrusted(current: Release | None, installed: Mapping[str, str] | None = None) -> str | None:
+    """Why a host's release record cannot be trusted to say what it runs (None: it can): no record, one
+    recorded without its plan, or ``installed`` (each vLLM unit file's sha256 on the host) other than its units."""
+    if current is None:
+        return "no release recorded"
+    if current.plan is None:
+        return "its release was recorded without its plan"
+    if installed is not None and dict(installed) != {
+        name: hashlib.sha256(text.encode()).hexdigest() for name, text in current.units.items()
+    }:
+        return "its vLLM units are not those of its recorded release"
+    return None
+
+
+def deploy_change(
+    current: Release | None, target: Release, installed: Mapping[str, str] | None = None, converged: bool = False
+) -> Classified:
+    """The change a plain deploy makes to a serving host (see the module docstring). Where the record cannot be
+    trusted, the core's converged check decides: ``converged`` (the host already is what the core plans) is no
+    change, anything else is drained once, provisioned and switched."""
+    why = untrusted(current, installed)
+    if why is None:
+        return host_change(current, target)
+    if converged:
+        return Classified(Change.NONE, (f"{why}, but the host is converged",))
+    return Classified(Change.REBOOT, (f"{why}: drained once, provisioned and switched (reboot)",), provisions=True)

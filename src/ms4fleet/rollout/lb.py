@@ -27,12 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from ms4fleet.config import ConfigError
+from ms4fleet.escape import unsafe_char
 from ms4fleet.proxy import READ_TIMEOUT_S, api_locations
 from ms4fleet.values import host_path
 
 CONF_PATH = "/etc/nginx/conf.d/ms4fleet.conf"
 # Host data naming the address the load balancer reaches a host's replicas at (else its SSH hostname).
 ADDRESS_KEY = "lb_backend_address"
+# Host data naming the load balancer's own pyinfra inventory (what `ms4fleet rollout --lb-inventory` takes), so that
+# a plain deploy drains hosts from it too; the same value on every host of the fleet.
+INVENTORY_KEY = "lb_inventory"
 UPSTREAM = "ms4fleet_vllm"
 LISTEN_PORT = 8080
 TLS_PORT = 443
@@ -47,6 +51,29 @@ OLD_WORKER_TITLE = "nginx: worker process is shutting down"
 DRAIN_WINDOW_S = 300
 _SERVER = re.compile(r"^\s*server\s+(?P<server>\S+)\s[^;#]*?(?P<down>\sdown)?;\s*#\s*(?P<host>\S+)\s*$", re.MULTILINE)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)", re.MULTILINE)
+
+
+def lb_inventory_of(hosts: Sequence[tuple[str, Mapping[str, Any]]]) -> str | None:
+    """The load balancer inventory named by the hosts' ``lb_inventory`` data (None: no host names one), or
+    ``ConfigError`` naming the first host that names another one, or a value that is not a file path."""
+    found: tuple[str, str] | None = None
+    for name, data in hosts:
+        value = data.get(INVENTORY_KEY)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip() or unsafe_char(value) is not None:
+            raise ConfigError(name, INVENTORY_KEY, "must be the path of the load balancer's pyinfra inventory file")
+        if found is not None and found[1] != value:
+            raise ConfigError(
+                name, INVENTORY_KEY, f"={value!r} but {found[0]} names {found[1]!r}: one load balancer per fleet"
+            )
+        found = found or (name, value)
+    missing = [name for name, data in hosts if data.get(INVENTORY_KEY) is None]
+    if found is not None and missing:
+        raise ConfigError(
+            missing[0], INVENTORY_KEY, f"is not set but {found[0]} names {found[1]!r}: set it for every host"
+        )
+    return found[1] if found else None
 
 
 def backend_address(name: str, data: Mapping[str, Any], hostname: str | None) -> str:

@@ -10,6 +10,11 @@
             -> roll back the hosts that failed -> LB: rejoin every host that serves
         gate: the next wave only when every host of this one rejoined at the new release
 
+With ``deploy=True`` (a plain ``deploy.py`` run, ``ms4fleet_pyinfra.deploys.batched``) only the hosts that serve and
+whose change is disruptive (``ms4fleet.rollout.changes.deploy_change``) go through the waves; the deploy itself
+then applies everything else (first installs, hosts that do not serve, live changes), and images are not pinned
+(a deploy applies the reference as the inventory writes it).
+
 Any failure stops the rollout after its batch: failed hosts are rolled back, hosts not reached yet keep
 their release, an unreachable host stays out of the load balancer. The report says which and why.
 """
@@ -25,7 +30,7 @@ from ms4fleet.config import ConfigError
 from ms4fleet.hostplan import HostPlan, plan_for_data
 from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet, HostSpec
-from ms4fleet.rollout.changes import Change, Classified, host_change
+from ms4fleet.rollout.changes import Change, Classified, deploy_change, host_change, untrusted
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import HostRun, Phase
 from ms4fleet.rollout.journal import Journal
@@ -68,6 +73,8 @@ class Rollout:
     resume: bool = False
     # Earlier runs of the rollout this one resumes (``ms4fleet.rollout.journal.summary``), for the report.
     earlier: list[dict[str, Any]] = field(default_factory=list)
+    # A plain deploy's batches (see the module docstring).
+    deploy: bool = False
 
     def __post_init__(self) -> None:
         """Everything decidable without a host is decided here: a bad host or option fails before any
@@ -87,8 +94,10 @@ class Rollout:
         backends = backends_for(list(self.fleet), {spec.name: plan_host(spec.config) for spec in self.fleet})
         self.lb = LoadBalancer(self.lb_hosts, backends) if self.lb_hosts else None
         # The release names the image by digest, resolved once here: every later step plans from these configs.
-        self.configs = pin_configs(
-            (spec.config, plan_for_data(spec.config, dict(spec.data)).image.id) for spec in self.fleet
+        self.configs = (
+            {spec.name: spec.config for spec in self.fleet}
+            if self.deploy
+            else pin_configs((spec.config, plan_for_data(spec.config, dict(spec.data)).image.id) for spec in self.fleet)
         )
         self.plans: dict[str, ServingPlan] = {name: plan_host(c) for name, c in self.configs.items()}
         self.hostplans: dict[str, HostPlan] = {
@@ -109,6 +118,8 @@ class Rollout:
         self.out_of_lb: set[str] = set()
         # Hosts serving clients when the rollout read the fleet: once any did, the last one is never drained.
         self.serving_at_start: set[str] = set()
+        # Deploy mode: hosts never installed, which the deploy installs after the batches (never marked down).
+        self.left_to_deploy: set[str] = set()
         self.plan: RolloutPlan | None = None
         self.started_at = now_iso()
 
@@ -140,6 +151,8 @@ class Rollout:
             why = self.tracker.runs[first].detail or self.tracker.take_failure(first) or "cannot be read"
             raise Stop(f"{first}: {why}; nothing was changed")
         routed = self._read_lb()
+        if self.deploy:
+            self._check_converged()
         changing = set()
         for name in self.specs:
             facts = self.tracker.facts[name]
@@ -153,19 +166,47 @@ class Rollout:
                 self.out_of_lb.add(name)
             else:
                 self.serving_at_start.add(name)
-            change = self.changes[name] = host_change(current, self.targets[name])
+            change = self.changes[name] = (
+                deploy_change(current, self.targets[name], facts.unit_sha256, bool(facts.converged))
+                if self.deploy
+                else host_change(current, self.targets[name])
+            )
             run = self.tracker.runs[name]
             run.change, run.change_reasons = change.change.label, list(change.reasons)
-            if serving and change.change is Change.NONE:
+            if self.deploy:
+                # A host that serves nothing costs no capacity: one with a release is switched first and
+                # rejoins once verified; one never installed is the deploy's to install (the load balancer
+                # is left as it is for it). The deploy applies every other change itself.
+                if (serving and change.change.disruptive) or (not serving and current is not None):
+                    changing.add(name)
+                else:
+                    self.tracker.advance(name, Phase.UNCHANGED)
+                    if current is None:
+                        self.left_to_deploy.add(name)
+            elif serving and change.change is Change.NONE:
                 self.tracker.advance(name, Phase.UNCHANGED)
             elif not (serving and change.change is Change.LIVE):
                 # Live changes of serving hosts are applied in service (apply_live), outside the waves.
                 changing.add(name)
         fleet = list(self.specs)
         plan = plan_waves(fleet, changing, self.policy, unavailable=self.out_of_lb)
-        check_capacity(fleet, self.out_of_lb, plan)
+        if plan.waves or not self.deploy:
+            check_capacity(fleet, self.out_of_lb, plan)
         self.plan = plan
         return plan
+
+    def _check_converged(self) -> None:
+        """Deploy mode: the core's converged check on each host whose record cannot say what it runs."""
+        names = [n for n, f in self.tracker.facts.items() if untrusted(f.record.current, f.unit_sha256) is not None]
+        result = run_state(
+            self._hosts(names),
+            lambda s: hostops.converged(
+                tracker=self.tracker, config=s.config, data=s.data, sudo=sudo_for(s), name="converged check"
+            ),
+        )
+        if result.failed:
+            first = sorted(result.failed)[0]
+            raise Stop(f"{first}: {self.tracker.take_failure(first) or 'converged check failed'}; nothing was changed")
 
     def _read_lb(self) -> Routed | None:
         if self.lb is None:
@@ -178,6 +219,8 @@ class Rollout:
 
     def live(self) -> list[str]:
         """Serving hosts whose change restarts nothing: applied in place, never drained."""
+        if self.deploy:
+            return []
         return [n for n, c in self.changes.items() if c.change is Change.LIVE and n not in self.out_of_lb]
 
     def apply_live(self, names: Sequence[str]) -> None:
@@ -246,10 +289,10 @@ class Rollout:
             # No replica serves (a first rollout), or the one host of a one-host fleet switches (its warned
             # outage): nginx cannot be left with no replica up, so its config stays as it is.
             return
-        down = sorted(self.out_of_lb)
+        down = sorted(self.out_of_lb - self.left_to_deploy)
         tries = REJOIN_TRIES if step == "rejoin" else 1
         for attempt in range(1, tries + 1):
-            result = self.lb.apply(self.out_of_lb)
+            result = self.lb.apply(down)
             self._log("lb", step=step, down=down, ok=not result.failed, attempt=attempt)
             if not result.failed:
                 return

@@ -3,6 +3,7 @@
 host of the State).
 
 + ``read_host``: the release record, the units' state and each running replica's GET /health.
++ ``converged``: the core's converged check (a deploy asks it where a host's record cannot be trusted).
 + ``stage_units``, ``gpu_health``, ``headroom``: pre-stage (with the engine's image and weights operations):
   the new unit files beside the running ones, the GPU health gate, and the headroom gate counting the memory
   the old replicas will free.
@@ -26,9 +27,11 @@ from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
 from ms4fleet import paths
-from ms4fleet.config import HostConfig
+from ms4fleet.config import ConfigError, HostConfig
+from ms4fleet.converged import check
 from ms4fleet.health import HealthError, gate, parse_health
-from ms4fleet.hostplan import gates
+from ms4fleet.hostoutput import sections
+from ms4fleet.hostplan import gates, plan_for_data
 from ms4fleet.hostscripts import python_command
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
@@ -47,23 +50,26 @@ _SEPARATOR = "--ms4fleet-units--"
 _READ = (
     f"cat {shlex.quote(RELEASE_FILE)} 2>/dev/null; echo {_SEPARATOR}; "
     f'for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do [ -f "$f" ] || continue; '
-    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true)"; done'
+    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true) $(sha256sum < "$f" | cut -c1-64)"; '
+    "done"
 )
 JOURNAL_LINES = 300
 
 
 def parse_read(host: str, text: str) -> HostFacts:
     record_text, _, units_text = text.partition(_SEPARATOR)
-    units = {}
+    units, digests = {}, {}
     for line in units_text.splitlines():
         bits = line.split()
         if bits:
             units[bits[0]] = bits[1] if len(bits) > 1 else "unknown"
-    return HostFacts(ReleaseRecord.parse(host, record_text), units)
+            if len(bits) > 2:
+                digests[bits[0]] = bits[2]
+    return HostFacts(ReleaseRecord.parse(host, record_text), units, unit_sha256=digests)
 
 
 def read_script() -> str:
-    """Prints the release record, a separator, then one ``unit is-active`` line per ms4fleet vLLM unit."""
+    """Prints the release record, a separator, then one ``unit is-active sha256`` line per ms4fleet vLLM unit."""
     return _READ
 
 
@@ -93,6 +99,36 @@ def _healthy(host: Any, address: str, port: int) -> bool:
 @operation(is_idempotent=False)
 def read_host(tracker: Tracker, address: str, sudo: bool) -> Generator[Any, None, None]:
     yield FunctionCommand(_read, (tracker, address, sudo), {})
+
+
+def _converged(
+    state: Any, host: Any, tracker: Tracker, config: HostConfig, data: Mapping[str, Any], sudo: bool
+) -> bool:
+    def read(script: str) -> dict[str, list[str]]:
+        _, out, _ = shell(host, f"sh -c {shlex.quote(script)} 2>/dev/null || true", sudo)
+        return sections(out.splitlines())
+
+    plain = dict(data)
+    try:
+        found = check(
+            host.name,
+            config,
+            lambda excluded: plan_for_data(config, plain, excluded=excluded).serving,
+            plan_for_data(config, plain).require_weights().request,
+            read,
+        )
+    except ConfigError:
+        # An OS the core does not plan for: not converged; the deploy itself then names the problem.
+        tracker.facts[host.name].converged = False
+        return True
+    tracker.facts[host.name].converged = found.converged
+    return True
+
+
+@operation(is_idempotent=False)
+def converged(tracker: Tracker, config: HostConfig, data: Mapping[str, Any], sudo: bool) -> Generator[Any, None, None]:
+    """The core's converged check (the deploy's own), read-only, into the host's facts."""
+    yield FunctionCommand(_converged, (tracker, config, data, sudo), {})
 
 
 # ------------------------------------------------------------------------------------------ pre-stage

@@ -25,6 +25,10 @@ class HostFacts:
     record: ReleaseRecord
     units: dict[str, str]
     healthy: bool | None = None
+    # Each unit file's sha256 on the host.
+    unit_sha256: dict[str, str] = field(default_factory=dict)
+    # The core's converged check, where a deploy asked it (None: not asked).
+    converged: bool | None = None
 
     @property
     def all_active(self) -> bool:

@@ -1,0 +1,103 @@
+"""How many GPU hosts serve, sampled every ``interval_s`` while a change runs: a host serves when nginx on the
+load balancer routes to it (none of its replicas marked ``down`` in ms4fleet's config, or no config yet) and
+every replica answers GET /health on its public port (the host proxy), from the test's controller.
+
+The LB's config is read through one ``docker exec`` shell kept open for the whole run (a new exec per sample
+would take longer than the interval on a loaded machine).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import httpx
+
+from ms4fleet.rollout import lb
+
+_END = "--ms4fleet-end--"
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str
+    urls: tuple[str, ...]
+
+
+@dataclass
+class Samples:
+    points: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def least(self) -> int:
+        return min(n for _, n in self.points)
+
+    def largest_gap_s(self) -> float:
+        times = [t for t, _ in self.points]
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
+
+
+class ServingSampler:
+    def __init__(self, lb_container: str, targets: Sequence[Target], interval_s: float = 0.25) -> None:
+        self.targets = list(targets)
+        self.interval_s = interval_s
+        self.samples = Samples()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        script = f"while read _; do cat {lb.CONF_PATH} 2>/dev/null; echo {_END}; done"
+        self._shell = subprocess.Popen(
+            ["docker", "exec", "-i", lb_container, "sh", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=8)
+        self._client = httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0))
+
+    def _conf(self) -> str:
+        assert self._shell.stdin is not None and self._shell.stdout is not None
+        self._shell.stdin.write("\n")
+        self._shell.stdin.flush()
+        lines = []
+        for line in iter(self._shell.stdout.readline, ""):
+            if line.strip() == _END:
+                break
+            lines.append(line)
+        return "".join(lines)
+
+    def _healthy(self, url: str) -> bool:
+        try:
+            return self._client.get(f"{url}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def sample(self) -> int:
+        conf = self._conf()
+        down = lb.routed(conf).down if conf.strip() else frozenset()
+        urls = [url for target in self.targets for url in target.urls]
+        health = dict(zip(urls, self._pool.map(self._healthy, urls), strict=True))
+        return sum(1 for t in self.targets if t.host not in down and all(health[u] for u in t.urls))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            count = self.sample()
+            self.samples.points.append((time.monotonic(), count))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> ServingSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self._shell.stdin is not None:
+            self._shell.stdin.close()
+        self._shell.wait(timeout=30)
+        self._pool.shutdown()
+        self._client.close()
