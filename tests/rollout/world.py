@@ -17,7 +17,7 @@ import io
 import json
 import shlex
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -159,14 +159,22 @@ class World:
             },
         }
 
-    def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
-        """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``)."""
+    def inventory(
+        self,
+        name: str = "inventory",
+        revision: str = REVISION_A,
+        host_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        **serving: Any,
+    ) -> Path:
+        """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``;
+        ``host_settings``: a host's own settings, over the shared ones, as ``settings()`` gives them)."""
         hosts = []
         for host in self.gpu:
             data = {
                 **self._connection(host),
                 "lb_backend_address": container_ip(host.container, self.sim.record.network),
                 "ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count},
+                **(host_settings or {}).get(host.name, {}),
             }
             hosts.append((host.name, data))
         shared = {**self.settings(revision, **serving), "weights_staging_dir": str(self.root / "staging")}
@@ -174,7 +182,13 @@ class World:
         path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
         return path
 
-    def ansible_inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
+    def ansible_inventory(
+        self,
+        name: str = "inventory",
+        revision: str = REVISION_A,
+        host_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        **serving: Any,
+    ) -> Path:
         """The same hosts and settings for Ansible: groups ms4fleet_gpu and ms4fleet_lb."""
         record = self.sim.record
 
@@ -186,6 +200,7 @@ class World:
                 **connection(h),
                 "lb_backend_address": container_ip(h.container, record.network),
                 "ms4fleet_gpu": {"kind": h.gpu_kind, "count": h.gpu_count},
+                **(host_settings or {}).get(h.name, {}),
             }
             for h in self.gpu
         }
