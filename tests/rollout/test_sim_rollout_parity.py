@@ -10,9 +10,9 @@ On the canary host (rollout-1), from the baseline (2 replicas of tensor parallel
    host rejoins the load balancer;
 3. the same, and the previous release fails its check too (the host's own fault switch): the host stays out
    of the load balancer.
-Between the engines the baseline is rolled out again with `ms4fleet rollout`, interrupted by SIGTERM once the
-canary is stopped (exit 130, report written, the canary left out of the load balancer) and finished with
-`--resume`.
+Between the engines another release of the canary is rolled out with `ms4fleet rollout`, interrupted by
+SIGTERM once the canary is stopped (exit 130, report written, the canary left out of the load balancer) and
+finished with `--resume`; then the baseline again.
 """
 
 from __future__ import annotations
@@ -139,10 +139,12 @@ def test_pyinfra_rollout_shrinks_rolls_back_added_units_and_keeps_a_failed_host_
 
 
 def test_sigterm_mid_rollout_writes_the_report_then_resume_completes(rollout_world: World, tmp_path: Path) -> None:
-    """The baseline again, the canary left failed and out of the LB by the previous test: SIGTERM once the
-    canary's old replica is stopped: exit 130, the report says so, the canary stays out of nginx; --resume
-    completes and its report covers both runs."""
-    base = rollout_world.inventory("parity-base", **BASE)
+    """A release that changes the canary (left failed and out of the LB by the previous test): SIGTERM once
+    the canary's old replica is stopped: exit 130, the report says so, the canary stays out of nginx;
+    --resume completes and its report covers both runs."""
+    base = rollout_world.inventory(
+        "parity-sigterm", host_settings={CANARY: rollout_world.settings(**{**BASE, "max_num_seqs": 40})}, **BASE
+    )
     journal = Journal(fleet_dir([h.name for h in rollout_world.gpu]) / JOURNAL_NAME)
     options = ["--lb-inventory", str(rollout_world.lb_inventory()), "--canary", "1"]
     command = [str(Path(sys.executable).with_name("ms4fleet")), "rollout", str(base), *options]
@@ -181,6 +183,8 @@ def test_ansible_rollout_leaves_the_same_hosts_as_pyinfra(rollout_world: World, 
     assert set(LEFT.get("pyinfra", {})) == set(SCENARIOS), "runs after the pyinfra scenarios"
     base = rollout_world.inventory("parity-base", **BASE)
     ids = {"base": target(base)}
+    code, report = rollout(rollout_world, base, tmp_path / "base", "--canary", "1")
+    assert code == 0, report["stopped"]
     # Only the canary and the load balancer: the other hosts are unchanged (skipped alike without the limit).
     options = ("-e", "rollout_canary=1", "--limit", f"{CANARY}:ms4fleet_lb")
     try:

@@ -126,7 +126,9 @@ def _headroom(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan:
     probe = host.get_fact(Probe, _sudo=sudo)
     if probe.report is None:
         return tracker.fail(host.name, f"pre-stage headroom: the probe failed: {probe.error}")
-    blocked = [(i, r) for i, verdict, r in headroom_verdicts(config, plan, probe.report) if verdict == "does-not-fit"]
+    # The switch stops every replica on the host, those the new release no longer has too.
+    verdicts = headroom_verdicts(config, plan, probe.report, every_replica=True)
+    blocked = [(i, r) for i, verdict, r in verdicts if verdict == "does-not-fit"]
     if blocked:
         details = "; ".join(f"replica {i}: {' '.join(reasons[-2:])}" for i, reasons in blocked)
         return tracker.fail(host.name, f"pre-stage headroom: does-not-fit even after the old replicas stop: {details}")
