@@ -30,8 +30,8 @@ from ms4fleet.proxy import PROXY_CONF
 from ms4fleet_sim import dockercli, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
-from ms4fleet_sim.inventories import py_literal
-from tests.support.simhosts import SimFleet, SimHost, bring_up, provision_driver
+from ms4fleet_sim.inventories import group_data, py_literal
+from tests.support.simhosts import NVIDIA_SOURCES, SimFleet, SimHost, bring_up, provision_driver
 
 REVISION_A = weights_mirror.SIM_REVISION
 REVISION_B = "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"
@@ -149,6 +149,11 @@ class World:
         # A release that names a key is not open (the config refuses both).
         base = {k: v for k, v in SERVING.items() if not (k == "open_endpoint" and "api_key" in serving)}
         return {
+            # The sim's signed NVIDIA repository, as every sim inventory names it: a rollout that provisions
+            # (the host proxy's config changes with the replicas) can install from it.
+            "ms4fleet_provision": {
+                "nvidia_apt_repo": group_data(self.sim.record)["ms4fleet_provision"]["nvidia_apt_repo"]
+            },
             "ms4fleet_runtime": RUNTIME,
             "ms4fleet_serving": {**base, "metrics_allow": self.metrics_allow, **serving},
             "ms4fleet_weights": {
@@ -253,6 +258,9 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
 
     def gpu_host(host: SimHost) -> None:
         provision_driver(host)
+        # The driver came from the test's own source entry; a rollout that provisions writes the plan's (the
+        # same repository: apt refuses two entries of one URL with different keyrings).
+        host.sudo(f"rm -f {NVIDIA_SOURCES}")
         install_native_standin(host)
         install_host_proxy(host, debs, {**SERVING, "metrics_allow": metrics_allow})
 
