@@ -27,7 +27,7 @@ from ms4fleet.rollout.switch import (
     switch_script,
 )
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
-from ms4fleet.serving import local_address, plan_host
+from ms4fleet.serving import local_address, plan_host, url_host
 
 # The fact the playbook sets on each host it switches (a ``hoststate.Phase`` value): where the host stands.
 PHASE_FACT = "rollout_phase"
@@ -93,8 +93,7 @@ def rollout_stop(units: Sequence[str]) -> str:
 def rollout_replicas(variables: Mapping[str, Any], release: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if not isinstance(release, Mapping):
         return []  # no release recorded: nothing runs
-    address = local_address(hostplan.host_config(variables))
-    host = f"[{address}]" if ":" in address else address
+    host = url_host(local_address(hostplan.host_config(variables)))
     ports = release_ports(Release.from_dict(release))
     return [{"unit": unit, "port": port, "url": f"http://{host}:{port}"} for unit, port in ports.items()]
 
