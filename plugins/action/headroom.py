@@ -19,7 +19,11 @@ from ms4fleet.serving import plan_host
 
 
 class ActionModule(CoreAction):
-    ARGUMENT_SPEC: ClassVar[Spec] = {"probe": {"type": "dict", "required": True}}
+    ARGUMENT_SPEC: ClassVar[Spec] = {
+        "probe": {"type": "dict", "required": True},
+        # A rollout's switch stops every replica of the host: the memory of all of them counts as available.
+        "every_replica": {"type": "bool", "default": False},
+    }
     _requires_connection = False
 
     def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
@@ -31,7 +35,7 @@ class ActionModule(CoreAction):
         plan = plan_host(config)
         replicas = [
             {"index": replica.index, "unit": replica.unit_name, **headroom.to_dict()}
-            for replica, headroom in check_plan(report, config, plan)
+            for replica, headroom in check_plan(report, config, plan, args["every_replica"])
         ]
         blocked = [r for r in replicas if r["verdict"] == "does-not-fit"]
         result.update(changed=False, replicas=replicas, fits=not blocked)

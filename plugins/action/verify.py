@@ -44,6 +44,9 @@ class ActionModule(CoreAction):
         "skip": {"type": "list", "elements": "str", "default": [], "choices": list(CHECKS)},
         "timeout": {"type": "float"},
         "tunnel_timeout": {"type": "float", "default": 30.0},
+        # vLLM ports to check instead of the plan's replicas (a rollback: the previous release's, which may
+        # be other replicas); nothing is recorded for the converged check then.
+        "ports": {"type": "list", "elements": "int"},
     }
 
     def act(self, result: dict[str, Any], args: dict[str, Any], variables: dict[str, Any]) -> dict[str, Any]:
@@ -59,20 +62,29 @@ class ActionModule(CoreAction):
         api_key = self._api_key(config)
         target = local_address(config)
         reports = []
-        for replica in plan.replicas:
-            with self._tunnel(target, replica.internal_port, args["tunnel_timeout"], variables) as url:
+        if args["ports"] is not None:
+            targets = [(index, f"port {port}", port, None) for index, port in enumerate(args["ports"])]
+        else:
+            targets = [(r.index, r.unit_name, r.internal_port, r.unit_name) for r in plan.replicas]
+        for index, name, port, unit in targets:
+            with self._tunnel(target, port, args["tunnel_timeout"], variables) as url:
                 report = verify(
                     url,
                     served,
                     api_key=api_key,
                     checks=selected,
-                    logs=lambda unit=replica.unit_name: self._journal(unit),
+                    logs=None if unit is None else (lambda unit=unit: self._journal(unit)),
                     timeout_s=args["timeout"] or gate.verify_timeout_s,
                     open_endpoint=config.serving.open_endpoint,
                 )
-            reports.append({"index": replica.index, "unit": replica.unit_name, **report.to_dict()})
+            reports.append({"index": index, "unit": name, **report.to_dict()})
         failed = [r for r in reports if not r["ok"]]
         result.update(changed=False, replicas=reports, ok=not failed)
+        if args["ports"] is not None:
+            if failed:
+                first = failed[0]
+                result.update(failed=True, msg=f"{config.name}: {first['unit']} failed: {', '.join(_failed(first))}")
+            return result
         # The record the core's converged check requires (the same bytes the pyinfra engine leaves).
         summary = [
             {"replica": r.index, "port": r.port, "ok": report["ok"], "failed": _failed(report)}

@@ -13,6 +13,14 @@
   config text (TLS from the LB host's ``lb_tls_*``); ``hostvars[lb] | ms4fleet.fleet.rollout_lb_key_check``:
   shell that refuses its TLS key unless it is root's alone.
 + ``metrics_text | ms4fleet.fleet.rollout_in_flight``: requests a replica still runs or holds.
++ ``units | ms4fleet.fleet.rollout_switch(source_dir)``: the shell that stops every replica unit on the host,
+  removes those not in ``units``, installs ``units`` from ``source_dir`` and starts them (returns once they
+  are ready); ``units | ms4fleet.fleet.rollout_stop``: stop and disable them (no release to go back to).
++ ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_replicas(release)``: each replica of a release
+  (``unit``, vLLM's ``port``, ``url`` on the host).
++ ``conf_texts | ms4fleet.fleet.rollout_routed_out``: hosts the load balancers' configs mark down now;
+  ``gpu_hostvars | ms4fleet.fleet.rollout_lb_out(out_before)``: hosts to keep out, from each host's
+  ``rollout_phase`` fact (set by the playbook: drained, verified, rolled-back) and who was out before.
 """
 
 from __future__ import annotations
@@ -32,6 +40,11 @@ NAMES = (
     "rollout_nginx_conf",
     "rollout_lb_key_check",
     "rollout_in_flight",
+    "rollout_switch",
+    "rollout_stop",
+    "rollout_replicas",
+    "rollout_routed_out",
+    "rollout_lb_out",
 )
 
 

@@ -19,6 +19,12 @@ options:
     description: The C(probe) value returned by M(ms4fleet.fleet.probe) on this host.
     type: dict
     required: true
+  every_replica:
+    description:
+      - Count the GPU memory of every ms4fleet replica on the host as available, not only each replica's own
+        (a rollout's switch stops them all, also those the new release no longer has).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""

@@ -36,6 +36,12 @@ options:
     description: Seconds allowed for the SSH tunnel to open.
     type: float
     default: 30.0
+  ports:
+    description:
+      - vLLM ports on the host to check instead of the plan's replicas (a rollback checks the previous
+        release's, C(ms4fleet.fleet.rollout_replicas)); nothing is recorded for the converged check then.
+    type: list
+    elements: int
 attributes:
   check_mode:
     support: none

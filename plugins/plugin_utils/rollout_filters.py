@@ -14,12 +14,23 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 )
 
 from ms4fleet import paths
-from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, plan_for_data
+from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
 from ms4fleet.imagepin import pin_configs
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseRecord, release_for
+from ms4fleet.rollout.switch import (
+    ROLLBACK_CHECKS,
+    ROLLBACK_TIMEOUT_S,
+    lb_out,
+    release_ports,
+    stop_script,
+    switch_script,
+)
 from ms4fleet.rollout.waves import Policy, WaveSize, check_capacity, plan_waves
-from ms4fleet.serving import plan_host
+from ms4fleet.serving import local_address, plan_host, url_host
+
+# The fact the playbook sets on each host it switches (a ``hoststate.Phase`` value): where the host stands.
+PHASE_FACT = "rollout_phase"
 
 
 def rollout_serial(
@@ -61,7 +72,10 @@ def rollout_pins(gpu_hostvars: Sequence[Mapping[str, Any]]) -> dict[str, dict[st
 
 def rollout_release(variables: Mapping[str, Any]) -> dict[str, Any]:
     config = hostplan.host_config(variables)
-    return release_for(config, plan_host(config)).to_dict()
+    # The whole plan is recorded with the release (as the pyinfra rollout does): the next rollout classifies
+    # its change against it.
+    data = {key: str(variables[key]) for key in (*IMAGE_ARCHIVE_KEYS, *STAGING_DIR_KEYS) if variables.get(key)}
+    return release_for(config, plan_host(config), None, plan_for_data(config, data)).to_dict()
 
 
 def rollout_paths(release: Mapping[str, Any]) -> dict[str, Any]:
@@ -70,8 +84,39 @@ def rollout_paths(release: Mapping[str, Any]) -> dict[str, Any]:
         "staged_dir": f"{STAGED_DIR}/{release['id']}",
         "units_dir": paths.SYSTEMD_DIR,
         "lb_conf": lb.CONF_PATH,
+        "previous_dir": f"{STAGED_DIR}/previous",
         "drain_window_s": lb.DRAIN_WINDOW_S,
+        "rollback_checks": list(ROLLBACK_CHECKS),
+        "rollback_timeout_s": ROLLBACK_TIMEOUT_S,
     }
+
+
+def rollout_switch(units: Sequence[str], source_dir: str) -> str:
+    return switch_script(list(units), source_dir, None, start=True, block=True)
+
+
+def rollout_stop(units: Sequence[str]) -> str:
+    return stop_script(list(units))
+
+
+def rollout_replicas(variables: Mapping[str, Any], release: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    if not isinstance(release, Mapping):
+        return []  # no release recorded: nothing runs
+    host = url_host(local_address(hostplan.host_config(variables)))
+    ports = release_ports(Release.from_dict(release))
+    return [{"unit": unit, "port": port, "url": f"http://{host}:{port}"} for unit, port in ports.items()]
+
+
+def rollout_routed_out(conf_texts: Sequence[str]) -> list[str]:
+    out: set[str] = set()
+    for text in conf_texts:
+        out |= lb.routed(text or "").down
+    return sorted(out)
+
+
+def rollout_lb_out(gpu_hostvars: Sequence[Mapping[str, Any]], out_before: Sequence[str] = ()) -> list[str]:
+    phases = {str(v["inventory_hostname"]): str(v[PHASE_FACT]) for v in gpu_hostvars if v.get(PHASE_FACT) is not None}
+    return sorted(lb_out(phases, set(out_before)))
 
 
 def rollout_current(record_text: str | None, host: str) -> dict[str, Any] | None:

@@ -12,10 +12,12 @@ replica fails on its own while the old one keeps serving.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ms4fleet import paths
 from ms4fleet.catalog import ModelProfile
 from ms4fleet.config import DEFAULT_GPU_MEMORY_UTILIZATION, HostConfig
 from ms4fleet.probe import GpuProcess, ProbeReport
@@ -39,13 +41,31 @@ class ReplacedService:
     systemd_units: frozenset[str] = frozenset()
     container_names: frozenset[str] = frozenset()
     container_ids: frozenset[str] = frozenset()
+    # Every ms4fleet replica of the host is replaced (a rollout's switch stops them all, those the new
+    # release no longer has included): memory any of them holds counts as available.
+    every_replica: bool = False
 
     def owns(self, proc: GpuProcess) -> bool:
         if proc.systemd_unit and proc.systemd_unit in self.systemd_units:
             return True
         if proc.container_name and proc.container_name.lstrip("/") in self.container_names:
             return True
+        if self.every_replica and (
+            _REPLICA_UNIT.fullmatch(proc.systemd_unit or "")
+            or _REPLICA_CONTAINER.fullmatch((proc.container_name or "").lstrip("/"))
+        ):
+            return True
         return bool(proc.container_id and proc.container_id in self.container_ids)
+
+
+def _any_index(name: str) -> re.Pattern[str]:
+    """``name`` (replica 0's) with any replica index in place of the 0."""
+    before, after = name.rsplit("0", 1)
+    return re.compile(rf"{re.escape(before)}\d+{re.escape(after)}")
+
+
+_REPLICA_UNIT = _any_index(paths.unit_name(0))
+_REPLICA_CONTAINER = _any_index(paths.container_name(0))
 
 
 @dataclass(frozen=True)
@@ -191,9 +211,12 @@ def check_headroom(
     return Headroom(host, verdict, tuple(reasons), tuple(gpus), sizing, tuple(notes))
 
 
-def check_plan(report: ProbeReport, config: HostConfig, plan: ServingPlan) -> list[tuple[Replica, Headroom]]:
+def check_plan(
+    report: ProbeReport, config: HostConfig, plan: ServingPlan, every_replica: bool = False
+) -> list[tuple[Replica, Headroom]]:
     """The gate for every replica of a host's plan, each counting the memory of the replica it replaces
-    (its own unit and container) as available. Both engines call this; neither re-derives it."""
+    (its own unit and container) as available; ``every_replica`` (a rollout, which stops them all): the
+    memory of every ms4fleet replica on the host. Both engines call this; neither re-derives it."""
     serving = config.serving
     return [
         (
@@ -211,6 +234,7 @@ def check_plan(report: ProbeReport, config: HostConfig, plan: ServingPlan) -> li
                 replacing=ReplacedService(
                     systemd_units=frozenset({replica.unit_name}),
                     container_names=frozenset({replica.container_name}),
+                    every_replica=every_replica,
                 ),
             ),
         )

@@ -111,3 +111,13 @@ def test_gpu_process_owner_rules() -> None:
     )
     assert not ReplacedService(systemd_units=frozenset({UNIT})).owns(proc)
     assert ReplacedService(systemd_units=frozenset({UNIT})).owns(proc.model_copy(update={"systemd_unit": UNIT}))
+    # A rollout's switch stops every replica of the host: any ms4fleet replica's unit or container is replaced,
+    # nothing else is.
+    every = ReplacedService(systemd_units=frozenset({UNIT}), every_replica=True)
+    assert every.owns(proc.model_copy(update={"systemd_unit": "ms4fleet-vllm-7.service"}))
+    assert every.owns(proc.model_copy(update={"container_name": "/ms4fleet-vllm-12"}))
+    assert not every.owns(proc.model_copy(update={"systemd_unit": "ms4fleet-vllm-x.service"}))
+    assert not every.owns(proc.model_copy(update={"systemd_unit": "other.service", "container_name": "vllm-1"}))
+    assert not ReplacedService(systemd_units=frozenset({UNIT})).owns(
+        proc.model_copy(update={"systemd_unit": "ms4fleet-vllm-7.service"})
+    )

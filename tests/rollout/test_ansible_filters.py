@@ -14,8 +14,10 @@ import pytest
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import plan_for_data
 from ms4fleet.rollout.lb import CONF_PATH, DRAIN_WINDOW_S, Backend, nginx_conf
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, ReleaseRecord, release_for
+from ms4fleet.rollout.switch import ROLLBACK_CHECKS, ROLLBACK_TIMEOUT_S, release_ports, switch_script
 from ms4fleet.rollout.waves import Policy, WaveSize, plan_waves
 from ms4fleet.serving import plan_host
 
@@ -89,14 +91,20 @@ def test_paths_are_the_core_paths(filters: SimpleNamespace) -> None:
         "staged_dir": f"{STAGED_DIR}/{release['id']}",
         "units_dir": paths.SYSTEMD_DIR,
         "lb_conf": CONF_PATH,
+        "previous_dir": f"{STAGED_DIR}/previous",
         "drain_window_s": DRAIN_WINDOW_S,
+        "rollback_checks": list(ROLLBACK_CHECKS),
+        "rollback_timeout_s": ROLLBACK_TIMEOUT_S,
     }
 
 
 def test_release_record_and_nginx_text_match_the_core(filters: SimpleNamespace) -> None:
     a = hostvars("gpu-1")
     release = filters.rollout_release(a)
-    assert release == release_for(config(a), plan_host(config(a)), created=release["created"]).to_dict()
+    core = release_for(config(a), plan_host(config(a)), release["created"], plan_for_data(config(a), {}))
+    assert release == core.to_dict()
+    # The plan is recorded with the release, as the pyinfra rollout records it.
+    assert release["plan"] == plan_for_data(config(a), {}).to_json(contents={})
     text = filters.rollout_record("", release, "gpu-1")
     assert filters.rollout_current(text, "gpu-1")["id"] == release["id"]
     b = filters.rollout_release(hostvars("gpu-1", max_num_seqs=32))
@@ -107,6 +115,33 @@ def test_release_record_and_nginx_text_match_the_core(filters: SimpleNamespace) 
     backends = [Backend(h, f"192.0.2.{h[-1]}", p) for h in ("gpu-1", "gpu-2") for p in (8000, 8001)]
     assert conf == nginx_conf(backends, {"gpu-2"})
     assert filters.rollout_in_flight("vllm:num_requests_running 2\nvllm:num_requests_waiting 1\n") == 3.0
+
+
+def test_switch_replicas_and_load_balancer_place_are_the_core_s(filters: SimpleNamespace) -> None:
+    two, one = hostvars("gpu-1"), hostvars("gpu-1", tensor_parallel_size=2)
+    release_two, release_one = filters.rollout_release(two), filters.rollout_release(one)
+    assert sorted(release_two["units"]) == ["ms4fleet-vllm-0.service", "ms4fleet-vllm-1.service"]
+    # The script finds the units on the host (it removes those the release lacks), then starts and waits.
+    units = list(release_one["units"])
+    assert filters.rollout_switch(units, "/d") == switch_script(units, "/d", None, start=True, block=True)
+    assert "systemctl enable --quiet ms4fleet-vllm-0.service && systemctl start ms4fleet-vllm-0.service" in (
+        filters.rollout_switch(units, "/d")
+    )
+    assert filters.rollout_stop(units) == "systemctl disable --now --quiet ms4fleet-vllm-0.service"
+    # The replicas of the release running now (to drain, to check a rollback), not of the new one.
+    replicas = filters.rollout_replicas(one, release_two)
+    ports = release_ports(ReleaseRecord.parse("h", filters.rollout_record("", release_two, "h")).current)  # type: ignore[arg-type]
+    assert [(r["unit"], r["port"]) for r in replicas] == list(ports.items())
+    assert [r["url"] for r in replicas] == [f"http://127.0.0.1:{p}" for p in ports.values()]
+    assert filters.rollout_replicas(one, None) == filters.rollout_replicas(one, "") == []
+    # Who the load balancer keeps out: failed, lost or mid-switch hosts stay out; verified and rolled-back
+    # hosts rejoin; a host not switched in this run keeps its place.
+    fleet = [{**hostvars(f"gpu-{i}"), **({"rollout_phase": p} if p else {})} for i, p in enumerate(
+        ["verified", "rolled-back", "drained", "failed", None, None], start=1
+    )]  # fmt: skip
+    assert filters.rollout_lb_out(fleet, ["gpu-1", "gpu-2", "gpu-5"]) == ["gpu-3", "gpu-4", "gpu-5"]
+    conf = filters.rollout_nginx_conf(fleet[:3], down=["gpu-2"])
+    assert filters.rollout_routed_out([conf, ""]) == ["gpu-2"]
 
 
 def test_filter_errors_are_one_line(filters: SimpleNamespace) -> None:

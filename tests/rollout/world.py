@@ -17,7 +17,7 @@ import io
 import json
 import shlex
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,8 +30,8 @@ from ms4fleet.proxy import PROXY_CONF
 from ms4fleet_sim import dockercli, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
-from ms4fleet_sim.inventories import py_literal
-from tests.support.simhosts import SimFleet, SimHost, bring_up, provision_driver
+from ms4fleet_sim.inventories import group_data, py_literal
+from tests.support.simhosts import NVIDIA_SOURCES, SimFleet, SimHost, bring_up, provision_driver
 
 REVISION_A = weights_mirror.SIM_REVISION
 REVISION_B = "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"
@@ -149,6 +149,11 @@ class World:
         # A release that names a key is not open (the config refuses both).
         base = {k: v for k, v in SERVING.items() if not (k == "open_endpoint" and "api_key" in serving)}
         return {
+            # The sim's signed NVIDIA repository, as every sim inventory names it: a rollout that provisions
+            # (the host proxy's config changes with the replicas) can install from it.
+            "ms4fleet_provision": {
+                "nvidia_apt_repo": group_data(self.sim.record)["ms4fleet_provision"]["nvidia_apt_repo"]
+            },
             "ms4fleet_runtime": RUNTIME,
             "ms4fleet_serving": {**base, "metrics_allow": self.metrics_allow, **serving},
             "ms4fleet_weights": {
@@ -159,14 +164,22 @@ class World:
             },
         }
 
-    def inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
-        """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``)."""
+    def inventory(
+        self,
+        name: str = "inventory",
+        revision: str = REVISION_A,
+        host_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        **serving: Any,
+    ) -> Path:
+        """The GPU hosts with ms4fleet settings for one release (``serving`` overrides ``ms4fleet_serving``;
+        ``host_settings``: a host's own settings, over the shared ones, as ``settings()`` gives them)."""
         hosts = []
         for host in self.gpu:
             data = {
                 **self._connection(host),
                 "lb_backend_address": container_ip(host.container, self.sim.record.network),
                 "ms4fleet_gpu": {"kind": host.gpu_kind, "count": host.gpu_count},
+                **(host_settings or {}).get(host.name, {}),
             }
             hosts.append((host.name, data))
         shared = {**self.settings(revision, **serving), "weights_staging_dir": str(self.root / "staging")}
@@ -174,7 +187,13 @@ class World:
         path.write_text(f"gpus = {py_literal((hosts, shared))}\n", encoding="utf-8")
         return path
 
-    def ansible_inventory(self, name: str = "inventory", revision: str = REVISION_A, **serving: Any) -> Path:
+    def ansible_inventory(
+        self,
+        name: str = "inventory",
+        revision: str = REVISION_A,
+        host_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        **serving: Any,
+    ) -> Path:
         """The same hosts and settings for Ansible: groups ms4fleet_gpu and ms4fleet_lb."""
         record = self.sim.record
 
@@ -186,6 +205,7 @@ class World:
                 **connection(h),
                 "lb_backend_address": container_ip(h.container, record.network),
                 "ms4fleet_gpu": {"kind": h.gpu_kind, "count": h.gpu_count},
+                **(host_settings or {}).get(h.name, {}),
             }
             for h in self.gpu
         }
@@ -238,6 +258,9 @@ def prepare(root: Path, name: str, gpu_hosts: int, spec: str = "h200x2") -> Worl
 
     def gpu_host(host: SimHost) -> None:
         provision_driver(host)
+        # The driver came from the test's own source entry; a rollout that provisions writes the plan's (the
+        # same repository: apt refuses two entries of one URL with different keyrings).
+        host.sudo(f"rm -f {NVIDIA_SOURCES}")
         install_native_standin(host)
         install_host_proxy(host, debs, {**SERVING, "metrics_allow": metrics_allow})
 

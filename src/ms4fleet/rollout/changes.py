@@ -175,7 +175,7 @@ def classify(old: HostPlan | Mapping[str, Any] | None, new: HostPlan | Mapping[s
 
 def host_change(current: Release | None, target: Release) -> Classified:
     """The change from the release a host runs to ``target``. A release recorded without its plan (by an
-    older ms4fleet, or by the Ansible rollout) is compared by its serving parts only."""
+    older ms4fleet) is compared by its serving parts only."""
     if current is None:
         return classify(None, target.plan or {})
     if current.plan is not None and target.plan is not None:

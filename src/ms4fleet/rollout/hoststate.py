@@ -57,6 +57,11 @@ IN_SERVICE = frozenset(
 )
 
 
+# After its batch, a host in one of these goes back into the load balancer: verified at the new release, or
+# rolled back (rolling-back once its previous release passed its checks again, before the driver says so).
+REJOINING = frozenset({Phase.VERIFIED, Phase.ROLLING_BACK, Phase.ROLLED_BACK, Phase.REJOINED})
+
+
 class InvalidTransition(RuntimeError):
     """A driver tried a move the state machine does not allow."""
 

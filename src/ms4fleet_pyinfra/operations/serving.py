@@ -86,11 +86,15 @@ def _inactive(plan: ServingPlan) -> bool:
     return any(units.get(r.unit_name) is None or units[r.unit_name].active != "active" for r in plan.replicas)
 
 
-def headroom_verdicts(config: HostConfig, plan: ServingPlan, report: Any) -> list[tuple[int, str, list[str]]]:
+def headroom_verdicts(
+    config: HostConfig, plan: ServingPlan, report: Any, every_replica: bool = False
+) -> list[tuple[int, str, list[str]]]:
     """The core's headroom check for every replica: ``(replica, verdict, reasons)``; a replica's own memory
-    (its unit and container) counts as available since it is freed when the replica is replaced."""
+    (its unit and container) counts as available since it is freed when the replica is replaced
+    (``every_replica``: a rollout's switch, the memory of every ms4fleet replica on the host)."""
     return [
-        (replica.index, result.verdict, list(result.reasons)) for replica, result in check_plan(report, config, plan)
+        (replica.index, result.verdict, list(result.reasons))
+        for replica, result in check_plan(report, config, plan, every_replica)
     ]
 
 

@@ -32,7 +32,7 @@ from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet, HostSpec
 from ms4fleet.rollout.changes import Change, Classified, deploy_change, host_change, untrusted
 from ms4fleet.rollout.gates import wave_gate
-from ms4fleet.rollout.hoststate import HostRun, Phase
+from ms4fleet.rollout.hoststate import REJOINING, HostRun, Phase
 from ms4fleet.rollout.journal import Journal
 from ms4fleet.rollout.lb import Routed
 from ms4fleet.rollout.release import Release, now_iso, release_for
@@ -347,7 +347,7 @@ class Rollout:
                 run.detail = why
                 to_roll_back.append(name)
         self.rollback(to_roll_back)
-        back = [n for n in batch if self.tracker.runs[n].phase in {Phase.VERIFIED, Phase.ROLLING_BACK}]
+        back = [n for n in batch if self.tracker.runs[n].phase in REJOINING]
         self.out_of_lb.difference_update(back)
         try:
             self.route("rejoin")

@@ -15,7 +15,6 @@ host of the State).
 
 from __future__ import annotations
 
-import itertools
 import shlex
 import time
 from collections.abc import Generator, Mapping
@@ -36,6 +35,7 @@ from ms4fleet.hostscripts import python_command
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseError, ReleaseRecord
+from ms4fleet.rollout.switch import ROLLBACK_CHECKS, ROLLBACK_TIMEOUT_S, release_ports, stop_script, switch_script
 from ms4fleet.serving import ServingPlan, local_address, served_model_name, timeout_start_s
 from ms4fleet.verify import VerifyReport, verify
 from ms4fleet.weights.startcheck import verifier_file
@@ -162,7 +162,9 @@ def _headroom(state: Any, host: Any, tracker: Tracker, config: HostConfig, plan:
     probe = host.get_fact(Probe, _sudo=sudo)
     if probe.report is None:
         return tracker.fail(host.name, f"pre-stage headroom: the probe failed: {probe.error}")
-    blocked = [(i, r) for i, verdict, r in headroom_verdicts(config, plan, probe.report) if verdict == "does-not-fit"]
+    # The switch stops every replica on the host, those the new release no longer has too.
+    verdicts = headroom_verdicts(config, plan, probe.report, every_replica=True)
+    blocked = [(i, r) for i, verdict, r in verdicts if verdict == "does-not-fit"]
     if blocked:
         details = "; ".join(f"replica {i}: {' '.join(reasons[-2:])}" for i, reasons in blocked)
         return tracker.fail(host.name, f"pre-stage headroom: does-not-fit even after the old replicas stop: {details}")
@@ -228,18 +230,16 @@ def _serving_ports(facts: HostFacts) -> list[int]:
     current = facts.record.current
     if current is None or not facts.all_active:
         return []
-    return [port for unit in sorted(facts.units) if unit in current.units and (port := _port_of(current, unit))]
-
-
-def _systemctl(units: list[str], *verbs: str) -> str:
-    return " && ".join(f"systemctl {verb} {' '.join(shlex.quote(u) for u in units)}" for verb in verbs)
+    ports = release_ports(current)
+    return [ports[unit] for unit in sorted(facts.units) if unit in ports]
 
 
 def _install(
     host: Any, units: Mapping[str, str], staged_id: str | None, old: list[str], sudo: bool, start: bool = False
 ) -> tuple[bool, str]:
     """Stop every old replica, put the wanted unit files in place, remove units no longer wanted, reload
-    systemd and (``start``) start the new replicas without waiting: one SSH round trip while nothing serves."""
+    systemd and (``start``) start the new replicas without waiting: one SSH round trip while nothing serves
+    (the core's ``switch_script``)."""
     if staged_id is None:
         # Unit texts not staged on the host (a rollback to what the record holds): upload them first, beside.
         staged = {f"{STAGED_DIR}/previous/{name}": text for name, text in units.items()}
@@ -247,21 +247,7 @@ def _install(
         if not ok:
             return False, why
     source_dir = f"{STAGED_DIR}/{staged_id if staged_id is not None else 'previous'}"
-    script = ["set -e"]
-    if old:
-        script.append(_systemctl(old, "stop"))
-    for name in sorted(set(old) - set(units)):
-        script.append(f"systemctl disable {shlex.quote(name)} || true; rm -f {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
-    for name in units:
-        source = shlex.quote(f"{source_dir}/{name}")
-        script.append(f"install -m 644 {source} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
-    script.append("systemctl daemon-reload")
-    if start:
-        # A replica that crash-looped into its StartLimitBurst refuses every start until reset; a rollback
-        # to the previous units of the same names is exactly such a start.
-        script.append(_systemctl(list(units), "reset-failed") + " 2>/dev/null || true")
-        script.append(_systemctl(list(units), "enable --quiet", "start --no-block"))
-    ok, _, err = shell(host, "\n".join(script), sudo)
+    ok, _, err = shell(host, switch_script(list(units), source_dir, old, start=start), sudo)
     return ok, "" if ok else err.strip()[-300:]
 
 
@@ -423,7 +409,7 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     wanted = sorted(tracker.targets[host.name].units)
     if previous is None:
         # Nothing ran here before this rollout: leave the host stopped rather than serving a bad release.
-        shell(host, _systemctl(wanted, "disable --now --quiet"), sudo)
+        shell(host, stop_script(wanted), sudo)
         return tracker.fail(host.name, "rollback: no previous release on this host; its new replicas are stopped")
     ok, why = _install(host, previous.units, None, wanted, sudo, start=True)
     if not ok:
@@ -432,29 +418,18 @@ def _rollback(state: Any, host: Any, tracker: Tracker, config: HostConfig, sudo:
     ok, why, _ = _wait_ready(host, units, timeout_start_s(config.profile), sudo)
     if not ok:
         return tracker.fail(host.name, f"rollback: start: {why}")
-    ports = [_port_of(previous, unit) for unit in units]
+    by_unit = release_ports(previous)
+    ports = [by_unit.get(unit) for unit in units]
     model = served_model_name(config)
     api_key = read_host_secret(host, config, sudo)
     for port in ports:
         if port is None:
             continue
         with forwarded(host, port, local_address(config)) as url:
-            report = verify(url, model, checks={"health", "models", "completion"}, timeout_s=60.0, api_key=api_key)
+            report = verify(url, model, checks=set(ROLLBACK_CHECKS), timeout_s=ROLLBACK_TIMEOUT_S, api_key=api_key)
         if not report.ok:
             return tracker.fail(host.name, f"rollback: the previous release does not serve on port {port} either")
     return True
-
-
-def _port_of(release: Release, unit: str) -> int | None:
-    """The port vLLM listens on in a release's unit (loopback, behind the host proxy), read from the argv of its
-    replica (the index in its name)."""
-    number = unit.removeprefix(f"{paths.UNIT_PREFIX}-").removesuffix(".service")
-    index = int(number) if number.isdigit() else len(release.argv)
-    argv = release.argv[index] if index < len(release.argv) else ()
-    for flag, value in itertools.pairwise(argv):
-        if flag == "--port":
-            return int(value)
-    return None
 
 
 @operation(is_idempotent=False)

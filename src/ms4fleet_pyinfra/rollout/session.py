@@ -55,7 +55,10 @@ def run_state(hosts: Sequence[T], build: Callable[[T], object]) -> StateResult:
         return result
     specs = {spec.name: spec for spec in hosts}
     enforce_host_keys()
-    inventory = Inventory(([(spec.name, dict(spec.data)) for spec in hosts], {}))  # type: ignore[no-untyped-call]
+    # The deploy's own operations (provisioning through the rollout) take sudo from the host data, as under
+    # `pyinfra inventory.py deploy.py`; without it they ran as the SSH user and apt was refused.
+    data = [(spec.name, {"_sudo": sudo_for(spec), **spec.data}) for spec in hosts]
+    inventory = Inventory((data, {}))  # type: ignore[no-untyped-call]
     state = State(inventory, Config(FAIL_PERCENT=None, CONNECT_TIMEOUT=10))  # type: ignore[no-untyped-call]
 
     def deploy() -> None:
