@@ -240,7 +240,7 @@ def test_both_engines_probe_the_driver_once_it_is_in(converged: simfleet.Fleet) 
         installed = fleet.sh(host, "dpkg-query -W -f='${Version}' nvidia-driver-580-open").split("-")[0]
         for engine, reports in by_engine.items():
             report = reports[host]
-            assert report["source"] == "nvidia-smi", (engine, host, report["errors"])
+            assert report["source"] == "nvml", (engine, host, report["errors"])  # the sim has nvidia-ml-py
             assert report["driver"]["version"] == installed, (engine, host)
             assert len(report["gpus"]) == 8 and all(g["uuid"] and g["memory_total_bytes"] for g in report["gpus"])
             # The same physical GPUs as the PCI probe found before the driver.

@@ -1,7 +1,8 @@
 """GPU health through both engines on a sim host: the pyinfra fact ``GpuHealth`` and the Ansible module
 ``ms4fleet.fleet.gpu_health`` run the same reader and the core's rules, so every GPU fault switch of the sim
 excludes the same GPU with the same reason in both, and the plan each engine converges to (pyinfra's deploy,
-Ansible's converged check) leaves out the same replica, saying why."""
+Ansible's converged check) leaves out the same replica, saying why. Sim hosts have nvidia-ml-py (the
+sim's NVML): the reader takes its NVML path; one test removes it and the reader falls back to nvidia-smi."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from ms4fleet.burnin import judge
 from ms4fleet.catalog import gpu_kinds
+from ms4fleet_sim.hostfiles import PYNVML
 from tests.ansible import simrun
 from tests.pyinfra import simfleet
 
@@ -111,12 +113,27 @@ def test_both_engines_judge_a_faulty_gpu_the_same(
         code, cli = by_cli(fleet)
     finally:
         fleet.sh(HOST, f"rm -f {FAULTS}")
-    assert pyinfra["source"] == ansible["source"] == "nvidia-smi"
+    assert pyinfra["source"] == ansible["source"] == cli["source"] == "nvml"
     assert verdicts(pyinfra) == verdicts(ansible) == verdicts(cli)
     assert code == (1 if verdict == "unhealthy" else 0)
     assert [(i, v) for i, v, _ in verdicts(pyinfra)] == [(0, "healthy"), (1, verdict)]
     assert verdicts(pyinfra)[1][2] == [reason]
-    # Nothing the sim's nvidia-smi leaves out is judged: it is listed as unsupported, on both GPUs.
+    # Nothing the sim leaves out is judged: it is listed as unsupported, on both GPUs.
+    assert {"nvlink", "retired_pages"} <= set(pyinfra["gpus"][0]["unsupported"])
+
+
+def test_without_nvidia_ml_py_both_engines_fall_back_to_nvidia_smi(fleet: simfleet.Fleet) -> None:
+    """A host without nvidia-ml-py: the reader's nvidia-smi path, judged as the NVML path is."""
+    fault = json.dumps({"gpu_health": {"1": {"row_remap_pending": True}}})
+    fleet.sh(HOST, f"mv {PYNVML} {PYNVML}.away && printf '%s' '{fault}' > {FAULTS}")
+    try:
+        pyinfra, ansible = by_pyinfra(fleet), by_ansible(fleet)
+        excluded = pyinfra_excluded(fleet)
+    finally:
+        fleet.sh(HOST, f"rm -f {FAULTS}; mv {PYNVML}.away {PYNVML}")
+    assert pyinfra["source"] == ansible["source"] == "nvidia-smi"
+    assert verdicts(pyinfra) == verdicts(ansible) == [(0, "healthy", []), (1, "unhealthy", ["a row remap is pending"])]
+    assert excluded == [{"gpu": 1, "reason": "unhealthy: a row remap is pending"}]
     assert {"nvlink", "retired_pages"} <= set(pyinfra["gpus"][0]["unsupported"])
 
 

@@ -21,7 +21,10 @@ NVSIM_ROOT = "/usr/lib/nvidia-sim"
 KERNEL_UNIT = "nvidia-sim-kernel.service"
 
 # The simulated hardware's code: what any sim host has before a package is installed.
-HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py", "allreduce.py")
+HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py", "allreduce.py", "nvml.py")
+# nvidia-ml-py as an operator installs it (Debian's python3 reads dist-packages): the simulated NVML, whose
+# library side comes with the simulated driver package. A test removes it for a host without nvidia-ml-py.
+PYNVML = "/usr/lib/python3/dist-packages/pynvml.py"
 
 
 def launcher(module: str) -> str:
@@ -32,6 +35,16 @@ def launcher(module: str) -> str:
         f"sys.path.insert(0, {NVSIM_ROOT!r})\n"
         f"from ms4fleet_sim.nvsim.{module} import main\n"
         "sys.exit(main())\n"
+    )
+
+
+def pynvml_module() -> str:
+    """``pynvml.py`` of a sim host: ``ms4fleet_sim.nvsim.nvml`` from NVSIM_ROOT under pynvml's name."""
+    return (
+        '"""nvidia-ml-py on an ms4fleet sim host: the simulated NVML (ms4fleet_sim.nvsim.nvml)."""\n'
+        "import sys\n"
+        f"sys.path.insert(0, {NVSIM_ROOT!r})\n"
+        "from ms4fleet_sim.nvsim.nvml import *  # noqa: F401,F403\n"
     )
 
 
@@ -86,7 +99,7 @@ class TarBuilder:
 
 def hardware_hash() -> str:
     """Changes when the simulated hardware a host gets at creation changes."""
-    return recipe_hash(package_sources_hash("nvsim"), KERNEL_UNIT_TEXT, HARDWARE_MODULES)
+    return recipe_hash(package_sources_hash("nvsim"), KERNEL_UNIT_TEXT, HARDWARE_MODULES, pynvml_module())
 
 
 def add_hardware(tar: TarBuilder, profile: dict[str, object]) -> None:
@@ -111,6 +124,8 @@ def add_hardware(tar: TarBuilder, profile: dict[str, object]) -> None:
     tar.file("/usr/sbin/runc", launcher("runc_shim"), mode=0o755)
     tar.file(f"{NVSIM_ROOT}/bin/nvidia-sim-kernel", launcher("kernel"), mode=0o755)
     tar.file(f"{NVSIM_ROOT}/bin/nvidia-sim-allreduce", launcher("allreduce"), mode=0o755)
+    tar.directory(PYNVML.rsplit("/", 1)[0])
+    tar.file(PYNVML, pynvml_module())
     tar.file(f"/etc/systemd/system/{KERNEL_UNIT}", KERNEL_UNIT_TEXT)
     tar.symlink(f"/etc/systemd/system/multi-user.target.wants/{KERNEL_UNIT}", f"/etc/systemd/system/{KERNEL_UNIT}")
 
