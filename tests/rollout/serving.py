@@ -3,7 +3,9 @@ load balancer routes to it (none of its replicas marked ``down`` in ms4fleet's c
 every replica answers GET /health on its public port (the host proxy), from the test's controller.
 
 The LB's config is read through one ``docker exec`` shell kept open for the whole run (a new exec per sample
-would take longer than the interval on a loaded machine).
+would take longer than the interval on a loaded machine). Samples start at a fixed rate and may overlap: on a
+loaded 2-core machine one sample (a config read and every replica's /health) can take longer than the interval,
+and waiting for it would stretch the time between observations; each sample is stamped when it starts.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -57,17 +59,21 @@ class ServingSampler:
             text=True,
         )
         self._pool = ThreadPoolExecutor(max_workers=8)
+        self._samplers = ThreadPoolExecutor(max_workers=4)
+        self._conf_lock = threading.Lock()
+        self._points_lock = threading.Lock()
         self._client = httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0))
 
     def _conf(self) -> str:
         assert self._shell.stdin is not None and self._shell.stdout is not None
-        self._shell.stdin.write("\n")
-        self._shell.stdin.flush()
-        lines = []
-        for line in iter(self._shell.stdout.readline, ""):
-            if line.strip() == _END:
-                break
-            lines.append(line)
+        with self._conf_lock:
+            self._shell.stdin.write("\n")
+            self._shell.stdin.flush()
+            lines = []
+            for line in iter(self._shell.stdout.readline, ""):
+                if line.strip() == _END:
+                    break
+                lines.append(line)
         return "".join(lines)
 
     def _healthy(self, url: str) -> bool:
@@ -83,11 +89,22 @@ class ServingSampler:
         health = dict(zip(urls, self._pool.map(self._healthy, urls), strict=True))
         return sum(1 for t in self.targets if t.host not in down and all(health[u] for u in t.urls))
 
+    def _one(self, started: float) -> None:
+        count = self.sample()
+        with self._points_lock:
+            self.samples.points.append((started, count))
+            self.samples.points.sort()
+
     def _run(self) -> None:
+        pending: list[Future[None]] = []
+        next_at = time.monotonic()
         while not self._stop.is_set():
-            count = self.sample()
-            self.samples.points.append((time.monotonic(), count))
-            self._stop.wait(self.interval_s)
+            pending = [f for f in pending if not f.done()]
+            pending.append(self._samplers.submit(self._one, time.monotonic()))
+            next_at += self.interval_s
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+        for future in pending:
+            future.result(timeout=30)
 
     def __enter__(self) -> ServingSampler:
         self._thread.start()
@@ -96,6 +113,7 @@ class ServingSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        self._samplers.shutdown()
         if self._shell.stdin is not None:
             self._shell.stdin.close()
         self._shell.wait(timeout=30)

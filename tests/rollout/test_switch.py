@@ -42,6 +42,9 @@ def test_a_shrink_stops_every_old_unit_and_removes_the_one_not_wanted(tmp_path: 
     assert calls.splitlines() == [
         f"stop {U0} {U1}",
         f"disable {U1}",
+        # The host proxy, active here, reloads once the old replicas freed their ports.
+        "is-active --quiet nginx",
+        "reload nginx",
         "daemon-reload",
         f"reset-failed {U0}",
         f"enable --quiet {U0}",
@@ -60,7 +63,7 @@ def test_units_the_driver_read_are_the_old_ones_and_a_grow_removes_nothing(tmp_p
     script = switch_script([U0, U1], "/SOURCE", old=[U0], start=False)
     after, calls = run(tmp_path, {U0: "old0"}, {U0: "new0", U1: "new1"}, script)
     assert after == {U0: "new0", U1: "new1"}
-    assert calls.splitlines() == [f"stop {U0}", "daemon-reload"]
+    assert calls.splitlines() == [f"stop {U0}", "is-active --quiet nginx", "reload nginx", "daemon-reload"]
     assert stop_script([U0, U1]) == f"systemctl disable --now --quiet {U0} {U1}"
 
 

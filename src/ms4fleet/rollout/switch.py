@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Collection, Mapping, Sequence
 
 from ms4fleet import paths
+from ms4fleet.proxy import RELOAD_COMMAND
 from ms4fleet.rollout.hoststate import REJOINING, Phase
 from ms4fleet.rollout.release import Release
 
@@ -56,6 +57,9 @@ def switch_script(
             script.append(
                 f"systemctl disable {shlex.quote(name)} || true; rm -f {paths.SYSTEMD_DIR}/{shlex.quote(name)}"
             )
+    # The old replicas are stopped, so the public ports are free: a host proxy that could not bind one (a host
+    # upgraded from a release whose vLLM held it) binds it now; a reload with every port bound changes nothing.
+    script.append(shlex.join(RELOAD_COMMAND))
     for name in units:
         script.append(f"install -m 644 {shlex.quote(f'{source_dir}/{name}')} {paths.SYSTEMD_DIR}/{shlex.quote(name)}")
     script.append("systemctl daemon-reload")

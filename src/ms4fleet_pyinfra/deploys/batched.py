@@ -84,8 +84,11 @@ def _switch(inventory: Any) -> str | None:
     from ms4fleet_pyinfra.rollout.driver import Rollout, Stop
     from ms4fleet_pyinfra.rollout.lbctl import load_lb_inventory
 
+    # ``--limit``: only the hosts pyinfra acts on are read and batched (the others keep serving as they are).
+    limit = getattr(getattr(inventory, "state", None), "limit_hosts", None)
+    hosts = [host for host in inventory if not isinstance(limit, list) or host in limit]
     try:
-        specs = validate_hosts(raw_hosts(inventory), deploying=True)
+        specs = validate_hosts(raw_hosts(hosts), deploying=True)
         path = lb_inventory_of([(spec.name, spec.data) for spec in specs])
         lb_hosts = load_lb_inventory(path) if path else []
         rollout = Rollout(Fleet("pyinfra inventory", tuple(specs)), Policy(), lb_hosts, [_log], deploy=True)

@@ -91,8 +91,11 @@ class Rollout:
             except WeightsError as err:
                 raise ConfigError(spec.name, "weights", str(err).removeprefix(f"{spec.name}: ")) from None
         # Replicas and ports do not depend on the image: the load balancer's checks come before any request.
-        backends = backends_for(list(self.fleet), {spec.name: plan_host(spec.config) for spec in self.fleet})
-        self.lb = LoadBalancer(self.lb_hosts, backends) if self.lb_hosts else None
+        # Without a load balancer (a plain deploy may have none) there is no backend to reach.
+        self.lb: LoadBalancer | None = None
+        if self.lb_hosts:
+            backends = backends_for(list(self.fleet), {spec.name: plan_host(spec.config) for spec in self.fleet})
+            self.lb = LoadBalancer(self.lb_hosts, backends)
         # The release names the image by digest, resolved once here: every later step plans from these configs.
         self.configs = (
             {spec.name: spec.config for spec in self.fleet}
