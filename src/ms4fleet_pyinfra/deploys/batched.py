@@ -15,8 +15,8 @@ run only with ``-y`` and without ``--dry``. Otherwise the hosts are only read: `
 would run; without ``-y`` a deploy that needs them stops with one line asking for ``-y``.
 
 The load balancer: the hosts' ``lb_inventory`` data (``ms4fleet.rollout.lb.INVENTORY_KEY``) names its pyinfra
-inventory, as ``ms4fleet rollout --lb-inventory`` takes it. Without it, batches still keep the core's number of
-hosts running, but nothing stops clients from reaching a host while it restarts.
+inventory, as ``ms4fleet rollout --lb-inventory`` takes it. Without it there are no batches: nothing could keep
+clients off a host while it restarts, and the deploy acts on every host at once.
 """
 
 from __future__ import annotations
@@ -90,7 +90,11 @@ def _switch(inventory: Any) -> str | None:
     try:
         specs = validate_hosts(raw_hosts(hosts), deploying=True)
         path = lb_inventory_of([(spec.name, spec.data) for spec in specs])
-        lb_hosts = load_lb_inventory(path) if path else []
+        if not path:
+            # No load balancer to drain a host from: nothing here can keep a host's clients off it, so the deploy
+            # reads nothing more and acts on every host at once, as it always has (docs/pyinfra.md).
+            return None
+        lb_hosts = load_lb_inventory(path)
         rollout = Rollout(Fleet("pyinfra inventory", tuple(specs)), Policy(), lb_hosts, [_log], deploy=True)
     except ConfigError as err:
         return f"ms4fleet: {err}"
@@ -108,8 +112,6 @@ def _switch(inventory: Any) -> str | None:
             logger.info(f"ms4fleet: --dry: serving hosts that would change in batches, drained: {batches}")
             return None
         return f"ms4fleet: serving hosts must change in batches ({batches}), before pyinfra's confirmation: run with -y"
-    if not lb_hosts:
-        logger.warning("ms4fleet: no lb_inventory in the host data: serving hosts restart in batches, not drained")
     directory = fleet_dir(rollout.specs)
     lock = FleetLock(directory)
     try:
