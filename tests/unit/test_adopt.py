@@ -144,8 +144,15 @@ def test_an_adopted_driver_pins_the_fabric_manager_to_its_own_version() -> None:
 
 
 def test_dpkg_query_lists_installed_packages_only() -> None:
-    text = "ii \tnvidia-driver-580-open\t580.95.05-0ubuntu1\nrc \tnvidia-driver-570\t570.1-1\nun \tdocker-ce\t\n"
-    assert hostprobe.parse_dpkg_query(text) == {"nvidia-driver-580-open": "580.95.05-0ubuntu1"}
+    text = (
+        "ii \tnvidia-driver-580-open\t580.95.05-0ubuntu1\nrc \tnvidia-driver-570\t570.1-1\nun \tdocker-ce\t\n"
+        # Held (ms4fleet holds what it pins): still installed.
+        "hi \tdocker.io\t20.10.24+dfsg1-1\n"
+    )
+    assert hostprobe.parse_dpkg_query(text) == {
+        "nvidia-driver-580-open": "580.95.05-0ubuntu1",
+        "docker.io": "20.10.24+dfsg1-1",
+    }
 
 
 def test_kernels_and_their_nvidia_modules_are_read_from_disk(tmp_path: Path) -> None:

@@ -781,8 +781,9 @@ def parse_dpkg_query(text: str) -> Dict[str, str]:
     found = {}
     for line in text.splitlines():
         parts = line.split("\t")
-        # "ii " installed; "rc " removed with its config left, "un " unknown: not installed.
-        if len(parts) == 3 and parts[0].startswith("i"):
+        # Want, then status: "ii " installed, "hi " installed and held (as ms4fleet holds its packages); "rc "
+        # removed with its config left, "un " unknown: not installed.
+        if len(parts) == 3 and parts[0][1:2] == "i":
             found[parts[1]] = parts[2]
     return found
 
