@@ -206,7 +206,10 @@ def test_os_vars_loads_every_role_with_per_os_vars_and_each_depends_on_it() -> N
         if role == "os_vars":
             continue
         meta = yaml.safe_load((ROOT / "roles" / role / "meta" / "main.yml").read_text())
-        assert ({"role": "ms4fleet.fleet.os_vars"} in (meta.get("dependencies") or [])) == (role in OS_VARS_ROLES), role
+        # Roles with per-OS vars, and every role that plans (it needs the probe os_vars registers), depend on it.
+        plans = "provision_plan" in "".join(p.read_text() for p in (ROOT / "roles" / role / "tasks").glob("*.yml"))
+        depends = {"role": "ms4fleet.fleet.os_vars"} in (meta.get("dependencies") or [])
+        assert depends == (role in OS_VARS_ROLES or plans), role
         assert "first_found" not in (ROOT / "roles" / role / "tasks" / "main.yml").read_text(), role
 
 
