@@ -2,7 +2,8 @@
 rollout world with ``pyinfra deploy.py``, with ``ansible-playbook playbooks/site.yml`` and with ``ms4fleet
 rollout``, each under client load through nginx, while a sampler counts the hosts serving every 0.25 s: no
 client request fails, never fewer than 3 hosts serve, every unit on every host carries the new flags, and a
-second run changes nothing.
+second run changes nothing. A site.yml run whose canary fails verification rolls it back to its recorded
+release, keeps it serving and stops there, as the rollout does.
 
 After test_sim_rollout.py and test_sim_rollout_ansible.py on the same fleet (alone, it first rolls release
 R0 out with the pyinfra driver, which also writes the load balancer's config).
@@ -27,7 +28,7 @@ from ms4fleet_sim.inventories import group_data, py_literal
 from ms4fleet_sim.ssh import wait_until_ready
 from tests.rollout.load import Load
 from tests.rollout.serving import ServingSampler, Target
-from tests.rollout.test_sim_rollout import host_state, rollout
+from tests.rollout.test_sim_rollout import CRASH_FILE, host_state, lb_conf, rollout
 from tests.rollout.test_sim_rollout_ansible import failures
 from tests.rollout.world import World, container_ip, install_native_standin
 from tests.support.simhosts import NVIDIA_SOURCES
@@ -176,6 +177,38 @@ def test_site_yml_changes_serving_flags_one_batch_at_a_time(serving_world: World
     assert {f"rollout-{i}" for i in range(1, 5)} <= {name for name, _ in recap}
     assert [(name, changed) for name, changed in recap if changed != "0"] == []
     assert host_state(serving_world) == before
+
+
+def test_site_yml_rolls_a_failing_canary_back_and_stops(serving_world: World) -> None:
+    """The release site.yml recorded (64) stays: the canary's new engine dies on its first decode, so the
+    canary goes back to its recorded units, rejoins once they are checked again, and no other host changes."""
+    canary = serving_world.gpu[0].name
+    for host in serving_world.gpu:
+        host.sudo(f"mkdir -p /etc/ms4fleet-test && echo '{{\"crash_on_first_decode\": true}}' > {CRASH_FILE}")
+    inventory = yml_inventory(
+        serving_world, "site-crash", max_num_seqs=64, env={"MS4FLEET_SIM_FAULTS_FILE": CRASH_FILE}
+    )
+    hosts = py_inventory(serving_world, "site-crash-hosts", max_num_seqs=64)
+    before, conf_before = host_state(serving_world), lb_conf(serving_world)
+    try:
+        run, load, serving = under_load(serving_world, hosts, lambda: site(inventory))
+    finally:
+        for host in serving_world.gpu:
+            host.sudo(f"rm -f {CRASH_FILE}")
+    assert run.returncode != 0, run.stdout[-3000:]
+    assert f"{canary} rolled back to " in run.stdout, failures(run)
+    check_kept_serving(load, serving)
+    # Only the canary's batch ran; the play ended there.
+    assert len(re.findall(r"^PLAY \[Change serving hosts", run.stdout, re.MULTILINE)) == 1, run.stdout[-3000:]
+    after = host_state(serving_world)
+    assert {n: s for n, s in after.items() if n != canary} == {n: s for n, s in before.items() if n != canary}
+    # The canary runs its recorded units again (their bytes), and its record still names that release.
+    assert after[canary]["record"] == before[canary]["record"]
+    sha = [line.split()[:2] for line in before[canary]["units"].splitlines()]
+    assert [line.split()[:2] for line in after[canary]["units"].splitlines()] == sha
+    assert all(line.endswith(" active") for line in after[canary]["units"].splitlines()), after[canary]
+    assert lb_conf(serving_world) == conf_before
+    assert units_carry(serving_world, 64) == {h.name: [] for h in serving_world.gpu}
 
 
 def test_ms4fleet_rollout_changes_serving_flags_one_batch_at_a_time(serving_world: World, tmp_path: Path) -> None:
