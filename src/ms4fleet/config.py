@@ -282,6 +282,11 @@ class WeightsConfig(_Section):
     allow_insecure: bool = False
     path: DataDir | None = None
     hf_token: SecretRef | None = None
+    # Peer staging (ms4fleet.weights.tree): how many hosts one host feeds at once, how many the source feeds, and
+    # the port a feeding host serves its verified files on (to the other hosts, with a per-run token).
+    peer_fanout: Annotated[int, Field(ge=1, le=16)] = 2
+    peer_seeds: Annotated[int, Field(ge=1, le=16)] = 1
+    peer_port: Port = 8790
 
     _hf_token_ref = field_validator("hf_token", mode="before")(_secret_ref)
 
