@@ -1,0 +1,94 @@
+"""Peer staging on this machine: relays on loopback as the hosts, the sim's mirror tree as the source."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.manifest import mirror_manifest_url
+from ms4fleet.weights.peers import PeerJob, mirror_source, serve_staged, stage_tree
+from ms4fleet.weights.stage import HostTarget, StageJob
+from ms4fleet.weights.tree import SOURCE, Limits
+from ms4fleet_sim import weights_mirror
+
+
+@pytest.fixture
+def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    root = tmp_path / "mirror"
+    tree = weights_mirror.build_tree(root)
+    server = weights_mirror.serve(root)
+    yield server.url, tree
+    server.close()
+
+
+def peers(tmp_path: Path, count: int) -> list[PeerJob]:
+    return [
+        PeerJob(StageJob(HostTarget.local(f"h{i}"), str(tmp_path / f"h{i}" / "model")), "127.0.0.1", 0)
+        for i in range(count)
+    ]
+
+
+def manifest_text(tree: Path) -> str:
+    return (tree / ".ms4fleet" / "manifest.json").read_text()
+
+
+def test_every_host_is_fed_through_the_tree_and_verifies(tmp_path: Path, mirror: tuple[str, Path]) -> None:
+    url, tree = mirror
+    text = manifest_text(tree)
+    manifest = json.loads(text)
+    total = sum(entry["size"] for entry in manifest["files"])
+    jobs = peers(tmp_path, 5)
+    source = mirror_source(url, manifest["repo"], manifest["revision"])
+    report = stage_tree(source, text, jobs, Limits(fanout=2, seeds=1), timeout=120)
+    assert [o.status for o in report.outcomes] == ["staged"] * 5, report.lines()
+    assert report.plan.source_links() == 1
+    assert report.source_bytes == total
+    for job in jobs:
+        checked = hv.verify(job.job.dest, full=True)
+        assert checked["ok"], checked
+    seed = report.plan.children(SOURCE)[0]
+    assert report.outcomes[[j.name for j in jobs].index(seed)].feeders == ["source"]
+    assert max(report.plan.depth(j.name) for j in jobs) == 3
+    assert mirror_manifest_url(url, manifest["repo"], manifest["revision"]).startswith(source.url)
+
+
+def test_a_holder_with_a_corrupted_file_is_refetched_and_never_feeds_it(
+    tmp_path: Path, mirror: tuple[str, Path]
+) -> None:
+    url, tree = mirror
+    text = manifest_text(tree)
+    manifest = json.loads(text)
+    source = mirror_source(url, manifest["repo"], manifest["revision"])
+    jobs = peers(tmp_path, 3)
+    first = stage_tree(source, text, jobs[:1], Limits(), timeout=120)
+    assert first.outcomes[0].status == "staged"
+    # One shard of the holder changes on disk (a write through the filesystem: its ctime moves).
+    holder = Path(jobs[0].job.dest)
+    victim = next(e["path"] for e in manifest["files"] if e["path"].endswith(".safetensors"))
+    (holder / victim).chmod(0o644)
+    with (holder / victim).open("r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\xff")
+    report = stage_tree(source, text, jobs, Limits(fanout=2, seeds=1), timeout=120)
+    assert [o.status for o in report.outcomes] == ["staged"] * 3, report.lines()
+    assert any("failed verification" in note for note in report.outcomes[0].notes)
+    # It held a bad file, so it was no holder: the source fed the tree.
+    assert report.plan.holders == ()
+    for job in jobs:
+        assert hv.verify(job.job.dest, full=True)["ok"]
+
+
+def test_the_controllers_copy_feeds_the_seeds_with_the_runs_token(tmp_path: Path, mirror: tuple[str, Path]) -> None:
+    _url, tree = mirror
+    text = manifest_text(tree)
+    source, server = serve_staged(tree, "127.0.0.1", 0, "t0ken")
+    try:
+        report = stage_tree(source, text, peers(tmp_path, 2), Limits(fanout=1), token="t0ken", timeout=120)
+    finally:
+        server.shutdown()
+    assert [o.status for o in report.outcomes] == ["staged", "staged"], report.lines()
+    assert report.plan.parents == {"h0": SOURCE, "h1": "h0"}
