@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights.cli import main
 from ms4fleet.weights.manifest import mirror_manifest_url
 from ms4fleet.weights.peers import PeerJob, mirror_source, serve_staged, stage_tree
 from ms4fleet.weights.stage import HostTarget, StageJob
@@ -23,6 +27,13 @@ def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server = weights_mirror.serve(root)
     yield server.url, tree
     server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def peers(tmp_path: Path, count: int) -> list[PeerJob]:
@@ -92,3 +103,41 @@ def test_the_controllers_copy_feeds_the_seeds_with_the_runs_token(tmp_path: Path
         server.shutdown()
     assert [o.status for o in report.outcomes] == ["staged", "staged"], report.lines()
     assert report.plan.parents == {"h0": SOURCE, "h1": "h0"}
+
+
+def test_weights_stage_peers_from_an_inventory(
+    tmp_path: Path, mirror: tuple[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, tree = mirror
+    manifest = json.loads(manifest_text(tree))
+    pin = hashlib.sha256((tree / ".ms4fleet" / "manifest.json").read_bytes()).hexdigest()
+
+    def weights(host: str) -> dict[str, object]:
+        return {
+            "source": "mirror",
+            "mirror_url": url,
+            "allow_insecure": True,
+            "manifest_sha256": pin,
+            "revision": manifest["revision"],
+            "dir": str(tmp_path / host),
+            "peer_address": "127.0.0.1",
+            "peer_port": free_port(),
+            "peer_fanout": 1,
+        }
+
+    hosts = {
+        name: {"ansible_connection": "local", "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1},
+               "ms4fleet_weights": weights(name)}
+        for name in ("gpu-a", "gpu-b", "gpu-c")
+    }  # fmt: skip
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    code = main(["weights", "stage", str(inventory), "--peers"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "tree: 1 seed(s), depth 3; the source sent" in out
+    assert "(1.00x the revision)" in out
+    for name in hosts:
+        assert f"{name}: staged: verified on host" in out
+        dest = next((tmp_path / name).glob("*/*"))
+        assert hv.verify(str(dest), full=True)["ok"]

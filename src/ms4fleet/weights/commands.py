@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from ms4fleet.weights.fetch import fetch_weights, make_parent
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
 from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
+from ms4fleet.weights.tree import Limits
 
 if TYPE_CHECKING:
     from ms4fleet.inventory import Fleet
@@ -143,6 +145,8 @@ def stage(args: argparse.Namespace) -> int:
             raise WeightsError(f"{args.inventory}: no host matches --limit {' '.join(args.limit or [])}")
         requests = [(spec, request_for_host(spec.config)) for spec in fleet]
         override = _token_ref(args)
+        if args.peers:
+            _check_peers(args, requests)
     except (WeightsError, ConfigError) as err:
         print(f"ms4fleet weights stage: {err}", file=sys.stderr)
         return 2
@@ -167,6 +171,10 @@ def stage(args: argparse.Namespace) -> int:
         if override is not None:
             first = replace(first, token=override)
         staged = Path(args.staging_dir) / first.repo_id.replace("/", "--") / first.revision
+        if args.peers and first.source == "mirror":
+            # The hosts pull from the mirror themselves: the controller only reads the pinned manifest.
+            failed += _stage_peers(args, group, console, source=None)
+            continue
         try:
             source, secret = open_source(first, endpoint=args.endpoint)
             with scrubbed(secret), tracker_for(console, "fetch to the controller") as tracker:
@@ -183,6 +191,9 @@ def stage(args: argparse.Namespace) -> int:
             failed += len(group)
             continue
         print(f"staged {first.repo_id}@{first.revision[:12]} at {staged}: {result.action}")
+        if args.peers:
+            failed += _stage_peers(args, group, console, source=(staged, secrets.token_urlsafe(32)))
+            continue
         jobs = [
             StageJob(target_for(spec.name, spec.connection, spec.data), request.dest, request.owner)
             for spec, request in group
@@ -194,3 +205,82 @@ def stage(args: argparse.Namespace) -> int:
             print(f"{outcome.host}: {outcome.status}: {outcome.detail} ({gib:.2f} GiB sent)")
             failed += outcome.status == "failed"
     return 1 if failed else 0
+
+
+def _limits(spec: Any) -> Limits:
+    weights = spec.config.weights
+    return Limits(fanout=weights.peer_fanout, seeds=weights.peer_seeds)
+
+
+def _check_peers(args: argparse.Namespace, requests: list[tuple[Any, WeightsRequest]]) -> None:
+    """One tree per revision: its hosts share one fan-out and seed count; a source other than a mirror is served
+    by the controller, on an address the hosts reach."""
+    first = requests[0][0]
+    for spec, _request in requests[1:]:
+        if _limits(spec) != _limits(first):
+            raise WeightsError(
+                f"{spec.name}: weights.peer_fanout/peer_seeds ({_limits(spec).fanout}/{_limits(spec).seeds}) differ "
+                f"from {first.name}'s ({_limits(first).fanout}/{_limits(first).seeds}): set them once for the fleet"
+            )
+    if args.source_address is None and any(request.source != "mirror" for _spec, request in requests):
+        raise WeightsError(
+            "--peers with a hub or path source: the controller serves its copy to the first hosts; "
+            "give --source-address, its address on the staging network"
+        )
+
+
+def _stage_peers(
+    args: argparse.Namespace,
+    group: list[tuple[Any, WeightsRequest]],
+    console: Console,
+    source: tuple[Path, str] | None,
+) -> int:
+    """Stage ``group`` through the peer tree; the number of hosts that failed."""
+    from ms4fleet.weights.mirror import MirrorSource
+    from ms4fleet.weights.peers import PeerJob, mirror_source, serve_staged, stage_tree
+
+    first_spec, first = group[0]
+    server = None
+    token = None
+    try:
+        if source is None:
+            assert first.mirror_url is not None
+            mirror = MirrorSource(
+                first.mirror_url,
+                first.repo_id,
+                first.revision,
+                manifest_sha256=first.manifest_sha256,
+                allow_insecure=first.allow_insecure,
+            )
+            manifest_text = mirror.manifest_body().decode()
+            feed = mirror_source(first.mirror_url, first.repo_id, first.revision)
+        else:
+            staged, token = source
+            manifest_text = (staged / hv.META_DIR / hv.MANIFEST_NAME).read_text()
+            feed, server = serve_staged(staged, args.source_address, first_spec.config.weights.peer_port, token)
+    except (WeightsError, OSError) as err:
+        print(f"ms4fleet weights stage: {len(group)} host(s): {err}", file=sys.stderr)
+        return len(group)
+    peers = []
+    for spec, request in group:
+        target = target_for(spec.name, spec.connection, spec.data)
+        weights = spec.config.weights
+        address = weights.peer_address or target.hostname or "127.0.0.1"
+        peers.append(PeerJob(StageJob(target, request.dest, request.owner), address, weights.peer_port))
+    try:
+        with tracker_for(console, f"stage to {len(peers)} host(s) through peers", unit="host") as tracker:
+            report = stage_tree(feed, manifest_text, peers, _limits(first_spec), token=token, progress=tracker)
+    finally:
+        if server is not None:
+            server.shutdown()
+    for line in report.lines():
+        print(line)
+    total = json.loads(manifest_text)
+    size = sum(entry["size"] for entry in total["files"])
+    print(
+        f"tree: {report.plan.source_links()} seed(s), depth {report.plan.max_depth}; the source sent "
+        f"{report.source_bytes / 1024**3:.2f} GiB ({report.source_bytes / max(size, 1):.2f}x the revision)"
+    )
+    for host, why in report.cut.items():
+        print(f"cut out: {host}: {why}")
+    return sum(outcome.status == "failed" for outcome in report.outcomes)
