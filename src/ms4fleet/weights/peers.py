@@ -139,7 +139,11 @@ def _argv(peer: PeerJob, repo: str, revision: str) -> list[str]:
     job = peer.job
     args = ["relay", job.dest, "--repo", repo, "--revision", revision, "--bind", peer.address]
     args += ["--port", str(peer.port)] + (["--owner", job.owner] if job.owner else [])
-    return job.host.command([job.host.python, "-c", relay.BOOTSTRAP, *args])
+    argv = job.host.command([job.host.python, "-c", relay.BOOTSTRAP, *args])
+    if job.host.hostname is not None:
+        # A host that dies mid-transfer answers nothing: notice within ~10 s (ssh keeps an option's first value).
+        argv[1:1] = ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=2"]
+    return argv
 
 
 def stage_tree(
