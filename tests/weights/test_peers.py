@@ -5,17 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ms4fleet.hostside import weights_relay as relay
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.cli import main
 from ms4fleet.weights.manifest import mirror_manifest_url
-from ms4fleet.weights.peers import PeerJob, mirror_source, serve_staged, stage_tree
-from ms4fleet.weights.stage import HostTarget, StageJob
+from ms4fleet.weights.peers import PeerJob, mirror_source, relay_source, serve_staged, stage_tree
+from ms4fleet.weights.stage import HostTarget, StageJob, verifier_source
 from ms4fleet.weights.tree import SOURCE, Limits
 from ms4fleet_sim import weights_mirror
 
@@ -141,3 +145,85 @@ def test_weights_stage_peers_from_an_inventory(
         assert f"{name}: staged: verified on host" in out
         dest = next((tmp_path / name).glob("*/*"))
         assert hv.verify(str(dest), full=True)["ok"]
+
+
+def test_a_feeder_serving_a_changed_file_is_caught_and_nothing_bad_is_kept(
+    tmp_path: Path, mirror: tuple[str, Path]
+) -> None:
+    """A feeder whose file changed after it verified it (silent media corruption: no stat field moves) serves bad
+    bytes: the receiving host hashes them against the pinned manifest, drops them, names the feeder and waits
+    for another, from which it finishes."""
+    url, tree = mirror
+    text = manifest_text(tree)
+    manifest = json.loads(text)
+    source = mirror_source(url, manifest["repo"], manifest["revision"])
+    feeder, child = peers(tmp_path, 2)
+    assert stage_tree(source, text, [feeder], Limits(), timeout=120).outcomes[0].status == "staged"
+    hello = {"token": "tok", "manifest": text, "sources": [source.url]}
+    stdin = relay.bootstrap_input(verifier_source(), relay_source(), hello)
+
+    def start(peer: PeerJob) -> subprocess.Popen[bytes]:
+        argv = ["python3", "-c", relay.BOOTSTRAP, "relay", peer.job.dest, "--repo", manifest["repo"]]
+        argv += ["--revision", manifest["revision"], "--bind", "127.0.0.1", "--port", "0"]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert proc.stdin is not None
+        proc.stdin.write(stdin)
+        proc.stdin.flush()
+        return proc
+
+    def events(proc: subprocess.Popen[bytes], until: str) -> list[dict[str, object]]:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(json.loads(line))
+            if seen[-1]["event"] == until:
+                return seen
+        raise AssertionError(f"no {until}: {seen}")
+
+    serving = start(feeder)
+    port = events(serving, "serving")[-1]["port"]
+    # After the feeder verified its copy: one shard's bytes change in place.
+    victim = next(e["path"] for e in manifest["files"] if e["path"].endswith(".safetensors"))
+    path = Path(feeder.job.dest) / victim
+    path.chmod(0o644)
+    with path.open("r+b") as handle:
+        handle.seek(7)
+        handle.write(b"\x00" if handle.read(1) != b"\x00" else b"\x01")
+    receiving = start(child)
+    events(receiving, "serving")
+    assert receiving.stdin is not None
+    feeder_url = f"http://127.0.0.1:{port}{relay.FILES_PATH}"
+    receiving.stdin.write(json.dumps({"feeder": feeder_url}).encode() + b"\n")
+    receiving.stdin.flush()
+    bad = events(receiving, "feeder_bad")[-1]
+    assert bad == {"event": "feeder_bad", "feeder": feeder_url, "path": victim}
+    assert not (Path(child.job.dest + ".partial") / victim).exists()
+    receiving.stdin.write(json.dumps({"feeder": source.url}).encode() + b"\n")
+    receiving.stdin.flush()
+    assert events(receiving, "verified")[-1]["event"] == "verified"
+    for proc in (serving, receiving):
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert proc.wait(timeout=30) == 0
+    assert hv.verify(child.job.dest, full=True)["ok"]
+    assert not hv.verify(feeder.job.dest, full=True)["ok"]
+
+
+def test_a_request_without_the_runs_token_is_refused(tmp_path: Path, mirror: tuple[str, Path]) -> None:
+    _url, tree = mirror
+    source, server = serve_staged(tree, "127.0.0.1", 0, "the-token")
+    try:
+        rel = json.loads(manifest_text(tree))["files"][0]["path"]
+        for headers, status in (({}, 401), ({"Authorization": "Bearer nope"}, 401),
+                                ({"Authorization": "Bearer the-token"}, 200)):  # fmt: skip
+            request = urllib.request.Request(source.url + rel, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    got = response.status
+                    body = response.read()
+            except urllib.error.HTTPError as err:
+                got, body = err.code, b""
+            assert got == status
+        assert body == (tree / rel).read_bytes()
+    finally:
+        server.shutdown()

@@ -21,10 +21,10 @@ from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.progress import tracker_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights, make_parent
+from ms4fleet.weights.peers import Member, check_members, stage_group
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
 from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
-from ms4fleet.weights.tree import Limits
 
 if TYPE_CHECKING:
     from ms4fleet.inventory import Fleet
@@ -146,7 +146,7 @@ def stage(args: argparse.Namespace) -> int:
         requests = [(spec, request_for_host(spec.config)) for spec in fleet]
         override = _token_ref(args)
         if args.peers:
-            _check_peers(args, requests)
+            check_members([Member(s.name, s.connection, s.data, s.config, r) for s, r in requests], args.source_address)
     except (WeightsError, ConfigError) as err:
         print(f"ms4fleet weights stage: {err}", file=sys.stderr)
         return 2
@@ -207,28 +207,6 @@ def stage(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _limits(spec: Any) -> Limits:
-    weights = spec.config.weights
-    return Limits(fanout=weights.peer_fanout, seeds=weights.peer_seeds)
-
-
-def _check_peers(args: argparse.Namespace, requests: list[tuple[Any, WeightsRequest]]) -> None:
-    """One tree per revision: its hosts share one fan-out and seed count; a source other than a mirror is served
-    by the controller, on an address the hosts reach."""
-    first = requests[0][0]
-    for spec, _request in requests[1:]:
-        if _limits(spec) != _limits(first):
-            raise WeightsError(
-                f"{spec.name}: weights.peer_fanout/peer_seeds ({_limits(spec).fanout}/{_limits(spec).seeds}) differ "
-                f"from {first.name}'s ({_limits(first).fanout}/{_limits(first).seeds}): set them once for the fleet"
-            )
-    if args.source_address is None and any(request.source != "mirror" for _spec, request in requests):
-        raise WeightsError(
-            "--peers with a hub or path source: the controller serves its copy to the first hosts; "
-            "give --source-address, its address on the staging network"
-        )
-
-
 def _stage_peers(
     args: argparse.Namespace,
     group: list[tuple[Any, WeightsRequest]],
@@ -236,51 +214,13 @@ def _stage_peers(
     source: tuple[Path, str] | None,
 ) -> int:
     """Stage ``group`` through the peer tree; the number of hosts that failed."""
-    from ms4fleet.weights.mirror import MirrorSource
-    from ms4fleet.weights.peers import PeerJob, mirror_source, serve_staged, stage_tree
-
-    first_spec, first = group[0]
-    server = None
-    token = None
+    members = [Member(spec.name, spec.connection, spec.data, spec.config, request) for spec, request in group]
     try:
-        if source is None:
-            assert first.mirror_url is not None
-            mirror = MirrorSource(
-                first.mirror_url,
-                first.repo_id,
-                first.revision,
-                manifest_sha256=first.manifest_sha256,
-                allow_insecure=first.allow_insecure,
-            )
-            manifest_text = mirror.manifest_body().decode()
-            feed = mirror_source(first.mirror_url, first.repo_id, first.revision)
-        else:
-            staged, token = source
-            manifest_text = (staged / hv.META_DIR / hv.MANIFEST_NAME).read_text()
-            feed, server = serve_staged(staged, args.source_address, first_spec.config.weights.peer_port, token)
-    except (WeightsError, OSError) as err:
+        with tracker_for(console, f"stage to {len(members)} host(s) through peers", unit="host") as tracker:
+            report = stage_group(members, source, args.source_address, progress=tracker)
+    except WeightsError as err:
         print(f"ms4fleet weights stage: {len(group)} host(s): {err}", file=sys.stderr)
         return len(group)
-    peers = []
-    for spec, request in group:
-        target = target_for(spec.name, spec.connection, spec.data)
-        weights = spec.config.weights
-        address = weights.peer_address or target.hostname or "127.0.0.1"
-        peers.append(PeerJob(StageJob(target, request.dest, request.owner), address, weights.peer_port))
-    try:
-        with tracker_for(console, f"stage to {len(peers)} host(s) through peers", unit="host") as tracker:
-            report = stage_tree(feed, manifest_text, peers, _limits(first_spec), token=token, progress=tracker)
-    finally:
-        if server is not None:
-            server.shutdown()
-    for line in report.lines():
+    for line in report.summary():
         print(line)
-    total = json.loads(manifest_text)
-    size = sum(entry["size"] for entry in total["files"])
-    print(
-        f"tree: {report.plan.source_links()} seed(s), depth {report.plan.max_depth}; the source sent "
-        f"{report.source_bytes / 1024**3:.2f} GiB ({report.source_bytes / max(size, 1):.2f}x the revision)"
-    )
-    for host, why in report.cut.items():
-        print(f"cut out: {host}: {why}")
     return sum(outcome.status == "failed" for outcome in report.outcomes)

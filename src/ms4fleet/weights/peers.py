@@ -22,16 +22,19 @@ import secrets
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any
 
 from ms4fleet.childenv import child_env
+from ms4fleet.config import HostConfig
 from ms4fleet.hostside import weights_relay as relay
 from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.stage import HostProgress, StageJob, verifier_source
+from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.request import WeightsRequest
+from ms4fleet.weights.stage import HostProgress, StageJob, target_for, verifier_source
 from ms4fleet.weights.tree import SOURCE, Limits, StagePlan, plan_tree, replan
 
 
@@ -76,6 +79,18 @@ class TreeReport:
     # Bytes the hosts fed by the source received from it (the source's egress, counted on the receiving side).
     source_bytes: int = 0
     cut: dict[str, str] = field(default_factory=dict)  # host -> why it was cut out
+    revision_bytes: int = 0
+
+    def summary(self) -> list[str]:
+        """Per host, then the tree and what the source sent, then every host cut out and why."""
+        size = self.revision_bytes
+        out = self.lines()
+        out.append(
+            f"tree: {self.plan.source_links()} seed(s), depth {self.plan.max_depth}; the source sent "
+            f"{self.source_bytes / 1024**3:.2f} GiB ({self.source_bytes / max(size, 1):.2f}x the revision)"
+        )
+        out += [f"cut out: {host}: {why}" for host, why in self.cut.items()]
+        return out
 
     def lines(self) -> list[str]:
         out = []
@@ -223,7 +238,10 @@ def stage_tree(
                 progress.moved(name, event["moved"], event["total"])
         elif kind == "feeder_bad":
             bad = next((n for n, h in hosts.items() if h.url == event["feeder"]), None)
-            if bad is not None and bad not in cut:
+            if event["feeder"] == source.url:
+                # The pin is the truth: a source whose bytes differ from it feeds no one (fix the mirror or pin).
+                drop(name, f"the source sent {event['path']} with bytes that do not match the pinned manifest")
+            elif bad is not None and bad not in cut:
                 # Never a feeder again; it stops, and a re-run re-verifies and repairs it.
                 drop(bad, f"sent {event['path']} with bytes that do not match the pinned manifest: cut out")
         elif kind == "verified":
@@ -259,7 +277,7 @@ def stage_tree(
         except subprocess.TimeoutExpired:
             host.proc.kill()
     source_bytes = sum(h.moved_from_source for h in hosts.values())
-    return TreeReport([hosts[p.name].outcome for p in peers], plan, source_bytes, cut)
+    return TreeReport([hosts[p.name].outcome for p in peers], plan, source_bytes, cut, sum(sizes.values()))
 
 
 def mirror_source(mirror_url: str, repo: str, revision: str) -> Source:
@@ -279,3 +297,86 @@ def serve_staged(staged: Path, bind: str, port: int, token: str) -> tuple[Source
     threading.Thread(target=server.serve_forever, daemon=True).start()
     host = f"[{bind}]" if ":" in bind else bind
     return Source(f"http://{host}:{server.server_address[1]}{relay.FILES_PATH}", tokened=True), server
+
+
+@dataclass(frozen=True)
+class Member:
+    """One inventory host of a tree: how to reach it (pyinfra or Ansible keys), its config and its request."""
+
+    name: str
+    connection: Mapping[str, Any]
+    data: Mapping[str, Any]
+    config: HostConfig
+    request: WeightsRequest
+
+    @property
+    def limits(self) -> Limits:
+        weights = self.config.weights
+        assert weights is not None  # a request exists only for a host with a weights section
+        return Limits(fanout=weights.peer_fanout, seeds=weights.peer_seeds)
+
+    def peer(self) -> PeerJob:
+        target = target_for(self.name, self.connection, self.data)
+        weights = self.config.weights
+        assert weights is not None
+        address = weights.peer_address or target.hostname or "127.0.0.1"
+        return PeerJob(StageJob(target, self.request.dest, self.request.owner), address, weights.peer_port)
+
+
+def check_members(members: Sequence[Member], source_address: str | None) -> None:
+    """Before any host is touched: one tree per revision shares one fan-out and seed count; a source other than a
+    mirror is served by the controller, on an address the hosts reach. ``WeightsError`` (one line) otherwise."""
+    first = members[0]
+    for member in members[1:]:
+        if member.limits != first.limits:
+            raise WeightsError(
+                f"{member.name}: weights.peer_fanout/peer_seeds ({member.limits.fanout}/{member.limits.seeds}) "
+                f"differ from {first.name}'s ({first.limits.fanout}/{first.limits.seeds}): set them once for the fleet"
+            )
+    if source_address is None and any(member.request.source != "mirror" for member in members):
+        raise WeightsError(
+            "peer staging from a hub or path source: the controller serves its copy to the first hosts; "
+            "give its address on the staging network (--source-address)"
+        )
+
+
+def stage_group(
+    members: Sequence[Member],
+    staged: tuple[Path, str] | None,
+    source_address: str | None,
+    progress: HostProgress | None = None,
+) -> TreeReport:
+    """Stage hosts that want the same bytes. ``staged`` (the controller's verified copy and the run's token) is
+    served on ``source_address``; without it the source is the hosts' mirror and the controller reads only the
+    pinned manifest from it."""
+    check_members(members, source_address)
+    first = members[0]
+    request = first.request
+    server = None
+    token = None
+    if staged is None:
+        from ms4fleet.weights.mirror import MirrorSource
+
+        assert request.mirror_url is not None
+        mirror = MirrorSource(
+            request.mirror_url,
+            request.repo_id,
+            request.revision,
+            manifest_sha256=request.manifest_sha256,
+            allow_insecure=request.allow_insecure,
+        )
+        manifest_text = mirror.manifest_body().decode()
+        feed = mirror_source(request.mirror_url, request.repo_id, request.revision)
+    else:
+        assert source_address is not None
+        directory, token = staged
+        manifest_text = Path(hv.manifest_path(str(directory))).read_text()
+        try:
+            feed, server = serve_staged(directory, source_address, first.peer().port, token)
+        except OSError as err:
+            raise WeightsError(f"cannot serve the controller's copy on {source_address}: {err.strerror}") from None
+    try:
+        return stage_tree(feed, manifest_text, [m.peer() for m in members], first.limits, token, progress)
+    finally:
+        if server is not None:
+            server.shutdown()
