@@ -7,10 +7,10 @@ DOCUMENTATION = r"""
 module: weights_tree
 short_description: Stage the pinned weights to many hosts through a tree of peers
 description:
-  - For the listed hosts whose C(ms4fleet_weights) sets C(peers) to true (mirror source), the ms4fleet core plans
+  - "For the listed hosts whose C(ms4fleet_weights) sets C(peers) to true (mirror source), the ms4fleet core plans
     a tree (C(peer_fanout), C(peer_seeds)): the mirror feeds a few hosts, each host feeds the next ones over
-    HTTP on C(peer_address):C(peer_port) with a token of the run. Every host verifies each file against the
-    pinned manifest before it serves it; a host that dies or sends bad bytes is cut out and re-planned around.
+    HTTP on C(peer_address) and C(peer_port) with a token of the run. Every host verifies each file against the
+    pinned manifest before it serves it; a host that dies or sends bad bytes is cut out and re-planned around."
   - Run it once (C(run_once)), before any host is drained; the C(weights) action then finds the hosts verified.
 version_added: "0.1.0"
 extends_documentation_fragment:
