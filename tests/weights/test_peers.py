@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import socket
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from ms4fleet.hostside import weights_relay as relay
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.cli import main
 from ms4fleet.weights.manifest import mirror_manifest_url
-from ms4fleet.weights.peers import PeerJob, mirror_source, relay_source, serve_staged, stage_tree
+from ms4fleet.weights.peers import PeerJob, TreeReport, mirror_source, relay_source, serve_staged, stage_tree
 from ms4fleet.weights.stage import HostTarget, StageJob, verifier_source
 from ms4fleet.weights.tree import SOURCE, Limits
 from ms4fleet_sim import weights_mirror
@@ -227,3 +231,68 @@ def test_a_request_without_the_runs_token_is_refused(tmp_path: Path, mirror: tup
         assert body == (tree / rel).read_bytes()
     finally:
         server.shutdown()
+
+
+class SlowMirror:
+    """A mirror that sends at most ``rate`` bytes a second per request, so a transfer lasts long enough to be cut."""
+
+    def __init__(self, root: Path, rate: int) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def do_GET(self) -> None:
+                path = root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                step = max(1, rate // 20)
+                for at in range(0, len(data), step):
+                    self.wfile.write(data[at : at + step])
+                    time.sleep(0.05)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+def test_a_peer_killed_mid_transfer_is_cut_out_and_its_child_finishes_from_another(tmp_path: Path) -> None:
+    tree = weights_mirror.build_large_tree(tmp_path / "mirror", "bench/tree", "7e" * 20, files=6, file_bytes=1 << 20)
+    text = manifest_text(tree)
+    mirror = SlowMirror(tmp_path / "mirror", rate=2 << 20)
+    source = mirror_source(mirror.url, "bench/tree", "7e" * 20)
+    # The middle host's python records its process id: the test ends that process (one it started) mid-run.
+    pidfile = tmp_path / "victim.pid"
+    wrapper = tmp_path / "python-victim"
+    wrapper.write_text(f'#!/bin/sh\necho $$ > {pidfile}\nexec python3 "$@"\n')
+    wrapper.chmod(0o755)
+    jobs = peers(tmp_path, 3)
+    victim = jobs[1].job.host.name
+    jobs[1] = PeerJob(StageJob(HostTarget(name=victim, python=str(wrapper)), jobs[1].job.dest), "127.0.0.1", 0)
+    result: list[TreeReport] = []
+    worker = threading.Thread(target=lambda: result.append(stage_tree(source, text, jobs, Limits(fanout=1))))
+    worker.start()
+    partial = Path(jobs[1].job.dest + ".partial")
+    deadline = time.monotonic() + 60
+    while sum(f.stat().st_size for f in partial.glob("*.safetensors")) < 2 << 20:
+        assert time.monotonic() < deadline, "the middle host never received 2 MiB"
+        time.sleep(0.05)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    worker.join(timeout=120)
+    mirror.server.shutdown()
+    report = result[0]
+    by_name = {o.host: o for o in report.outcomes}
+    assert by_name["h0"].status == by_name["h2"].status == "staged", report.lines()
+    assert by_name[victim].status == "failed" and "dropped out" in by_name[victim].detail
+    assert list(report.cut) == [victim]
+    assert any(line.startswith(f"cut out: {victim}: the host dropped out") for line in report.summary())
+    assert by_name["h2"].feeders == [victim, "h0"]
+    for name in ("h0", "h2"):
+        assert hv.verify(str(tmp_path / name / "model"), full=True)["ok"]
