@@ -20,6 +20,7 @@ import yaml
 
 from ms4fleet.hostside import weights_relay as relay
 from ms4fleet.hostside import weights_verify as hv
+from ms4fleet.weights import peers as peers_module
 from ms4fleet.weights.cli import main
 from ms4fleet.weights.manifest import mirror_manifest_url
 from ms4fleet.weights.peers import PeerJob, TreeReport, mirror_source, relay_source, serve_staged, stage_tree
@@ -296,3 +297,19 @@ def test_a_peer_killed_mid_transfer_is_cut_out_and_its_child_finishes_from_anoth
     assert by_name["h2"].feeders == [victim, "h0"]
     for name in ("h0", "h2"):
         assert hv.verify(str(tmp_path / name / "model"), full=True)["ok"]
+
+
+def test_a_host_that_cannot_reach_its_feeder_fails_by_name(
+    tmp_path: Path, mirror: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _url, tree = mirror
+    text = manifest_text(tree)
+    manifest = json.loads(text)
+    monkeypatch.setattr(peers_module, "FEEDER_DOWN_LIMIT", 2)
+    closed = f"http://127.0.0.1:{free_port()}"
+    source = mirror_source(closed, manifest["repo"], manifest["revision"])
+    report = stage_tree(source, text, peers(tmp_path, 1), Limits(), timeout=60)
+    outcome = report.outcomes[0]
+    assert outcome.status == "failed"
+    assert outcome.detail.startswith(f"cannot reach the source at {source.url} (")
+    assert outcome.detail.endswith("): is the peer port open?")

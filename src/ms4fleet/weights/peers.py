@@ -37,6 +37,10 @@ from ms4fleet.weights.request import WeightsRequest
 from ms4fleet.weights.stage import HostProgress, StageJob, target_for, verifier_source
 from ms4fleet.weights.tree import SOURCE, Limits, StagePlan, plan_tree, replan
 
+# Failed tries (each after a refused or timed-out connection, about 2 s apart or more) before a host that
+# cannot reach a live feeder fails; a dead feeder is noticed sooner (its SSH session ends within ~10 s).
+FEEDER_DOWN_LIMIT = 15
+
 
 @dataclass(frozen=True)
 class PeerJob:
@@ -186,6 +190,7 @@ def stage_tree(
     verified: set[str] = set()
     cut: dict[str, str] = {}
     finished: set[str] = set()
+    downs: dict[tuple[str, str], int] = {}
 
     def url_of(feeder: str) -> str:
         return source.url if feeder == SOURCE else hosts[feeder].url
@@ -244,6 +249,15 @@ def stage_tree(
             elif bad is not None and bad not in cut:
                 # Never a feeder again; it stops, and a re-run re-verifies and repairs it.
                 drop(bad, f"sent {event['path']} with bytes that do not match the pinned manifest: cut out")
+        elif kind == "feeder_down":
+            # A feeder that is up but never answers this host (a closed peer_port, a wrong peer_address) would
+            # leave it waiting for the whole timeout: after this many failed tries it fails, by name, instead.
+            key = (name, event["feeder"])
+            downs[key] = downs.get(key, 0) + 1
+            feeder = next((n for n, h in hosts.items() if h.url == event["feeder"]), None)
+            if downs[key] >= FEEDER_DOWN_LIMIT and feeder not in cut and name not in finished:
+                what = "the source" if event["feeder"] == source.url else f"its feeder {feeder}"
+                drop(name, f"cannot reach {what} at {event['feeder']} ({event['error']}): is the peer port open?")
         elif kind == "verified":
             verified.add(name)
             finished.add(name)
