@@ -174,3 +174,22 @@ def task_host_config(templar: Any, task_vars: Mapping[str, Any]) -> HostConfig:
     """The host's config inside an action plugin: its ``ms4fleet_*`` task variables, templated."""
     data = {key: _plain(templar.template(task_vars[key])) for key in list(task_vars) if str(key).startswith(KEY_PREFIX)}
     return HostConfig.from_host_data(str(task_vars.get("inventory_hostname", "?")), data)
+
+
+# What the core's ``target_for`` reads of a host besides its ``ms4fleet_*`` keys (how to reach it over SSH).
+_REACH_KEYS = frozenset(
+    {
+        *("ansible_host", "ansible_port", "ansible_user", "ansible_ssh_private_key_file", "ansible_connection"),
+        *("ansible_ssh_common_args", "ansible_ssh_extra_args", "ssh_known_hosts_file"),
+    }
+)
+
+
+def plain_host_data(templar: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
+    """Another host's ``ms4fleet_*`` and connection variables (``hostvars[name]``), templated: for actions run
+    once for many hosts."""
+    return {
+        key: _plain(templar.template(variables[key]))
+        for key in list(variables)
+        if str(key).startswith(KEY_PREFIX) or key in _REACH_KEYS
+    }

@@ -43,6 +43,7 @@ from ms4fleet.values import (
     KeyFingerprint,
     Network,
     PackageSeries,
+    PeerAddress,
     Port,
     ServedName,
     Sha256,
@@ -282,6 +283,15 @@ class WeightsConfig(_Section):
     allow_insecure: bool = False
     path: DataDir | None = None
     hf_token: SecretRef | None = None
+    # Peer staging (ms4fleet.weights.tree): how many hosts one host feeds at once, how many the source feeds, and
+    # where a feeding host serves its verified files to the other hosts (with a per-run token): the address on
+    # the staging network (default: the address the controller reaches it at) and the port.
+    # Stage through the peer tree in rollouts (pyinfra) too, not only with `ms4fleet weights stage --peers`.
+    peers: bool = False
+    peer_address: PeerAddress | None = None
+    peer_fanout: Annotated[int, Field(ge=1, le=16)] = 2
+    peer_seeds: Annotated[int, Field(ge=1, le=16)] = 1
+    peer_port: Port = 8790
 
     _hf_token_ref = field_validator("hf_token", mode="before")(_secret_ref)
 

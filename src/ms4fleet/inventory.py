@@ -42,6 +42,13 @@ _CONNECTION_KEYS = {
     "ssh_key": "key",
     "ansible_ssh_private_key_file": "key",
 }
+
+
+def connection_of(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A host's connection keys (pyinfra's or Ansible's) under their neutral names: hostname, port, user, key."""
+    return {_CONNECTION_KEYS[k]: v for k, v in data.items() if k in _CONNECTION_KEYS}
+
+
 # A host name is what ssh, DNS and both engines' --limit match on: printable ASCII without spaces.
 _NAME_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 
@@ -145,7 +152,7 @@ def validate_hosts(raw_hosts: Iterable[RawHost], *, deploying: bool = False) -> 
                 name=host.name,
                 groups=host.groups,
                 config=config,
-                connection={_CONNECTION_KEYS[k]: v for k, v in host.data.items() if k in _CONNECTION_KEYS},
+                connection=connection_of(host.data),
                 data=host.data,
             )
         )

@@ -58,6 +58,7 @@ _IMAGE = re.compile(
     rf"\A(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?\Z"
 )
+_HOSTNAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\Z")
 _TAG_VERSION = re.compile(r"\Av?(\d+\.\d+\.\d+)(?:\Z|[^0-9])")
 _URL = re.compile(r"\A[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+\Z")
 _SUITE = re.compile(r"\A[A-Za-z0-9._~+/-]{1,100}\Z")
@@ -172,6 +173,16 @@ def network(value: str) -> str:
     return value
 
 
+def peer_address(value: str) -> str:
+    """An address other hosts reach a host at: an IP address or a DNS name (letters, digits, dots, hyphens)."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if len(value) > 253 or not _HOSTNAME.match(value):
+            raise ValueError("is not an IP address or a host name (letters, digits, '.', '-')") from None
+    return value
+
+
 def key_fingerprint(value: str) -> str:
     """An OpenPGP v4 fingerprint as gpg prints it (spaces and case ignored) -> 40 upper-case hex digits."""
     text(value)
@@ -214,3 +225,4 @@ PackageSeries = Annotated[
 ]
 Port = Annotated[int, Field(ge=1024, le=65535)]
 Network = Annotated[str, AfterValidator(network)]
+PeerAddress = Annotated[str, AfterValidator(peer_address)]

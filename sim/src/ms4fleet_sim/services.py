@@ -149,12 +149,13 @@ def ensure_mirror(
 ) -> str:
     """The weights mirror container serving ``tree`` (built here, deterministic bytes); returns its URL."""
     weights_mirror.build_tree(tree)
-    config = recipe_hash("mirror", host_image, str(tree), weights_mirror.SIM_REVISION)
+    # NET_ADMIN: a bench throttles the mirror's egress with tc (ms4fleet_sim.links), as a real mirror's link is.
+    config = recipe_hash("mirror", host_image, str(tree), weights_mirror.SIM_REVISION, "NET_ADMIN")
     port = _ensure_container(
         name,
         config,
         [
-            *labels, "--network", network, "-v", f"{tree}:/srv/mirror:ro",
+            *labels, "--network", network, "--cap-add", "NET_ADMIN", "-v", f"{tree}:/srv/mirror:ro",
             host_image, "python3", "-m", "http.server", str(MIRROR_PORT), "--directory", "/srv/mirror",
         ],
         MIRROR_PORT,

@@ -4,6 +4,8 @@ laid out as ``ms4fleet.weights.mirror`` expects (``<url>/<repo_id>/<revision>/``
 
 + ``build_tree(root, profile_id, revision)``: write the tree (deterministic bytes) and return its directory;
   ``manifest_sha256(profile_id, revision)``: the pin of its manifest.
++ ``build_large_tree(root, repo, revision, files, file_bytes)``: random bytes (``file_bytes`` each) and their
+  manifest, for staging benches that need a revision of real size; returns the directory.
 + ``serve(root)``: a threaded HTTP server on 127.0.0.1; ``MirrorServer.url``.
 
 Run ``python -m ms4fleet_sim.weights_mirror DIR [--port P]`` to build and serve it in the foreground.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import struct
 import threading
 from dataclasses import dataclass
@@ -105,6 +108,29 @@ def build_tree(root: Path, profile_id: str = SIM_PROFILE, revision: str = SIM_RE
         path = directory / name
         if not path.is_file() or path.read_bytes() != data:
             path.write_bytes(data)
+    write_manifest(directory, manifest)
+    return directory
+
+
+def build_large_tree(root: Path, repo: str, revision: str, files: int, file_bytes: int) -> Path:
+    """``root/<repo>/<revision>/`` with ``files`` shards of random bytes and their manifest (written once)."""
+    directory = root / repo / revision
+    if (directory / ".ms4fleet" / "manifest.json").is_file():
+        return directory
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index in range(1, files + 1):
+        name = f"consolidated-{index:05d}-of-{files:05d}.safetensors"
+        digest = hashlib.sha256()
+        with (directory / name).open("wb") as out:
+            left = file_bytes
+            while left:
+                block = os.urandom(min(left, 8 << 20))
+                out.write(block)
+                digest.update(block)
+                left -= len(block)
+        entries.append(FileEntry(path=name, size=file_bytes, sha256=digest.hexdigest()))
+    manifest = Manifest(repo=repo, revision=revision, profile=SIM_PROFILE, source="mirror", files=tuple(entries))
     write_manifest(directory, manifest)
     return directory
 

@@ -72,6 +72,17 @@ def register(subparsers: Any) -> None:
     stage.add_argument(
         "--bwlimit", type=_bwlimit, help="cap each host's copy, in rsync's syntax (e.g. 200M per second); default none"
     )
+    stage.add_argument(
+        "--peers",
+        action="store_true",
+        help="hosts feed each other (weights.peer_fanout / peer_seeds / peer_address / peer_port): the source "
+        "sends the revision about once",
+    )
+    stage.add_argument(
+        "--source-address",
+        help="with --peers and a hub or path source: the controller's address on the staging network, where it "
+        "serves its copy to the first hosts",
+    )
     _token_options(stage)
     stage.set_defaults(func=_handler("stage"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.progress import tracker_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights, make_parent
+from ms4fleet.weights.peers import Member, check_members, stage_group
 from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
 from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
@@ -143,6 +145,8 @@ def stage(args: argparse.Namespace) -> int:
             raise WeightsError(f"{args.inventory}: no host matches --limit {' '.join(args.limit or [])}")
         requests = [(spec, request_for_host(spec.config)) for spec in fleet]
         override = _token_ref(args)
+        if args.peers:
+            check_members([Member(s.name, s.connection, s.data, s.config, r) for s, r in requests], args.source_address)
     except (WeightsError, ConfigError) as err:
         print(f"ms4fleet weights stage: {err}", file=sys.stderr)
         return 2
@@ -167,6 +171,10 @@ def stage(args: argparse.Namespace) -> int:
         if override is not None:
             first = replace(first, token=override)
         staged = Path(args.staging_dir) / first.repo_id.replace("/", "--") / first.revision
+        if args.peers and first.source == "mirror":
+            # The hosts pull from the mirror themselves: the controller only reads the pinned manifest.
+            failed += _stage_peers(args, group, console, source=None)
+            continue
         try:
             source, secret = open_source(first, endpoint=args.endpoint)
             with scrubbed(secret), tracker_for(console, "fetch to the controller") as tracker:
@@ -183,6 +191,9 @@ def stage(args: argparse.Namespace) -> int:
             failed += len(group)
             continue
         print(f"staged {first.repo_id}@{first.revision[:12]} at {staged}: {result.action}")
+        if args.peers:
+            failed += _stage_peers(args, group, console, source=(staged, secrets.token_urlsafe(32)))
+            continue
         jobs = [
             StageJob(target_for(spec.name, spec.connection, spec.data), request.dest, request.owner)
             for spec, request in group
@@ -194,3 +205,22 @@ def stage(args: argparse.Namespace) -> int:
             print(f"{outcome.host}: {outcome.status}: {outcome.detail} ({gib:.2f} GiB sent)")
             failed += outcome.status == "failed"
     return 1 if failed else 0
+
+
+def _stage_peers(
+    args: argparse.Namespace,
+    group: list[tuple[Any, WeightsRequest]],
+    console: Console,
+    source: tuple[Path, str] | None,
+) -> int:
+    """Stage ``group`` through the peer tree; the number of hosts that failed."""
+    members = [Member(spec.name, spec.connection, spec.data, spec.config, request) for spec, request in group]
+    try:
+        with tracker_for(console, f"stage to {len(members)} host(s) through peers", unit="host") as tracker:
+            report = stage_group(members, source, args.source_address, progress=tracker)
+    except WeightsError as err:
+        print(f"ms4fleet weights stage: {len(group)} host(s): {err}", file=sys.stderr)
+        return len(group)
+    for line in report.summary():
+        print(line)
+    return sum(outcome.status == "failed" for outcome in report.outcomes)

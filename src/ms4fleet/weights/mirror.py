@@ -52,6 +52,11 @@ class MirrorSource:
         return f"{self.root}/{quote(rel)}"
 
     def list_files(self) -> list[RemoteFile]:
+        manifest = Manifest.model_validate_json(self.manifest_body())
+        return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in manifest.files]
+
+    def manifest_body(self) -> bytes:
+        """The revision's manifest as the mirror serves it, checked against the pin, the repo and the revision."""
         url = mirror_manifest_url(self.base_url, self.repo_id, self.revision)
         try:
             with HttpSession(self._headers, allow_insecure=self.allow_insecure) as session:
@@ -80,7 +85,7 @@ class MirrorSource:
             raise SourceError(
                 f"mirror: {url} describes {manifest.repo} at {manifest.revision}, not {self.repo_id} at {self.revision}"
             )
-        return [RemoteFile(f.path, f.size, sha256=f.sha256) for f in manifest.files]
+        return body
 
     def reclaim(self, staging: Path) -> int:
         return 0  # partial files here are resumed, not discarded

@@ -30,6 +30,8 @@ from ms4fleet.config import ConfigError
 from ms4fleet.hostplan import HostPlan, plan_for_data
 from ms4fleet.imagepin import pin_configs
 from ms4fleet.inventory import Fleet, HostSpec
+from ms4fleet.progress import LineView
+from ms4fleet.progress import Tracker as ProgressTracker
 from ms4fleet.rollout.changes import Change, Classified, deploy_change, host_change, untrusted
 from ms4fleet.rollout.gates import wave_gate
 from ms4fleet.rollout.hoststate import REJOINING, HostRun, Phase
@@ -40,6 +42,7 @@ from ms4fleet.rollout.report import RolloutReport
 from ms4fleet.rollout.waves import Policy, PolicyError, RolloutPlan, check_capacity, plan_waves, serving_floor
 from ms4fleet.serving import ServingPlan, local_address, plan_host
 from ms4fleet.weights.errors import WeightsError
+from ms4fleet.weights.peers import Member, check_members, stage_group
 from ms4fleet.weights.request import WeightsRequest, request_for_host
 from ms4fleet.weights.stage import target_for
 from ms4fleet_pyinfra.deploys.host import provision, replan
@@ -49,6 +52,7 @@ from ms4fleet_pyinfra.rollout import hostops
 from ms4fleet_pyinfra.rollout.lbctl import LbHost, LoadBalancer, backends_for
 from ms4fleet_pyinfra.rollout.session import StateResult, run_state, sudo_for
 from ms4fleet_pyinfra.rollout.tracker import Listener, Tracker
+from pyinfra import logger
 
 ENGINE = "pyinfra"
 # A load balancer that fails to take a verified host back is tried again before the rollout stops.
@@ -90,6 +94,15 @@ class Rollout:
                 self.requests[spec.name] = request_for_host(spec.config)
             except WeightsError as err:
                 raise ConfigError(spec.name, "weights", str(err).removeprefix(f"{spec.name}: ")) from None
+        # Peer staging (weights.peers): every host of the rollout takes the revision through the core's tree,
+        # before any host is drained; only from a mirror here (the hosts pull from it themselves).
+        self.peer_members = [
+            Member(spec.name, dict(spec.connection), dict(spec.data), spec.config, self.requests[spec.name])
+            for spec in self.fleet
+            if spec.config.weights is not None and spec.config.weights.peers
+        ]
+        if self.peer_members:
+            check_members(self.peer_members, None)
         # Replicas and ports do not depend on the image: the load balancer's checks come before any request.
         # Without a load balancer (a plain deploy may have none) there is no backend to reach.
         self.lb: LoadBalancer | None = None
@@ -241,6 +254,30 @@ class Rollout:
             if name not in result.failed:
                 self.tracker.advance(name, Phase.APPLIED)
         self._stop_on(result, names, "live change")
+
+    def peer_stage(self, names: set[str]) -> None:
+        """The rollout's hosts with weights.peers take the revision through the peer tree, before any is drained
+        (each host's weights step then finds it verified); hosts whose request differs form their own tree."""
+        members = [m for m in self.peer_members if m.name in names]
+        groups: list[list[Member]] = []
+        for member in members:
+            group = next((g for g in groups if g[0].request.same_files(member.request)), None)
+            if group is None:
+                groups.append([member])
+            else:
+                group.append(member)
+        for group in groups:
+            progress = ProgressTracker(LineView(logger.info, f"peer staging to {len(group)} host(s)", "host"))
+            try:
+                report = stage_group(group, None, None, progress=progress)
+            except WeightsError as err:
+                raise Stop(f"peer staging: {err}; nothing was stopped") from None
+            for line in report.summary():
+                logger.info(line)
+            self._log("peer staging", lines=report.summary())
+            failed = [o for o in report.outcomes if o.status == "failed"]
+            if failed:
+                raise Stop(f"{failed[0].host}: peer staging: {failed[0].detail}; nothing was stopped")
 
     def prestage(self, names: Sequence[str]) -> None:
         def build(spec: HostSpec) -> None:
@@ -417,6 +454,7 @@ class Rollout:
                 self._log("end", outcome="refused", exit_code=2, stopped=str(err))
                 raise
             self._log("plan", plan=plan.to_dict(), out_of_lb=sorted(self.out_of_lb))
+            self.peer_stage({name for wave in plan.waves for name in wave.hosts})
             if plan.waves:
                 self.route("initial configuration")
             live = self.live()
