@@ -32,7 +32,8 @@ PROBE = Path(__file__).parents[2] / "src" / "ms4fleet" / "hostside" / "probe.py"
 EXPECTED = {
     "runfile": {"driver": "adopt", "docker": "install", "container toolkit": "install"},
     "dkms": {"driver": "keep", "docker": "install", "container toolkit": "install"},
-    "dkms-nomodule": {"driver": "upgrade", "docker": "install", "container toolkit": "install"},
+    # The proprietary driver apt owns stays proprietary on Hopper (open is only recommended there).
+    "dkms-nomodule": {"driver": "keep", "docker": "install", "container toolkit": "install"},
     "docker-ce": {"driver": "install", "docker": "adopt", "container toolkit": "install"},
     "secure-boot": {"driver": "refuse"},
 }
@@ -126,7 +127,7 @@ def test_each_profile_is_decided_alike_by_the_core_and_both_engines(
         assert ansible[: len(core[profile])] == core[profile], (profile, check.output[-6000:])
 
 
-def inventory(fleet: Brownfield, path: Path, profiles: dict[str, dict[str, str]]) -> pyfleet.Fleet:
+def inventory(fleet: Brownfield, path: Path, profiles: dict[str, dict[str, object]]) -> pyfleet.Fleet:
     """A pyinfra inventory of ``profiles``' hosts, each with its ``ms4fleet_provision`` additions."""
     hosts = [h for h in fleet.record.hosts if h.name in {fleet.hosts[p] for p in profiles}]
     record = replace(fleet.record, hosts=hosts)
@@ -147,6 +148,10 @@ def status(fleet: Brownfield, profile: str, port: int = 8000) -> str:
     return fleet.sh(profile, f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/v1/models", check=False)
 
 
+def host(fleet: Brownfield, profile: str) -> simfleet.HostRecord:
+    return next(h for h in fleet.record.hosts if h.name == fleet.hosts[profile])
+
+
 def started_at(container: str) -> str:
     info = dockercli.inspect("container", container)
     assert info is not None, container
@@ -161,16 +166,14 @@ def reboot(fleet: Brownfield, profile: str, timeout: float = 180.0) -> None:
     while started_at(container) == started:
         assert time.monotonic() < deadline, f"{container} did not restart"
         time.sleep(0.5)
-    host = next(h for h in fleet.record.hosts if h.name == fleet.hosts[profile])
-    wait_until_ready(fleet.record.endpoint(host))
+    wait_until_ready(fleet.record.endpoint(host(fleet, profile)))
 
 
 @pytest.fixture(scope="module")
 def deployed(fleet: Brownfield, tmp_path_factory: pytest.TempPathFactory) -> pyfleet.Run:
-    """The DKMS hosts deployed and serving: the one with a pending module as it is (kept), the one without at
-    the older build it runs (driver_version 580.82.07: kept too)."""
+    """The DKMS hosts deployed and serving, each driver kept as it is (open, and proprietary)."""
     path = tmp_path_factory.mktemp("inventory") / "dkms.py"
-    inv = inventory(fleet, path, {"dkms": {}, "dkms-nomodule": {"driver_version": brownfield.DKMS_OLD.version}})
+    inv = inventory(fleet, path, {"dkms": {}, "dkms-nomodule": {}})
     return pyfleet.pyinfra(inv)
 
 
@@ -211,8 +214,9 @@ def test_a_reboot_into_a_kernel_without_the_module_is_refused_while_the_replica_
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        # The configured 580.95.05: apt moves the DKMS host's driver, which then needs a reboot.
-        run = pyfleet.pyinfra(inventory(fleet, tmp_path / "upgrade.py", {"dkms-nomodule": {}}))
+        # driver_takeover: ms4fleet replaces the proprietary driver with the open one, which needs a reboot;
+        # the kernel that boots next has no module (its headers are missing, so DKMS built none).
+        run = pyfleet.pyinfra(inventory(fleet, tmp_path / "open.py", {"dkms-nomodule": {"driver_takeover": True}}))
     finally:
         stop.set()
         poller.join()
@@ -220,7 +224,7 @@ def test_a_reboot_into_a_kernel_without_the_module_is_refused_while_the_replica_
     name = fleet.hosts["dkms-nomodule"]
     refusals = [line for line in run.output.splitlines() if "reboot refused" in line]
     assert refusals and all(brownfield.PENDING_KERNEL in line for line in refusals), run.output[-5000:]
-    assert f"[{name}] driver: upgrade: " in run.output
+    assert f"[{name}] driver: keep: driver 580.95.05 (proprietary, loaded) installed by DKMS" in run.output
     # Never rebooted: the old module is still the loaded one, and the replica answered throughout.
     assert fleet.sh("dkms-nomodule", "cat /run/nvidia-sim/kernel").strip() == brownfield.RUNNING_KERNEL
     assert seen and set(seen) == {"200"}, seen

@@ -7,8 +7,8 @@
   the installer log;
 - ``dkms``: the 580 open driver built by DKMS (``nvidia-dkms-580-open``) for the running kernel and for a
   pending one (``linux-image-<kernel>`` installed, boots next; its headers are installed, so DKMS built it);
-- ``dkms-nomodule``: an older 580 build (``DKMS_OLD``) by DKMS, and a pending kernel whose headers are not
-  installed: no module for the kernel that boots next;
+- ``dkms-nomodule``: the 580 proprietary driver (``nvidia-driver-580``, ``nvidia-dkms-580``) built by DKMS, and
+  a pending kernel whose headers are not installed: no module for the kernel that boots next;
 - ``docker-ce``: Docker from Docker's repository (a package named ``docker-ce``, Conflicts: docker.io) with
   its own daemon.json;
 - ``secure-boot``: Secure Boot on (``mokutil --sb-state`` says so) and no driver.
@@ -35,8 +35,6 @@ from ms4fleet_sim.ssh import wait_until_ready
 PROFILES = ("runfile", "dkms", "dkms-nomodule", "docker-ce", "secure-boot")
 RUNNING_KERNEL = "6.8.0-45-generic"
 PENDING_KERNEL = "6.8.0-51-generic"
-# The older 580 build the dkms-nomodule host runs: a deploy moves it to the repository's, which needs a reboot.
-DKMS_OLD = DriverBranch("580.82.07", "13.0")
 DOCKER_CE_VERSION = "5:28.1.1-1~debian.12~bookworm"
 # What the docker-ce host's owner put in daemon.json: a deploy merges its keys into it.
 DOCKER_CE_DAEMON_JSON = {"log-driver": "json-file", "log-opts": {"max-size": "10m"}}
@@ -77,8 +75,9 @@ exit 1
 """
 
 
-def _module(info: DriverBranch) -> str:
-    return json.dumps({"version": info.version, "flavor": "open", "license": "Dual MIT/GPL"}) + "\n"
+def _module(info: DriverBranch, flavor: str = "open") -> str:
+    license_ = "Dual MIT/GPL" if flavor == "open" else "NVIDIA"
+    return json.dumps({"version": info.version, "flavor": flavor, "license": license_}) + "\n"
 
 
 def linux_image(kernel: str) -> Package:
@@ -103,11 +102,10 @@ def dkms() -> Package:
     return pkg
 
 
-def nvidia_dkms(info: DriverBranch) -> Package:
-    pkg = Package(
-        "nvidia-dkms-580-open", f"{info.version}-1", "NVIDIA DKMS package (open kernel module)", depends=["dkms"]
-    )
-    pkg.add(f"/usr/src/nvidia-{info.version}/nvidia.json", _module(info))
+def nvidia_dkms(info: DriverBranch, flavor: str) -> Package:
+    name = "nvidia-dkms-580-open" if flavor == "open" else "nvidia-dkms-580"
+    pkg = Package(name, f"{info.version}-1", f"NVIDIA DKMS package ({flavor} kernel module)", depends=["dkms"])
+    pkg.add(f"/usr/src/nvidia-{info.version}/nvidia.json", _module(info, flavor))
     pkg.scripts["postinst"] = '[ "$1" = configure ] && /usr/sbin/dkms autoinstall || true\n'
     return pkg
 
@@ -188,16 +186,18 @@ def apply(record: FleetRecord, host: HostRecord, profile: str) -> None:
         elif profile == "runfile":
             _apply_runfile(container, repo, build)
         else:
-            old = profile == "dkms-nomodule"
-            info = DKMS_OLD if old else DRIVERS["580"]
+            nomodule = profile == "dkms-nomodule"
+            info, flavor = DRIVERS["580"], "proprietary" if nomodule else "open"
             _sh(container, "apt-get update -q")
             _kernel_files(container)
             _install(container, build(linux_headers(RUNNING_KERNEL), linux_image(RUNNING_KERNEL), dkms()))
-            _install(container, build(nvidia_dkms(info), driver("580", "open", info)))
+            _install(container, build(nvidia_dkms(info, flavor), driver("580", flavor)))
             _boot(container)
             # The kernel update: its image, and its headers only where DKMS could build for it.
             pending = (
-                [linux_image(PENDING_KERNEL)] if old else [linux_headers(PENDING_KERNEL), linux_image(PENDING_KERNEL)]
+                [linux_image(PENDING_KERNEL)]
+                if nomodule
+                else [linux_headers(PENDING_KERNEL), linux_image(PENDING_KERNEL)]
             )
             _install(container, build(*pending))
     wait_until_ready(record.endpoint(host))

@@ -181,9 +181,8 @@ path = "nvidia-ctk"
 """
 
 
-def driver(branch: str, flavor: str, info: DriverBranch | None = None) -> Package:
-    """``info``: another build of the branch than the repository's (a brownfield profile's older driver)."""
-    info = info or DRIVERS[branch]
+def driver(branch: str, flavor: str) -> Package:
+    info = DRIVERS[branch]
     name = f"nvidia-driver-{branch}-open" if flavor == "open" else f"nvidia-driver-{branch}"
     kind = "open kernel modules" if flavor == "open" else "proprietary kernel modules"
     pkg = Package(
