@@ -87,9 +87,8 @@ def core_decisions(fleet: Brownfield, profile: str, tmp: Path, capsys: pytest.Ca
     prefix = f"{name}: "
     lines = [line.removeprefix(prefix) for line in out.out.splitlines() if line.startswith(prefix)]
     # plan --probe says "driver adopt: why", the engines' notes "driver: adopt: why": one form.
-    return [
-        re.sub(r"^(driver|docker|toolkit) ", r"\1: ", line).replace("toolkit:", "container toolkit:") for line in lines
-    ]
+    names = {"driver": "driver", "docker": "docker", "toolkit": "container toolkit"}
+    return [f"{names[what]}: {rest}" for what, rest in (line.split(" ", 1) for line in lines)]
 
 
 def engine_decisions(output: str, name: str) -> list[str]:
@@ -184,9 +183,9 @@ def reboot(fleet: Brownfield, profile: str, timeout: float = 180.0) -> None:
 
 @pytest.fixture(scope="module")
 def deployed(fleet: Brownfield, tmp_path_factory: pytest.TempPathFactory) -> pyfleet.Run:
-    """The DKMS hosts deployed and serving, each driver kept as it is (open, and proprietary)."""
+    """The DKMS hosts deployed and serving: the open driver kept, the proprietary one left alone (unmanaged)."""
     path = tmp_path_factory.mktemp("inventory") / "dkms.py"
-    inv = inventory(fleet, path, {"dkms": {}, "dkms-nomodule": {}})
+    inv = inventory(fleet, path, {"dkms": {}, "dkms-nomodule": {"manage_driver": False}})
     return pyfleet.pyinfra(inv)
 
 
@@ -227,8 +226,8 @@ def test_a_reboot_into_a_kernel_without_the_module_is_refused_while_the_replica_
     poller = threading.Thread(target=poll)
     poller.start()
     try:
-        # driver_takeover: ms4fleet replaces the proprietary driver with the open one, which needs a reboot;
-        # the kernel that boots next has no module (its headers are missing, so DKMS built none).
+        # The driver handed to ms4fleet with driver_takeover: the open one replaces the proprietary one and
+        # needs a reboot; the kernel that boots next has no module (no headers, so DKMS built none).
         run = pyfleet.pyinfra(inventory(fleet, tmp_path / "open.py", {"dkms-nomodule": {"driver_takeover": True}}))
     finally:
         stop.set()
