@@ -149,8 +149,13 @@ def _copy(container: str, debs: list[Path]) -> list[str]:
 
 
 def _boot(container: str) -> None:
-    """Load the module of the kernel that boots now (the boot unit again), as a reboot into it would."""
-    _sh(container, "rm -f /run/nvidia-sim/module.json; systemctl restart nvidia-sim-kernel.service")
+    """Load the module of the kernel that boots now (the boot unit again) and forget the packages' reboot
+    request, as a reboot into it would: the profile's host has been running its driver since."""
+    _sh(
+        container,
+        "rm -f /run/nvidia-sim/module.json /var/run/reboot-required /var/run/reboot-required.pkgs; "
+        "systemctl restart nvidia-sim-kernel.service",
+    )
 
 
 def _kernel_files(container: str) -> None:
