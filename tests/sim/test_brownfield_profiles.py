@@ -112,7 +112,8 @@ def engine_decisions(output: str, name: str) -> list[str]:
         else:
             continue
         match = NOTE.match(line)
-        refusal = line.find(f"{name}: ")
+        # Other lines name the host too (pyinfra's "no GPU driver answered the health check" before a driver).
+        refusal = line.find(f"{name}: ") if "health check" not in line else -1
         text = match.group(0) if match else line[refusal:].splitlines()[0] if refusal >= 0 else None
         if text and text not in found:
             found.append(text)
