@@ -21,7 +21,16 @@ NVSIM_ROOT = "/usr/lib/nvidia-sim"
 KERNEL_UNIT = "nvidia-sim-kernel.service"
 
 # The simulated hardware's code: what any sim host has before a package is installed.
-HARDWARE_MODULES = ("state.py", "lspci.py", "kernel.py", "daemon.py", "runc_shim.py", "allreduce.py", "nvml.py")
+HARDWARE_MODULES = (
+    "state.py",
+    "lspci.py",
+    "kernel.py",
+    "daemon.py",
+    "runc_shim.py",
+    "allreduce.py",
+    "nvml.py",
+    "modinfo.py",
+)
 # nvidia-ml-py as an operator installs it (Debian's python3 reads dist-packages): the simulated NVML, whose
 # library side comes with the simulated driver package. A test removes it for a host without nvidia-ml-py.
 PYNVML = "/usr/lib/python3/dist-packages/pynvml.py"
