@@ -21,6 +21,7 @@ from ms4fleet.provision import (
     OsRelease,
     ProvisionPlan,
     daemon_json,
+    daemon_json_apply,
     needs_reboot,
     provision_plan,
 )
@@ -165,6 +166,30 @@ def test_daemon_json_keeps_containers_through_a_docker_restart() -> None:
     with pytest.raises(ConfigError, match="turns live-restore off") as refused:
         host(provision={"docker_daemon_options": {"live-restore": False}})
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "none"),
+        # Docker's documented SIGHUP set: dockerd applies it in place, no container is touched.
+        ({"debug": True}, "reload"),
+        ({"labels": ["rack=a"], "registry-mirrors": ["http://mirror:5000"], "max-concurrent-downloads": 6}, "reload"),
+        ({"log-driver": "journald"}, "restart"),
+        ({"debug": True, "data-root": "/srv/docker"}, "restart"),
+        # `features` is reloaded, but the containerd image store takes effect only at start.
+        ({"features": {"containerd-snapshotter": True}}, "restart"),
+    ],
+)
+def test_a_daemon_json_change_is_reloaded_when_every_changed_key_is_reloadable(
+    options: dict[str, Any], expected: str
+) -> None:
+    before = daemon_json(json.dumps({"log-opts": {"max-size": "10m"}}), host())
+    after = daemon_json(before, host(provision={"docker_daemon_options": options}))
+    assert daemon_json_apply(before, after) == expected
+    # Formatting alone is no change dockerd needs to see; a Docker with no file yet reloads ours.
+    assert daemon_json_apply(json.dumps(json.loads(before)), before) == "none"
+    assert daemon_json_apply(None, daemon_json(None, host())) == "reload"
 
 
 def test_daemon_json_that_is_not_json_is_refused() -> None:
