@@ -13,10 +13,10 @@
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
-secret references: the replicas restart; also a daemon.json change of keys dockerd reloads on SIGHUP
-only, ``ms4fleet.provision.DOCKER_RELOADABLE``, is ``live``), ``docker-restart`` (any other daemon.json key,
-Docker or the container toolkit), ``reboot`` (driver or fabric manager packages, the nouveau blacklist). The last three take the
-host out of service, so a rollout drains it first; ``live`` changes never drain.
+secret references: the replicas restart; a daemon.json change of keys dockerd reloads on SIGHUP only,
+``ms4fleet.provision.DOCKER_RELOADABLE``, is ``live``), ``docker-restart`` (any other daemon.json key,
+Docker or the container toolkit), ``reboot`` (driver or fabric manager packages, the nouveau blacklist).
+The last three take the host out of service, so a rollout drains it first; ``live`` changes never drain.
 
 A part of the plan this module does not know counts as a replica restart (a new key of ``HostPlan`` must
 be classified here: tests/rollout/test_changes.py checks every key is).

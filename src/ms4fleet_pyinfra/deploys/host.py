@@ -3,9 +3,9 @@ its health check does not exclude) -> operations.
 
 Order: base packages, NVIDIA apt source and keyring, pin and nouveau blacklist, driver / fabric manager /
 CUDA / Docker / container toolkit (held where the core says), reboot only when the core's ``needs_reboot``
-says so, daemon.json merged (dockerd reloaded or restarted as the core says), services, service user, vLLM image, weights,
-unit files, secrets, GPU health gate, headroom gate, replicas (restarted only when their unit, image, weights or secrets
-changed), endpoint verification gate.
+says so, daemon.json merged (dockerd reloaded or restarted as the core says), services, service user, vLLM
+image, weights, unit files, secrets, GPU health gate, headroom gate, replicas (restarted only when their unit,
+image, weights or secrets changed), endpoint verification gate.
 """
 
 from __future__ import annotations
