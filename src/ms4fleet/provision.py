@@ -7,6 +7,8 @@ and the exact bytes of every file ms4fleet manages for provisioning. Both engine
 + ``provision_plan(config, os, stack)``: the same for a probed host, with the core's decision for what it
   already has (``ms4fleet.adopt``: an adopted driver or docker-ce gets no package; a refusal raises).
 + ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
++ ``released_holds(held_groups, held)``: the holds to release before apt installs a held group's packages:
+  the same group's packages of another branch or flavour (apt refuses to remove a held package).
 + ``daemon_json_apply(current, desired)``: how dockerd takes a new daemon.json: ``none``, ``reload`` (every
   changed key is one dockerd reloads on SIGHUP: the replicas' containers are not touched) or ``restart``.
 Every host also gets the unattended-upgrades blacklist of kernel and NVIDIA packages (``UNATTENDED_FILE``).
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -195,6 +198,23 @@ class ProvisionPlan:
     @property
     def held(self) -> tuple[str, ...]:
         return tuple(name for group in self.packages() if group.hold for name in group.names)
+
+
+# The names a held group's packages have in any branch or flavour. A host's hold on one of them that the plan
+# no longer names (the driver of the branch it leaves) is released before apt installs the plan's, which
+# conflict with it: apt refuses to remove a held package.
+HOLD_FAMILIES = {
+    "driver": ("nvidia-driver-",),
+    "fabric_manager": ("nvidia-fabricmanager", "cuda-drivers-fabricmanager"),
+}
+
+
+def released_holds(held_groups: Mapping[str, Sequence[str]], held: Iterable[str]) -> tuple[str, ...]:
+    """Of ``held`` (the host's ``apt-mark showhold``), the packages to release before the groups the plan holds
+    (``held_groups``: group -> the names it holds) are installed: their family's, not named by the plan."""
+    keep = {name for names in held_groups.values() for name in names}
+    prefixes = tuple(prefix for group in held_groups for prefix in HOLD_FAMILIES.get(group, ()))
+    return tuple(sorted({name for name in held if name not in keep and prefixes and name.startswith(prefixes)}))
 
 
 def check_os(host: str, os: OsRelease) -> None:

@@ -153,6 +153,13 @@ def test_how_dockerd_takes_daemon_json_is_the_cores_decision() -> None:
         assert FILTERS["daemon_json_apply"](desired, current) == action == daemon_json_apply(current, desired)
 
 
+def test_the_holds_a_driver_branch_change_releases_are_the_cores() -> None:
+    plan = {"driver": {"names": ["nvidia-driver-570-open"], "hold": True}, "fabric_manager": None}
+    held = ["nvidia-driver-580-open", "docker.io"]
+    assert FILTERS["released_holds"](held, plan) == ["nvidia-driver-580-open"]
+    assert FILTERS["released_holds"](held, {"driver": {"names": ["nvidia-driver-570-open"], "hold": False}}) == []
+
+
 def test_daemon_json_refuses_a_broken_file_with_one_line() -> None:
     with pytest.raises(AnsibleFilterError, match=r"^gpu-1: /etc/docker/daemon.json is not valid JSON"):
         FILTERS["daemon_json"]("{not json", hostvars())

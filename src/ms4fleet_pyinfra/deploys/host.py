@@ -140,6 +140,10 @@ def provision(hp: HostPlan, sudo: bool) -> None:
         if f.after_change:
             hostops.after_change(argv=f.after_change, _if=any_changed([op]), name=f"after {f.path} changed")
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
+    hostops.release_holds(
+        held_groups={g.group: tuple(g.names) for g in hp.packages if g.hold},
+        name="release holds the new packages replace",
+    )
     installs = {}
     stack = hp.provision.stack
     for group in hp.packages:
