@@ -120,7 +120,8 @@ def holds(packages: tuple[str, ...]) -> Generator[Any, None, None]:
 def release_holds(held_groups: dict[str, tuple[str, ...]]) -> Generator[Any, None, None]:
     """``apt-mark unhold`` what the core says must move before the plan's held groups install (a driver branch
     change: the old branch's held driver conflicts with the new one)."""
-    stale = released_holds(held_groups, host.get_fact(AptHolds))
+    held = host.get_fact(AptHolds)
+    stale = released_holds(held_groups, held)
     if not stale:
         host.noop("no hold to release")
         return
