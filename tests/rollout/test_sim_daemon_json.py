@@ -83,7 +83,7 @@ def test_a_reloadable_daemon_json_change_restarts_nothing_under_load(docker_worl
     first = deploy(first_inventory)
     assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
     print(f"first deploy: {time.monotonic() - started:.0f} s")
-    replicas = plan_host(load_inventory(first_inventory)[0].config).replicas
+    replicas = plan_host(next(iter(load_inventory(first_inventory))).config).replicas
     units = [r.unit_name for r in replicas]
     containers = [r.container_name for r in replicas]
     before = _state(host, units, containers)
