@@ -4,7 +4,8 @@ reloads dockerd, so the replica's container, its unit and dockerd itself keep ru
 served through the host's proxy (nginx), one request every 0.2 s.
 
 The Docker host of test_sim_rollout_digest.py (its fixture, a fleet of its own), deployed once, then the
-inventory's ``docker_daemon_options`` changed and deployed again under load.
+inventory's ``docker_daemon_options`` changed and deployed again under load; then changed once more and
+applied with ``ansible-playbook playbooks/site.yml`` (the docker role's handler reloads dockerd alike).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ms4fleet.provision import DAEMON_JSON
 from ms4fleet.serving import plan_host
 from ms4fleet_sim import standin_image
 from ms4fleet_sim.inventories import group_data, py_literal
-from tests.rollout.test_sim_rollout_deploy import PYINFRA, ROOT
+from tests.rollout.test_sim_rollout_deploy import PYINFRA, ROOT, site
 from tests.rollout.test_sim_rollout_digest import DockerWorld, docker_world  # noqa: F401 (the fixture)
 from tests.support.simhosts import NVIDIA_SOURCES, SimHost
 
@@ -88,27 +89,53 @@ def test_a_reloadable_daemon_json_change_restarts_nothing_under_load(docker_worl
     containers = [r.container_name for r in replicas]
     before = _state(host, units, containers)
 
-    host.sudo(f"rm -f {CODES} {CODES}.stop")
-    script = _load_script(replicas[0].port)
-    encoded = base64.b64encode(script.encode()).decode()
-    host.sudo(f"echo {encoded} | base64 -d > {LOAD}; nohup sh {LOAD} >/dev/null 2>&1 &")
-    time.sleep(3)
     options = {"debug": True, "labels": ["ms4fleet.test=live"]}
     second_inventory = _inventory(world, "daemon-b", options)
+    codes, second = _under_load(host, replicas[0].port, lambda: deploy(second_inventory))
+    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    _check(host, codes, "ms4fleet.test=live")
+    assert _state(host, units, containers) == before
+
+
+def test_site_yml_reloads_dockerd_alike(docker_world: DockerWorld) -> None:  # noqa: F811
+    world, host = docker_world, docker_world.host
+    path = world.ansible_inventory()
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["all"]["children"]["ms4fleet_gpu"]["vars"]["ms4fleet_provision"] = {
+        "nvidia_apt_repo": group_data(world.sim.record)["ms4fleet_provision"]["nvidia_apt_repo"],
+        "docker_daemon_options": {"debug": True, "labels": ["ms4fleet.test=ansible"]},
+    }
+    path.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    replicas = plan_host(next(iter(load_inventory(world.inventory()))).config).replicas
+    units = [r.unit_name for r in replicas]
+    containers = [r.container_name for r in replicas]
+    before = _state(host, units, containers)
+    codes, run = _under_load(host, replicas[0].port, lambda: site(path))
+    assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]
+    _check(host, codes, "ms4fleet.test=ansible")
+    assert _state(host, units, containers) == before
+
+
+def _under_load(host: SimHost, port: int, change: Any) -> tuple[list[str], Any]:
+    """``change()`` while a client on the host sends a request through its proxy every 0.2 s: each status."""
+    host.sudo(f"rm -f {CODES} {CODES}.stop")
+    encoded = base64.b64encode(_load_script(port).encode()).decode()
+    host.sudo(f"echo {encoded} | base64 -d > {LOAD}; nohup sh {LOAD} >/dev/null 2>&1 &")
+    time.sleep(3)
     started = time.monotonic()
-    second = deploy(second_inventory)
-    print(f"second deploy: {time.monotonic() - started:.0f} s")
+    result = change()
+    print(f"change applied in {time.monotonic() - started:.0f} s")
     time.sleep(3)
     host.sudo(f"touch {CODES}.stop; sleep 1")
-    codes = host.sudo(f"cat {CODES}").stdout.split()
-    assert second.returncode == 0, (second.stdout + second.stderr)[-4000:]
+    return host.sudo(f"cat {CODES}").stdout.split(), result
 
-    print(f"{len(codes)} requests through the host proxy during the deploy")
+
+def _check(host: SimHost, codes: list[str], label: str) -> None:
+    """Every request answered, and dockerd runs with the new keys."""
+    print(f"{len(codes)} requests through the host proxy during the change")
     assert len(codes) >= 20, codes
     assert set(codes) == {"200"}, codes
-    # dockerd took the keys in place: reloaded, not restarted, and nothing it runs restarted.
     written = json.loads(host.sudo(f"cat {DAEMON_JSON}").stdout)
-    assert written["debug"] is True and written["labels"] == ["ms4fleet.test=live"], written
+    assert written["debug"] is True and written["labels"] == [label], written
     info = json.loads(host.sudo("docker info --format '{{json .}}'").stdout)
-    assert info["Debug"] is True and "ms4fleet.test=live" in info["Labels"], (info["Debug"], info["Labels"])
-    assert _state(host, units, containers) == before
+    assert info["Debug"] is True and label in info["Labels"], (info["Debug"], info["Labels"])
