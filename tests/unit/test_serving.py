@@ -168,7 +168,9 @@ def test_docker_unit_adopts_only_its_own_running_container() -> None:
     assert words[:2] == ["/bin/sh", "-c"]
     container, spec = words[3], words[4]
     assert container == "ms4fleet-vllm-0"
-    assert words[5:8] == ["/usr/bin/docker", "run", "--rm"]
+    assert words[5:7] == ["/usr/bin/docker", "run"]
+    # No --rm: Docker 20.10 removes such a container when dockerd restarts, live-restore or not.
+    assert "--rm" not in words
     assert f"ms4fleet.spec={spec}" in words[5:]
     assert start_words() == words  # same plan, same spec: a running container is re-attached
     assert start_words(max_num_seqs=32)[4] != spec  # another argv: the old container is replaced
