@@ -215,7 +215,7 @@ def test_docker_unit_scripts_adopt_replace_and_stop(tmp_path: Path) -> None:
     for running in ("", "0" * 16):
         calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": running})
         assert calls[1] == f"rm --force {name}"
-        assert calls[2].startswith(f"run --rm --label ms4fleet.spec={spec} --name {name} ")
+        assert calls[2].startswith(f"run --label ms4fleet.spec={spec} --name {name} ")
         assert calls[2].endswith(" ".join(replica.argv))
     # dockerd not answering yet: the start fails (systemd retries), nothing is removed.
     calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec, "FAKE_DOWN": "1"}, status=1)
