@@ -5,6 +5,9 @@
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.serving_plan``: replicas, unit names and unit bytes.
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.service_secrets``: secret uploads and the env-file script.
 + ``current_text | ms4fleet.fleet.daemon_json(hostvars[inventory_hostname])``: daemon.json merged.
++ ``desired_text | ms4fleet.fleet.daemon_json_apply(current_text)``: how dockerd takes it (none, reload,
+  restart).
++ ``held_lines | ms4fleet.fleet.released_holds(plan)``: holds to release before the plan's held groups install.
 + ``driver_changed | ms4fleet.fleet.needs_reboot(reboot_required, loaded, installed)``.
 + ``boot_kernels.stdout_lines | ms4fleet.fleet.reboot_refusal``: why not to reboot now (the kernel that boots
   next has no NVIDIA module), or "".
@@ -24,6 +27,8 @@ NAMES = (
     "serving_plan",
     "service_secrets",
     "daemon_json",
+    "daemon_json_apply",
+    "released_holds",
     "needs_reboot",
     "reboot_refusal",
     "ssh_host_key_args",

@@ -35,6 +35,21 @@ def daemon_json(current: str | None, variables: Mapping[str, Any]) -> str:
     return core_provision.daemon_json(current or None, hostplan.host_config(variables))
 
 
+def daemon_json_apply(desired: str, current: str | None) -> str:
+    """How dockerd takes ``desired`` (the core's decision: none, reload or restart)."""
+    return core_provision.daemon_json_apply(current or None, desired)
+
+
+def released_holds(held: list[str] | None, plan: Mapping[str, Any]) -> list[str]:
+    """The holds to release before the plan's held groups install (``plan``: a role's provision plan)."""
+    groups = {
+        name: list(group["names"])
+        for name in core_provision.HOLD_FAMILIES
+        if (group := plan.get(name)) and group.get("hold")
+    }
+    return list(core_provision.released_holds(groups, held or []))
+
+
 def reboot_refusal(lines: list[str] | None) -> str:
     """The core's one-line refusal to reboot into a kernel without the driver's module, or ""."""
     return kernels.reboot_refusal(kernels.parse_boot_modules(lines or [])) or ""

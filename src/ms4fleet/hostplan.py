@@ -49,6 +49,7 @@ from ms4fleet.provision import (
     Pin,
     ProvisionPlan,
     daemon_json,
+    daemon_key_digests,
     driver_package,
     provision_plan,
 )
@@ -123,7 +124,8 @@ class MergedFile(PlannedFile):
     kind: str = "daemon-json"
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "merged": True}
+        # Per key a digest of ms4fleet's value: a recorded plan tells a change dockerd reloads from a restart.
+        return {**super().to_json(), "merged": True, "keys": daemon_key_digests(self.content)}
 
 
 @dataclass(frozen=True)

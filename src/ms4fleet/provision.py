@@ -7,6 +7,10 @@ and the exact bytes of every file ms4fleet manages for provisioning. Both engine
 + ``provision_plan(config, os, stack)``: the same for a probed host, with the core's decision for what it
   already has (``ms4fleet.adopt``: an adopted driver or docker-ce gets no package; a refusal raises).
 + ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
++ ``released_holds(held_groups, held)``: the holds to release before apt installs a held group's packages:
+  the same group's packages of another branch or flavour (apt refuses to remove a held package).
++ ``daemon_json_apply(current, desired)``: how dockerd takes a new daemon.json: ``none``, ``reload`` (every
+  changed key is one dockerd reloads on SIGHUP: the replicas' containers are not touched) or ``restart``.
 Every host also gets the unattended-upgrades blacklist of kernel and NVIDIA packages (``UNATTENDED_FILE``).
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +37,31 @@ SOURCES_FILE = "/etc/apt/sources.list.d/ms4fleet-nvidia.sources"
 PREFERENCES_FILE = "/etc/apt/preferences.d/ms4fleet-nvidia"
 NOUVEAU_FILE = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
+# daemon.json keys dockerd applies on SIGHUP, with no restart: Docker's documented reload list (dockerd
+# reference, "Configuration reload behavior"). Left out: `features`, which is in that list but whose features
+# (the containerd image store) take effect only when dockerd starts.
+DOCKER_RELOADABLE = frozenset(
+    {
+        "allow-nondistributable-artifacts",
+        "authorization-plugins",
+        "debug",
+        "default-runtime",
+        "insecure-registries",
+        "labels",
+        "live-restore",
+        "max-concurrent-downloads",
+        "max-concurrent-uploads",
+        "max-download-attempts",
+        "registry-mirrors",
+        "runtimes",
+        "shutdown-timeout",
+    }
+)
+# How each takes a new daemon.json: the unit's ExecReload sends dockerd SIGHUP (and starts a stopped Docker).
+DOCKER_APPLY_COMMANDS = {
+    "reload": ("systemctl", "reload-or-restart", "docker"),
+    "restart": ("systemctl", "restart", "docker"),
+}
 # A drop-in for the driver's own unit (its directory names the unit the engines reload and restart on change).
 PERSISTENCE_DROPIN = "/etc/systemd/system/nvidia-persistenced.service.d/ms4fleet.conf"
 REBOOT_REQUIRED = "/var/run/reboot-required"
@@ -168,6 +198,23 @@ class ProvisionPlan:
     @property
     def held(self) -> tuple[str, ...]:
         return tuple(name for group in self.packages() if group.hold for name in group.names)
+
+
+# The names a held group's packages have in any branch or flavour. A host's hold on one of them that the plan
+# no longer names (the driver of the branch it leaves) is released before apt installs the plan's, which
+# conflict with it: apt refuses to remove a held package.
+HOLD_FAMILIES = {
+    "driver": ("nvidia-driver-",),
+    "fabric_manager": ("nvidia-fabricmanager", "cuda-drivers-fabricmanager"),
+}
+
+
+def released_holds(held_groups: Mapping[str, Sequence[str]], held: Iterable[str]) -> tuple[str, ...]:
+    """Of ``held`` (the host's ``apt-mark showhold``), the packages to release before the groups the plan holds
+    (``held_groups``: group -> the names it holds) are installed: their family's, not named by the plan."""
+    keep = {name for names in held_groups.values() for name in names}
+    prefixes = tuple(prefix for group in held_groups for prefix in HOLD_FAMILIES.get(group, ()))
+    return tuple(sorted({name for name in held if name not in keep and prefixes and name.startswith(prefixes)}))
 
 
 def check_os(host: str, os: OsRelease) -> None:
@@ -347,6 +394,41 @@ def daemon_json(current: str | None, config: HostConfig) -> str:
         runtimes["nvidia"] = {"args": [], "path": "nvidia-container-runtime"}
         data["runtimes"] = runtimes
     return json.dumps(data, indent=4, sort_keys=True) + "\n"
+
+
+def daemon_key_digests(text: str | None) -> dict[str, str]:
+    """Each top-level key of a daemon.json with a digest of its value (a plan carries these, not the values:
+    a proxy URL may hold a password). Text that is not a JSON object has no keys."""
+    try:
+        data = json.loads(text) if text and text.strip() else {}
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        str(key): hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+        for key, value in sorted(data.items())
+    }
+
+
+def daemon_keys_changed(old: dict[str, str], new: dict[str, str]) -> list[str]:
+    """The keys added, removed or changed between two ``daemon_key_digests``."""
+    return sorted(key for key in set(old) | set(new) if old.get(key) != new.get(key))
+
+
+def reloadable(keys: list[str]) -> bool:
+    """dockerd applies a change of these keys on SIGHUP (no restart, no container touched)."""
+    return all(key in DOCKER_RELOADABLE for key in keys)
+
+
+def daemon_json_apply(current: str | None, desired: str) -> str:
+    """How dockerd takes ``desired`` over the daemon.json it runs with (``current``): ``none`` (no key
+    changed), ``reload`` (only keys dockerd reloads on SIGHUP) or ``restart``. Both engines run
+    ``DOCKER_APPLY_COMMANDS[...]`` after writing the file."""
+    changed = daemon_keys_changed(daemon_key_digests(current), daemon_key_digests(desired))
+    if not changed:
+        return "none"
+    return "reload" if reloadable(changed) else "restart"
 
 
 def needs_reboot(driver_changed: bool, reboot_required: bool, loaded: str | None, installed: str | None) -> bool:

@@ -377,7 +377,8 @@ def _render_unit(
         command = [
             "/usr/bin/docker",
             "run",
-            "--rm",
+            # No --rm: Docker 20.10 (Debian 12's docker.io) removes an --rm container when dockerd restarts,
+            # live-restore or not; a container without it lives on. ExecStart removes the stale one instead.
             "--name",
             paths.container_name(index),
             "--gpus",

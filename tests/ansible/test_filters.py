@@ -18,7 +18,7 @@ from ms4fleet import apikey
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import host_plan, stack_for
 from ms4fleet.probe import parse_probe
-from ms4fleet.provision import OsRelease, daemon_json, provision_plan
+from ms4fleet.provision import OsRelease, daemon_json, daemon_json_apply, provision_plan
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
 
@@ -144,6 +144,20 @@ def test_daemon_json_merges_into_what_the_host_has() -> None:
     assert parsed["data-root"] == "/srv/docker"
     assert set(parsed["runtimes"]) == {"crun", "nvidia"}
     assert parsed["log-driver"] == "journald"
+
+
+def test_how_dockerd_takes_daemon_json_is_the_cores_decision() -> None:
+    current = FILTERS["daemon_json"]("", hostvars())
+    for options, action in (({"debug": True}, "reload"), ({"log-driver": "journald"}, "restart"), ({}, "none")):
+        desired = FILTERS["daemon_json"](current, hostvars(provision={"docker_daemon_options": options}))
+        assert FILTERS["daemon_json_apply"](desired, current) == action == daemon_json_apply(current, desired)
+
+
+def test_the_holds_a_driver_branch_change_releases_are_the_cores() -> None:
+    plan = {"driver": {"names": ["nvidia-driver-570-open"], "hold": True}, "fabric_manager": None}
+    held = ["nvidia-driver-580-open", "docker.io"]
+    assert FILTERS["released_holds"](held, plan) == ["nvidia-driver-580-open"]
+    assert FILTERS["released_holds"](held, {"driver": {"names": ["nvidia-driver-570-open"], "hold": False}}) == []
 
 
 def test_daemon_json_refuses_a_broken_file_with_one_line() -> None:

@@ -39,7 +39,12 @@ def plan(**sections: dict[str, Any]) -> HostPlan:
          "weights revision"),
         ({"serving": {"api_key": {"env": "OTHER_KEY_VAR"}}}, Change.REPLICA_RESTART, "secrets"),
         ({"provision": {"docker_daemon_options": {"log-driver": "journald"}}}, Change.DOCKER_RESTART,
-         "Docker daemon.json"),
+         "Docker daemon.json log-driver"),
+        # Keys dockerd reloads on SIGHUP: applied in place, nothing drained or restarted.
+        ({"provision": {"docker_daemon_options": {"debug": True, "labels": ["rack=a"]}}}, Change.LIVE,
+         "Docker daemon.json debug, labels: dockerd reloads it"),
+        ({"provision": {"docker_daemon_options": {"debug": True, "log-level": "warn"}}}, Change.DOCKER_RESTART,
+         "Docker daemon.json debug, log-level"),
         ({"provision": {"driver_version": "580.82.07"}}, Change.REBOOT, "packages driver"),
         ({"provision": {"driver_branch": 590, "driver_version": "590.44.01"}}, Change.REBOOT, "packages driver"),
         ({"provision": {"reboot": "never"}}, Change.LIVE, "reboot"),
@@ -53,6 +58,16 @@ def test_each_edit_is_classified(edit: dict[str, Any], expected: Change, reason:
     assert result.change.disruptive == (expected >= Change.REPLICA_RESTART)
     # JSON read back (a plan recorded on the host) classifies the same.
     assert classify(plan().to_json(), plan(**edit).to_json()) == result
+
+
+def test_a_daemon_json_change_recorded_without_its_keys_restarts_docker() -> None:
+    """A plan recorded before daemon.json's keys were: which keys changed is unknown, so Docker restarts."""
+    old = plan().to_json()
+    for f in old["merged_files"]:
+        del f["keys"]
+    result = classify(old, plan(provision={"docker_daemon_options": {"debug": True}}).to_json())
+    assert result.change is Change.DOCKER_RESTART and result.provisions
+    assert result.reasons == ("Docker daemon.json (docker-restart)",)
 
 
 def test_a_driver_change_reboots_and_says_why_for_every_part() -> None:

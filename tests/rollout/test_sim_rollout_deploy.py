@@ -112,8 +112,8 @@ def units_carry(world: World, value: int) -> dict[str, list[str]]:
     return wrong
 
 
-def under_load(world: World, hosts: Path, change: Any) -> tuple[Any, Load, ServingSampler]:
-    with Load(world.lb_url, workers=2) as load, sampler(world, hosts) as serving:
+def under_load(world: World, hosts: Path, change: Any, max_requests: int = 20_000) -> tuple[Any, Load, ServingSampler]:
+    with Load(world.lb_url, workers=2, max_requests=max_requests) as load, sampler(world, hosts) as serving:
         load.wait_for(20)
         result = change()
         load.wait_for(load.result.ok + 20)

@@ -30,6 +30,7 @@ from ms4fleet.proxy import PROXY_CONF
 from ms4fleet_sim import dockercli, standin_image, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
+from ms4fleet_sim.hostfiles import KERNEL_UNIT
 from ms4fleet_sim.inventories import group_data, py_literal
 from tests.support.simhosts import NVIDIA_SOURCES, SimFleet, SimHost, bring_up, provision_driver
 
@@ -45,6 +46,7 @@ RUNTIME = {"kind": "native", "venv": VENV}
 SERVING = {"bind_address": "0.0.0.0", "tensor_parallel_size": 1, "max_model_len": 32768, "open_endpoint": True}
 # A prefix drop-in: systemd applies it to every unit named ms4fleet-vllm-*.service.
 STANDIN_DROPIN = "/etc/systemd/system/ms4fleet-vllm-.service.d/sim-gpu-registry.conf"
+KERNEL_DROPIN = f"/etc/systemd/system/{KERNEL_UNIT}.d/sim-gpu-registry.conf"
 
 
 def _nginx_debs(host_image: str) -> Path:
@@ -85,8 +87,10 @@ def install_native_standin(host: SimHost) -> None:
     files = {f"{STANDIN_ROOT}/{name}": (blob, 0o644) for name, blob in standin_image._code_files().items()}
     files[f"{VENV}/bin/vllm"] = (launcher, 0o755)
     files[STANDIN_DROPIN] = (b"[Service]\nReadWritePaths=/run/nvidia-sim/procs\n", 0o644)
+    # The registry lives in /run, made anew at every boot by the sim's kernel unit: opened again after it.
+    files[KERNEL_DROPIN] = (b"[Service]\nExecStartPost=/bin/chmod 1777 /run/nvidia-sim/procs\n", 0o644)
     dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
-    host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs")
+    host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs && systemctl daemon-reload")
 
 
 def install_host_proxy(host: SimHost, debs: Path, serving: dict[str, Any]) -> None:

@@ -100,11 +100,6 @@ def _container(host: SimHost, name: str) -> str:
     return host.sudo(f"docker inspect --format '{{{{.Id}}}} {{{{.State.StartedAt}}}}' {name}").stdout.strip()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="in the sim the container exits when dockerd restarts despite live-restore (containerd: shim "
-    "disconnected), so the unit starts a new one; the rollout drains before any Docker restart (docs/rollout.md)",
-)
 def test_docker_restart_keeps_the_replica_serving(served: Served) -> None:
     host, replica = served.host, served.replica
     assert json.loads(host.sudo(f"cat {DAEMON_JSON}").stdout)["live-restore"] is True

@@ -21,8 +21,10 @@ from ms4fleet.provision import (
     OsRelease,
     ProvisionPlan,
     daemon_json,
+    daemon_json_apply,
     needs_reboot,
     provision_plan,
+    released_holds,
 )
 from ms4fleet.secrets import env_file_script
 
@@ -165,6 +167,41 @@ def test_daemon_json_keeps_containers_through_a_docker_restart() -> None:
     with pytest.raises(ConfigError, match="turns live-restore off") as refused:
         host(provision={"docker_daemon_options": {"live-restore": False}})
     assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, "none"),
+        # Docker's documented SIGHUP set: dockerd applies it in place, no container is touched.
+        ({"debug": True}, "reload"),
+        ({"labels": ["rack=a"], "registry-mirrors": ["http://mirror:5000"], "max-concurrent-downloads": 6}, "reload"),
+        ({"log-driver": "journald"}, "restart"),
+        ({"debug": True, "data-root": "/srv/docker"}, "restart"),
+        # `features` is reloaded, but the containerd image store takes effect only at start.
+        ({"features": {"containerd-snapshotter": True}}, "restart"),
+    ],
+)
+def test_a_daemon_json_change_is_reloaded_when_every_changed_key_is_reloadable(
+    options: dict[str, Any], expected: str
+) -> None:
+    before = daemon_json(json.dumps({"log-opts": {"max-size": "10m"}}), host())
+    after = daemon_json(before, host(provision={"docker_daemon_options": options}))
+    assert daemon_json_apply(before, after) == expected
+    # Formatting alone is no change dockerd needs to see; a Docker with no file yet reloads ours.
+    assert daemon_json_apply(json.dumps(json.loads(before)), before) == "none"
+    assert daemon_json_apply(None, daemon_json(None, host())) == "reload"
+
+
+def test_a_driver_branch_change_releases_the_old_branchs_hold_and_nothing_else() -> None:
+    plan = provision_plan(host(provision={"driver_branch": 570, "driver_version": "570.195.03"}), UBUNTU_2404)
+    groups = {name: g.names for name, g in (("driver", plan.driver), ("docker", plan.docker)) if g and g.hold}
+    held = ["nvidia-driver-580-open", "nvidia-driver-570-open", "docker.io", "linux-image-generic", "nvidia-dkms-580"]
+    # The 580 metapackage conflicts with the 570 one apt installs; the plan's own and others' holds stay.
+    assert released_holds(groups, held) == ("nvidia-driver-580-open",)
+    assert released_holds(groups, ["nvidia-driver-570-open"]) == ()
+    # A host where ms4fleet holds no driver (unmanaged, adopted) keeps every hold it has.
+    assert released_holds({"docker": ("docker.io",)}, held) == ()
 
 
 def test_daemon_json_that_is_not_json_is_refused() -> None:

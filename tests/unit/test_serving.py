@@ -168,7 +168,9 @@ def test_docker_unit_adopts_only_its_own_running_container() -> None:
     assert words[:2] == ["/bin/sh", "-c"]
     container, spec = words[3], words[4]
     assert container == "ms4fleet-vllm-0"
-    assert words[5:8] == ["/usr/bin/docker", "run", "--rm"]
+    assert words[5:7] == ["/usr/bin/docker", "run"]
+    # No --rm: Docker 20.10 removes such a container when dockerd restarts, live-restore or not.
+    assert "--rm" not in words
     assert f"ms4fleet.spec={spec}" in words[5:]
     assert start_words() == words  # same plan, same spec: a running container is re-attached
     assert start_words(max_num_seqs=32)[4] != spec  # another argv: the old container is replaced
@@ -213,7 +215,7 @@ def test_docker_unit_scripts_adopt_replace_and_stop(tmp_path: Path) -> None:
     for running in ("", "0" * 16):
         calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": running})
         assert calls[1] == f"rm --force {name}"
-        assert calls[2].startswith(f"run --rm --label ms4fleet.spec={spec} --name {name} ")
+        assert calls[2].startswith(f"run --label ms4fleet.spec={spec} --name {name} ")
         assert calls[2].endswith(" ".join(replica.argv))
     # dockerd not answering yet: the start fails (systemd retries), nothing is removed.
     calls = _run_unit_command(tmp_path, exec_start, {"FAKE_RUNNING": spec, "FAKE_DOWN": "1"}, status=1)

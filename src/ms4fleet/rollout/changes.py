@@ -13,9 +13,10 @@
 
 Kinds, least to most disruptive: ``none`` (identical), ``live`` (applied with nothing restarted: apt
 sources, CUDA, gates, the weights verifier), ``replica-restart`` (units, argv, image, weights revision,
-secret references: the replicas restart), ``docker-restart`` (daemon.json, Docker or the container
-toolkit), ``reboot`` (driver or fabric manager packages, the nouveau blacklist). The last three take the
-host out of service, so a rollout drains it first; ``live`` changes never drain.
+secret references: the replicas restart; a daemon.json change of keys dockerd reloads on SIGHUP only,
+``ms4fleet.provision.DOCKER_RELOADABLE``, is ``live``), ``docker-restart`` (any other daemon.json key,
+Docker or the container toolkit), ``reboot`` (driver or fabric manager packages, the nouveau blacklist).
+The last three take the host out of service, so a rollout drains it first; ``live`` changes never drain.
 
 A part of the plan this module does not know counts as a replica restart (a new key of ``HostPlan`` must
 be classified here: tests/rollout/test_changes.py checks every key is).
@@ -30,6 +31,7 @@ from enum import IntEnum
 from typing import Any
 
 from ms4fleet.hostplan import HostPlan
+from ms4fleet.provision import daemon_keys_changed, reloadable
 from ms4fleet.rollout.release import Release
 
 
@@ -126,6 +128,27 @@ def _file_sig(f: Mapping[str, Any]) -> tuple[Any, ...]:
     return (f.get("sha256"), f.get("mode"), f.get("owner"), f.get("group"))
 
 
+def _merged(before: Any, after: Any) -> list[tuple[Change, str, bool]]:
+    """daemon.json: ``live`` where every changed key is one dockerd reloads (the engines then run
+    ``systemctl reload docker``), else ``docker-restart``; a plan recorded without per-key digests restarts."""
+    old_files, new_files = _by(before, "path"), _by(after, "path")
+    out = []
+    for path in sorted(set(old_files) | set(new_files)):
+        o, n = old_files.get(path) or {}, new_files.get(path) or {}
+        if o == n:
+            continue
+        if "keys" in o and "keys" in n:
+            keys = daemon_keys_changed(o["keys"], n["keys"])
+            if reloadable(keys):
+                named = ", ".join(keys) or "file mode or owner"
+                out.append((Change.LIVE, f"Docker daemon.json {named}: dockerd reloads it", True))
+                continue
+            out.append((Change.DOCKER_RESTART, f"Docker daemon.json {', '.join(keys)}", True))
+            continue
+        out.append((Change.DOCKER_RESTART, "Docker daemon.json", True))
+    return out
+
+
 def classify(old: HostPlan | Mapping[str, Any] | None, new: HostPlan | Mapping[str, Any]) -> Classified:
     """The change from ``old`` to ``new`` (``old`` None: a first install, which may reboot)."""
     if old is None:
@@ -162,7 +185,7 @@ def classify(old: HostPlan | Mapping[str, Any] | None, new: HostPlan | Mapping[s
             else:
                 found.append((Change.LIVE, "weights fetch", False))
         elif key == "merged_files":
-            found.append((Change.DOCKER_RESTART, "Docker daemon.json", True))
+            found.extend(_merged(before, after))
         else:
             found.append((_PLAIN.get(key, Change.REPLICA_RESTART), key, key in _PROVISIONING))
     found = [entry for entry in found if entry[0] is not Change.NONE]

@@ -3,9 +3,9 @@ its health check does not exclude) -> operations.
 
 Order: base packages, NVIDIA apt source and keyring, pin and nouveau blacklist, driver / fabric manager /
 CUDA / Docker / container toolkit (held where the core says), reboot only when the core's ``needs_reboot``
-says so, daemon.json merged (docker restarted only on change), services, service user, vLLM image, weights,
-unit files, secrets, GPU health gate, headroom gate, replicas (restarted only when their unit, image, weights or secrets
-changed), endpoint verification gate.
+says so, daemon.json merged (dockerd reloaded or restarted as the core says), services, service user, vLLM
+image, weights, unit files, secrets, GPU health gate, headroom gate, replicas (restarted only when their unit,
+image, weights or secrets changed), endpoint verification gate.
 """
 
 from __future__ import annotations
@@ -140,6 +140,10 @@ def provision(hp: HostPlan, sudo: bool) -> None:
         if f.after_change:
             hostops.after_change(argv=f.after_change, _if=any_changed([op]), name=f"after {f.path} changed")
     apt.update(name="apt update (NVIDIA source changed)", _if=any_changed([key, *managed]))
+    hostops.release_holds(
+        held_groups={g.group: tuple(g.names) for g in hp.packages if g.hold},
+        name="release holds the new packages replace",
+    )
     installs = {}
     stack = hp.provision.stack
     for group in hp.packages:
@@ -162,10 +166,8 @@ def provision(hp: HostPlan, sudo: bool) -> None:
     if hp.group("fabric_manager") is not None:
         hostops.fabric_manager_matches_driver(name="fabric manager matches the driver")
     if hp.merged_files:
-        daemon = docker.daemon_config(config=hp.config, name="docker daemon.json (merged)")
-        services.service(
-            unit="docker", restart=any_changed([daemon]), name="docker running (restarted if daemon.json changed)"
-        )
+        docker.daemon_config(config=hp.config, name="docker daemon.json (merged)")
+        services.service(unit="docker", name="docker running")
     dropins: dict[str, list[Any]] = {}
     for f, op in zip((f for f in hp.files if f.kind != "unit"), managed, strict=True):
         if f.kind == "unit-dropin":

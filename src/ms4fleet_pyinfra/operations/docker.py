@@ -13,14 +13,15 @@ from pyinfra.context import host
 from pyinfra.operations import files
 
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.provision import DAEMON_JSON, daemon_json
+from ms4fleet.provision import DAEMON_JSON, DOCKER_APPLY_COMMANDS, daemon_json, daemon_json_apply
 from ms4fleet_pyinfra.facts import DockerImage, DockerState
 from ms4fleet_pyinfra.report import fail
 
 
 @operation()
 def daemon_config(config: HostConfig) -> Generator[Any, None, None]:
-    """Write daemon.json as the core merges it into what the host has; keys ms4fleet does not own stay."""
+    """Write daemon.json as the core merges it into what the host has (keys ms4fleet does not own stay), and
+    have dockerd take it as the core says: reloaded (SIGHUP: running containers untouched) or restarted."""
     info = host.get_fact(DockerState)
     try:
         desired = daemon_json(info.daemon_json, config)
@@ -31,6 +32,10 @@ def daemon_config(config: HostConfig) -> Generator[Any, None, None]:
         host.noop(f"{DAEMON_JSON} already has ms4fleet's keys (runtimes: {', '.join(sorted(info.runtimes))})")
         return
     yield from files.put._inner(src=StringIO(desired), dest=DAEMON_JSON, mode="644", user="root", group="root")
+    # A Docker this deploy installs runs with its package's defaults until it restarts.
+    action = daemon_json_apply(info.daemon_json, desired) if info.installed else "restart"
+    if action != "none":
+        yield StringCommand(*DOCKER_APPLY_COMMANDS[action])
 
 
 @operation()

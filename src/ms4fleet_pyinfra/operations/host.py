@@ -17,7 +17,7 @@ from pyinfra.context import host
 from ms4fleet import aptkey
 from ms4fleet.hostscripts import python_command
 from ms4fleet.kernels import reboot_refusal
-from ms4fleet.provision import needs_reboot
+from ms4fleet.provision import needs_reboot, released_holds
 from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, BootKernels, DriverState, FabricManagerState, UserExists
 from ms4fleet_pyinfra.report import fail, say
 
@@ -114,6 +114,18 @@ def holds(packages: tuple[str, ...]) -> Generator[Any, None, None]:
         host.noop(f"held already: {' '.join(packages)}")
         return
     yield StringCommand("apt-mark", "hold", *missing)
+
+
+@operation()
+def release_holds(held_groups: dict[str, tuple[str, ...]]) -> Generator[Any, None, None]:
+    """``apt-mark unhold`` what the core says must move before the plan's held groups install (a driver branch
+    change: the old branch's held driver conflicts with the new one)."""
+    held = host.get_fact(AptHolds)
+    stale = released_holds(held_groups, held)
+    if not stale:
+        host.noop("no hold to release")
+        return
+    yield StringCommand("apt-mark", "unhold", *stale)
 
 
 @operation()
