@@ -9,10 +9,8 @@ the host's plan."""
 
 from __future__ import annotations
 
-import io
 import re
 import shlex
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,7 +22,7 @@ from ms4fleet.weights.startcheck import verifier_file
 from ms4fleet_sim import dockercli, weights_mirror
 from ms4fleet_sim import fleet as simfleet
 from tests.rollout.world import VENV, install_native_standin
-from tests.support.simhosts import SimHost, bring_up, provision_driver
+from tests.support.simhosts import SimHost, bring_up, provision_driver, put_files
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -60,16 +58,6 @@ def _config(runtime: str) -> HostConfig:
     return HostConfig.from_host_data("hardening-1", data)
 
 
-def _put(host: SimHost, files: dict[str, tuple[bytes, int]]) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, (blob, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size, info.mode = len(blob), mode
-            tar.addfile(info, io.BytesIO(blob))
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=buffer.getvalue())
-
-
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
     if not dockercli.daemon_ok():
@@ -95,7 +83,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
             if p.is_file()
         }
         verifier, source, mode = verifier_file()
-        _put(host, {**staged, verifier: (source, mode)})
+        put_files(host, {**staged, verifier: (source, mode)})
         parents = weights.dest.split("/")[1:-1]
         host.sudo("chmod 755 " + " ".join("/" + "/".join(parents[: i + 1]) for i in range(len(parents))))
         owner = f" --owner {shlex.quote(weights.owner)}" if weights.owner else ""
@@ -103,7 +91,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
         units = {f.path: (f.content.encode(), f.mode) for f in native.files if f.kind == "unit"}
         probe = next(f for f in docker.files if f.kind == "unit")
         units[f"/etc/systemd/system/{DOCKER_PROBE}"] = (probe.content.encode(), probe.mode)
-        _put(host, units)
+        put_files(host, units)
         host.sudo("systemctl daemon-reload")
         yield Hardened(host, native, docker)
     finally:
