@@ -19,10 +19,9 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import HostPlan, host_plan
 from ms4fleet.weights.startcheck import verifier_file
-from ms4fleet_sim import dockercli, weights_mirror
-from ms4fleet_sim import fleet as simfleet
+from ms4fleet_sim import weights_mirror
 from tests.rollout.world import VENV, install_native_standin
-from tests.support.simhosts import SimHost, bring_up, provision_driver, put_files
+from tests.support.simhosts import SimHost, provision_driver, put_files, running
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -60,12 +59,9 @@ def _config(runtime: str) -> HostConfig:
 
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
     root = tmp_path_factory.mktemp("hardening")
-    sim = bring_up(root / "project", name="hardening", specs=("h200x2",))
-    host = sim[sim.fleet.host_name(1)]
-    try:
+    with running(root / "project", name="hardening", specs=("h200x2",)) as sim:
+        host = sim[sim.fleet.host_name(1)]
         provision_driver(host)
         install_native_standin(host)
         native, docker = host_plan(_config("native")), host_plan(_config("docker"))
@@ -94,9 +90,6 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
         put_files(host, units)
         host.sudo("systemctl daemon-reload")
         yield Hardened(host, native, docker)
-    finally:
-        host.close()
-        simfleet.down(sim.fleet)
 
 
 def _exposure(host: SimHost, unit: str) -> float:
