@@ -18,6 +18,8 @@ unchanged (``verdicts`` keeps it on the controller): no package database, hashin
   ``plan_for(excluded)`` is the host's serving plan with those GPUs left out. The first read also runs the
   GPU health reader (``health_parts``): a converged host costs one round trip, health included, and a GPU
   that went bad since the last run makes the host unconverged (its replica must move).
++ ``check_data(name, config, data, read)``: ``check`` of the plan the host's inventory data makes (pyinfra's deploy
+  and rollout).
 + ``verified_record(...)`` and ``record_command(record)``: what the verification gate leaves on the host.
 """
 
@@ -29,9 +31,10 @@ import hashlib
 import json
 import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import ms4fleet
 from ms4fleet import paths, verdicts
@@ -39,7 +42,7 @@ from ms4fleet.adopt import StackPlan
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.health import Exclusion, HealthError, exclusions, parse_health
 from ms4fleet.hostoutput import held_packages, installed_packages, section_marker, upstream_version
-from ms4fleet.hostplan import DEFAULT_OS, stack_for
+from ms4fleet.hostplan import DEFAULT_OS, plan_for_data, stack_for
 from ms4fleet.hostscripts import python_command
 from ms4fleet.probe import ProbeError, parse_probe
 from ms4fleet.provision import (
@@ -376,6 +379,24 @@ def check(
     elif printed is not None:
         verdicts.store(name, verdicts.Verdict(desired.digest, os_release, printed, health[0]))
     return Check(diffs, os_release, *health, stack=stack)
+
+
+def check_data(
+    name: str,
+    config: HostConfig,
+    data: Mapping[str, Any],
+    read: Callable[[str], dict[str, list[str]]],
+    quick: bool = True,
+) -> Check:
+    """``check`` of the plan ``hostplan.plan_for_data`` makes from the host's inventory ``data``."""
+    return check(
+        name,
+        config,
+        lambda excluded: plan_for_data(config, data, excluded=excluded).serving,
+        plan_for_data(config, data).require_weights().request,
+        read,
+        quick,
+    )
 
 
 def verified_record(model: str, checks: list[str], replicas: list[dict[str, object]]) -> str:

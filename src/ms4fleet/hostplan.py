@@ -422,41 +422,39 @@ def host_plan(
             image_id = archive_image_id(image_archive)
         except ValueError as err:
             raise ConfigError(config.name, "image archive", f"{err}: point it at a readable archive") from None
-    inputs = (os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))), stack)
+    inputs = _Inputs(os, image_archive or None, image_id, staging_dir or None, tuple(sorted(set(excluded))), stack)
     try:
         # Fleets repeat a handful of host shapes: each is planned once, then named for the host.
-        shape = _shape_plan(config.model_dump_json(exclude={"name"}), *inputs)
+        shape = _shape_plan(config.model_dump_json(exclude={"name"}), inputs)
     except (ConfigError, WeightsError):
-        return _build(config, *inputs)  # raises again, naming this host
+        return _build(config, inputs)  # raises again, naming this host
     return dataclasses.replace(
         shape, host=config.name, config=config, serving=dataclasses.replace(shape.serving, host=config.name)
     )
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What a host's plan depends on besides its config (hashable: the key of a shape's plan)."""
+
+    os: OsRelease | None
+    image_archive: str | None
+    image_id: str | None
+    staging_dir: str | None
+    excluded: tuple[Exclusion, ...]
+    stack: StackPlan | None
+
+
 @lru_cache(maxsize=256)
-def _shape_plan(
-    config_json: str,
-    os: OsRelease | None,
-    image_archive: str | None,
-    image_id: str | None,
-    staging_dir: str | None,
-    excluded: tuple[Exclusion, ...],
-    stack: StackPlan | None,
-) -> HostPlan:
+def _shape_plan(config_json: str, inputs: _Inputs) -> HostPlan:
     # Nothing planned depends on the host's name but error messages: validate under a neutral one.
     config = HostConfig.model_validate({**json.loads(config_json), "name": "-"})
-    return _build(config, os, image_archive, image_id, staging_dir, excluded, stack)
+    return _build(config, inputs)
 
 
-def _build(
-    config: HostConfig,
-    os: OsRelease | None,
-    image_archive: str | None,
-    image_id: str | None,
-    staging_dir: str | None,
-    excluded: tuple[Exclusion, ...],
-    stack: StackPlan | None,
-) -> HostPlan:
+def _build(config: HostConfig, inputs: _Inputs) -> HostPlan:
+    os, image_archive, image_id = inputs.os, inputs.image_archive, inputs.image_id
+    staging_dir, excluded, stack = inputs.staging_dir, inputs.excluded, inputs.stack
     provision = provision_plan(config, os or DEFAULT_OS, stack)
     serving = plan_host(config, excluded=excluded)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.

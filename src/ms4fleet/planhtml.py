@@ -12,13 +12,12 @@ Stable names: ``section.plan-host`` (``data-host``) per host, ``g.gpu-bar`` (``d
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
 from ms4fleet.catalog import GIB
+from ms4fleet.templating import template
 
 WIDTH = 960
 LEFT, RIGHT = 190, 24
@@ -160,18 +159,6 @@ def gpu_bars_svg(plan: dict[str, Any], scale: int) -> str:
     )
 
 
-@cache
-def _template() -> Template:
-    environment = Environment(
-        loader=PackageLoader("ms4fleet", "templates"),
-        undefined=StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("plan.html.j2")
-
-
 def render_plan_html(plans: Sequence[dict[str, Any]], inventory: str) -> str:
     scale = max((_extent(plan) for plan in plans), default=1)
     hosts = [
@@ -189,4 +176,6 @@ def render_plan_html(plans: Sequence[dict[str, Any]], inventory: str) -> str:
     summary = f"{count} host{'s' if count != 1 else ''}"
     if len(hosts) < count:
         summary += f", drawn once per shape ({len(hosts)})"
-    return _template().render(inventory=inventory, hosts=hosts, legend=legend, gib=_gib, summary=summary)
+    return template("ms4fleet", "plan.html.j2", html=True).render(
+        inventory=inventory, hosts=hosts, legend=legend, gib=_gib, summary=summary
+    )

@@ -14,10 +14,8 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cache, lru_cache
+from functools import lru_cache
 from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from ms4fleet import paths
 from ms4fleet.catalog import GIB, GpuKind, ModelProfile, model_profiles
@@ -27,6 +25,7 @@ from ms4fleet.health import Exclusion
 from ms4fleet.rollout.lb import DRAIN_WINDOW_S
 from ms4fleet.secrets import service_secret_refs
 from ms4fleet.sizing import KvShape, ModelShape, Sizing, SizingInput, size
+from ms4fleet.templating import template
 from ms4fleet.weights.startcheck import exec_start_pre
 
 # Load time budget for TimeoutStartSec and VLLM_ENGINE_READY_TIMEOUT_S: reading weights from local NVMe
@@ -412,7 +411,7 @@ def _render_unit(
     else:
         command = [f"{runtime.venv}/bin/vllm", "serve", *argv]
     host = local_address(config)
-    text: str = _template().render(
+    text: str = template("ms4fleet", "vllm.service.j2", html=False).render(
         index=index,
         profile=config.profile,
         devices=devices,
@@ -476,19 +475,6 @@ def local_address(config: HostConfig) -> str:
 
 def url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
-
-
-@cache
-def _template() -> Template:
-    environment = Environment(
-        loader=PackageLoader("ms4fleet", "templates"),
-        undefined=StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    return environment.get_template("vllm.service.j2")
 
 
 def _warnings(config: HostConfig, tp: int) -> list[str]:

@@ -3,15 +3,16 @@ any host is touched.
 
 + ``validate_inventory(inventory)``: ``{host name: HostConfig}`` for all hosts, or ``ConfigError`` naming the
   first bad host and field.
-+ ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host), after the
-  core's controller preflight (programs, versions, Python packages) for this inventory's deploy; a failing
-  check stops the run as one ``PyinfraError`` line (``ms4fleet: controller: ...``).
++ ``validated(inventory)``: the same, computed once per inventory (deploy.py runs once per host: the others wait
+  for the first), after the core's controller preflight (programs, versions, Python packages) for this
+  inventory's deploy; a failing check stops the run as one ``PyinfraError`` line (``ms4fleet: controller: ...``).
 + ``use_sudo(host_data, config_sudo)``: whether commands need sudo: pyinfra's own order (the host's ``_sudo``, then
   ``--sudo``), and when neither asks for it, any SSH user but root.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -35,6 +36,9 @@ def validate_inventory(inventory: Iterable[Any]) -> dict[str, HostConfig]:
 
 
 _validated: dict[int, dict[str, HostConfig]] = {}
+# deploy.py runs once per host, each in its own greenlet, and the preflight runs programs (a switch to another
+# greenlet): without the lock every host would validate the inventory and check the controller again.
+_lock = threading.Lock()
 
 
 def preflight(hosts: Iterable[Any]) -> None:
@@ -47,13 +51,14 @@ def preflight(hosts: Iterable[Any]) -> None:
 
 
 def validated(inventory: Any) -> dict[str, HostConfig]:
-    key = id(inventory)
-    if key not in _validated:
-        _validated.clear()
-        configs = validate_inventory(inventory)
-        preflight(inventory)
-        _validated[key] = configs
-    return _validated[key]
+    with _lock:
+        key = id(inventory)
+        if key not in _validated:
+            _validated.clear()
+            configs = validate_inventory(inventory)
+            preflight(inventory)
+            _validated[key] = configs
+        return _validated[key]
 
 
 def use_sudo(data: Mapping[str, Any], config_sudo: bool = False) -> bool:

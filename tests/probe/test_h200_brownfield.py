@@ -18,19 +18,10 @@ from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import host_plan, stack_for
 from ms4fleet.probe import parse_probe
 from ms4fleet.provision import OsRelease
+from tests.support.pyinfra_table import detected_changes
 
 CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield"
 INVENTORY = CAPTURE / "inventory.yml"
-
-
-def _planned(text: str) -> dict[str, str]:
-    """pyinfra's "Detected changes" table: operation -> its Change cell."""
-    rows = {}
-    for line in text.splitlines():
-        match = re.match(r"\s+ms4fleet \| (.+?)\s{2,}(\S+(?: \(@local\))?)\s{2,}", line)
-        if match:
-            rows[match.group(1)] = match.group(2)
-    return rows
 
 
 def test_the_capture_came_from_the_real_host_and_nothing_there_owns_the_driver() -> None:
@@ -75,7 +66,7 @@ def test_plan_with_another_branch_refuses_in_one_line(capsys: pytest.CaptureFixt
 def test_the_pyinfra_dry_run_without_manage_driver_plans_no_driver_operation() -> None:
     text = (CAPTURE / "pyinfra-dry-default.txt").read_text()
     assert "Ready: deploy.py" in text
-    planned = _planned(text)
+    planned = detected_changes(text)
     assert planned["install cuda-toolkit-13-0"] == "1 (@local)"  # the table is read
     driver_ops = [name for name in planned if re.search(r"driver|nouveau|persistenced|initramfs", name)]
     assert driver_ops == ["reboot if the driver needs it"], driver_ops
@@ -88,5 +79,5 @@ def test_the_pyinfra_dry_run_without_manage_driver_plans_no_driver_operation() -
 
 
 def test_the_pyinfra_dry_run_with_driver_branch_570_plans_only_the_refusal() -> None:
-    planned = _planned((CAPTURE / "pyinfra-dry-570.txt").read_text())
+    planned = detected_changes((CAPTURE / "pyinfra-dry-570.txt").read_text())
     assert planned == {"ms4fleet: host check": "1 (@local)"}

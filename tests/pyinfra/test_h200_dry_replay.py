@@ -15,24 +15,15 @@ from ms4fleet.provision import PREFERENCES_FILE, UNATTENDED_FILE, OsRelease, pro
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
 from ms4fleet_pyinfra.facts import Sections
+from tests.support.pyinfra_table import detected_changes
 
 CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-11-29-pyinfra"
-
-
-def _planned(text: str) -> dict[str, str]:
-    """The "Detected changes" table: operation -> its Change cell."""
-    rows = {}
-    for line in text.splitlines():
-        match = re.match(r"\s+ms4fleet \| (.+?)\s{2,}(\S+(?: \(@local\))?)\s{2,}", line)
-        if match:
-            rows[match.group(1)] = match.group(2)
-    return rows
 
 
 def test_idle_dry_run_plans_no_driver_change_and_reports_headroom() -> None:
     text = (CAPTURE / "pyinfra-dry-idle.txt").read_text()
     assert "Ready: deploy.py" in text
-    planned = _planned(text)
+    planned = detected_changes(text)
     assert planned, text
     assert not [name for name in planned if "driver" in name and "reboot" not in name], planned
     assert planned["reboot if the driver needs it"] == "-"

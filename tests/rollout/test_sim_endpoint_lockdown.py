@@ -35,8 +35,8 @@ from ms4fleet_pyinfra.rollout.lbctl import LoadBalancer, backends_for, load_lb_i
 from ms4fleet_sim import dockercli
 from ms4fleet_sim.inventories import group_data, py_literal
 from tests.pyinfra.simfleet import PYINFRA, ROOT
-from tests.rollout.world import World, _tar, container_ip, world
-from tests.support.simhosts import NVIDIA_SOURCES
+from tests.rollout.world import World, container_ip, world
+from tests.support.simhosts import NVIDIA_SOURCES, put_files
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -139,7 +139,7 @@ def test_only_the_api_with_the_key_leaves_the_host(
     inventory = _inventory(lockdown, tmp_path / "gpus.py", api_key={"env": KEY_ENV}, metrics_allow=[f"{lb_ip}/32"])
 
     cert, key = _self_signed(lb_ip)
-    dockercli.run(["cp", "-", f"{lb_host.container}:/"], input_bytes=_tar({CERT: (cert, 0o644), KEY: (key, 0o600)}))
+    put_files(lb_host, {CERT: (cert, 0o644), KEY: (key, 0o600)})
     ca = tmp_path / "ca.pem"
     ca.write_bytes(cert)
     tls = {"lb_tls_certificate": CERT, "lb_tls_key": KEY, "lb_tls_port": TLS_PORT}

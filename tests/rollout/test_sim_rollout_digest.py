@@ -24,7 +24,7 @@ from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR
 from ms4fleet_sim import dockercli, services, standin_image, weights_mirror
 from ms4fleet_sim.inventories import py_literal
 from tests.rollout.test_sim_rollout import cli
-from tests.support.simhosts import SimFleet, SimHost, bring_up, install_docker, provision_driver
+from tests.support.simhosts import SimFleet, SimHost, install_docker, provision_driver, running
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -134,13 +134,9 @@ def _crashing_image(base: str) -> str:
 
 @pytest.fixture(scope="module")
 def docker_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWorld]:
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
     root = tmp_path_factory.mktemp("digest-world")
-    sim = bring_up(root / "project", name="digest", specs=("h200x2",))
-    host = next(iter(sim.hosts.values()))
-    mirror = None
-    try:
+    with running(root / "project", name="digest", specs=("h200x2",)) as sim:
+        host = next(iter(sim.hosts.values()))
         provision_driver(host)
         install_docker(host)
         # Docker Hub pulls go to the fleet's registry, as the sim's inventories configure it.
@@ -151,14 +147,10 @@ def docker_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerWor
         )
         weights_mirror.build_tree(root / "mirror")
         mirror = weights_mirror.serve(root / "mirror")
-        yield DockerWorld(sim, host, mirror, root)
-    finally:
-        if mirror is not None:
+        try:
+            yield DockerWorld(sim, host, mirror, root)
+        finally:
             mirror.close()
-        host.close()
-        from ms4fleet_sim import fleet as simfleet
-
-        simfleet.down(sim.fleet)
 
 
 def _running_image(host: SimHost, container: str) -> tuple[str, list[str]]:

@@ -13,10 +13,8 @@ the load balancer's. Hosts reach each other (LB -> replicas) over the fleet's Do
 
 from __future__ import annotations
 
-import io
 import json
 import shlex
-import tarfile
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,7 +30,7 @@ from ms4fleet_sim import fleet as simfleet
 from ms4fleet_sim.cache import build_lock, cache_root, recipe_hash
 from ms4fleet_sim.hostfiles import KERNEL_UNIT
 from ms4fleet_sim.inventories import group_data, py_literal
-from tests.support.simhosts import NVIDIA_SOURCES, SimFleet, SimHost, bring_up, provision_driver
+from tests.support.simhosts import NVIDIA_SOURCES, SimFleet, SimHost, bring_up, provision_driver, put_files
 
 REVISION_A = weights_mirror.SIM_REVISION
 REVISION_B = "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f"
@@ -68,16 +66,6 @@ def _nginx_debs(host_image: str) -> Path:
     return path
 
 
-def _tar(files: dict[str, tuple[bytes, int]]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, (blob, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size, info.mode = len(blob), mode
-            tar.addfile(info, io.BytesIO(blob))
-    return buffer.getvalue()
-
-
 def install_native_standin(host: SimHost) -> None:
     """The stand-in as ``/opt/ms4fleet/vllm/bin/vllm`` (what a native ``runtime.venv`` provides), and GPU
     memory registration open to the service user as /dev/nvidia* device nodes are (mode 0666). The sim keeps
@@ -89,7 +77,7 @@ def install_native_standin(host: SimHost) -> None:
     files[STANDIN_DROPIN] = (b"[Service]\nReadWritePaths=/run/nvidia-sim/procs\n", 0o644)
     # The registry lives in /run, made anew at every boot by the sim's kernel unit: opened again after it.
     files[KERNEL_DROPIN] = (b"[Service]\nExecStartPost=/bin/chmod 1777 /run/nvidia-sim/procs\n", 0o644)
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
+    put_files(host, files)
     host.sudo("chmod -R a+rX /opt && chmod 1777 /run/nvidia-sim/procs && systemctl daemon-reload")
 
 
@@ -103,13 +91,13 @@ def install_host_proxy(host: SimHost, debs: Path, serving: dict[str, Any]) -> No
          "ms4fleet_serving": serving},
     )  # fmt: skip
     conf = host_plan(config).file(PROXY_CONF)
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar({conf.path: (conf.content.encode(), conf.mode)}))
+    put_files(host, {conf.path: (conf.content.encode(), conf.mode)})
     install_nginx(host, debs)
 
 
 def install_nginx(host: SimHost, debs: Path) -> None:
     files = {f"/var/cache/ms4fleet-lb/{deb.name}": (deb.read_bytes(), 0o644) for deb in sorted(debs.glob("*.deb"))}
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=_tar(files))
+    put_files(host, files)
     host.sudo(
         # dpkg, not apt: apt refuses local files it would not download itself ("Pathname ... not absolute").
         "DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/ms4fleet-lb/*.deb && systemctl enable --now nginx"

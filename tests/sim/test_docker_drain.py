@@ -7,9 +7,7 @@ stand-in image, daemon.json from the core, the weights copied in, the unit from 
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,9 +17,16 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.provision import DAEMON_JSON, daemon_json
 from ms4fleet.serving import Replica, plan_host
-from ms4fleet_sim import dockercli, faults, weights_mirror
-from ms4fleet_sim import fleet as simfleet
-from tests.support.simhosts import SimHost, bring_up, install_docker, load_standin, propagate_faults, provision_driver
+from ms4fleet_sim import faults, weights_mirror
+from tests.support.simhosts import (
+    SimHost,
+    install_docker,
+    load_standin,
+    propagate_faults,
+    provision_driver,
+    put_files,
+    running,
+)
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -52,23 +57,14 @@ class Served:
 
 
 def _put(host: SimHost, files: dict[str, bytes]) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, blob in sorted(files.items()):
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size, info.mode = len(blob), 0o644
-            tar.addfile(info, io.BytesIO(blob))
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=buffer.getvalue())
+    put_files(host, {path: (blob, 0o644) for path, blob in files.items()})
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
     root = tmp_path_factory.mktemp("drain")
-    sim = bring_up(root / "project", name="drain", specs=("h200x2",))
-    host = sim[sim.fleet.host_name(1)]
-    try:
+    with running(root / "project", name="drain", specs=("h200x2",)) as sim:
+        host = sim[sim.fleet.host_name(1)]
         provision_driver(host)
         install_docker(host)
         load_standin(host)
@@ -91,9 +87,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         host.sudo("systemctl restart docker && systemctl daemon-reload")
         host.sudo(f"systemctl start {replica.unit_name}", timeout=300)
         yield Served(host, replica)
-    finally:
-        host.close()
-        simfleet.down(sim.fleet)
 
 
 def _container(host: SimHost, name: str) -> str:

@@ -9,10 +9,8 @@ the host's plan."""
 
 from __future__ import annotations
 
-import io
 import re
 import shlex
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,10 +19,9 @@ import pytest
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import HostPlan, host_plan
 from ms4fleet.weights.startcheck import verifier_file
-from ms4fleet_sim import dockercli, weights_mirror
-from ms4fleet_sim import fleet as simfleet
+from ms4fleet_sim import weights_mirror
 from tests.rollout.world import VENV, install_native_standin
-from tests.support.simhosts import SimHost, bring_up, provision_driver
+from tests.support.simhosts import SimHost, provision_driver, put_files, running
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -60,24 +57,11 @@ def _config(runtime: str) -> HostConfig:
     return HostConfig.from_host_data("hardening-1", data)
 
 
-def _put(host: SimHost, files: dict[str, tuple[bytes, int]]) -> None:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, (blob, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name.lstrip("/"))
-            info.size, info.mode = len(blob), mode
-            tar.addfile(info, io.BytesIO(blob))
-    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=buffer.getvalue())
-
-
 @pytest.fixture(scope="module")
 def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
     root = tmp_path_factory.mktemp("hardening")
-    sim = bring_up(root / "project", name="hardening", specs=("h200x2",))
-    host = sim[sim.fleet.host_name(1)]
-    try:
+    with running(root / "project", name="hardening", specs=("h200x2",)) as sim:
+        host = sim[sim.fleet.host_name(1)]
         provision_driver(host)
         install_native_standin(host)
         native, docker = host_plan(_config("native")), host_plan(_config("docker"))
@@ -95,7 +79,7 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
             if p.is_file()
         }
         verifier, source, mode = verifier_file()
-        _put(host, {**staged, verifier: (source, mode)})
+        put_files(host, {**staged, verifier: (source, mode)})
         parents = weights.dest.split("/")[1:-1]
         host.sudo("chmod 755 " + " ".join("/" + "/".join(parents[: i + 1]) for i in range(len(parents))))
         owner = f" --owner {shlex.quote(weights.owner)}" if weights.owner else ""
@@ -103,12 +87,9 @@ def hardened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hardened]:
         units = {f.path: (f.content.encode(), f.mode) for f in native.files if f.kind == "unit"}
         probe = next(f for f in docker.files if f.kind == "unit")
         units[f"/etc/systemd/system/{DOCKER_PROBE}"] = (probe.content.encode(), probe.mode)
-        _put(host, units)
+        put_files(host, units)
         host.sudo("systemctl daemon-reload")
         yield Hardened(host, native, docker)
-    finally:
-        host.close()
-        simfleet.down(sim.fleet)
 
 
 def _exposure(host: SimHost, unit: str) -> float:

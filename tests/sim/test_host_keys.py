@@ -27,19 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from ms4fleet_sim import dockercli
-    from ms4fleet_sim import fleet as simfleet
-    from tests.support.simhosts import bring_up
+    from tests.support.simhosts import running
 
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
-    sim = bring_up(tmp_path_factory.mktemp("hostkeys-sim"), name="hostkeys", specs=("h200x1",))
-    try:
+    with running(tmp_path_factory.mktemp("hostkeys-sim"), name="hostkeys", specs=("h200x1",)) as sim:
         yield sim
-    finally:
-        for host in sim.hosts.values():
-            host.close()
-        simfleet.down(sim.fleet)
 
 
 def _pyinfra_inventory(sim: Any, tmp_path: Path, known_hosts: Path, accept_new: bool) -> Path:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import shlex
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -124,6 +126,32 @@ def bring_up(root: Path, name: str = FLEET_NAME, specs: tuple[str, ...] = FLEET_
     return SimFleet(target, record, hosts)
 
 
+@contextlib.contextmanager
+def running(root: Path, name: str = FLEET_NAME, specs: tuple[str, ...] = FLEET_SPECS) -> Iterator[SimFleet]:
+    """``bring_up`` for a fixture: one clear failure without a Docker engine; afterwards every host's SSH
+    connection closed and the fleet down."""
+    if not dockercli.daemon_ok():
+        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
+    sim = bring_up(root, name=name, specs=specs)
+    try:
+        yield sim
+    finally:
+        for host in sim.hosts.values():
+            host.close()
+        simfleet.down(sim.fleet)
+
+
+def put_files(host: SimHost, files: dict[str, tuple[bytes, int]]) -> None:
+    """Write ``files`` (absolute path -> (bytes, mode), owned by root) into the host's container."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, (blob, mode) in sorted(files.items()):
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size, info.mode = len(blob), mode
+            tar.addfile(info, io.BytesIO(blob))
+    dockercli.run(["cp", "-", f"{host.container}:/"], input_bytes=buffer.getvalue())
+
+
 def add_nvidia_repo(host: SimHost, signed: bool = True) -> None:
     """Trust the sim's NVIDIA repository the way a real host trusts NVIDIA's (key download + deb822 source)."""
     url = aptrepo.NVIDIA_URL if signed else aptrepo.NVIDIA_UNSIGNED_URL
@@ -177,15 +205,8 @@ def propagate_faults(host: SimHost, switches: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="session")
 def sim_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimFleet]:
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
-    sim = bring_up(tmp_path_factory.mktemp("sim-project"))
-    try:
+    with running(tmp_path_factory.mktemp("sim-project")) as sim:
         yield sim
-    finally:
-        for host in sim.hosts.values():
-            host.close()
-        simfleet.down(sim.fleet)
 
 
 @pytest.fixture

@@ -139,31 +139,38 @@ def test_targets_from_pyinfra_and_ansible_host_data() -> None:
     assert target_for("x", {}, {"ansible_connection": "local"}).command(["true"]) == ["true"]
 
 
-FAKE_SSH = """#!/usr/bin/python3
-# Stands in for ssh to a host: runs the remote command here, with a PATH that has no rsync in it.
-import os
-import sys
-
-args, i = sys.argv[1:], 0
-while i < len(args) and args[i].startswith("-") and args[i] != "--":
-    i += 2 if args[i] in ("-o", "-p", "-i", "-l") else 1
-i += 1  # the host name
-if i < len(args) and args[i] == "--":
-    i += 1
-command = " ".join(args[i:])
-env = dict(os.environ, PATH="/nonexistent") if command.startswith("rsync") else dict(os.environ)
-os.execve("/bin/sh", ["sh", "-c", command], env)
-"""
+def _fake_ssh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, purpose: str, run: str) -> Path:
+    """An ``ssh`` first on PATH that stands in for ssh to a host (``purpose``): it skips ssh's options and the
+    host name, then runs ``run`` (Python, with ``command``: the remote command). Returns its directory."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ssh").write_text(
+        "#!/usr/bin/python3\n"
+        f"# Stands in for ssh to a host: {purpose}.\n"
+        "import json, os, sys\n"
+        "args, i = sys.argv[1:], 0\n"
+        "while i < len(args) and args[i].startswith('-') and args[i] != '--':\n"
+        "    i += 2 if args[i] in ('-o', '-p', '-i', '-l') else 1\n"
+        "i += 1  # the host name\n"
+        "if i < len(args) and args[i] == '--':\n"
+        "    i += 1\n"
+        "command = ' '.join(args[i:])\n" + run
+    )
+    (bin_dir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return bin_dir
 
 
 def test_missing_rsync_on_the_host_is_named(
     staged: Path, tmp_path: Path, hub_world: HubWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(FAKE_SSH)
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    _fake_ssh(
+        tmp_path,
+        monkeypatch,
+        "runs the remote command here, with a PATH that has no rsync in it",
+        "env = dict(os.environ, PATH='/nonexistent') if command.startswith('rsync') else dict(os.environ)\n"
+        "os.execve('/bin/sh', ['sh', '-c', command], env)\n",
+    )
     dest = _jobs(tmp_path, hub_world.pinned, count=1)[0].dest
     job = StageJob(HostTarget(name="bare", hostname="bare.example", user="root", python=SYSTEM_PYTHON), dest)
     (outcome,) = stage_to_hosts(staged, [job])
@@ -185,33 +192,18 @@ def test_a_controller_without_rsync_fails_every_host_with_one_line(
     assert not any(Path(job.dest).parent.exists() for job in jobs)
 
 
-RECORDING_SSH = """#!/usr/bin/python3
-# Stands in for ssh to a host: records the environment it was given, then runs the remote command here.
-import json
-import os
-import sys
-
-with open(os.environ.get("RECORD_TO", "/nonexistent/record"), "a") as out:
-    out.write(json.dumps(dict(os.environ)) + "\\n")
-args, i = sys.argv[1:], 0
-while i < len(args) and args[i].startswith("-") and args[i] != "--":
-    i += 2 if args[i] in ("-o", "-p", "-i", "-l") else 1
-i += 1  # the host name
-if i < len(args) and args[i] == "--":
-    i += 1
-os.execv("/bin/sh", ["sh", "-c", " ".join(args[i:])])
-"""
-
-
 def test_no_secret_of_the_controller_reaches_ssh_or_rsync(
     staged: Path, tmp_path: Path, hub_world: HubWorld, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(RECORDING_SSH)
-    (bin_dir / "ssh").chmod(0o755)
+    bin_dir = _fake_ssh(
+        tmp_path,
+        monkeypatch,
+        "records the environment it was given, then runs the remote command here",
+        "with open(os.environ.get('RECORD_TO', '/nonexistent/record'), 'a') as out:\n"
+        "    out.write(json.dumps(dict(os.environ)) + '\\n')\n"
+        "os.execv('/bin/sh', ['sh', '-c', command])\n",
+    )
     record = tmp_path / "ssh-environments.jsonl"
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("HF_TOKEN", "hf_" + "s3cret" * 6)
     monkeypatch.setenv("MS4FLEET_API_KEY", "sk-" + "k3y" * 8)
     monkeypatch.setenv("SSH_AUTH_SOCK", str(tmp_path / "agent.sock"))

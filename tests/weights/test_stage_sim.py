@@ -34,19 +34,10 @@ TOKEN_ENV = "MS4FLEET_SIM_HF_TOKEN"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    from ms4fleet_sim import dockercli
-    from ms4fleet_sim import fleet as simfleet
-    from tests.support.simhosts import bring_up
+    from tests.support.simhosts import running
 
-    if not dockercli.daemon_ok():
-        pytest.fail("the sim needs a running dockerd: run scripts/ensure-docker.sh first")
-    sim = bring_up(tmp_path_factory.mktemp("weights-sim"), name="weights", specs=("h200x2",) * 3)
-    try:
+    with running(tmp_path_factory.mktemp("weights-sim"), name="weights", specs=("h200x2",) * 3) as sim:
         yield sim
-    finally:
-        for host in sim.hosts.values():
-            host.close()
-        simfleet.down(sim.fleet)
 
 
 def _inventory(sim: object, tmp_path: Path, revision: str) -> Path:

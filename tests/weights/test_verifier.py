@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import stat
@@ -15,21 +14,9 @@ from pathlib import Path
 import pytest
 
 from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.manifest import FileEntry, Manifest, write_manifest
+from tests.support.model_dir import REV, make_model_dir
 
 SCRIPT = Path(hv.__file__)
-REV = "a" * 40
-
-
-def _make(directory: Path, files: dict[str, bytes]) -> Path:
-    directory.mkdir(parents=True)
-    entries = []
-    for rel, data in files.items():
-        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-        (directory / rel).write_bytes(data)
-        entries.append(FileEntry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    write_manifest(directory, Manifest(repo="o/r", revision=REV, profile="p", source="path", files=tuple(entries)))
-    return directory
 
 
 def _run(*args: str) -> tuple[int, dict[str, object]]:
@@ -41,7 +28,9 @@ def _run(*args: str) -> tuple[int, dict[str, object]]:
 
 @pytest.fixture
 def wdir(tmp_path: Path) -> Path:
-    return _make(tmp_path / "w", {"a.bin": os.urandom(300_000), "sub/b.json": b"{}", "c.safetensors": b"x" * 10})
+    return make_model_dir(
+        tmp_path / "w", {"a.bin": os.urandom(300_000), "sub/b.json": b"{}", "c.safetensors": b"x" * 10}
+    )
 
 
 def test_quick_check_hashes_only_what_changed_and_full_hashes_all(wdir: Path) -> None:
@@ -95,7 +84,7 @@ def test_expected_revision_and_bad_manifests(wdir: Path, tmp_path: Path) -> None
 
 def test_finalize_seals_and_renames_and_quick_check_needs_no_hashing(tmp_path: Path) -> None:
     dest = tmp_path / "models" / "m"
-    staging = _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 1000, "b.bin": b"b"})
+    staging = make_model_dir(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 1000, "b.bin": b"b"})
     (staging / ".cache" / "huggingface").mkdir(parents=True)
     (staging / "stray.txt").write_text("not listed")
     code, report = _run("finalize", str(dest), "--owner", "nobody")
@@ -109,8 +98,8 @@ def test_finalize_seals_and_renames_and_quick_check_needs_no_hashing(tmp_path: P
 
 
 def test_finalize_refuses_unverified_staging_and_keeps_old_dest(tmp_path: Path) -> None:
-    dest = _make(tmp_path / "m", {"a.bin": b"old"})
-    staging = _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"new"})
+    dest = make_model_dir(tmp_path / "m", {"a.bin": b"old"})
+    staging = make_model_dir(Path(hv.staging_dir(str(dest))), {"a.bin": b"new"})
     (staging / "a.bin").write_bytes(b"bad")
     code, report = _run("finalize", str(dest))
     assert code == 1 and report["bad"] == [{"path": "a.bin", "reason": "sha256 mismatch"}]
@@ -125,7 +114,7 @@ def test_service_user_can_neither_alter_the_weights_nor_read_their_metadata() ->
     try:
         root.chmod(0o755)
         dest = root / "w"
-        _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
+        make_model_dir(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
         assert _run("finalize", str(dest), "--owner", "root:root")[0] == 0
         meta = dest / hv.META_DIR
         modes = {p.name: (stat.S_IMODE(p.stat().st_mode), p.stat().st_uid) for p in [dest, meta, *meta.iterdir()]}
@@ -177,7 +166,7 @@ def test_exec_start_pre_command_passes_then_fails_on_damage(tmp_path: Path) -> N
     _path, content, mode = startcheck.verifier_file()
     installed.write_bytes(content)
     installed.chmod(mode)
-    wdir = _make(tmp_path / "m", {"a.bin": b"a" * 1000})
+    wdir = make_model_dir(tmp_path / "m", {"a.bin": b"a" * 1000})
     line = startcheck.exec_start_pre(str(wdir), "o/r", REV)
     assert line.startswith("+/usr/bin/python3 /usr/local/lib/ms4fleet/weights_verify.py verify ")
     argv = shlex.split(line[1:])
@@ -192,7 +181,7 @@ def test_a_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
     foreign = tmp_path / "home"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    _make(Path(hv.staging_dir(str(foreign))), {"a.bin": b"a"})
+    make_model_dir(Path(hv.staging_dir(str(foreign))), {"a.bin": b"a"})
     code, report = _run("finalize", str(foreign))
     assert code == 1 and report["error"].endswith("is not an ms4fleet weights directory: refusing to replace it")
     assert (foreign / "notes.txt").read_text() == "mine"
@@ -201,5 +190,5 @@ def test_a_foreign_directory_is_never_replaced(tmp_path: Path) -> None:
     # An empty directory (made by provisioning, say) is fine.
     empty = tmp_path / "empty"
     empty.mkdir()
-    _make(Path(hv.staging_dir(str(empty))), {"a.bin": b"a"})
+    make_model_dir(Path(hv.staging_dir(str(empty))), {"a.bin": b"a"})
     assert _run("finalize", str(empty))[0] == 0

@@ -6,7 +6,6 @@ so that the verifier's temporary names are predictable, as they are to an attack
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable
@@ -15,21 +14,9 @@ from pathlib import Path
 import pytest
 
 from ms4fleet.hostside import weights_verify as hv
-from ms4fleet.weights.manifest import FileEntry, Manifest, write_manifest
+from tests.support.model_dir import REV, make_model_dir
 
-REV = "a" * 40
 SECRET = b"root:$y$secret-hash:19000:0:99999:7:::\n"
-
-
-def _make(directory: Path, files: dict[str, bytes]) -> Path:
-    directory.mkdir(parents=True)
-    entries = []
-    for rel, data in files.items():
-        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
-        (directory / rel).write_bytes(data)
-        entries.append(FileEntry(path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest()))
-    write_manifest(directory, Manifest(repo="o/r", revision=REV, profile="p", source="path", files=tuple(entries)))
-    return directory
 
 
 @pytest.fixture
@@ -112,7 +99,7 @@ PLANTS: dict[str, Callable[[Path, Path], None]] = {
 def test_verify_refuses_a_planted_link_and_changes_nothing(
     tmp_path: Path, victim: Path, plant: Callable[[Path, Path], None]
 ) -> None:
-    wdir = _make(tmp_path / "w", {"a.bin": os.urandom(1000), "sub/b.json": b"{}"})
+    wdir = make_model_dir(tmp_path / "w", {"a.bin": os.urandom(1000), "sub/b.json": b"{}"})
     os.chmod(wdir / "a.bin", 0o444)
     plant(wdir, victim)
     before = sorted((p.name, p.lstat().st_mode, p.lstat().st_mtime_ns) for p in victim.parent.iterdir())
@@ -125,7 +112,7 @@ def test_verify_refuses_a_planted_link_and_changes_nothing(
 
 def test_finalize_refuses_a_planted_link_and_changes_nothing(tmp_path: Path, victim: Path) -> None:
     dest = tmp_path / "models" / "m"
-    staging = _make(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
+    staging = make_model_dir(Path(hv.staging_dir(str(dest))), {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
     plant_subdir(staging, victim)
     report = hv.finalize(str(dest))
     assert not report["ok"] and not dest.exists()
@@ -134,7 +121,7 @@ def test_finalize_refuses_a_planted_link_and_changes_nothing(tmp_path: Path, vic
 
 
 def test_prepare_removes_the_link_not_what_it_points_to(tmp_path: Path, victim: Path) -> None:
-    wdir = _make(tmp_path / "w", {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
+    wdir = make_model_dir(tmp_path / "w", {"a.bin": b"a" * 100, "sub/b.json": b"{}"})
     plant_subdir(wdir, victim)
     report = hv.prepare(str(wdir), repo="o/r", revision=REV)
     assert report["action"] == "repair", report

@@ -608,8 +608,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--source", choices=("auto", "nvml", "nvidia-smi"), default="auto")
     parser.add_argument("--watch-s", type=float, default=0.0, help="watch NVML Xid events and PCIe replays this long")
     parser.add_argument("--dcgm-level", type=int, choices=(0, 1, 2, 3), default=0, help="run dcgmi diag -r N (0: no)")
+    # One line by default: the converged check reads it on every run of every host (indented, ~1000 lines of
+    # 8 GPUs crossed the connection and the controller's line handling, per host).
+    parser.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
     args = parser.parse_args(argv)
-    json.dump(read_all(args.source, args.watch_s, args.dcgm_level), sys.stdout, indent=1, sort_keys=True)
+    json.dump(read_all(args.source, args.watch_s, args.dcgm_level), sys.stdout, indent=args.indent, sort_keys=True)
     sys.stdout.write("\n")
     return 0
 

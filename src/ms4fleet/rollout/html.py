@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
+
+from ms4fleet.templating import template
 
 WIDTH = 960
 RIGHT = 24
@@ -218,22 +218,10 @@ def timeline_svg(report: dict[str, Any], axis: Axis) -> str:
     )
 
 
-@cache
-def _template() -> Template:
-    environment = Environment(
-        loader=PackageLoader("ms4fleet.rollout", "templates"),
-        undefined=StrictUndefined,
-        autoescape=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    return environment.get_template("report.html.j2")
-
-
 def render_html(report: dict[str, Any]) -> str:
     axis = Axis.of(report)
     # The SVGs are built from numbers and escaped text only, so they are inserted as they are.
-    return _template().render(
+    return template("ms4fleet.rollout", "report.html.j2", html=True).render(
         report=report,
         chart=Markup(capacity_svg(report, axis)),
         timeline=Markup(timeline_svg(report, axis)),

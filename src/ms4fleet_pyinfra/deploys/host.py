@@ -18,7 +18,7 @@ from pyinfra.context import host
 from pyinfra.operations import apt, files, systemd
 
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.converged import check
+from ms4fleet.converged import check_data
 from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
 from ms4fleet.provision import OsRelease
 from ms4fleet.serving import ServingPlan
@@ -70,13 +70,7 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     try:
         # The core's converged check (quick where a stored verdict still holds, else full), GPU health read
         # in the same round trip, through a fact so that it also runs under --dry.
-        found = check(
-            host.name,
-            config,
-            lambda excluded: plan_for_data(config, data, excluded=excluded).serving,
-            plan_for_data(config, data).require_weights().request,
-            lambda script: host.get_fact(Sections, script=script, _sudo=sudo),
-        )
+        found = check_data(host.name, config, data, lambda script: host.get_fact(Sections, script=script, _sudo=sudo))
         if found.health_error:
             logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
         for e in found.excluded:

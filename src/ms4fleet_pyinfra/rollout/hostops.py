@@ -27,10 +27,10 @@ from pyinfra.api.operation import operation
 
 from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
-from ms4fleet.converged import check
+from ms4fleet.converged import check_data
 from ms4fleet.health import HealthError, gate, parse_health
 from ms4fleet.hostoutput import sections
-from ms4fleet.hostplan import gates, plan_for_data
+from ms4fleet.hostplan import gates
 from ms4fleet.hostscripts import python_command
 from ms4fleet.rollout import lb
 from ms4fleet.rollout.hoststate import Phase
@@ -108,15 +108,8 @@ def _converged(
         _, out, _ = shell(host, f"sh -c {shlex.quote(script)} 2>/dev/null || true", sudo)
         return sections(out.splitlines())
 
-    plain = dict(data)
     try:
-        found = check(
-            host.name,
-            config,
-            lambda excluded: plan_for_data(config, plain, excluded=excluded).serving,
-            plan_for_data(config, plain).require_weights().request,
-            read,
-        )
+        found = check_data(host.name, config, dict(data), read)
     except ConfigError:
         # An OS the core does not plan for: not converged; the deploy itself then names the problem.
         tracker.facts[host.name].converged = False
