@@ -22,7 +22,7 @@ from ms4fleet.inventory import connection_of
 from ms4fleet.progress import LineView, Tracker
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.peers import Member, check_members, stage_group
-from ms4fleet.weights.request import request_for_host
+from ms4fleet.weights.request import by_files, request_for_host
 
 
 class ActionModule(CoreAction):
@@ -37,13 +37,7 @@ class ActionModule(CoreAction):
                 if config.weights is None or not config.weights.peers:
                     continue
                 members.append(Member(name, connection_of(data), data, config, request_for_host(config)))
-            groups: list[list[Member]] = []
-            for member in members:
-                group = next((g for g in groups if g[0].request.same_files(member.request)), None)
-                if group is None:
-                    groups.append([member])
-                else:
-                    group.append(member)
+            groups = by_files(members, lambda member: member.request)
             for group in groups:
                 check_members(group, None)
         except (ValueError, WeightsError) as err:  # ConfigError is a ValueError

@@ -26,7 +26,7 @@ from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.weights.errors import SourceError, WeightsError
 from ms4fleet.weights.fetch import fetch_weights
 from ms4fleet.weights.mirror import MirrorSource
-from ms4fleet.weights.request import open_source, request_for_host
+from ms4fleet.weights.request import by_files, mirror_for, open_source, request_for_host
 from ms4fleet.weights.source import Source
 from ms4fleet_sim import weights_mirror
 
@@ -215,3 +215,14 @@ def test_an_unpinned_mirror_manifest_is_refused_unless_the_inventory_allows_it(
     )
     _fetch(source, tmp_path / "dest")
     assert list((tmp_path / "dest").glob("*.safetensors"))
+
+
+def test_requests_that_take_the_same_files_form_one_group_in_inventory_order() -> None:
+    """One fetch (or one peer tree) per group: the destination and owner do not split a group, the revision does."""
+    a = request_for_host(_host(mirror_url="https://mirror.example", revision=REVISION, manifest_sha256="ab" * 32))
+    moved = replace(a, dest="/srv/elsewhere", owner="nobody")
+    other = replace(a, revision="c" * 40)
+    hosts = [("h1", a), ("h2", other), ("h3", moved), ("h4", a)]
+    groups = by_files(hosts, lambda pair: pair[1])
+    assert [[name for name, _ in group] for group in groups] == [["h1", "h3", "h4"], ["h2"]]
+    assert mirror_for(a).manifest_sha256 == "ab" * 32

@@ -22,7 +22,7 @@ from ms4fleet.progress import tracker_for
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.fetch import fetch_weights, make_parent
 from ms4fleet.weights.peers import Member, check_members, stage_group
-from ms4fleet.weights.request import WeightsRequest, open_source, request_for_host
+from ms4fleet.weights.request import WeightsRequest, by_files, open_source, request_for_host
 from ms4fleet.weights.secret import TokenRef, scrubbed
 from ms4fleet.weights.stage import StageJob, is_local, stage_to_hosts, target_for
 
@@ -156,14 +156,7 @@ def stage(args: argparse.Namespace) -> int:
     except ControllerError as err:
         print(f"ms4fleet: {err}", file=sys.stderr)
         return 1
-    groups: list[list[tuple[Any, WeightsRequest]]] = []
-    for spec, request in requests:
-        group = next((g for g in groups if g[0][1].same_files(request)), None)
-        if group is None:
-            groups.append([(spec, request)])
-        else:
-            group.append((spec, request))
-
+    groups = by_files(requests, lambda pair: pair[1])
     console = Console(stderr=True)
     failed = 0
     for group in groups:

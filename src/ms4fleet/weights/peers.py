@@ -33,7 +33,7 @@ from ms4fleet.config import HostConfig
 from ms4fleet.hostside import weights_relay as relay
 from ms4fleet.hostside import weights_verify as hv
 from ms4fleet.weights.errors import WeightsError
-from ms4fleet.weights.request import WeightsRequest
+from ms4fleet.weights.request import WeightsRequest, mirror_for
 from ms4fleet.weights.stage import HostProgress, StageJob, target_for, verifier_source
 from ms4fleet.weights.tree import SOURCE, Limits, StagePlan, plan_tree, replan
 
@@ -369,17 +369,8 @@ def stage_group(
     server = None
     token = None
     if staged is None:
-        from ms4fleet.weights.mirror import MirrorSource
-
         assert request.mirror_url is not None
-        mirror = MirrorSource(
-            request.mirror_url,
-            request.repo_id,
-            request.revision,
-            manifest_sha256=request.manifest_sha256,
-            allow_insecure=request.allow_insecure,
-        )
-        manifest_text = mirror.manifest_body().decode()
+        manifest_text = mirror_for(request).manifest_body().decode()
         feed = mirror_source(request.mirror_url, request.repo_id, request.revision)
     else:
         assert source_address is not None

@@ -3,12 +3,16 @@
 + ``WeightsRequest``: plain typed fields (repo, revision, patterns, dest, owner, source, token ref).
 + ``request_for_host(config)``: maps a ``HostConfig`` onto it (``weights`` section, catalog profile,
   ``paths.WEIGHTS_OWNER``, ``paths.model_dir``).
++ ``by_files(items, request_of)``: items grouped by the files their requests take (one fetch or tree each).
 + ``open_source(request, endpoint=None)``: reads the token (if the source needs one) and builds the source.
++ ``mirror_for(request)``: the mirror source of a mirror request (the Hub token is never sent to it).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
 
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
@@ -16,6 +20,11 @@ from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.manifest import COMMIT, mirror_manifest_url, unpinned_manifest
 from ms4fleet.weights.secret import Secret, TokenRef, read_token
 from ms4fleet.weights.source import Source, SourceKind
+
+if TYPE_CHECKING:
+    from ms4fleet.weights.mirror import MirrorSource
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,19 @@ class WeightsRequest:
     def same_files(self, other: WeightsRequest) -> bool:
         """Whether ``other`` wants the same bytes from the same source (so one fetch serves both)."""
         return replace(self, dest="", owner=None) == replace(other, dest="", owner=None)
+
+
+def by_files(items: Iterable[T], request_of: Callable[[T], WeightsRequest]) -> list[list[T]]:
+    """``items`` grouped by the files their requests take (``WeightsRequest.same_files``), each group and the
+    groups in the order given: one fetch, or one peer tree, serves a group."""
+    groups: list[list[T]] = []
+    for item in items:
+        group = next((g for g in groups if request_of(g[0]).same_files(request_of(item))), None)
+        if group is None:
+            groups.append([item])
+        else:
+            group.append(item)
+    return groups
 
 
 def request_for_host(config: HostConfig) -> WeightsRequest:
@@ -89,21 +111,26 @@ def open_source(request: WeightsRequest, endpoint: str | None = None) -> tuple[S
     # The sources (the Hub client above all) load only to fetch: planning a fleet reads requests, never sources.
     from ms4fleet.weights.hub import HubSource
     from ms4fleet.weights.localpath import PathSource
-    from ms4fleet.weights.mirror import MirrorSource
 
     if request.source == "hub":
         secret = read_token(request.token) if request.token is not None else None
         return HubSource(request.repo_id, request.revision, secret, endpoint=endpoint), secret
     if request.source == "mirror":
-        assert request.mirror_url is not None
-        # The Hub token is never sent to a mirror: it is a different service with its own access control.
-        mirror = MirrorSource(
-            request.mirror_url,
-            request.repo_id,
-            request.revision,
-            manifest_sha256=request.manifest_sha256,
-            allow_insecure=request.allow_insecure,
-        )
-        return mirror, None
+        return mirror_for(request), None
     assert request.path is not None
     return PathSource(request.path, request.repo_id, request.revision), None
+
+
+def mirror_for(request: WeightsRequest) -> MirrorSource:
+    """The mirror of a ``source: mirror`` request, checked against its pinned manifest. The Hub token is never
+    sent to a mirror: it is a different service with its own access control."""
+    from ms4fleet.weights.mirror import MirrorSource
+
+    assert request.mirror_url is not None
+    return MirrorSource(
+        request.mirror_url,
+        request.repo_id,
+        request.revision,
+        manifest_sha256=request.manifest_sha256,
+        allow_insecure=request.allow_insecure,
+    )

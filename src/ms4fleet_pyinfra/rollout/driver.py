@@ -43,7 +43,7 @@ from ms4fleet.rollout.waves import Policy, PolicyError, RolloutPlan, check_capac
 from ms4fleet.serving import ServingPlan, local_address, plan_host
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.peers import Member, check_members, stage_group
-from ms4fleet.weights.request import WeightsRequest, request_for_host
+from ms4fleet.weights.request import WeightsRequest, by_files, request_for_host
 from ms4fleet.weights.stage import target_for
 from ms4fleet_pyinfra.deploys.host import provision, replan
 from ms4fleet_pyinfra.facts import OsReleaseFact
@@ -259,14 +259,7 @@ class Rollout:
         """The rollout's hosts with weights.peers take the revision through the peer tree, before any is drained
         (each host's weights step then finds it verified); hosts whose request differs form their own tree."""
         members = [m for m in self.peer_members if m.name in names]
-        groups: list[list[Member]] = []
-        for member in members:
-            group = next((g for g in groups if g[0].request.same_files(member.request)), None)
-            if group is None:
-                groups.append([member])
-            else:
-                group.append(member)
-        for group in groups:
+        for group in by_files(members, lambda member: member.request):
             progress = ProgressTracker(LineView(logger.info, f"peer staging to {len(group)} host(s)", "host"))
             try:
                 report = stage_group(group, None, None, progress=progress)
