@@ -39,13 +39,15 @@ NOUVEAU_FILE = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
 DAEMON_JSON = "/etc/docker/daemon.json"
 # daemon.json keys dockerd applies on SIGHUP, with no restart: Docker's documented reload list (dockerd
 # reference, "Configuration reload behavior"). Left out: `features`, which is in that list but whose features
-# (the containerd image store) take effect only when dockerd starts.
+# (the containerd image store) take effect only when dockerd starts; `runtimes` and `default-runtime`: the
+# replicas run with `--gpus`, whose NVIDIA device driver dockerd registers only when it starts with the container
+# toolkit's hook installed, so the change that adds the nvidia runtime (the toolkit just installed) must restart
+# it, or `docker run --gpus` fails with 'could not select device driver'.
 DOCKER_RELOADABLE = frozenset(
     {
         "allow-nondistributable-artifacts",
         "authorization-plugins",
         "debug",
-        "default-runtime",
         "insecure-registries",
         "labels",
         "live-restore",
@@ -53,7 +55,6 @@ DOCKER_RELOADABLE = frozenset(
         "max-concurrent-uploads",
         "max-download-attempts",
         "registry-mirrors",
-        "runtimes",
         "shutdown-timeout",
     }
 )

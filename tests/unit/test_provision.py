@@ -180,6 +180,9 @@ def test_daemon_json_keeps_containers_through_a_docker_restart() -> None:
         ({"debug": True, "data-root": "/srv/docker"}, "restart"),
         # `features` is reloaded, but the containerd image store takes effect only at start.
         ({"features": {"containerd-snapshotter": True}}, "restart"),
+        # Documented as reloaded, but `--gpus` needs dockerd started with the toolkit's hook.
+        ({"runtimes": {"crun": {"path": "/usr/bin/crun"}}}, "restart"),
+        ({"default-runtime": "nvidia"}, "restart"),
     ],
 )
 def test_a_daemon_json_change_is_reloaded_when_every_changed_key_is_reloadable(
@@ -190,7 +193,8 @@ def test_a_daemon_json_change_is_reloaded_when_every_changed_key_is_reloadable(
     assert daemon_json_apply(before, after) == expected
     # Formatting alone is no change dockerd needs to see; a Docker with no file yet reloads ours.
     assert daemon_json_apply(json.dumps(json.loads(before)), before) == "none"
-    assert daemon_json_apply(None, daemon_json(None, host())) == "reload"
+    # A Docker with no file yet (adopted) and the toolkit's runtime added: only a restart registers --gpus.
+    assert daemon_json_apply(None, daemon_json(None, host())) == "restart"
 
 
 def test_a_driver_branch_change_releases_the_old_branchs_hold_and_nothing_else() -> None:
