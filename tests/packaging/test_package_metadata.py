@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # What this collection's plugins import as `ansible_collections.ms4fleet.fleet...` is the collection itself.
 OWN = {"ms4fleet", "ms4fleet_pyinfra", "ms4fleet_ansible", "ms4fleet_sim", "ansible_collections"}
 GUARD = "ansible_collections.ms4fleet.fleet.plugins.plugin_utils"
+# A host-side script shipped alone imports a sibling shipped with it by its bare name (weights_verify).
+HOSTSIDE = {path.stem for path in (ROOT / "src" / "ms4fleet" / "hostside").glob("*.py")}
 # Imported only by host-side scripts that run inside the serving image (which brings them), never here.
 SERVING_IMAGE_ONLY = {"torch": "src/ms4fleet/hostside/burnin.py"}
 
@@ -49,7 +51,7 @@ def _third_party(*bases: Path) -> dict[str, str]:
         for path in sorted(base.rglob("*.py")):
             for _, module, _ in _imports(path):
                 top = module.split(".")[0]
-                if top not in sys.stdlib_module_names and top != "__future__" and top not in OWN:
+                if top not in sys.stdlib_module_names and top != "__future__" and top not in OWN | HOSTSIDE:
                     found.setdefault(top, str(path.relative_to(ROOT)))
     return found
 
