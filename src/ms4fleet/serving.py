@@ -423,7 +423,7 @@ def _render_unit(
         has_secrets=keyed,
         container=paths.container_name(index),
         exec_start=" ".join(systemd_word(word) for word in command),
-        health_url=f"http://{url_host(host)}:{internal_port(port)}/health",
+        exec_start_post=_exec_start_post(f"http://{url_host(host)}:{internal_port(port)}/health"),
         timeout=timeout_start_s(config.profile),
         stop_timeout=TIMEOUT_STOP_S,
         exec_stop=_exec_stop(paths.container_name(index)),
@@ -449,6 +449,23 @@ _ADOPT = (
     ' [ -z "$running" ] || exec /usr/bin/docker attach --no-stdin "$c";'
     ' /usr/bin/docker rm --force "$c" >/dev/null 2>&1; exec "$@"'
 )
+
+
+def _exec_start_post(health_url: str) -> str:
+    """ExecStartPost= of a replica: ask /health every 2 s until it answers 200, and fail the start as soon as
+    the main process is gone. systemd leaves a unit whose main process exits in "start-post" until this
+    command ends, so a retry loop blind to it (curl --retry) held a replica whose vLLM died while loading in
+    "activating" for all of TimeoutStartSec (20 min) before Restart= could act. TimeoutStartSec bounds the
+    wait for a slow load. Each try is a fresh curl: a connection reset while the engine starts is one more
+    try, whatever curl's version retries. The liveness check follows the pause, never the fork: for its
+    first moments a native replica's main process is still root, before systemd switches it to User=, and
+    ``kill -0`` from the service user fails then (EPERM) as if it were gone (seen on the sim)."""
+    script = (
+        'until /usr/bin/curl --silent --fail --output /dev/null --max-time 10 "$0"; do sleep 2;'
+        ' kill -0 "$MAINPID" 2>/dev/null || { echo "main process $MAINPID exited before $0 answered" >&2; exit 1; };'
+        " done"
+    )
+    return " ".join(systemd_word(w) for w in ("/bin/sh", "-c", script, health_url))
 
 
 def _exec_stop(container: str) -> str:

@@ -36,7 +36,7 @@ class LoadResult:
 
 
 class Load:
-    def __init__(self, url: str, workers: int = 3, max_requests: int = 20_000, pause_s: float = 0.02) -> None:
+    def __init__(self, url: str, workers: int = 3, max_requests: int = 500_000, pause_s: float = 0.02) -> None:
         self.url = url.rstrip("/")
         # A short pause between a worker's requests keeps the load steady but light on a shared machine.
         self.pause_s = pause_s

@@ -3,7 +3,8 @@ load balancer routes to it (none of its replicas marked ``down`` in ms4fleet's c
 every replica answers GET /health on its public port (the host proxy), from the test's controller.
 
 The LB's config is read through one ``docker exec`` shell kept open for the whole run (a new exec per sample
-would take longer than the interval on a loaded machine). Samples start at a fixed rate and may overlap: on a
+would take longer than the interval on a loaded machine); a shell that dies (CI once lost one mid-run) is
+replaced, and the sample that saw it die is retried on the new one. Samples start at a fixed rate and may overlap: on a
 loaded 2-core machine one sample (a config read and every replica's /health) can take longer than the interval,
 and waiting for it would stretch the time between observations; each sample is stamped when it starts.
 """
@@ -49,32 +50,65 @@ class ServingSampler:
         self.targets = list(targets)
         self.interval_s = interval_s
         self.samples = Samples()
+        self.shell_restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        script = f"while read _; do cat {lb.CONF_PATH} 2>/dev/null; echo {_END}; done"
-        self._shell = subprocess.Popen(
-            ["docker", "exec", "-i", lb_container, "sh", "-c", script],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        self._lb_container = lb_container
+        self._shell = self._open_shell()
         self._pool = ThreadPoolExecutor(max_workers=8)
         self._samplers = ThreadPoolExecutor(max_workers=4)
         self._conf_lock = threading.Lock()
         self._points_lock = threading.Lock()
         self._client = httpx.Client(timeout=1.0, limits=httpx.Limits(max_keepalive_connections=0))
 
+    def _open_shell(self) -> subprocess.Popen[str]:
+        script = f"while read _; do cat {lb.CONF_PATH} 2>/dev/null; echo {_END}; done"
+        return subprocess.Popen(
+            ["docker", "exec", "-i", self._lb_container, "sh", "-c", script],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _read_conf(self) -> str | None:
+        """The config through the open shell, or None when the shell is gone."""
+        shell = self._shell
+        assert shell.stdin is not None and shell.stdout is not None
+        try:
+            shell.stdin.write("\n")
+            shell.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            return None
+        lines: list[str] = []
+        for line in iter(shell.stdout.readline, ""):
+            if line.strip() == _END:
+                return "".join(lines)
+            lines.append(line)
+        return None  # EOF before the end mark: the shell died mid-read
+
     def _conf(self) -> str:
-        assert self._shell.stdin is not None and self._shell.stdout is not None
         with self._conf_lock:
-            self._shell.stdin.write("\n")
-            self._shell.stdin.flush()
-            lines = []
-            for line in iter(self._shell.stdout.readline, ""):
-                if line.strip() == _END:
-                    break
-                lines.append(line)
-        return "".join(lines)
+            conf = self._read_conf()
+            if conf is None:
+                self._close_shell()
+                self.shell_restarts += 1
+                self._shell = self._open_shell()
+                conf = self._read_conf()
+            if conf is None:
+                raise RuntimeError(f"cannot read {lb.CONF_PATH} in {self._lb_container}")
+            return conf
+
+    def _close_shell(self) -> None:
+        try:
+            if self._shell.stdin is not None:
+                self._shell.stdin.close()
+        except BrokenPipeError:
+            pass  # it died with our last newline unread
+        try:
+            self._shell.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._shell.kill()
+            self._shell.wait()
 
     def _healthy(self, url: str) -> bool:
         try:
@@ -114,8 +148,6 @@ class ServingSampler:
         self._stop.set()
         self._thread.join(timeout=30)
         self._samplers.shutdown()
-        if self._shell.stdin is not None:
-            self._shell.stdin.close()
-        self._shell.wait(timeout=30)
+        self._close_shell()
         self._pool.shutdown()
         self._client.close()

@@ -112,7 +112,7 @@ def units_carry(world: World, value: int) -> dict[str, list[str]]:
     return wrong
 
 
-def under_load(world: World, hosts: Path, change: Any, max_requests: int = 20_000) -> tuple[Any, Load, ServingSampler]:
+def under_load(world: World, hosts: Path, change: Any, max_requests: int = 500_000) -> tuple[Any, Load, ServingSampler]:
     with Load(world.lb_url, workers=2, max_requests=max_requests) as load, sampler(world, hosts) as serving:
         load.wait_for(20)
         result = change()
@@ -122,7 +122,10 @@ def under_load(world: World, hosts: Path, change: Any, max_requests: int = 20_00
 
 def check_kept_serving(load: Load, serving: ServingSampler) -> None:
     assert load.result.failed == 0, load.result.reasons
-    assert serving.samples.largest_gap_s() <= 0.5, serving.samples.largest_gap_s()
+    # Samples start every 0.25 s, but a loaded 2-core CI machine can stall the sampler's thread for a second.
+    # The shortest outage this must see is one host too many out of nginx: drained, stopped and its replicas
+    # restarted and verified, several seconds in the sim; a gap of at most 2 s still samples it at least twice.
+    assert serving.samples.largest_gap_s() <= 2.0, serving.samples.largest_gap_s()
     assert serving.samples.least >= 3, [n for _, n in serving.samples.points]
 
 

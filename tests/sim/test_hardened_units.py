@@ -167,3 +167,25 @@ def test_a_change_by_root_behind_the_toolkit_is_caught_before_start(hardened: Ha
     assert host.sudo(f"sha256sum {path}").stdout.split()[0] == original
     host.sudo(f"systemctl reset-failed {replica.unit_name}; systemctl start {replica.unit_name}", timeout=300)
     assert host.run(f"curl -sf http://127.0.0.1:{replica.internal_port}/health", check=False).rc == 0
+
+
+def test_a_replica_that_dies_while_loading_fails_its_start_at_once(hardened: Hardened) -> None:
+    """The start waits for /health only while the main process lives: a vLLM that exits during its load
+    fails the start then, not after TimeoutStartSec (the sudo below would time out long before it)."""
+    host, replica = hardened.host, hardened.native.replicas[0]
+    timeout = next(line for line in replica.unit_text.splitlines() if line.startswith("TimeoutStartSec="))
+    assert int(timeout.partition("=")[2]) > 120, timeout
+    host.sudo("""printf %s '{"refuse_start": "simulated load failure"}' > /etc/nvidia-sim/faults.json""")
+    try:
+        restart = host.sudo(f"systemctl restart {replica.unit_name}", check=False, timeout=120)
+        assert restart.rc != 0, restart
+        result = host.sudo(f"systemctl show -p Result --value {replica.unit_name}").stdout.strip()
+        assert result == "exit-code", result
+        journal = host.sudo(f"journalctl -u {replica.unit_name} --no-pager -n 40").stdout
+        assert "simulated load failure" in journal, journal
+        assert f"exited before http://127.0.0.1:{replica.internal_port}/health answered" in journal, journal
+    finally:
+        host.sudo("rm -f /etc/nvidia-sim/faults.json")
+    host.sudo(f"systemctl reset-failed {replica.unit_name}; systemctl restart {replica.unit_name}", timeout=300)
+    assert host.sudo(f"systemctl is-active {replica.unit_name}").stdout.strip() == "active"
+    assert host.run(f"curl -sf http://127.0.0.1:{replica.internal_port}/health", check=False).rc == 0
