@@ -66,8 +66,20 @@ def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ[STATE_ENV] = before
 
 
-# Fixtures wider than a module that bring up something under a fixed name (a sim fleet, the rollout world).
-_SHARED_FIXTURES = ("sim_fleet", "sim_faults", "driver_hgx", "driver_pcie", "docker_hgx", "rollout_world")
+# Fixtures that bring up something under a fixed name (a sim fleet, the rollout world), and the scheduling
+# scope of a module that names one: a session fixture's modules share a worker; so do the modules that import a
+# module fixture from another (each builds its own copy under the same fleet name: on two workers at once, one
+# tore down the other's load balancer in CI).
+_SHARED_FIXTURES = {
+    "sim_fleet": "sim_fleet",
+    "sim_faults": "sim_faults",
+    "driver_hgx": "driver_hgx",
+    "driver_pcie": "driver_pcie",
+    "docker_hgx": "docker_hgx",
+    "rollout_world": "rollout_world",
+    "serving_world": "rollout_world",  # test_sim_rollout_deploy's, built on the rollout world
+    "docker_world": "docker_world",  # test_sim_rollout_digest's fleet "digest"
+}
 _TESTS = Path(__file__).resolve().parent
 
 
@@ -77,7 +89,7 @@ def _module_scope(module: str) -> str:
     sim fleets, so two workers must never run its tests), or the first shared fixture its source names, so
     every module of one session fleet runs on the same worker and the fleet comes up once."""
     source = (_TESTS.parent / module).read_text(encoding="utf-8") if module.endswith(".py") else ""
-    return next((name for name in _SHARED_FIXTURES if re.search(rf"\b{name}\b", source)), module)
+    return next((scope for name, scope in _SHARED_FIXTURES.items() if re.search(rf"\b{name}\b", source)), module)
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
