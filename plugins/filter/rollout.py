@@ -9,6 +9,9 @@
   units and the load balancer's config live on the hosts.
 + ``record_text | ms4fleet.fleet.rollout_record(release, host)``: the host's release record after a verified
   switch (previous kept); ``record_text | ms4fleet.fleet.rollout_current(host)``: the release it runs now.
++ ``read.stdout | ms4fleet.fleet.rollout_deploy_change(hostvars[inventory_hostname], converged)``: what a plain
+  deploy's change does to the host (``read``: the output of ``where.read_script``): ``change`` (none, live,
+  replica-restart, docker-restart, reboot), ``reasons`` and ``disruptive`` (drain it first).
 + ``gpu_hostvars | ms4fleet.fleet.rollout_nginx_conf(down=[...], lb_vars=hostvars[lb])``: the load balancer's
   config text (TLS from the LB host's ``lb_tls_*``); ``hostvars[lb] | ms4fleet.fleet.rollout_lb_key_check``:
   shell that refuses its TLS key unless it is root's alone.
@@ -37,6 +40,7 @@ NAMES = (
     "rollout_paths",
     "rollout_current",
     "rollout_record",
+    "rollout_deploy_change",
     "rollout_nginx_conf",
     "rollout_lb_key_check",
     "rollout_in_flight",

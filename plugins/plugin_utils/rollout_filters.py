@@ -16,7 +16,8 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 from ms4fleet import paths
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data
 from ms4fleet.imagepin import pin_configs
-from ms4fleet.rollout import lb
+from ms4fleet.rollout import hostread, lb
+from ms4fleet.rollout.changes import deploy_change
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseRecord, release_for
 from ms4fleet.rollout.switch import (
     ROLLBACK_CHECKS,
@@ -88,6 +89,7 @@ def rollout_paths(release: Mapping[str, Any]) -> dict[str, Any]:
         "drain_window_s": lb.DRAIN_WINDOW_S,
         "rollback_checks": list(ROLLBACK_CHECKS),
         "rollback_timeout_s": ROLLBACK_TIMEOUT_S,
+        "read_script": hostread.READ_SCRIPT,
     }
 
 
@@ -122,6 +124,16 @@ def rollout_lb_out(gpu_hostvars: Sequence[Mapping[str, Any]], out_before: Sequen
 def rollout_current(record_text: str | None, host: str) -> dict[str, Any] | None:
     record = ReleaseRecord.parse(host, record_text or "")
     return None if record.current is None else record.current.to_dict()
+
+
+def rollout_deploy_change(
+    read_text: str | None, variables: Mapping[str, Any], converged: bool = False
+) -> dict[str, Any]:
+    host = str(variables.get("inventory_hostname", "?"))
+    read = hostread.parse(read_text or "")
+    current = ReleaseRecord.parse(host, read.record_text).current
+    found = deploy_change(current, Release.from_dict(rollout_release(variables)), read.sha256, bool(converged))
+    return {**found.to_dict(), "disruptive": found.change.disruptive}
 
 
 def rollout_record(record_text: str | None, release: Mapping[str, Any], host: str) -> str:

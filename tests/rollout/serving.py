@@ -2,22 +2,26 @@
 load balancer routes to it (none of its replicas marked ``down`` in ms4fleet's config, or no config yet) and
 every replica answers GET /health on its public port (the host proxy), from the test's controller.
 
-The LB's config is read through one ``docker exec`` shell kept open for the whole run (a new exec per sample
-would take longer than the interval on a loaded machine); a shell that dies (CI once lost one mid-run) is
-replaced, and the sample that saw it die is retried on the new one. Samples start at a fixed rate and may overlap: on a
-loaded 2-core machine one sample (a config read and every replica's /health) can take longer than the interval,
-and waiting for it would stretch the time between observations; each sample is stamped when it starts.
+The sampler runs in a process of its own: the change it watches runs inside the test's process (pyinfra's
+greenlets, paramiko, the rollout), which in CI held the sampler's thread off for a second. The LB's config is
+read through one ``docker exec`` shell kept open for the whole run (a new exec per sample would take longer
+than the interval on a loaded machine); a shell that dies is replaced and its sample retried. Samples start
+at a fixed rate and may overlap: on a loaded 2-core machine one sample (a config read and every replica's
+/health) can take longer than the interval, and waiting for it would stretch the time between observations;
+each sample is stamped when it starts (time.monotonic, which a child process shares with its parent).
 """
 
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -45,7 +49,9 @@ class Samples:
         return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
 
 
-class ServingSampler:
+class _Sampler:
+    """The sampling itself, in the sampler's process."""
+
     def __init__(self, lb_container: str, targets: Sequence[Target], interval_s: float = 0.25) -> None:
         self.targets = list(targets)
         self.interval_s = interval_s
@@ -140,7 +146,7 @@ class ServingSampler:
         for future in pending:
             future.result(timeout=30)
 
-    def __enter__(self) -> ServingSampler:
+    def __enter__(self) -> _Sampler:
         self._thread.start()
         return self
 
@@ -151,3 +157,45 @@ class ServingSampler:
         self._close_shell()
         self._pool.shutdown()
         self._client.close()
+
+
+def _sample(lb_container: str, targets: list[Target], interval_s: float, stop: Any, out: Any) -> None:
+    """The sampler process: samples until ``stop`` is set, then sends its points and shell restarts."""
+    sampler = _Sampler(lb_container, targets, interval_s)
+    with sampler:
+        while not sampler.samples.points:
+            time.sleep(0.05)
+        out.send("ready")
+        stop.wait()
+    out.send((sampler.samples.points, sampler.shell_restarts))
+
+
+class ServingSampler:
+    """Counts the hosts serving from a process of its own while the ``with`` block runs."""
+
+    def __init__(self, lb_container: str, targets: Sequence[Target], interval_s: float = 0.25) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.samples = Samples()
+        self.shell_restarts = 0
+        self._stop = context.Event()
+        self._results, child = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_sample, args=(lb_container, list(targets), interval_s, self._stop, child), daemon=True
+        )
+
+    def __enter__(self) -> ServingSampler:
+        self._process.start()
+        # The first sample is taken before the change starts.
+        if not self._results.poll(120) or self._results.recv() != "ready":
+            self._process.kill()
+            raise RuntimeError("the serving sampler took no first sample in 120 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if not self._results.poll(120):
+            self._process.kill()
+            raise RuntimeError("the serving sampler sent no samples 120 s after it was stopped")
+        points, self.shell_restarts = self._results.recv()
+        self.samples.points = list(points)
+        self._process.join(timeout=30)

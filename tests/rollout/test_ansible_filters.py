@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from ms4fleet import paths
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import plan_for_data
+from ms4fleet.rollout.hostread import READ_SCRIPT
 from ms4fleet.rollout.lb import CONF_PATH, DRAIN_WINDOW_S, Backend, nginx_conf
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, ReleaseRecord, release_for
 from ms4fleet.rollout.switch import ROLLBACK_CHECKS, ROLLBACK_TIMEOUT_S, release_ports, switch_script
@@ -95,6 +97,7 @@ def test_paths_are_the_core_paths(filters: SimpleNamespace) -> None:
         "drain_window_s": DRAIN_WINDOW_S,
         "rollback_checks": list(ROLLBACK_CHECKS),
         "rollback_timeout_s": ROLLBACK_TIMEOUT_S,
+        "read_script": READ_SCRIPT,
     }
 
 
@@ -115,6 +118,33 @@ def test_release_record_and_nginx_text_match_the_core(filters: SimpleNamespace) 
     backends = [Backend(h, f"192.0.2.{h[-1]}", p) for h in ("gpu-1", "gpu-2") for p in (8000, 8001)]
     assert conf == nginx_conf(backends, {"gpu-2"})
     assert filters.rollout_in_flight("vllm:num_requests_running 2\nvllm:num_requests_waiting 1\n") == 3.0
+
+
+def read_output(record_text: str, units: dict[str, str]) -> str:
+    """What READ_SCRIPT prints on a host with this record and these unit files, all active."""
+    lines = [f"{name} active {hashlib.sha256(text.encode()).hexdigest()}" for name, text in units.items()]
+    return record_text + "--ms4fleet-units--\n" + "\n".join(lines) + "\n"
+
+
+def test_deploy_change_is_the_core_s_and_only_a_disruptive_one_drains(filters: SimpleNamespace) -> None:
+    """site.yml batches a serving host only when the core's deploy_change stops its replicas."""
+    a = hostvars("gpu-1")
+    release = filters.rollout_release(a)
+    read = read_output(filters.rollout_record("", release, "gpu-1"), release["units"])
+    assert filters.rollout_deploy_change(read, a) == {
+        "change": "none", "reasons": [], "provisions": False, "disruptive": False,
+    }  # fmt: skip
+    live = filters.rollout_deploy_change(read, {**a, "ms4fleet_provision": {"reboot": "never"}})
+    assert (live["change"], live["disruptive"], live["provisions"]) == ("live", False, True), live
+    flags = filters.rollout_deploy_change(read, hostvars("gpu-1", max_num_seqs=32))
+    assert (flags["change"], flags["disruptive"]) == ("replica-restart", True), flags
+    # Unit files changed behind the record: unknown ground, drained once unless the host is converged.
+    edited = read_output(
+        filters.rollout_record("", release, "gpu-1"), {n: t + "#" for n, t in release["units"].items()}
+    )
+    assert filters.rollout_deploy_change(edited, a)["change"] == "reboot"
+    assert filters.rollout_deploy_change(edited, a, True)["change"] == "none"
+    assert filters.rollout_deploy_change("", a)["disruptive"]
 
 
 def test_switch_replicas_and_load_balancer_place_are_the_core_s(filters: SimpleNamespace) -> None:

@@ -25,14 +25,13 @@ import httpx
 from pyinfra.api.command import FunctionCommand
 from pyinfra.api.operation import operation
 
-from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check_data
 from ms4fleet.health import HealthError, gate, parse_health
 from ms4fleet.hostoutput import sections
 from ms4fleet.hostplan import gates
 from ms4fleet.hostscripts import python_command
-from ms4fleet.rollout import lb
+from ms4fleet.rollout import hostread, lb
 from ms4fleet.rollout.hoststate import Phase
 from ms4fleet.rollout.release import RELEASE_FILE, STAGED_DIR, Release, ReleaseError, ReleaseRecord
 from ms4fleet.rollout.switch import ROLLBACK_CHECKS, ROLLBACK_TIMEOUT_S, release_ports, stop_script, switch_script
@@ -46,35 +45,21 @@ from ms4fleet_pyinfra.rollout.session import shell
 from ms4fleet_pyinfra.rollout.tracker import HostFacts, Tracker
 from ms4fleet_pyinfra.tunnel import forwarded
 
-_SEPARATOR = "--ms4fleet-units--"
-_READ = (
-    f"cat {shlex.quote(RELEASE_FILE)} 2>/dev/null; echo {_SEPARATOR}; "
-    f'for f in {paths.SYSTEMD_DIR}/{paths.UNIT_PREFIX}-*.service; do [ -f "$f" ] || continue; '
-    'u=$(basename "$f"); echo "$u $(systemctl is-active "$u" 2>/dev/null || true) $(sha256sum < "$f" | cut -c1-64)"; '
-    "done"
-)
 JOURNAL_LINES = 300
 
 
 def parse_read(host: str, text: str) -> HostFacts:
-    record_text, _, units_text = text.partition(_SEPARATOR)
-    units, digests = {}, {}
-    for line in units_text.splitlines():
-        bits = line.split()
-        if bits:
-            units[bits[0]] = bits[1] if len(bits) > 1 else "unknown"
-            if len(bits) > 2:
-                digests[bits[0]] = bits[2]
-    return HostFacts(ReleaseRecord.parse(host, record_text), units, unit_sha256=digests)
+    read = hostread.parse(text)
+    return HostFacts(ReleaseRecord.parse(host, read.record_text), read.active, unit_sha256=read.sha256)
 
 
 def read_script() -> str:
     """Prints the release record, a separator, then one ``unit is-active sha256`` line per ms4fleet vLLM unit."""
-    return _READ
+    return hostread.READ_SCRIPT
 
 
 def _read(state: Any, host: Any, tracker: Tracker, address: str, sudo: bool) -> bool:
-    ok, out, err = shell(host, _READ, sudo)
+    ok, out, err = shell(host, hostread.READ_SCRIPT, sudo)
     if not ok:
         return tracker.fail(host.name, f"cannot read {RELEASE_FILE}: {err.strip()[-200:]}")
     try:
