@@ -71,7 +71,9 @@ def test_the_core_and_both_dry_runs_decide_upgrade_and_change_nothing(
     assert_old_build(fleet)
     core = core_decisions(fleet, PROFILE, tmp_path, capsys)
     driver = next(line for line in core if line.startswith("driver: "))
-    assert driver.startswith(f"driver: upgrade: driver {OLDER_DRIVER.version} (open, loaded) installed by package"), core
+    assert driver.startswith(f"driver: upgrade: driver {OLDER_DRIVER.version} (open, loaded) installed by package"), (
+        core
+    )
     name = fleet.hosts[PROFILE]
     dry = pyfleet.pyinfra(pyfleet.Fleet(fleet.target, fleet.record, fleet.py), "--dry")
     check = simrun.playbook(fleet.yml, "site.yml", "--check")
