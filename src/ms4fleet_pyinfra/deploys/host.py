@@ -158,7 +158,9 @@ def provision(hp: HostPlan, sudo: bool) -> None:
             hostops.holds(packages=group.names, name=f"hold {label}")
     driver_op = installs.get("driver")
     hostops.reboot_if_needed(
-        driver_changed=any_changed([moved, driver_op] if driver_op else [moved]),
+        # The move counts where ms4fleet manages the driver (as in the nvidia_driver role): a fabric manager
+        # moved next to a driver left alone asks for no reboot.
+        driver_changed=any_changed([moved, driver_op] if driver_op else []),
         policy=hp.reboot,
         name="reboot if the driver needs it",
     )

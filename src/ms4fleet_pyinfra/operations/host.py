@@ -141,7 +141,7 @@ def move_to_pins(group_pins: dict[str, tuple[Pin, ...]]) -> Generator[Any, None,
     """Install at the plan's pin what the core's ``pinned_moves`` names: held packages at another version,
     which neither ``apt.packages`` (installed: nothing to do) nor apt itself (held) moves. Their hold stays."""
     names = tuple(sorted({name for pins in group_pins.values() for pin in pins for name in pin.names}))
-    installed = host.get_fact(InstalledVersions, packages=names)
+    installed = host.get_fact(InstalledVersions, packages=names) if names else {}
     moves = pinned_moves(group_pins, installed)
     if not moves:
         host.noop("every pinned package is at its pin")
