@@ -41,6 +41,12 @@ def fleet() -> Iterator[Brownfield]:
         inventories.remove(target)
 
 
+def failed(output: str) -> str:
+    """What a failed run says about it: its fatal and failed lines, then its end."""
+    lines = [line for line in output.splitlines() if line.startswith(("fatal:", "failed:")) or "rror" in line]
+    return "\n".join(lines[:40]) + "\n...\n" + output[-4000:]
+
+
 def packages(fleet: Brownfield) -> dict[str, tuple[str, str]]:
     """``{package: (version, dpkg status)}`` of the driver and the fabric manager."""
     out = fleet.sh(PROFILE, "dpkg-query -W -f='${Package} ${Version} ${db:Status-Abbrev}\\n' " + " ".join(MOVED))
@@ -77,9 +83,9 @@ def test_the_core_and_both_dry_runs_decide_upgrade_and_change_nothing(
     dry = pyfleet.pyinfra(pyfleet.Fleet(fleet.target, fleet.record, fleet.py), "--dry")
     check = simrun.playbook(fleet.yml, "site.yml", "--check")
     for engine, run in (("pyinfra", dry), ("ansible", check)):
-        assert run.rc == 0, (engine, run.output[-6000:])
+        assert run.rc == 0, f"{engine}: {failed(run.output)}"
         printed = engine_decisions(run.output, name)
-        assert any(line.startswith(driver) for line in printed), (engine, printed, run.output[-6000:])
+        assert any(line.startswith(driver) for line in printed), f"{engine}: {printed} {failed(run.output)}"
     assert_old_build(fleet)
 
 
@@ -88,18 +94,18 @@ def test_pyinfra_then_ansible_move_the_held_driver_to_its_pin_and_reboot_once(fl
     py = pyfleet.Fleet(fleet.target, fleet.record, fleet.py)
     before = started_at(container)
     run = pyfleet.pyinfra(py)
-    assert run.rc == 0, run.output[-6000:]
+    assert run.rc == 0, f"{failed(run.output)}"
     assert_upgraded(fleet, before)
     again = pyfleet.pyinfra(py)
-    assert again.rc == 0 and again.changed_ops() == 0, again.output[-6000:]
+    assert again.rc == 0 and again.changed_ops() == 0, f"{failed(again.output)}"
     assert "converged (nothing to do)" in again.output
     after = started_at(container)
     # The old build back, held and loaded: the deployed host is not converged any more, and site.yml moves it.
     brownfield.apply(fleet.record, fleet.record.hosts[0], PROFILE)
     assert_old_build(fleet)
     site = simrun.playbook(fleet.yml, "site.yml")
-    assert site.rc == 0, site.output[-6000:]
+    assert site.rc == 0, f"{failed(site.output)}"
     assert "Move held driver packages to their pinned version" in site.output
     assert_upgraded(fleet, after)
     rerun = simrun.playbook(fleet.yml, "site.yml")
-    assert rerun.rc == 0 and rerun.changed() == 0, rerun.output[-6000:]
+    assert rerun.rc == 0 and rerun.changed() == 0, f"{failed(rerun.output)}"
