@@ -95,6 +95,7 @@ def test_pyinfra_then_ansible_move_the_held_driver_to_its_pin_and_reboot_once(fl
     before = started_at(container)
     run = pyfleet.pyinfra(py)
     assert run.rc == 0, f"{failed(run.output)}"
+    assert "move held driver packages to their pinned version" in run.output
     assert_upgraded(fleet, before)
     again = pyfleet.pyinfra(py)
     assert again.rc == 0 and again.changed_ops() == 0, f"{failed(again.output)}"
