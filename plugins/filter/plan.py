@@ -8,6 +8,8 @@
 + ``desired_text | ms4fleet.fleet.daemon_json_apply(current_text)``: how dockerd takes it (none, reload,
   restart).
 + ``held_lines | ms4fleet.fleet.released_holds(plan)``: holds to release before the plan's held groups install.
++ ``dpkg_lines | ms4fleet.fleet.pinned_moves(plan)``: held driver / fabric manager packages at another version
+  than their pin, to install at it (``plan.move_command``).
 + ``driver_changed | ms4fleet.fleet.needs_reboot(reboot_required, loaded, installed)``.
 + ``boot_kernels.stdout_lines | ms4fleet.fleet.reboot_refusal``: why not to reboot now (the kernel that boots
   next has no NVIDIA module), or "".
@@ -29,6 +31,7 @@ NAMES = (
     "daemon_json",
     "daemon_json_apply",
     "released_holds",
+    "pinned_moves",
     "needs_reboot",
     "reboot_refusal",
     "ssh_host_key_args",

@@ -17,10 +17,11 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa
 from ms4fleet import apikey, paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
+from ms4fleet.hostoutput import DPKG_FORMAT
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data, stack_for
 from ms4fleet.kernels import BOOT_MODULES_SCRIPT
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
-from ms4fleet.provision import DAEMON_JSON, OsRelease
+from ms4fleet.provision import DAEMON_JSON, MOVE_COMMAND, OsRelease
 from ms4fleet.proxy import PROXY_SERVICE
 
 # The package groups of the plan, by the names the roles read.
@@ -92,7 +93,7 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
     """The provisioning part of the host's plan, keyed the way the roles read it (package groups by name)."""
     plan = host_plan(variables, facts)
     config = host_config(variables)
-    groups = {g["group"]: {"names": g["names"], "hold": g["hold"]} for g in plan["packages"]}
+    groups = {g["group"]: {"names": g["names"], "hold": g["hold"], "pins": g["pins"]} for g in plan["packages"]}
     merged = {f["kind"]: f["path"] for f in plan["merged_files"]}
     return {
         "os": plan["os"],
@@ -110,6 +111,9 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         if plan.get("stack")
         else (config.provision.driver_version if config.provision.manage_driver else None),
         "reboot": plan["reboot"]["policy"],
+        # Held packages at another version than their pin (``pinned_moves``) are installed with this argv.
+        "move_command": list(MOVE_COMMAND),
+        "dpkg_format": DPKG_FORMAT,
         "runtime": plan["runtime"],
         "notes": plan["notes"],
         # What the host had and the core's decision (absent before the probe ran), and a takeover's uninstall.

@@ -15,6 +15,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import (
 
 from ms4fleet import hostkeys, kernels
 from ms4fleet import provision as core_provision
+from ms4fleet.hostoutput import installed_packages
 
 
 def provision_plan(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,6 +49,18 @@ def released_holds(held: list[str] | None, plan: Mapping[str, Any]) -> list[str]
         if (group := plan.get(name)) and group.get("hold")
     }
     return list(core_provision.released_holds(groups, held or []))
+
+
+def pinned_moves(lines: list[str] | None, plan: Mapping[str, Any], group: str | None = None) -> list[str]:
+    """The held packages to install at their pin (``lines``: dpkg-query with the plan's ``dpkg_format``;
+    ``group``: only that group's packages)."""
+    pins = {
+        name: [core_provision.Pin(tuple(p["names"]), p["version"]) for p in found.get("pins", [])]
+        for name in core_provision.PINNED_GROUPS
+        if (found := plan.get(name))
+    }
+    only = (plan.get(group) or {}).get("names", []) if group else None
+    return list(core_provision.pinned_moves(pins, installed_packages(lines or []), only))
 
 
 def reboot_refusal(lines: list[str] | None) -> str:

@@ -52,6 +52,7 @@ from ms4fleet.provision import (
     ProvisionPlan,
     daemon_json,
     needs_reboot,
+    pinned_moves,
     provision_plan,
 )
 from ms4fleet.secrets import controller_value, env_file_script, secret_path, service_secret_refs
@@ -208,6 +209,8 @@ def differences(desired: Desired, sections: dict[str, list[str]]) -> list[str]:
     out: list[str] = []
     installed = installed_packages(sections.get("dpkg", []))
     out += [f"package {p} missing" for p in desired.packages if p not in installed]
+    moves = pinned_moves(desired.provision.group_pins(), installed)
+    out += [f"package {p} at {installed[p]}, not the pinned version" for p in moves]
     held = held_packages(sections.get("dpkg", []))
     out += [f"package {p} not held" for p in desired.provision.held if p not in held]
     hashes = {}

@@ -9,6 +9,9 @@ and the exact bytes of every file ms4fleet manages for provisioning. Both engine
 + ``daemon_json(current, config)``: Docker's daemon.json with ms4fleet's keys merged into what is there.
 + ``released_holds(held_groups, held)``: the holds to release before apt installs a held group's packages:
   the same group's packages of another branch or flavour (apt refuses to remove a held package).
++ ``pinned_moves(group_pins, installed)``: the driver and fabric manager packages the host has at a version
+  other than the plan's pin (held, so apt's install-what-is-missing never moves them): a deploy installs them
+  at the pin with ``MOVE_COMMAND`` (their hold stays) and the new driver's reboot follows.
 + ``daemon_json_apply(current, desired)``: how dockerd takes a new daemon.json: ``none``, ``reload`` (every
   changed key is one dockerd reloads on SIGHUP: the replicas' containers are not touched) or ``restart``.
 Every host also gets the unattended-upgrades blacklist of kernel and NVIDIA packages (``UNATTENDED_FILE``).
@@ -20,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
 from ms4fleet.catalog import package_series
@@ -200,6 +204,15 @@ class ProvisionPlan:
     def held(self) -> tuple[str, ...]:
         return tuple(name for group in self.packages() if group.hold for name in group.names)
 
+    def group_pins(self) -> dict[str, tuple[Pin, ...]]:
+        """The pins that apply to each group's packages (group name -> pins)."""
+        groups = {"driver": self.driver, "fabric_manager": self.fabric_manager}
+        return {
+            name: tuple(p for p in self.pins if set(p.names) & set(group.names))
+            for name, group in groups.items()
+            if group is not None
+        }
+
 
 # The names a held group's packages have in any branch or flavour. A host's hold on one of them that the plan
 # no longer names (the driver of the branch it leaves) is released before apt installs the plan's, which
@@ -216,6 +229,50 @@ def released_holds(held_groups: Mapping[str, Sequence[str]], held: Iterable[str]
     keep = {name for names in held_groups.values() for name in names}
     prefixes = tuple(prefix for group in held_groups for prefix in HOLD_FAMILIES.get(group, ()))
     return tuple(sorted({name for name in held if name not in keep and prefixes and name.startswith(prefixes)}))
+
+
+# The groups a deploy moves to their pin where the host has them at another version: the driver and the fabric
+# manager, which must match it. Both are held, and an install of a package already present moves nothing.
+PINNED_GROUPS = ("driver", "fabric_manager")
+# Installs held packages at apt's candidate, which the pin makes the pinned version (Pin-Priority 1001 also
+# downgrades); dpkg keeps their hold. The package names follow.
+MOVE_COMMAND = (
+    "env",
+    "DEBIAN_FRONTEND=noninteractive",
+    "apt-get",
+    "install",
+    "-y",
+    "-q",
+    "-o",
+    "DPkg::Lock::Timeout=600",
+    "-o",
+    "Dpkg::Options::=--force-confold",
+    "--no-install-recommends",
+    "--allow-change-held-packages",
+    "--allow-downgrades",
+)
+
+
+def pinned_moves(
+    group_pins: Mapping[str, Iterable[Pin]], installed: Mapping[str, str], only: Iterable[str] | None = None
+) -> tuple[str, ...]:
+    """Of the packages the pins of ``PINNED_GROUPS`` name (``group_pins``: group -> its pins; ``only``: just
+    these packages), those installed (``installed``: package -> its dpkg version) at a version the pin's glob
+    does not match, as apt matches it."""
+    wanted = None if only is None else set(only)
+    return tuple(
+        sorted(
+            {
+                name
+                for group in PINNED_GROUPS
+                for pin in group_pins.get(group, ())
+                for name in pin.names
+                if name in installed
+                and (wanted is None or name in wanted)
+                and not fnmatchcase(installed[name], pin.version)
+            }
+        )
+    )
 
 
 def check_os(host: str, os: OsRelease) -> None:

@@ -487,6 +487,22 @@ class EnvFileState(FactBase[str]):
         return f"missing-secret: {text}"
 
 
+class InstalledVersions(FactBase[dict[str, str]]):
+    """The installed versions of ``packages`` (dpkg-query; a package that is not installed is left out)."""
+
+    @override
+    def command(self, packages: tuple[str, ...]) -> str:
+        return _dpkg_query(*packages)
+
+    @staticmethod
+    def default() -> dict[str, str]:
+        return {}
+
+    @override
+    def process(self, output: list[str]) -> dict[str, str]:
+        return installed_packages(output)
+
+
 class AptHolds(FactBase[PackageSet]):
     """Packages on hold (``apt-mark showhold``)."""
 

@@ -58,7 +58,8 @@ def test_provision_plan_is_the_cores(facts: dict[str, str], os: OsRelease) -> No
     plan = FILTERS["provision_plan"](data, facts)
     core = provision_plan(config(data), os)
     assert plan["os"]["key"] == os.key
-    assert plan["driver"] == {"names": ["nvidia-driver-580-open"], "hold": True}
+    pin = {"names": ["nvidia-driver-580-open", "nvidia-fabricmanager"], "version": "580.95.05-*"}
+    assert plan["driver"] == {"names": ["nvidia-driver-580-open"], "hold": True, "pins": [pin]}
     assert plan["fabric_manager"]["names"] == list(core.fabric_manager.names)  # type: ignore[union-attr]
     assert [(f["path"], f["content"], int(f["mode"], 8), f["sha256"]) for f in plan["files"]] == [
         (f.path, f.content, f.mode, f.sha256) for f in core.files
@@ -158,6 +159,24 @@ def test_the_holds_a_driver_branch_change_releases_are_the_cores() -> None:
     held = ["nvidia-driver-580-open", "docker.io"]
     assert FILTERS["released_holds"](held, plan) == ["nvidia-driver-580-open"]
     assert FILTERS["released_holds"](held, {"driver": {"names": ["nvidia-driver-570-open"], "hold": False}}) == []
+
+
+def test_the_held_packages_moved_to_their_pin_are_the_cores() -> None:
+    pin = {"names": ["nvidia-driver-580-open", "nvidia-fabricmanager"], "version": "580.95.05-*"}
+    plan = {
+        "driver": {"names": ["nvidia-driver-580-open"], "hold": True, "pins": [pin]},
+        "fabric_manager": {"names": ["nvidia-fabricmanager"], "hold": True, "pins": [pin]},
+    }
+    lines = [
+        "nvidia-driver-580-open\t580.82.07-1\thi ",
+        "nvidia-fabricmanager\t580.82.07-1\thi ",
+        "docker.io\t26.1.5+dfsg1-9+b9\thi ",
+    ]
+    assert FILTERS["pinned_moves"](lines, plan) == ["nvidia-driver-580-open", "nvidia-fabricmanager"]
+    assert FILTERS["pinned_moves"](lines, plan, "fabric_manager") == ["nvidia-fabricmanager"]
+    # Removed with its configuration left (rc): not installed, nothing to move.
+    assert FILTERS["pinned_moves"](["nvidia-driver-580-open\t580.82.07-1\trc "], plan) == []
+    assert FILTERS["pinned_moves"]([line.replace("82.07", "95.05") for line in lines], plan) == []
 
 
 def test_daemon_json_refuses_a_broken_file_with_one_line() -> None:

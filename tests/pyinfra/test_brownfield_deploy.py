@@ -20,12 +20,12 @@ HOST_DATA: dict[str, Any] = {
 }
 
 
-def deploy(host_data: dict[str, Any], **stack: Any) -> dict[str, Any]:
+def deploy(host_data: dict[str, Any], responses: dict[str, str] | None = None, **stack: Any) -> dict[str, Any]:
     probe = json.loads(PROBE.read_text())
     probe["stack"].update(stack)
     answer = ["--ms4fleet-- os", "ID=ubuntu", 'VERSION_ID="24.04"', "--ms4fleet-- probe", json.dumps(probe)]
     verdicts.forget("@fake/gpu-1")
-    return harness.plan(host_data, {"--ms4fleet-- os": "\n".join(answer) + "\n"})
+    return harness.plan(host_data, {"--ms4fleet-- os": "\n".join(answer) + "\n", **(responses or {})})
 
 
 def test_the_h200s_own_driver_and_a_preinstalled_docker_ce_are_adopted() -> None:
@@ -52,3 +52,23 @@ def test_without_docker_ce_docker_io_is_installed_and_a_runfile_of_another_branc
 def test_a_refused_host_plans_only_its_refusal() -> None:
     data = {**HOST_DATA, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03"}}
     assert list(deploy(data)) == ["ms4fleet: host check"]
+
+
+def test_a_held_driver_of_an_older_build_is_moved_to_the_pin_past_its_hold() -> None:
+    older = {"nvidia-driver-580-open": "580.82.07-1"}
+    # The move op's own dpkg read: the package, held, at the older build.
+    at = {"nvidia-driver-580-open 2>/dev/null": "nvidia-driver-580-open\t580.82.07-1\thi \n"}
+    planned = deploy(HOST_DATA, at, packages=older, module_owner="nvidia-driver-580-open", module_file_version=None)
+    move = "move held driver packages to their pinned version"
+    assert planned[move] == [
+        "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "
+        "-o Dpkg::Options::=--force-confold --no-install-recommends --allow-change-held-packages --allow-downgrades "
+        "nvidia-driver-580-open"
+    ], planned[move]
+    order = list(planned)
+    assert (
+        order.index(move) < order.index("install nvidia-driver-580-open") < order.index("reboot if the driver needs it")
+    )
+    # At the pin: nothing to move.
+    pinned = {"nvidia-driver-580-open 2>/dev/null": "nvidia-driver-580-open\t580.95.05-1\thi \n"}
+    assert deploy(HOST_DATA, pinned, packages=older, module_owner="nvidia-driver-580-open")[move] == "noop"

@@ -65,8 +65,10 @@ FINGERPRINT = [
 ]
 
 
-def desired(**gpu: Any) -> Desired:
+def desired(provision: dict[str, Any] | None = None, **gpu: Any) -> Desired:
     data = {**HOST_DATA, "ms4fleet_gpu": {"kind": "h200-sxm", "count": 8, **gpu}}
+    if provision:
+        data["ms4fleet_provision"] = provision
     config = HostConfig.from_host_data("gpu-1", data)
     return Desired(
         config, provision_plan(config, OsRelease("debian", "12")), plan_host(config), request_for_host(config)
@@ -193,7 +195,7 @@ def test_the_loaded_driver_as_sysfs_reports_it_on_the_real_h200() -> None:
     capture = Path(__file__).parents[1] / "data" / "h200" / "2026-11-29" / "sys-module-version.txt"
     loaded = next(line.split(": ", 1)[1] for line in capture.read_text().splitlines() if line.startswith("sys_"))
     assert loaded == "580.159.04"
-    want = desired()
+    want = desired(provision={"driver_version": "580.159.04"})
     lines = converged_output(want)
     as_installed = [line.replace("580.95.05-1", "580.159.04-0ubuntu1") for line in lines]
     driver_at = as_installed.index("--ms4fleet-- driver") + 1
@@ -512,3 +514,19 @@ def test_a_host_whose_driver_is_adopted_converges_without_a_driver_package() -> 
     # The same host answering no probe is judged by the plan made without one: its driver package is missing.
     found = run(host)
     assert found.stack is None and "package nvidia-driver-580-open missing" in found.differences
+
+
+def test_a_held_driver_off_its_pin_is_not_converged() -> None:
+    want = desired()
+    found = _drift(
+        want,
+        "dpkg",
+        lambda rows: [r.replace("580.95.05-1", "580.82.07-1") if r.startswith("nvidia-") else r for r in rows],
+    )
+    assert "package nvidia-driver-580-open at 580.82.07-1, not the pinned version" in found, found
+    assert "package nvidia-fabricmanager at 580.82.07-1, not the pinned version" in found, found
+    # The rest of the host (CUDA, Docker, the toolkit) is not what the driver's pin names.
+    assert [line for line in found if line.startswith("package ")] == [
+        "package nvidia-driver-580-open at 580.82.07-1, not the pinned version",
+        "package nvidia-fabricmanager at 580.82.07-1, not the pinned version",
+    ]

@@ -24,6 +24,7 @@ SAMPLES = {
     "path": "/etc/hostname",
     "user": "root",
     "services": '["cron", "ssh"]',
+    "packages": '["dpkg", "ms4fleet-absent-package"]',
     "script": "echo '--ms4fleet-- os'; cat /etc/os-release",
     "repo": "mistralai/Mistral-Small-4-119B-2603",
     "revision": "5e" * 20,

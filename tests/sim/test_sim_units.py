@@ -216,6 +216,8 @@ def test_driver_package_metadata_and_side_effects(tmp_path: Path) -> None:
     assert "./usr/bin/nvidia-smi" in listing and "./lib/systemd/system/nvidia-persistenced.service" in listing
     names = {(p.name, p.version) for p in packages.all_packages()}
     assert {("nvidia-fabricmanager-580", "580.95.05-1"), ("nvidia-fabricmanager-580", "580.82.07-1")} <= names
+    # The older 580 build an upgrade test holds a host at, driver and fabric manager.
+    assert {("nvidia-driver-580-open", "580.82.07-1"), ("nvidia-fabricmanager", "580.82.07-1")} <= names
     assert {("cuda-toolkit-12-8", "12.8.93-1"), ("nvidia-container-toolkit", "1.18.0-1")} <= names
 
 

@@ -23,6 +23,7 @@ from ms4fleet.provision import (
     daemon_json,
     daemon_json_apply,
     needs_reboot,
+    pinned_moves,
     provision_plan,
     released_holds,
 )
@@ -206,6 +207,30 @@ def test_a_driver_branch_change_releases_the_old_branchs_hold_and_nothing_else()
     assert released_holds(groups, ["nvidia-driver-570-open"]) == ()
     # A host where ms4fleet holds no driver (unmanaged, adopted) keeps every hold it has.
     assert released_holds({"docker": ("docker.io",)}, held) == ()
+
+
+def test_held_driver_packages_off_their_pin_are_moved_to_it_and_nothing_else() -> None:
+    plan = provision_plan(host(), UBUNTU_2404)  # 8 x H200: driver and fabric manager pinned to 580.95.05-*
+    pins = plan.group_pins()
+    assert set(pins) == {"driver", "fabric_manager"}
+    at_pin = {"nvidia-driver-580-open": "580.95.05-1", "nvidia-fabricmanager": "580.95.05-0ubuntu1"}
+    assert pinned_moves(pins, at_pin) == ()
+    # An older build of the same branch and a newer one: both go to the pin (a downgrade too), together.
+    older = {"nvidia-driver-580-open": "580.82.07-1", "nvidia-fabricmanager": "580.82.07-1", "docker.io": "1"}
+    assert pinned_moves(pins, older) == ("nvidia-driver-580-open", "nvidia-fabricmanager")
+    assert pinned_moves(pins, {**at_pin, "nvidia-fabricmanager": "580.105.08-1"}) == ("nvidia-fabricmanager",)
+    # Only what is installed moves (apt installs the rest at the pin), and ``only`` narrows it to one group's.
+    assert pinned_moves(pins, {"nvidia-driver-580-open": "580.82.07-1"}) == ("nvidia-driver-580-open",)
+    assert pinned_moves(pins, older, only=plan.fabric_manager.names if plan.fabric_manager else ()) == (
+        "nvidia-fabricmanager",
+    )
+    # The glob is apt's: 580.95.05-* does not match 580.95.050-1 nor an epoch in front.
+    assert pinned_moves(pins, {"nvidia-driver-580-open": "580.95.050-1"}) == ("nvidia-driver-580-open",)
+    assert pinned_moves(pins, {"nvidia-driver-580-open": "1:580.95.05-1"}) == ("nvidia-driver-580-open",)
+    # Docker and the toolkit are pinned to their series and never moved by this; no driver group, no move.
+    assert pinned_moves({"docker": plan.pins}, older) == ()
+    unmanaged = provision_plan(host(provision={"manage_driver": False}), UBUNTU_2404)
+    assert pinned_moves(unmanaged.group_pins(), {"nvidia-driver-580-open": "580.82.07-1"}) == ()
 
 
 def test_daemon_json_that_is_not_json_is_refused() -> None:

@@ -11,7 +11,10 @@
   a pending kernel whose headers are not installed: no module for the kernel that boots next;
 - ``docker-ce``: Docker from Docker's repository (a package named ``docker-ce``, Conflicts: docker.io) with
   its own daemon.json;
-- ``secure-boot``: Secure Boot on (``mokutil --sb-state`` says so) and no driver.
+- ``secure-boot``: Secure Boot on (``mokutil --sb-state`` says so) and no driver;
+- ``apt-older``: the 580 open driver and the fabric manager from NVIDIA's repository at an older build
+  (``OLDER_DRIVER``), loaded and held (``apt-mark hold``): a deploy of the configured 580.95.05 upgrades them.
+  Applied again to a deployed host, it puts them back (a downgrade past the hold and the pin).
 
 Kernels are Ubuntu's names (``linux-image-6.8.0-45-generic``); packages are real .debs installed with dpkg, so
 ``dpkg-query -S`` and ``dkms status`` answer as on such a host. A profile with kernels gets the sim's ``modinfo``
@@ -29,10 +32,10 @@ from pathlib import Path
 from ms4fleet_sim import dockercli
 from ms4fleet_sim.fleet import FleetRecord, HostRecord
 from ms4fleet_sim.hostfiles import NVSIM_ROOT, launcher
-from ms4fleet_sim.packages import DRIVERS, DriverBranch, Package, driver
+from ms4fleet_sim.packages import DRIVERS, OLDER_DRIVER, DriverBranch, Package, driver
 from ms4fleet_sim.ssh import wait_until_ready
 
-PROFILES = ("runfile", "dkms", "dkms-nomodule", "docker-ce", "secure-boot")
+PROFILES = ("runfile", "dkms", "dkms-nomodule", "docker-ce", "secure-boot", "apt-older")
 RUNNING_KERNEL = "6.8.0-45-generic"
 PENDING_KERNEL = "6.8.0-51-generic"
 DOCKER_CE_VERSION = "5:28.1.1-1~debian.12~bookworm"
@@ -190,6 +193,8 @@ def apply(record: FleetRecord, host: HostRecord, profile: str) -> None:
             _install(container, [_docker_ce(repo / "debian", out)])
         elif profile == "runfile":
             _apply_runfile(container, repo, build)
+        elif profile == "apt-older":
+            _apply_older(container, repo)
         else:
             nomodule = profile == "dkms-nomodule"
             info, flavor = DRIVERS["580"], "proprietary" if nomodule else "open"
@@ -206,6 +211,18 @@ def apply(record: FleetRecord, host: HostRecord, profile: str) -> None:
             )
             _install(container, build(*pending))
     wait_until_ready(record.endpoint(host))
+
+
+def _apply_older(container: str, repo: Path) -> None:
+    names = ("nvidia-driver-580-open", "nvidia-fabricmanager")
+    debs = [next((repo / "nvidia").glob(f"{name}_{OLDER_DRIVER.version}-1_amd64.deb")) for name in names]
+    paths = " ".join(_copy(container, debs))
+    _sh(
+        container,
+        f"apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "
+        f"--allow-downgrades --allow-change-held-packages {paths}; rm -f {paths}; apt-mark hold {' '.join(names)}",
+    )
+    _boot(container)
 
 
 def _apply_runfile(container: str, repo: Path, build: Callable[..., list[Path]]) -> None:

@@ -33,6 +33,9 @@ DRIVERS = {
 # A fabric manager build that does not match any driver above: installing it next to the 580 driver is the
 # version mismatch the real fabric manager refuses to run with.
 MISMATCHED_FABRICMANAGER = "580.82.07"
+# An older build of the 580 open driver (and of its fabric manager), also in the repository: a host held at it
+# is one a deploy of the configured 580 build upgrades.
+OLDER_DRIVER = DriverBranch("580.82.07", "13.0")
 CONTAINER_TOOLKIT_VERSION = "1.18.0"
 CUDA_TOOLKITS = {"12-8": "12.8.93", "13-0": "13.0.88"}
 NVLSM_VERSION = "2025.06.5"
@@ -181,8 +184,9 @@ path = "nvidia-ctk"
 """
 
 
-def driver(branch: str, flavor: str) -> Package:
-    info = DRIVERS[branch]
+def driver(branch: str, flavor: str, info: DriverBranch | None = None) -> Package:
+    """``info``: a build other than the branch's own (``OLDER_DRIVER``)."""
+    info = info or DRIVERS[branch]
     name = f"nvidia-driver-{branch}-open" if flavor == "open" else f"nvidia-driver-{branch}"
     kind = "open kernel modules" if flavor == "open" else "proprietary kernel modules"
     pkg = Package(
@@ -274,9 +278,11 @@ def container_toolkit() -> Package:
 
 def all_packages() -> list[Package]:
     pkgs = [driver("580", "open"), driver("570", "open"), driver("580", "proprietary")]
+    pkgs.append(driver("580", "open", OLDER_DRIVER))
     pkgs += [fabricmanager(f"nvidia-fabricmanager-{b}", info.version) for b, info in DRIVERS.items()]
     pkgs.append(fabricmanager("nvidia-fabricmanager-580", MISMATCHED_FABRICMANAGER))
     pkgs.append(fabricmanager("nvidia-fabricmanager", DRIVERS["580"].version))
+    pkgs.append(fabricmanager("nvidia-fabricmanager", OLDER_DRIVER.version))
     pkgs.append(nvlsm())
     pkgs += [cuda_toolkit(series, version) for series, version in CUDA_TOOLKITS.items()]
     pkgs.append(container_toolkit())

@@ -138,6 +138,11 @@ def provision(hp: HostPlan, sudo: bool) -> None:
         held_groups={g.group: tuple(g.names) for g in hp.packages if g.hold},
         name="release holds the new packages replace",
     )
+    # A held driver (and its fabric manager) at another version than the pin: installed at the pin first.
+    moved = hostops.move_to_pins(
+        group_pins={g.group: g.pins for g in hp.packages},
+        name="move held driver packages to their pinned version",
+    )
     installs = {}
     stack = hp.provision.stack
     for group in hp.packages:
@@ -153,7 +158,9 @@ def provision(hp: HostPlan, sudo: bool) -> None:
             hostops.holds(packages=group.names, name=f"hold {label}")
     driver_op = installs.get("driver")
     hostops.reboot_if_needed(
-        driver_changed=any_changed([driver_op] if driver_op else []),
+        # The move counts where ms4fleet manages the driver (as in the nvidia_driver role): a fabric manager
+        # moved next to a driver left alone asks for no reboot.
+        driver_changed=any_changed([moved, driver_op] if driver_op else []),
         policy=hp.reboot,
         name="reboot if the driver needs it",
     )

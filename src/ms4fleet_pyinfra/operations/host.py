@@ -17,8 +17,16 @@ from pyinfra.context import host
 from ms4fleet import aptkey
 from ms4fleet.hostscripts import python_command
 from ms4fleet.kernels import reboot_refusal
-from ms4fleet.provision import needs_reboot, released_holds
-from ms4fleet_pyinfra.facts import AptHolds, AptKeyState, BootKernels, DriverState, FabricManagerState, UserExists
+from ms4fleet.provision import MOVE_COMMAND, Pin, needs_reboot, pinned_moves, released_holds
+from ms4fleet_pyinfra.facts import (
+    AptHolds,
+    AptKeyState,
+    BootKernels,
+    DriverState,
+    FabricManagerState,
+    InstalledVersions,
+    UserExists,
+)
 from ms4fleet_pyinfra.report import fail, say
 
 # /run is a tmpfs on every systemd host: a marker there disappears exactly when the host has rebooted.
@@ -126,6 +134,19 @@ def release_holds(held_groups: dict[str, tuple[str, ...]]) -> Generator[Any, Non
         host.noop("no hold to release")
         return
     yield StringCommand("apt-mark", "unhold", *stale)
+
+
+@operation()
+def move_to_pins(group_pins: dict[str, tuple[Pin, ...]]) -> Generator[Any, None, None]:
+    """Install at the plan's pin what the core's ``pinned_moves`` names: held packages at another version,
+    which neither ``apt.packages`` (installed: nothing to do) nor apt itself (held) moves. Their hold stays."""
+    names = tuple(sorted({name for pins in group_pins.values() for pin in pins for name in pin.names}))
+    installed = host.get_fact(InstalledVersions, packages=names) if names else {}
+    moves = pinned_moves(group_pins, installed)
+    if not moves:
+        host.noop("every pinned package is at its pin")
+        return
+    yield StringCommand(*MOVE_COMMAND, *moves)
 
 
 @operation()
