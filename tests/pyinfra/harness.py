@@ -11,6 +11,7 @@ from typing import Any
 from pyinfra.api import Config, FileUploadCommand, FunctionCommand, Inventory, State, StringCommand
 from pyinfra.api.connect import connect_all
 from pyinfra.api.deploy import add_deploy
+from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
 from ms4fleet.config import HostConfig
@@ -54,6 +55,30 @@ def raw_plan(host_data: dict[str, Any], responses: dict[str, Any], name: str = "
             label = sorted(state.op_meta[op_hash].names)[0].removeprefix("ms4fleet | ")
             out[label] = list(state.get_op_data_for_host(host, op_hash).command_generator())
     return out
+
+
+def fleet_order(hosts: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[list[str]]:
+    """Prepare the deploy for several fake hosts in one state (name -> host data, canned outputs) and return
+    the order pyinfra runs their operations in (each entry: the names of one operation), as its CLI orders them.
+    pyinfra raises PyinfraError when the hosts' operation sequences do not fit in one order (a cycle)."""
+    inventory = Inventory(
+        (
+            [
+                (f"@fake/{name}", {"fake_responses": r, "fake_delay": 0, "fake_delay_jitter": 0, **d})
+                for name, (d, r) in hosts.items()
+            ],
+            {},
+        )
+    )
+    state = State(inventory, Config(FAIL_PERCENT=0))
+    connect_all(state)
+    # As pyinfra's CLI runs deploy.py: once per host, in that host's context.
+    state.set_stage(StateStage.Prepare)
+    with ctx_state.use(state):
+        for name, (host_data, _) in hosts.items():
+            with ctx_host.use(inventory.get_host(f"@fake/{name}")):
+                deploy_host(HostConfig.from_host_data(name, host_data), False)
+    return [sorted(state.op_meta[op_hash].names) for op_hash in state.get_op_order()]
 
 
 def load_spec(path: Path) -> dict[str, Any]:

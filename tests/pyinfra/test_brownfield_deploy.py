@@ -8,6 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+import pyinfra
 from ms4fleet import verdicts
 from tests.pyinfra import harness
 
@@ -20,12 +23,17 @@ HOST_DATA: dict[str, Any] = {
 }
 
 
-def deploy(host_data: dict[str, Any], responses: dict[str, str] | None = None, **stack: Any) -> dict[str, Any]:
+def responses(extra: dict[str, str] | None = None, name: str = "gpu-1", **stack: Any) -> dict[str, str]:
+    """The fake host's canned outputs: the real H200's probe with ``stack`` changed, and ``extra``."""
     probe = json.loads(PROBE.read_text())
     probe["stack"].update(stack)
     answer = ["--ms4fleet-- os", "ID=ubuntu", 'VERSION_ID="24.04"', "--ms4fleet-- probe", json.dumps(probe)]
-    verdicts.forget("@fake/gpu-1")
-    return harness.plan(host_data, {"--ms4fleet-- os": "\n".join(answer) + "\n", **(responses or {})})
+    verdicts.forget(f"@fake/{name}")
+    return {"--ms4fleet-- os": "\n".join(answer) + "\n", **(extra or {})}
+
+
+def deploy(host_data: dict[str, Any], extra: dict[str, str] | None = None, **stack: Any) -> dict[str, Any]:
+    return harness.plan(host_data, responses(extra, **stack))
 
 
 def test_the_h200s_own_driver_and_a_preinstalled_docker_ce_are_adopted() -> None:
@@ -72,3 +80,21 @@ def test_a_held_driver_of_an_older_build_is_moved_to_the_pin_past_its_hold() -> 
     # At the pin: nothing to move.
     pinned = {"nvidia-driver-580-open 2>/dev/null": "nvidia-driver-580-open\t580.95.05-1\thi \n"}
     assert deploy(HOST_DATA, pinned, packages=older, module_owner="nvidia-driver-580-open")[move] == "noop"
+
+
+def test_hosts_that_plan_other_packages_fit_one_operation_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyinfra's CLI names an operation by the lines of its call stack (its API, which the other tests use, by
+    its index), and orders every host's operations in one DAG. In the packages loop, a host that installs and
+    holds the driver beside one that adopts its own (no driver operations) paired the loop's install and hold
+    calls differently: a cycle, and the deploy of such a fleet stopped before it began."""
+    monkeypatch.setattr(pyinfra, "is_cli", True)
+    takeover = {**HOST_DATA, "ms4fleet_provision": {"driver_branch": 570, "driver_version": "570.195.03",
+                                                    "driver_takeover": True}}  # fmt: skip
+    order = harness.fleet_order(
+        {
+            "adopts": (HOST_DATA, responses(name="adopts")),
+            "installs": (takeover, responses(name="installs", runfile_markers=["/usr/bin/nvidia-uninstall"])),
+        }
+    )
+    names = [name.removeprefix("ms4fleet | ") for names in order for name in names]
+    assert "install nvidia-driver-570-open" in names and "hold nvidia-driver-570-open" in names, names

@@ -145,7 +145,10 @@ def provision(hp: HostPlan, sudo: bool) -> None:
     )
     installs = {}
     stack = hp.provision.stack
-    for group in hp.packages:
+    # host.loop: pyinfra's CLI names an operation by its call stack's lines, so the install and hold calls of
+    # this loop need its position too, or hosts with other groups (one holds a driver, another has none) pair
+    # them differently and pyinfra finds a cycle in the fleet's operation order (pyinfra leaves loop untyped).
+    for group in host.loop(hp.packages):  # type: ignore[no-untyped-call]
         if group is base:
             continue
         if group.group == "driver" and stack is not None and stack.before_driver_install():
