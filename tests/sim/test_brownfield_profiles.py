@@ -10,11 +10,13 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from ms4fleet.cli import main
 from ms4fleet_sim import brownfield, dockercli, inventories
@@ -187,11 +189,12 @@ def reboot(fleet: Brownfield, profile: str, timeout: float = 180.0) -> None:
 @pytest.fixture(scope="module")
 def deployed(fleet: Brownfield, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pyfleet.Run]:
     """The DKMS hosts deployed and serving: the open driver kept, the proprietary one left alone (unmanaged).
-    One run each: pyinfra finds a cycle in its operation order when one host plans driver operations and the
-    other none."""
-    path = tmp_path_factory.mktemp("inventory")
+    One run for both: one host plans driver operations and the other none, which pyinfra's operation order
+    must take (it found a cycle there before the packages loop used host.loop)."""
+    path = tmp_path_factory.mktemp("inventory") / "dkms.py"
     settings: dict[str, dict[str, object]] = {"dkms": {}, "dkms-nomodule": {"manage_driver": False}}
-    return {p: pyfleet.pyinfra(inventory(fleet, path / f"{p}.py", {p: extra})) for p, extra in settings.items()}
+    run = pyfleet.pyinfra(inventory(fleet, path, settings))
+    return dict.fromkeys(settings, run)
 
 
 def test_the_dkms_host_boots_its_pending_kernel_with_the_driver_loaded(
@@ -228,21 +231,44 @@ def test_a_reboot_into_a_kernel_without_the_module_is_refused_while_the_replica_
             seen.append(status(fleet, "dkms-nomodule"))
             time.sleep(0.5)
 
-    poller = threading.Thread(target=poll)
-    poller.start()
-    try:
-        # The driver handed to ms4fleet with driver_takeover: the open one replaces the proprietary one and
-        # needs a reboot; the kernel that boots next has no module (no headers, so DKMS built none).
-        run = pyfleet.pyinfra(inventory(fleet, tmp_path / "open.py", {"dkms-nomodule": {"driver_takeover": True}}))
-    finally:
-        stop.set()
-        poller.join()
+    def polled(change: Callable[[], Any]) -> Any:
+        stop.clear()
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            return change()
+        finally:
+            stop.set()
+            poller.join()
+
+    # The driver handed to ms4fleet with driver_takeover: the open one replaces the proprietary one and
+    # needs a reboot; the kernel that boots next has no module (no headers, so DKMS built none).
+    run = polled(
+        lambda: pyfleet.pyinfra(inventory(fleet, tmp_path / "open.py", {"dkms-nomodule": {"driver_takeover": True}}))
+    )
     assert run.rc != 0, run.output[-5000:]
     name = fleet.hosts["dkms-nomodule"]
     refusals = [line for line in run.output.splitlines() if "reboot refused" in line]
     assert refusals and all(brownfield.PENDING_KERNEL in line for line in refusals), run.output[-5000:]
     assert f"[{name}] driver: keep: driver 580.95.05 (proprietary, loaded) installed by DKMS" in run.output
     # Never rebooted: the old module is still the loaded one, and the replica answered throughout.
+    assert fleet.sh("dkms-nomodule", "cat /run/nvidia-sim/kernel").strip() == brownfield.RUNNING_KERNEL
+    assert seen and set(seen) == {"200"}, seen
+    assert status(fleet, "dkms-nomodule") == "200"
+
+    # site.yml refuses the same reboot with the core's line (the reboot the driver still waits for).
+    doc = yaml.safe_load(fleet.yml.read_text(encoding="utf-8"))
+    group = doc["all"]["children"][inventories.GROUP]
+    group["hosts"][name]["ms4fleet_provision"] = {**group["vars"]["ms4fleet_provision"], "driver_takeover": True}
+    yml = tmp_path / "open.yml"
+    yml.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    seen.clear()
+    site = polled(lambda: simrun.playbook(yml, "site.yml", "--limit", name))
+    assert site.rc != 0, site.output[-5000:]
+    refusal = (
+        f"{name}: reboot refused: kernel {brownfield.PENDING_KERNEL} (the one that boots next) has no NVIDIA module"
+    )
+    assert refusal in site.output, site.output[-5000:]
     assert fleet.sh("dkms-nomodule", "cat /run/nvidia-sim/kernel").strip() == brownfield.RUNNING_KERNEL
     assert seen and set(seen) == {"200"}, seen
     assert status(fleet, "dkms-nomodule") == "200"
