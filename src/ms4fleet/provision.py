@@ -234,6 +234,8 @@ def released_holds(held_groups: Mapping[str, Sequence[str]], held: Iterable[str]
 # The groups a deploy moves to their pin where the host has them at another version: the driver and the fabric
 # manager, which must match it. Both are held, and an install of a package already present moves nothing.
 PINNED_GROUPS = ("driver", "fabric_manager")
+# Seconds apt waits for the dpkg lock (unattended-upgrades holds it on a fresh Ubuntu) instead of failing the host.
+APT_LOCK_TIMEOUT_S = 600
 # Installs held packages at apt's candidate, which the pin makes the pinned version (Pin-Priority 1001 also
 # downgrades); dpkg keeps their hold. The package names follow.
 MOVE_COMMAND = (
@@ -244,7 +246,7 @@ MOVE_COMMAND = (
     "-y",
     "-q",
     "-o",
-    "DPkg::Lock::Timeout=600",
+    f"DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}",
     "-o",
     "Dpkg::Options::=--force-confold",
     "--no-install-recommends",

@@ -20,7 +20,7 @@ from pyinfra.operations import apt, files, systemd
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.converged import check_data
 from ms4fleet.hostplan import HostPlan, PlannedFile, plan_for_data
-from ms4fleet.provision import OsRelease
+from ms4fleet.provision import APT_LOCK_TIMEOUT_S, OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.stage import target_for
@@ -31,8 +31,7 @@ from ms4fleet_pyinfra.operations import host as hostops
 from ms4fleet_pyinfra.operations.changes import any_changed
 from pyinfra import logger
 
-# apt waits for a lock held by unattended-upgrades on fresh Ubuntu instead of failing the host.
-APT_ARGS = "-o DPkg::Lock::Timeout=600"
+APT_ARGS = f"-o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S}"
 
 
 def connection(data: dict[str, Any]) -> dict[str, Any]:
