@@ -1,7 +1,9 @@
 """Filters for ``playbooks/rollout.yml``: the core's rollout policy (``ms4fleet.rollout``), nothing decided here.
 
 + ``ansible_play_hosts_all | ms4fleet.fleet.rollout_serial(canary, wave, max_unavailable)``: the play's
-  ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts; None: the core's).
+  ``serial`` list (canary, then waves split into batches of at most max_unavailable hosts; None: the core's);
+  ``rollout_batches`` (same arguments): the host names of each batch, for a play whose hosts are not an
+  inventory group (site.yml's, whose order the plays must take from the core).
 + ``gpu_hostvars | ms4fleet.fleet.rollout_pins``: per Docker host, its ``ms4fleet_runtime`` with the image
   pinned to the digest its registry serves now (``ms4fleet.imagepin``; one resolution per image).
 + ``hostvars[inventory_hostname] | ms4fleet.fleet.rollout_release``: the release (id, units) the host's
@@ -35,6 +37,7 @@ from ansible_collections.ms4fleet.fleet.plugins.plugin_utils.requirement import 
 
 NAMES = (
     "rollout_serial",
+    "rollout_batches",
     "rollout_pins",
     "rollout_release",
     "rollout_paths",

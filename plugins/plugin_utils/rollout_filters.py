@@ -34,14 +34,14 @@ from ms4fleet.serving import local_address, plan_host, url_host
 PHASE_FACT = "rollout_phase"
 
 
-def rollout_serial(
+def rollout_batches(
     hosts: Sequence[str],
     canary: int | None = None,
     wave: str | None = None,
     max_unavailable: int | None = None,
     changing: Sequence[str] | None = None,
     unavailable: Sequence[str] | None = None,
-) -> list[int]:
+) -> list[list[str]]:
     if not hosts:
         return []  # no host in the group: the play has nothing to run (and lint checks it without an inventory)
     default = Policy()  # an option left out (None) is the core's default
@@ -55,7 +55,18 @@ def rollout_serial(
     if changing is not None and plan.waves:
         # site.yml's serving hosts: refused (one line) when the hosts already down leave too few serving.
         check_capacity(fleet, set(unavailable or ()), plan)
-    return [len(batch) for w in plan.waves for batch in w.batches]
+    return [list(batch) for w in plan.waves for batch in w.batches]
+
+
+def rollout_serial(
+    hosts: Sequence[str],
+    canary: int | None = None,
+    wave: str | None = None,
+    max_unavailable: int | None = None,
+    changing: Sequence[str] | None = None,
+    unavailable: Sequence[str] | None = None,
+) -> list[int]:
+    return [len(batch) for batch in rollout_batches(hosts, canary, wave, max_unavailable, changing, unavailable)]
 
 
 def rollout_pins(gpu_hostvars: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:

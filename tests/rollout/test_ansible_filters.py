@@ -79,6 +79,17 @@ def test_site_yml_batches_only_the_serving_hosts_that_change_and_keeps_capacity(
     assert filters.rollout_serial(hosts, None, None, 2, changing=["gpu-2"], unavailable=["gpu-1"]) == [1]
 
 
+def test_batches_name_the_core_hosts_in_the_core_order(filters: SimpleNamespace) -> None:
+    """site.yml queues its batched hosts in this order: the first is the core's canary, whatever order the
+    changing hosts were listed in."""
+    hosts = [f"gpu-{i}" for i in range(1, 6)]
+    batches = filters.rollout_batches(hosts, 1, "2", 2, changing=["gpu-5", "gpu-3", "gpu-2"], unavailable=[])
+    assert batches == [["gpu-2"], ["gpu-3", "gpu-5"]]
+    assert [len(b) for b in batches] == filters.rollout_serial(
+        hosts, 1, "2", 2, changing=["gpu-5", "gpu-3", "gpu-2"], unavailable=[]
+    )
+
+
 def test_options_left_out_are_the_core_policy(filters: SimpleNamespace) -> None:
     hosts = [f"gpu-{i}" for i in range(1, 10)]
     plan = plan_waves(hosts, set(hosts), Policy())

@@ -168,7 +168,11 @@ def test_site_yml_changes_serving_flags_one_batch_at_a_time(serving_world: World
     assert run.returncode == 0, failures(run)
     check_kept_serving(load, serving)
     assert units_carry(serving_world, 64) == {h.name: [] for h in serving_world.gpu}
-    assert len(re.findall(r"^PLAY \[Change serving hosts", run.stdout, re.MULTILINE)) == 4, run.stdout[-3000:]
+    batches = re.split(r"^PLAY \[Change serving hosts.*$", run.stdout, flags=re.MULTILINE)[1:]
+    assert len(batches) == 4, run.stdout[-3000:]
+    # The core's order (canary first, then inventory order), not the order the hosts' results arrived in.
+    first_host = [re.search(r"^\w+: \[(rollout-\d)\]", batch, re.MULTILINE) for batch in batches]
+    assert [m and m.group(1) for m in first_host] == [h.name for h in serving_world.gpu], run.stdout[-3000:]
 
     before = host_state(serving_world)
     again = site(inventory)
