@@ -9,7 +9,8 @@
   restart).
 + ``held_lines | ms4fleet.fleet.released_holds(plan)``: holds to release before the plan's held groups install.
 + ``dpkg_lines | ms4fleet.fleet.pinned_moves(plan)``: held driver / fabric manager packages at another version
-  than their pin, to install at it (``plan.move_command``).
+  than their pin, to install at it; ``moves | ms4fleet.fleet.pinned_move_script(plan)``: the shell that does
+  (refused with one line when a pinned build is in no apt source).
 + ``driver_changed | ms4fleet.fleet.needs_reboot(reboot_required, loaded, installed)``.
 + ``boot_kernels.stdout_lines | ms4fleet.fleet.reboot_refusal``: why not to reboot now (the kernel that boots
   next has no NVIDIA module), or "".
@@ -32,6 +33,7 @@ NAMES = (
     "daemon_json_apply",
     "released_holds",
     "pinned_moves",
+    "pinned_move_script",
     "needs_reboot",
     "reboot_refusal",
     "ssh_host_key_args",

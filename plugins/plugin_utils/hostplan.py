@@ -21,7 +21,7 @@ from ms4fleet.hostoutput import DPKG_FORMAT
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data, stack_for
 from ms4fleet.kernels import BOOT_MODULES_SCRIPT
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
-from ms4fleet.provision import DAEMON_JSON, MOVE_COMMAND, OsRelease
+from ms4fleet.provision import DAEMON_JSON, OsRelease
 from ms4fleet.proxy import PROXY_SERVICE
 
 # The package groups of the plan, by the names the roles read.
@@ -111,8 +111,6 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         if plan.get("stack")
         else (config.provision.driver_version if config.provision.manage_driver else None),
         "reboot": plan["reboot"]["policy"],
-        # Held packages at another version than their pin (``pinned_moves``) are installed with this argv.
-        "move_command": list(MOVE_COMMAND),
         "dpkg_format": DPKG_FORMAT,
         "runtime": plan["runtime"],
         "notes": plan["notes"],

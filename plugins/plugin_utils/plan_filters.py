@@ -51,16 +51,25 @@ def released_holds(held: list[str] | None, plan: Mapping[str, Any]) -> list[str]
     return list(core_provision.released_holds(groups, held or []))
 
 
-def pinned_moves(lines: list[str] | None, plan: Mapping[str, Any], group: str | None = None) -> list[str]:
-    """The held packages to install at their pin (``lines``: dpkg-query with the plan's ``dpkg_format``;
-    ``group``: only that group's packages)."""
-    pins = {
+def _pins(plan: Mapping[str, Any]) -> dict[str, list[core_provision.Pin]]:
+    return {
         name: [core_provision.Pin(tuple(p["names"]), p["version"]) for p in found.get("pins", [])]
         for name in core_provision.PINNED_GROUPS
         if (found := plan.get(name))
     }
+
+
+def pinned_moves(lines: list[str] | None, plan: Mapping[str, Any], group: str | None = None) -> list[str]:
+    """The held packages to install at their pin (``lines``: dpkg-query with the plan's ``dpkg_format``;
+    ``group``: only that group's packages)."""
     only = (plan.get(group) or {}).get("names", []) if group else None
-    return list(core_provision.pinned_moves(pins, installed_packages(lines or []), only))
+    return list(core_provision.pinned_moves(_pins(plan), installed_packages(lines or []), only))
+
+
+def pinned_move_script(moves: list[str], plan: Mapping[str, Any]) -> str:
+    """The core's shell that installs ``moves`` at their pin, refused with one line when a pinned build is in
+    no apt source."""
+    return core_provision.move_script(_pins(plan), moves)
 
 
 def reboot_refusal(lines: list[str] | None) -> str:

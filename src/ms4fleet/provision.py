@@ -11,7 +11,8 @@ and the exact bytes of every file ms4fleet manages for provisioning. Both engine
   the same group's packages of another branch or flavour (apt refuses to remove a held package).
 + ``pinned_moves(group_pins, installed)``: the driver and fabric manager packages the host has at a version
   other than the plan's pin (held, so apt's install-what-is-missing never moves them): a deploy installs them
-  at the pin with ``MOVE_COMMAND`` (their hold stays) and the new driver's reboot follows.
+  at the pin with ``move_script`` (their hold stays; refused with one line when the pinned build is in no apt
+  source) and the new driver's reboot follows.
 + ``daemon_json_apply(current, desired)``: how dockerd takes a new daemon.json: ``none``, ``reload`` (every
   changed key is one dockerd reloads on SIGHUP: the replicas' containers are not touched) or ``restart``.
 Every host also gets the unattended-upgrades blacklist of kernel and NVIDIA packages (``UNATTENDED_FILE``).
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -275,6 +278,32 @@ def pinned_moves(
             }
         )
     )
+
+
+# A pin glob as the core writes it (a validated version, then ``-*``); anything else never reaches a shell.
+_PIN_GLOB = re.compile(r"\A[0-9A-Za-z.+~:-]+\*?\Z")
+_PACKAGE = re.compile(r"\A[a-z0-9][a-z0-9.+-]+\Z")  # Debian policy 5.6.1
+
+
+def move_script(group_pins: Mapping[str, Iterable[Pin]], moves: Sequence[str]) -> str:
+    """The shell that moves ``moves`` (``pinned_moves``'s answer) to their pin with ``MOVE_COMMAND``, refused
+    first with one line on stderr (exit 1) when apt's candidate for one is not a version its pin matches: the
+    pinned build is in no apt source, and apt would install another version (the newest, at priority 500) or
+    none (the move would then repeat on every run)."""
+    globs = {name: pin.version for group in PINNED_GROUPS for pin in group_pins.get(group, ()) for name in pin.names}
+    lines = ["set -eu"]
+    for name in moves:
+        glob = globs[name]
+        if not _PIN_GLOB.match(glob) or not _PACKAGE.match(name):
+            raise ValueError(f"pin {name}={glob!r}: not a package name and version glob")
+        lines += [
+            f"candidate=$(apt-cache policy {name} | sed -n 's/^ *Candidate: //p')",
+            f'case "$candidate" in {glob}) ;; *) echo "{name}: no build matching its pin {glob} in the apt sources'
+            f" (apt's candidate: ${{candidate:-none}}): publish that build or pin a version the repository has\" >&2;"
+            " exit 1 ;; esac",
+        ]
+    lines.append(f"exec {shlex.join((*MOVE_COMMAND, *moves))}")
+    return "\n".join(lines) + "\n"
 
 
 def check_os(host: str, os: OsRelease) -> None:

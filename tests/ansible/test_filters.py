@@ -18,7 +18,7 @@ from ms4fleet import apikey
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import host_plan, stack_for
 from ms4fleet.probe import parse_probe
-from ms4fleet.provision import OsRelease, daemon_json, daemon_json_apply, provision_plan
+from ms4fleet.provision import OsRelease, Pin, daemon_json, daemon_json_apply, move_script, provision_plan
 from ms4fleet.secrets import env_file_script
 from ms4fleet.serving import plan_host
 
@@ -177,6 +177,12 @@ def test_the_held_packages_moved_to_their_pin_are_the_cores() -> None:
     # Removed with its configuration left (rc): not installed, nothing to move.
     assert FILTERS["pinned_moves"](["nvidia-driver-580-open\t580.82.07-1\trc "], plan) == []
     assert FILTERS["pinned_moves"]([line.replace("82.07", "95.05") for line in lines], plan) == []
+    # The role runs the core's script on that list (its refusal is tested in tests/unit/test_provision.py).
+    moves = FILTERS["pinned_moves"](lines, plan)
+    pins = [Pin(tuple(pin["names"]), pin["version"])]
+    assert FILTERS["pinned_move_script"](moves, plan) == move_script(
+        {"driver": pins, "fabric_manager": pins}, tuple(moves)
+    )
 
 
 def test_daemon_json_refuses_a_broken_file_with_one_line() -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ms4fleet_sim import brownfield, inventories
 from ms4fleet_sim import fleet as simfleet
@@ -110,3 +111,36 @@ def test_pyinfra_then_ansible_move_the_held_driver_to_its_pin_and_reboot_once(fl
     assert_upgraded(fleet, after)
     rerun = simrun.playbook(fleet.yml, "site.yml")
     assert rerun.rc == 0 and rerun.changed() == 0, f"{failed(rerun.output)}"
+
+
+def test_a_pin_to_a_build_no_apt_source_has_is_refused_with_one_line_and_moves_nothing(
+    fleet: Brownfield, tmp_path: Path
+) -> None:
+    """The host runs the pinned 580.95.05 (the test above); a pin to a build the repository does not publish
+    makes apt's candidate the installed build: each engine's move refuses with the core's one line instead
+    of installing another build or nothing (and repeating the move on every run)."""
+    missing = "580.105.08"
+    py_text, yml_text = fleet.py.read_text(), fleet.yml.read_text()
+    opening = "'ms4fleet_provision': {"
+    assert py_text.count(opening) == 1
+    py = tmp_path / "inventory.py"
+    py.write_text(py_text.replace(opening, f"{opening}'driver_version': {missing!r},"), encoding="utf-8")
+    doc = yaml.safe_load(yml_text)
+    for group in doc["all"]["children"].values():
+        group["vars"]["ms4fleet_provision"]["driver_version"] = missing
+    yml = tmp_path / "inventory.yml"
+    yml.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
+    line = (
+        f"nvidia-driver-580-open: no build matching its pin {missing}-* in the apt sources (apt's candidate:"
+        f" {CONFIGURED}-1): publish that build or pin a version the repository has"
+    )
+    container = fleet.target.container(fleet.hosts[PROFILE])
+    before = started_at(container)
+    pyinfra_run = pyfleet.pyinfra(pyfleet.Fleet(fleet.target, fleet.record, py))
+    assert pyinfra_run.rc != 0 and line in pyinfra_run.output, failed(pyinfra_run.output)
+    site = simrun.playbook(yml, "site.yml")
+    assert site.rc != 0 and line in site.output, failed(site.output)
+    # Nothing moved: the pinned build, held, loaded; no reboot.
+    assert packages(fleet) == {name: (f"{CONFIGURED}-1", "hi") for name in MOVED}
+    assert smi(fleet) == [CONFIGURED] * 8
+    assert started_at(container) == before

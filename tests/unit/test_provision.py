@@ -19,9 +19,11 @@ from ms4fleet.provision import (
     NVIDIA_KEY_FINGERPRINT,
     PREFERENCES_FILE,
     OsRelease,
+    Pin,
     ProvisionPlan,
     daemon_json,
     daemon_json_apply,
+    move_script,
     needs_reboot,
     pinned_moves,
     provision_plan,
@@ -231,6 +233,49 @@ def test_held_driver_packages_off_their_pin_are_moved_to_it_and_nothing_else() -
     assert pinned_moves({"docker": plan.pins}, older) == ()
     unmanaged = provision_plan(host(provision={"manage_driver": False}), UBUNTU_2404)
     assert pinned_moves(unmanaged.group_pins(), {"nvidia-driver-580-open": "580.82.07-1"}) == ()
+
+
+def _run_move(tmp_path: Path, script: str, candidates: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Runs the core's move script against a stand-in apt: ``apt-cache policy`` prints each candidate as
+    apt 2.x does; ``apt-get`` records its arguments."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    policy = "".join(
+        f'  {name}) printf "%s:\\n  Installed: 1\\n  Candidate: {c}\\n" "$2" ;;\n' for name, c in candidates.items()
+    )
+    (bin_dir / "apt-cache").write_text(f'#!/bin/sh\ncase "$2" in\n{policy}esac\n')
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/apt-get.args\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    return subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+
+
+def test_the_move_to_the_pin_is_refused_with_one_line_when_the_pinned_build_is_in_no_apt_source(
+    tmp_path: Path,
+) -> None:
+    pins = provision_plan(host(), UBUNTU_2404).group_pins()  # 580.95.05-*
+    moves = ("nvidia-driver-580-open", "nvidia-fabricmanager")
+    script = move_script(pins, moves)
+    # The pinned build is apt's candidate: one apt-get install past the hold, both packages together.
+    done = _run_move(tmp_path, script, {name: "580.95.05-1" for name in moves})
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / "apt-get.args").read_text().split()
+    assert args[:2] == ["install", "-y"] and args[-2:] == list(moves)
+    assert "--allow-change-held-packages" in args and "--allow-downgrades" in args
+    (tmp_path / "apt-get.args").unlink()
+    # Not in the repository: apt's candidate is the newest build (or none); nothing is installed.
+    for candidate in ("580.105.08-1", "(none)"):
+        done = _run_move(tmp_path, script, {moves[0]: "580.95.05-1", moves[1]: candidate})
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [
+            f"nvidia-fabricmanager: no build matching its pin 580.95.05-* in the apt sources (apt's candidate:"
+            f" {candidate}): publish that build or pin a version the repository has"
+        ]
+        assert not (tmp_path / "apt-get.args").exists()
+    # Only names and globs the core writes reach the shell.
+    with pytest.raises(ValueError, match="not a package name and version glob"):
+        move_script({"driver": (Pin(("x; reboot",), "1-*"),)}, ("x; reboot",))
 
 
 def test_daemon_json_that_is_not_json_is_refused() -> None:

@@ -17,7 +17,7 @@ from pyinfra.context import host
 from ms4fleet import aptkey
 from ms4fleet.hostscripts import python_command
 from ms4fleet.kernels import reboot_refusal
-from ms4fleet.provision import MOVE_COMMAND, Pin, needs_reboot, pinned_moves, released_holds
+from ms4fleet.provision import Pin, move_script, needs_reboot, pinned_moves, released_holds
 from ms4fleet_pyinfra.facts import (
     AptHolds,
     AptKeyState,
@@ -146,7 +146,8 @@ def move_to_pins(group_pins: dict[str, tuple[Pin, ...]]) -> Generator[Any, None,
     if not moves:
         host.noop("every pinned package is at its pin")
         return
-    yield StringCommand(*MOVE_COMMAND, *moves)
+    # The core's script: refused with one line when the pinned build is in no apt source.
+    yield StringCommand("sh", "-c", QuoteString(move_script(group_pins, moves)))
 
 
 @operation()
