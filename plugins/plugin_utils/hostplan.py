@@ -21,7 +21,7 @@ from ms4fleet.hostoutput import DPKG_FORMAT
 from ms4fleet.hostplan import IMAGE_ARCHIVE_KEYS, STAGING_DIR_KEYS, plan_for_data, stack_for
 from ms4fleet.kernels import BOOT_MODULES_SCRIPT
 from ms4fleet.probe import ProbeError, ProbeReport, parse_probe
-from ms4fleet.provision import DAEMON_JSON, OsRelease
+from ms4fleet.provision import APT_LOCK_TIMEOUT_S, DAEMON_JSON, OsRelease
 from ms4fleet.proxy import PROXY_SERVICE
 
 # The package groups of the plan, by the names the roles read.
@@ -112,6 +112,8 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         else (config.provision.driver_version if config.provision.manage_driver else None),
         "reboot": plan["reboot"]["policy"],
         "dpkg_format": DPKG_FORMAT,
+        # Seconds apt waits for the dpkg lock (every apt task's lock_timeout), as pyinfra's installs wait.
+        "apt_lock_timeout": APT_LOCK_TIMEOUT_S,
         "runtime": plan["runtime"],
         "notes": plan["notes"],
         # What the host had and the core's decision (absent before the probe ran), and a takeover's uninstall.

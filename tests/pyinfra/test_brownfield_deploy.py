@@ -5,6 +5,7 @@ operations are planned."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,9 @@ import pytest
 
 import pyinfra
 from ms4fleet import verdicts
+from ms4fleet.config import HostConfig
+from ms4fleet.hostplan import plan_for_data
+from ms4fleet.provision import move_script
 from tests.pyinfra import harness
 
 PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
@@ -68,11 +72,11 @@ def test_a_held_driver_of_an_older_build_is_moved_to_the_pin_past_its_hold() -> 
     at = {"nvidia-driver-580-open 2>/dev/null": "nvidia-driver-580-open\t580.82.07-1\thi \n"}
     planned = deploy(HOST_DATA, at, packages=older, module_owner="nvidia-driver-580-open", module_file_version=None)
     move = "move held driver packages to their pinned version"
-    assert planned[move] == [
-        "env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 "
-        "-o Dpkg::Options::=--force-confold --no-install-recommends --allow-change-held-packages --allow-downgrades "
-        "nvidia-driver-580-open"
-    ], planned[move]
+    # The core's script: apt's candidate checked against the pin, then one install past the hold.
+    pins = plan_for_data(HostConfig.from_host_data("gpu-1", HOST_DATA), HOST_DATA).provision.group_pins()
+    script = move_script(pins, ("nvidia-driver-580-open",))
+    assert planned[move] == [f"sh -c {shlex.quote(script)}"], planned[move]
+    assert script.rstrip().endswith("--allow-change-held-packages --allow-downgrades nvidia-driver-580-open")
     order = list(planned)
     assert (
         order.index(move) < order.index("install nvidia-driver-580-open") < order.index("reboot if the driver needs it")

@@ -23,6 +23,7 @@ from typing import Any
 
 from ms4fleet.config import ConfigError
 from ms4fleet.inventory import HostSpec
+from ms4fleet.provision import APT_LOCK_TIMEOUT_S
 from ms4fleet.rollout import lb
 from ms4fleet.serving import ServingPlan
 
@@ -55,6 +56,7 @@ class MonitoringPlan:
         return {
             "host": self.host,
             "packages": list(self.packages),
+            "apt_lock_timeout": APT_LOCK_TIMEOUT_S,
             "service": self.service,
             "port": self.port,
             "config_path": CONFIG_PATH,
