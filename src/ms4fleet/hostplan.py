@@ -23,7 +23,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
@@ -170,9 +170,22 @@ class Image(_Part):
 
 
 @dataclass(frozen=True)
+class Peers:
+    """Staging through the peer tree (``weights.peers``): each host feeds ``fanout`` others, the source feeds
+    ``seeds`` hosts, a feeding host serves on ``address`` (None: the address the controller reaches it at),
+    ``port``."""
+
+    address: str | None
+    fanout: int
+    seeds: int
+    port: int
+
+
+@dataclass(frozen=True)
 class Weights:
     request: WeightsRequest
     staging_dir: str
+    peers: Peers | None = None
 
     def to_json(self) -> dict[str, Any]:
         r = self.request
@@ -192,6 +205,7 @@ class Weights:
             "owner": r.owner,
             "manifest": manifest_path(r.dest),
             "staging_dir": self.staging_dir,
+            "peers": None if self.peers is None else asdict(self.peers),
         }
 
 
@@ -459,7 +473,11 @@ def _build(config: HostConfig, inputs: _Inputs) -> HostPlan:
     serving = plan_host(config, excluded=excluded)
     # No weights without a pinned revision: ``require_weights`` then fails the deploy with the core's message.
     pinned = config.weights is not None and COMMIT.match(config.weights.revision or "") is not None
-    weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING)) if pinned else None
+    weights = None
+    if pinned and config.weights is not None:
+        w = config.weights
+        peers = Peers(w.peer_address, w.peer_fanout, w.peer_seeds, w.peer_port) if w.peers else None
+        weights = Weights(request_for_host(config), staging_dir or str(DEFAULT_STAGING), peers)
     files = [
         PlannedFile(f.path, f.content, f.mode, f.owner, f.group, _KINDS.get(f.path, "other"), f.after_change)
         for f in provision.files

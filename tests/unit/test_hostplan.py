@@ -74,6 +74,16 @@ def test_the_digest_changes_with_the_os_the_image_source_and_the_staging(tmp_pat
     assert host_plan(_config(), staging_dir="/data/staging").digest != base.digest
 
 
+def test_the_plan_states_how_the_weights_are_staged_through_peers() -> None:
+    weights = {"revision": REVISION, "hf_token": {"env": "TEST_HF_TOKEN"}}
+    assert _plan().to_json()["weights"]["peers"] is None
+    peers = _plan(weights={**weights, "peers": True, "peer_fanout": 3, "peer_address": "10.0.0.7"})
+    assert peers.to_json()["weights"]["peers"] == {"address": "10.0.0.7", "fanout": 3, "seeds": 1, "port": 8790}
+    assert peers.digest != _plan().digest
+    # Settings of a tree that is not used change nothing.
+    assert _plan(weights={**weights, "peer_fanout": 3}).digest == _plan().digest
+
+
 def test_a_tampered_plan_no_longer_matches_its_digest() -> None:
     doc = _plan().to_json()
     doc["files"][0]["content"] += "# extra\n"
