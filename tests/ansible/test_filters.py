@@ -263,7 +263,7 @@ def test_no_service_secrets_means_no_environment_file() -> None:
     assert FILTERS["service_secrets"](hostvars(serving={"api_key": {"file": "/etc/ms4fleet/key"}}))["needed"] is True
 
 
-H200_PROBE = ROOT / "tests" / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+H200_PROBE = ROOT / "tests" / "data" / "h200" / "2026-12-04-brownfield" / "probe.json"
 
 
 def test_provision_plan_applies_the_cores_adoption_from_the_registered_probe() -> None:

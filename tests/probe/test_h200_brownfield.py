@@ -1,4 +1,4 @@
-"""Replays the brownfield capture of the real H200 (2026-12-03; tests/data/h200/brownfield.sh made it: Ubuntu
+"""Replays the brownfield capture of the real H200 (2026-12-04, with this tree; tests/data/h200/brownfield.sh made it: Ubuntu
 24.04, driver 580.159.04 open modules from the VM image's read-only mount, no package, DKMS or runfile owning
 it, no systemd or Docker). The host probe's stack reading, `ms4fleet plan --probe` on it, and
 `pyinfra @local deploy.py --dry` run there without any manage_driver setting: adopted, zero driver operations;
@@ -20,7 +20,7 @@ from ms4fleet.probe import parse_probe
 from ms4fleet.provision import OsRelease
 from tests.support.pyinfra_table import detected_changes
 
-CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield"
+CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-04-brownfield"
 INVENTORY = CAPTURE / "inventory.yml"
 
 
@@ -68,9 +68,12 @@ def test_the_pyinfra_dry_run_without_manage_driver_plans_no_driver_operation() -
     assert "Ready: deploy.py" in text
     planned = detected_changes(text)
     assert planned["install cuda-toolkit-13-0"] == "1 (@local)"  # the table is read
-    driver_ops = [name for name in planned if re.search(r"driver|nouveau|persistenced|initramfs", name)]
-    assert driver_ops == ["reboot if the driver needs it"], driver_ops
-    assert planned["reboot if the driver needs it"] == "-"
+    driver_ops = {name: n for name, n in planned.items() if re.search(r"driver|nouveau|persistenced|initramfs", name)}
+    # The two operations every deploy asks (both answer "nothing to do" here); no driver install, hold or reboot.
+    assert driver_ops == {
+        "move held driver packages to their pinned version": "-",
+        "reboot if the driver needs it": "-",
+    }
     # The line the deploy logged there is the note the core makes today from the same probe.
     config = HostConfig.from_host_data("@local", {"ms4fleet_gpu": {"kind": "h200-sxm", "count": 1}})
     report = parse_probe((CAPTURE / "probe.json").read_text())

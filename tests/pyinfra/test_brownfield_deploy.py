@@ -18,7 +18,7 @@ from ms4fleet.hostplan import plan_for_data
 from ms4fleet.provision import move_script
 from tests.pyinfra import harness
 
-PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-04-brownfield" / "probe.json"
 HOST_DATA: dict[str, Any] = {
     "ms4fleet_gpu": {"kind": "h200-sxm", "count": 1},
     "ms4fleet_runtime": {"kind": "docker"},

@@ -484,7 +484,7 @@ def test_the_verified_record_is_written_as_given(tmp_path: Path) -> None:
     assert target.stat().st_mode & 0o777 == 0o644
 
 
-H200_PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+H200_PROBE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-04-brownfield" / "probe.json"
 
 
 def test_a_host_whose_driver_is_adopted_converges_without_a_driver_package() -> None:

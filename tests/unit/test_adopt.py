@@ -1,5 +1,5 @@
 """Brownfield decisions (ms4fleet.adopt) and how the HostPlan applies them. Each host shape starts from the
-probe captured on the real H200 (tests/data/h200/2026-12-03-brownfield/probe.json) with its ``stack`` part
+probe captured on the real H200 (tests/data/h200/2026-12-04-brownfield/probe.json) with its ``stack`` part
 changed to what a runfile, apt, DKMS or docker-ce host reports; the host-side readers are tested on files."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ms4fleet.hostside import probe as hostprobe
 from ms4fleet.probe import ProbeReport, parse_probe
 from ms4fleet.provision import NOUVEAU_FILE, PERSISTENCE_DROPIN, OsRelease
 
-CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-03-brownfield" / "probe.json"
+CAPTURE = Path(__file__).parents[1] / "data" / "h200" / "2026-12-04-brownfield" / "probe.json"
 UBUNTU = OsRelease("ubuntu", "24.04")
 
 
