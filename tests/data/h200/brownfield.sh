@@ -4,6 +4,10 @@
 # evidence of who owns the driver, the host probe as the engines run it (the machine's python3), then
 # `pyinfra @local deploy.py --dry` WITHOUT manage_driver (the configured branch 580: adopted) and with
 # driver_branch 570 (refused). Outputs land in $OUT; tests/probe/test_h200_brownfield.py replays them.
+# .whl/ holds ms4fleet's wheel (`pip wheel --no-deps -w .whl .`: the controller check wants it installed) and
+# every runtime dependency for the device's Python 3.12 (`pip download -d .whl --only-binary=:all:
+# --python-version 3.12 --platform manylinux2014_x86_64 --platform any -c constraints.txt` over the
+# pyproject's dependencies); the device tool carries it (`carry: [".whl"]`).
 set -u
 {
     date -u +%FT%TZ
