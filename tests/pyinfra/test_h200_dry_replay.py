@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from ms4fleet.config import HostConfig
-from ms4fleet.converged import Desired, fingerprint, live_differences, quick_script
+from ms4fleet.converged import Desired, fingerprint, image_query, live_differences, quick_script
 from ms4fleet.provision import PREFERENCES_FILE, UNATTENDED_FILE, OsRelease, provision_plan
 from ms4fleet.serving import plan_host
 from ms4fleet.weights.request import request_for_host
@@ -79,7 +79,15 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
     # Captured before the container stack was pinned and before unattended-upgrades got its blacklist: the
     # paths the script gained since are the apt preferences file (planned now without a managed driver) and
     # the unattended-upgrades file, which that host lacks and stat skips.
-    now = quick_script(want).replace(f"{PREFERENCES_FILE} ", "", 1).replace(f"{UNATTENDED_FILE} ", "", 1)
+    # It also asked the docker CLI for the image, which the script now asks Docker's API first (image_query).
+    image = want.serving.image
+    assert image is not None
+    now = (
+        quick_script(want)
+        .replace(f"{PREFERENCES_FILE} ", "", 1)
+        .replace(f"{UNATTENDED_FILE} ", "", 1)
+        .replace(image_query(image), f"docker image inspect --format '{{{{.Id}}}}' {image}", 1)
+    )
     assert PREFERENCES_FILE in quick_script(want) and UNATTENDED_FILE in quick_script(want)
     assert script.strip() == now.strip()
     assert live_differences(want, sections)[:3] == [

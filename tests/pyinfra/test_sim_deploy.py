@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ms4fleet.converged import image_id, image_query
 from ms4fleet.hostside.weights_verify import META_DIR
 from ms4fleet.provision import KEYRING, SOURCES_FILE
 from ms4fleet_sim import aptrepo, signing
@@ -69,6 +70,21 @@ def test_second_run_changes_nothing(deployed: Deployed) -> None:
     assert again.rc == 0, again.output[-3000:]
     assert again.changed_ops() == 0, again.output[-20000:]
     assert "converged (nothing to do)" in again.output
+
+
+def test_the_image_query_reads_dockers_api_and_falls_back_to_the_cli(deployed: Deployed) -> None:
+    # The converged check's image part on a deployed host: Docker's Engine API through the socket (curl), and
+    # the docker CLI where curl cannot answer (a shell function named curl that fails stands in for a host
+    # without curl); both print the same image id, and a missing image prints no id.
+    fleet, name = deployed.fleet, deployed.fleet.hosts[0]
+    image = "vllm/vllm-openai:v0.32.0"
+    cli = fleet.sh(name, f"docker image inspect --format '{{{{.Id}}}}' {image}").strip()
+    assert cli.startswith("sha256:")
+    assert image_id(fleet.sh(name, image_query(image)).splitlines()) == cli
+    no_curl = fleet.sh(name, f"curl() {{ return 7; }}; {image_query(image)}")
+    assert image_id(no_curl.splitlines()) == cli
+    gone = fleet.sh(name, f"{image_query('vllm/vllm-openai:v0.0.1')} 2>/dev/null; true")
+    assert image_id(gone.splitlines()) == ""
 
 
 def test_later_runs_take_the_quick_check_which_still_sees_a_quiet_edit(deployed: Deployed) -> None:

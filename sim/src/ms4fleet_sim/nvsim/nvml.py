@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # nvml.h's constants the readers pass.
 NVML_MEMORY_ERROR_TYPE_CORRECTED = 0
@@ -74,34 +73,29 @@ class c_nvmlGpuFabricInfo_t(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True)
-class _Handle:
-    index: int
+class _Handle(NamedTuple):
+    position: int
     gpu: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _PciInfo:
+class _PciInfo(NamedTuple):
     busId: str
     pciDeviceId: int
 
 
-@dataclass(frozen=True)
-class _Memory:
+class _Memory(NamedTuple):
     total: int
     reserved: int
     used: int
     free: int
 
 
-@dataclass(frozen=True)
-class _Process:
+class _Process(NamedTuple):
     pid: int
     usedGpuMemory: int
 
 
-@dataclass(frozen=True)
-class _Histogram:
+class _Histogram(NamedTuple):
     max: int
     high: int
     partial: int
@@ -319,7 +313,7 @@ def nvmlEventSetCreate() -> list[int]:
 
 
 def nvmlDeviceRegisterEvents(handle: _Handle, event_types: int, event_set: list[int]) -> None:
-    event_set.append(handle.index)
+    event_set.append(handle.position)
 
 
 def nvmlEventSetWait(event_set: list[int], timeout_ms: int) -> Any:
