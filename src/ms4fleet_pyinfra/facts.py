@@ -27,6 +27,7 @@ from pyinfra.api.facts import FactBase
 from typing_extensions import override
 
 from ms4fleet import aptkey, paths
+from ms4fleet.converged import image_id, image_query
 from ms4fleet.health import HealthError, HealthReport, exclusions, parse_health
 from ms4fleet.hostoutput import DPKG_FORMAT, SEPARATOR, installed_packages, sections, upstream_version
 from ms4fleet.hostscripts import python_command
@@ -381,7 +382,8 @@ class DockerImage(FactBase[str | None]):
 
     @override
     def command(self, image: str) -> str:
-        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+        # The converged check's query (Docker's API, else the CLI): one way to ask a host for an image.
+        return f"{image_query(image)} 2>/dev/null || true"
 
     @override
     def requires_command(self, image: str) -> str:
@@ -389,8 +391,8 @@ class DockerImage(FactBase[str | None]):
 
     @override
     def process(self, output: list[str]) -> str | None:
-        first = next((line.strip() for line in output if line.strip()), "")
-        return first if first.startswith("sha256:") else None
+        found = image_id(output)
+        return found if found.startswith("sha256:") else None
 
 
 class WeightsState(FactBase[dict[str, Any]]):
