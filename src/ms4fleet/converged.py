@@ -349,6 +349,46 @@ def _health(found: dict[str, list[str]], name: str, gpu_count: int) -> tuple[tup
         return (), str(err)
 
 
+def _first_read(
+    name: str,
+    config: HostConfig,
+    plan_for: Callable[[tuple[Exclusion, ...]], ServingPlan],
+    request: WeightsRequest,
+    quick: bool,
+) -> tuple[verdicts.Verdict | None, Desired | None, str]:
+    """The stored verdict, the plan to confirm it against (None: the full check runs) and the first script."""
+    known = verdicts.load(name) if quick else None
+    if known is not None:
+        # Planned with the exclusions of the verdict's day: a host that has not changed answers that plan.
+        desired = Desired(config, provision_plan(config, known.os), plan_for(known.excluded), request)
+        if desired.digest == known.digest:
+            return known, desired, quick_script(desired) + _script(health_parts())
+    return known, None, _full_first_read(config, plan_for, request, known.excluded if known else (), health=True)
+
+
+def _full_first_read(
+    config: HostConfig,
+    plan_for: Callable[[tuple[Exclusion, ...]], ServingPlan],
+    request: WeightsRequest,
+    assumed: tuple[Exclusion, ...],
+    health: bool,
+) -> str:
+    first = (_script(health_parts()) if health else "") + _script(probe_parts())
+    script = _assumed_snapshot(config, plan_for, request, assumed)
+    return f"{section_marker('os')}\ncat /etc/os-release\n{first}{script}"
+
+
+def _assumed_snapshot(
+    config: HostConfig,
+    plan_for: Callable[[tuple[Exclusion, ...]], ServingPlan],
+    request: WeightsRequest,
+    assumed: tuple[Exclusion, ...],
+) -> str:
+    # Built for the OS a plan assumes before a host is read: the script lists paths, packages and units,
+    # which no supported OS changes (the OS changes what the answers must be).
+    return snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), plan_for(assumed), request))
+
+
 def check(
     name: str,
     config: HostConfig,
@@ -361,26 +401,17 @@ def check(
     or forgets the verdict), the GPU health read in the first round trip. At most two reads; a host whose OS
     cannot be read is not converged. Raises ``ConfigError`` for an OS the core does not support."""
     health: tuple[tuple[Exclusion, ...], str] | None = None
-    known = verdicts.load(name) if quick else None
-    if known is not None:
-        # Planned with the exclusions of the verdict's day: a host that has not changed answers that plan.
-        desired = Desired(config, provision_plan(config, known.os), plan_for(known.excluded), request)
-        if desired.digest == known.digest:
-            found = read(quick_script(desired) + _script(health_parts()))
-            health = _health(found, name, config.gpu.count)
-            now = Desired(config, desired.provision, plan_for(health[0]), request)
-            if (
-                now.digest == known.digest
-                and fingerprint(found) == known.fingerprint
-                and not live_differences(now, found)
-            ):
-                return Check((), known.os, *health, quick=True)
-    # Built for the OS a plan assumes before a host is read: the script lists paths, packages and units,
-    # which no supported OS changes (the OS changes what the answers must be).
-    assumed = health[0] if health is not None else known.excluded if known is not None else ()
-    script = snapshot_script(Desired(config, provision_plan(config, DEFAULT_OS), plan_for(assumed), request))
-    first = (_script(health_parts()) if health is None else "") + _script(probe_parts())
-    found = read(f"{section_marker('os')}\ncat /etc/os-release\n{first}{script}")
+    known, confirming, first = _first_read(name, config, plan_for, request, quick)
+    assumed = known.excluded if known is not None else ()
+    if known is not None and confirming is not None:
+        found = read(first)
+        health = _health(found, name, config.gpu.count)
+        now = Desired(config, confirming.provision, plan_for(health[0]), request)
+        if now.digest == known.digest and fingerprint(found) == known.fingerprint and not live_differences(now, found):
+            return Check((), known.os, *health, quick=True)
+        assumed = health[0]
+        first = _full_first_read(config, plan_for, request, assumed, health=False)
+    found = read(first)
     if health is None:
         health = _health(found, name, config.gpu.count)
     os_release = OsRelease.parse("\n".join(found.get("os", [])))
@@ -390,7 +421,7 @@ def check(
     # What the host already has decides the driver and Docker (a refusal raises ConfigError here, one line).
     stack = _stack(found, config)
     desired = Desired(config, provision_plan(config, os_release, stack), plan_for(health[0]), request)
-    if snapshot_script(desired) != script:
+    if snapshot_script(desired) != _assumed_snapshot(config, plan_for, request, assumed):
         found = read(snapshot_script(desired))
     diffs = tuple(differences(desired, found))
     printed = fingerprint(found)
@@ -409,13 +440,20 @@ def check_data(
     quick: bool = True,
 ) -> Check:
     """``check`` of the plan ``hostplan.plan_for_data`` makes from the host's inventory ``data``."""
-    return check(
-        name,
-        config,
+    return check(name, config, *_data_plans(config, data), read, quick)
+
+
+def first_read_data(name: str, config: HostConfig, data: Mapping[str, Any], quick: bool = True) -> str:
+    """The script ``check_data`` reads first (the verdict store as it is now): an engine can send it early."""
+    return _first_read(name, config, *_data_plans(config, data), quick)[2]
+
+
+def _data_plans(
+    config: HostConfig, data: Mapping[str, Any]
+) -> tuple[Callable[[tuple[Exclusion, ...]], ServingPlan], WeightsRequest]:
+    return (
         lambda excluded: plan_for_data(config, data, excluded=excluded).serving,
         plan_for_data(config, data).require_weights().request,
-        read,
-        quick,
     )
 
 

@@ -7,7 +7,8 @@ own parameters, and when they run ms4fleet's deploy over an inventory file, vali
 (``ms4fleet.inventory.load_inventory``: pyinfra's loader, every host, the fleet-wide rules, weights and
 secret environment variables required).
 A problem ends the run with one line and exit status 2 before pyinfra has read the inventory, let alone
-connected. ``deploy()`` validates again on what pyinfra loaded (``--data`` overrides included).
+connected. ``deploy()`` validates again on what pyinfra loaded (``--data`` overrides included). A valid
+inventory's run also loads the early check reads (``ms4fleet_pyinfra.earlyread``) before pyinfra connects.
 
 + ``validate_before_connect(deploy_file)``: the check above; a no-op outside the pyinfra command line and for
   commands that do not run ms4fleet's deploy (facts, ``exec``, other deploys), which still get the core's
@@ -16,6 +17,7 @@ connected. ``deploy()`` validates again on what pyinfra loaded (``--data`` overr
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -53,3 +55,6 @@ def validate_before_connect(deploy_file: Path) -> None:
         sys.stderr.write(f"ms4fleet: error: {err}\n")
         sys.stderr.flush()
         raise SystemExit(2) from None
+    # Loaded now, before pyinfra connects: deploy.py then sends each host its first check read as soon as
+    # pyinfra has connected, without the core's import in between (ms4fleet_pyinfra.earlyread).
+    importlib.import_module("ms4fleet_pyinfra.earlyread")

@@ -23,8 +23,10 @@ from ms4fleet.converged import (
     Desired,
     _script,
     check,
+    check_data,
     differences,
     fingerprint,
+    first_read_data,
     health_parts,
     live_differences,
     quick_script,
@@ -399,6 +401,35 @@ def test_the_core_check_is_engine_neutral() -> None:
     assert verdicts.load(name) is None
     silent = check(name, want.config, plan_for, want.weights, lambda script: {})
     assert not silent.converged
+
+
+def test_the_first_read_an_engine_may_send_early_is_the_one_the_check_reads_first() -> None:
+    """``first_read_data`` (what pyinfra sends before its deploy loads) is, byte for byte, the first script
+    ``check_data`` reads: the full check's without a verdict or with ``quick=False``, the quick one while a
+    stored verdict's plan still holds."""
+    name = "early/gpu-1"
+    config = HostConfig.from_host_data(name, HOST_DATA)
+    want = desired()
+
+    def first_script(quick: bool = True) -> str:
+        scripts: list[str] = []
+
+        def read(script: str) -> dict[str, list[str]]:
+            scripts.append(script)
+            return {}  # no answer: the check stops after its first read
+
+        check_data(name, config, HOST_DATA, read, quick)
+        return scripts[0]
+
+    verdicts.forget(name)
+    assert "cat /etc/os-release" in first_read_data(name, config, HOST_DATA)
+    assert first_read_data(name, config, HOST_DATA) == first_script()
+    verdicts.store(name, verdicts.Verdict(want.digest, OsRelease("debian", "12"), "f" * 64))
+    assert first_read_data(name, config, HOST_DATA) == quick_script(want) + _script(health_parts())
+    assert first_read_data(name, config, HOST_DATA) == first_script()
+    assert first_read_data(name, config, HOST_DATA, quick=False) == first_script(quick=False)
+    assert "cat /etc/os-release" in first_script(quick=False)
+    verdicts.forget(name)
 
 
 def health_answer(count: int, unhealthy: tuple[int, ...] = ()) -> list[str]:

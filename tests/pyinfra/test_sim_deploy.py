@@ -88,10 +88,12 @@ def test_the_image_query_reads_dockers_api_and_falls_back_to_the_cli(deployed: D
 
 
 def test_later_runs_take_the_quick_check_which_still_sees_a_quiet_edit(deployed: Deployed) -> None:
-    # The second run's full check passed and was remembered: this one proves the same from fingerprints.
-    quick = deployed.run("-v")
+    # The second run's full check passed and was remembered: this one proves the same from fingerprints, each
+    # host's quick check answered by the read deploy.py sent before it loaded the deploy (earlyread).
+    quick = deployed.run("--debug")
     assert quick.rc == 0 and quick.changed_ops() == 0, quick.output[-3000:]
     assert quick.output.count("nothing the last full check read has changed") == 3, quick.output[-3000:]
+    assert quick.output.count("check answered by the read sent before the deploy loaded") == 3, quick.output[-3000:]
     # An edit that keeps the size and puts the mtime back (touch -r) still moves the ctime: repaired.
     fleet, name = deployed.fleet, deployed.fleet.hosts[2]
     conf = "/etc/modprobe.d/ms4fleet-blacklist-nouveau.conf"
@@ -101,10 +103,12 @@ def test_later_runs_take_the_quick_check_which_still_sees_a_quiet_edit(deployed:
         f"cp -p {conf} /tmp/ref && sed -i 's/blacklist nouveau/blacklist nouveaX/' {conf} && touch -r /tmp/ref {conf}",
     )
     assert fleet.sh(name, f"stat -c %s {conf}") == fleet.sh(name, "stat -c %s /tmp/ref")
-    repaired = deployed.run("-v")
+    repaired = deployed.run("--debug")
     assert repaired.rc == 0, repaired.output[-3000:]
     assert repaired.changed_ops() > 0
     assert repaired.output.count("nothing the last full check read has changed") == 2, repaired.output[-3000:]
+    # The edited host's quick check came early too; the full check after it was read the usual way.
+    assert repaired.output.count("check answered by the read sent before the deploy loaded") == 3
     assert fleet.sh(name, f"cat {conf}") == before
 
 

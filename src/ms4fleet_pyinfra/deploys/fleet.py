@@ -13,9 +13,10 @@ from the load balancer (``ms4fleet_pyinfra.deploys.batched``); a first install g
 from __future__ import annotations
 
 from pyinfra.api.exceptions import PyinfraError
-from pyinfra.context import config, host, inventory
+from pyinfra.context import config, host, inventory, state
 
 from ms4fleet.config import ConfigError
+from ms4fleet_pyinfra import earlyread
 from ms4fleet_pyinfra.deploys.batched import switch_serving_hosts
 from ms4fleet_pyinfra.deploys.host import deploy_host
 from ms4fleet_pyinfra.hostconfig import host_data, use_sudo, validated
@@ -24,6 +25,7 @@ from ms4fleet_pyinfra.hostkeys import weaker_than_planned
 
 def deploy() -> None:
     """Deploy the current host (pyinfra calls this once per inventory host)."""
+    earlyread.send(state)  # once per run (deploy.py sent already, before its imports)
     try:
         configs = validated(inventory)
     except ConfigError as err:

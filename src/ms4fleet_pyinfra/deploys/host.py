@@ -24,7 +24,8 @@ from ms4fleet.provision import APT_LOCK_TIMEOUT_S, OsRelease
 from ms4fleet.serving import ServingPlan
 from ms4fleet.weights.errors import WeightsError
 from ms4fleet.weights.stage import target_for
-from ms4fleet_pyinfra.facts import OsReleaseFact, Probe, Sections
+from ms4fleet_pyinfra import earlyread
+from ms4fleet_pyinfra.facts import OsReleaseFact, Probe
 from ms4fleet_pyinfra.hostconfig import host_data
 from ms4fleet_pyinfra.operations import docker, services, serving, weights
 from ms4fleet_pyinfra.operations import host as hostops
@@ -68,8 +69,9 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     data = host_data(host)
     try:
         # The core's converged check (quick where a stored verdict still holds, else full), GPU health read
-        # in the same round trip, through a fact so that it also runs under --dry.
-        found = check_data(host.name, config, data, lambda script: host.get_fact(Sections, script=script, _sudo=sudo))
+        # in the same round trip, through a fact so that it also runs under --dry (its first read went out as
+        # pyinfra connected: ms4fleet_pyinfra.earlyread).
+        found = check_data(host.name, config, data, lambda script: earlyread.read(host, script, sudo))
         if found.health_error:
             logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
         for e in found.excluded:
