@@ -7,13 +7,15 @@ no-op re-converges (median of ``--repeat``, each must change nothing) of:
 + Ansible, as ansible.cfg ships it: site.yml's first play runs the core's converged check and leaves
   converged hosts out of the roles;
 + pyinfra (``pyinfra -y FLEET.py deploy.py``) on all N hosts and on one (``--limit``), warm (the verdict of
-  the last passed full check kept on the controller, as on every run an operator repeats).
+  the last passed full check kept on the controller, as on every run an operator repeats), in alternating
+  pairs (``--pyinfra-repeat``): a drift in the machine's load then weighs on both sides of the ratio alike.
 
 Both engines keep their verdicts in one private cache (the check is the core's, engine-neutral).
 Targets (issue 14): Ansible <= 30 s and <= 10 x pyinfra on the same fleet; pyinfra N hosts <= 1.2 x one
 host. Prints the ratios; exits 1 when a target fails.
 
-    .venv/bin/python bench/ansible_reconverge.py [--hosts 8] [--gpus h200x2] [--repeat 3] [--reuse] [--down]
+    .venv/bin/python bench/ansible_reconverge.py [--hosts 8] [--gpus h200x2] [--repeat 3] [--pyinfra-repeat 9]
+        [--reuse] [--down]
 """
 
 from __future__ import annotations
@@ -39,24 +41,35 @@ ANSIBLE_OVER_PYINFRA_MAX = 10.0
 PYINFRA_FLEET_OVER_ONE_MAX = 1.2
 
 
-def timed(label: str, repeat: int, run: Callable[[], tuple[float, int, int, str]]) -> float:
-    """Median seconds of ``repeat`` runs, each required to succeed and change nothing."""
-    times = []
+Run = Callable[[], tuple[float, int, int, str]]
+
+
+def no_op_seconds(label: str, run: Run) -> float:
+    """One run's seconds; it must succeed and change nothing."""
+    seconds, rc, changed, output = run()
+    if rc != 0 or changed:
+        print(f"{label}: not a no-op (exit {rc}, {changed} changed)\n{output[-3000:]}")
+        raise SystemExit(1)
+    return seconds
+
+
+def timed(repeat: int, runs: dict[str, Run]) -> list[float]:
+    """Median seconds of each run, the runs taken in turn ``repeat`` times."""
+    times: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(repeat):
-        seconds, rc, changed, output = run()
-        if rc != 0 or changed:
-            print(f"{label}: not a no-op (exit {rc}, {changed} changed)\n{output[-3000:]}")
-            raise SystemExit(1)
-        times.append(seconds)
-    print(f"  {label}: median {statistics.median(times):.2f} s of [{', '.join(f'{t:.2f}' for t in times)}]")
-    return statistics.median(times)
+        for label, run in runs.items():
+            times[label].append(no_op_seconds(label, run))
+    for label, seconds in times.items():
+        print(f"  {label}: median {statistics.median(seconds):.2f} s of [{', '.join(f'{t:.2f}' for t in seconds)}]")
+    return [statistics.median(seconds) for seconds in times.values()]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=8)
     parser.add_argument("--gpus", default="h200x2", help="sim GPU spec of every host (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=3, help="Ansible runs (default: %(default)s)")
+    parser.add_argument("--pyinfra-repeat", type=int, default=9, help="pyinfra pairs (default: %(default)s)")
     parser.add_argument("--fleet", default="ansible-bench")
     parser.add_argument("--reuse", action="store_true", help="keep the fleet if it is up (default: a fresh one)")
     parser.add_argument("--down", action="store_true", help="remove the fleet afterwards")
@@ -76,7 +89,7 @@ def main() -> int:
             done = simrun.playbook(fleet.inventory.with_suffix(".yml"), "site.yml", "-e", f"@{extra}", env=env)
             return done.seconds, done.rc, done.changed(), done.output
 
-        def pyinfra(*limit: str) -> Callable[[], tuple[float, int, int, str]]:
+        def pyinfra(*limit: str) -> Run:
             def run() -> tuple[float, int, int, str]:
                 done = simfleet.pyinfra(fleet, *limit, archive=simassets.image_archive(), verdicts=verdicts)
                 return done.seconds, done.rc, done.changed_ops(), done.output
@@ -93,10 +106,15 @@ def main() -> int:
         if settle[1] != 0:
             print(settle[3][-4000:])
             return 1
-        print(f"no-op re-converge, median of {args.repeat}:")
-        ansible_s = timed(f"ansible-playbook site.yml, {args.hosts} hosts", args.repeat, ansible)
-        fleet_s = timed(f"pyinfra deploy.py, {args.hosts} hosts", args.repeat, pyinfra())
-        one_s = timed("pyinfra deploy.py, 1 host", args.repeat, pyinfra(f"--limit={fleet.hosts[0]}"))
+        print(f"no-op re-converge, median of {args.repeat} (Ansible) and {args.pyinfra_repeat} (pyinfra):")
+        (ansible_s,) = timed(args.repeat, {f"ansible-playbook site.yml, {args.hosts} hosts": ansible})
+        fleet_s, one_s = timed(
+            args.pyinfra_repeat,
+            {
+                f"pyinfra deploy.py, {args.hosts} hosts": pyinfra(),
+                "pyinfra deploy.py, 1 host": pyinfra(f"--limit={fleet.hosts[0]}"),
+            },
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if args.down:
