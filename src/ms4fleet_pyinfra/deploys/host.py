@@ -69,8 +69,8 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
     data = host_data(host)
     try:
         # The core's converged check (quick where a stored verdict still holds, else full), GPU health read
-        # in the same round trip, through a fact so that it also runs under --dry (its first read went out as
-        # pyinfra connected: ms4fleet_pyinfra.earlyread).
+        # in the same round trip, through a fact so that it also runs under --dry (its first read went out
+        # before the deploy loaded: ms4fleet_pyinfra.earlyread).
         found = check_data(host.name, config, data, lambda script: earlyread.read(host, script, sudo))
         if found.health_error:
             logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
