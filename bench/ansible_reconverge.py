@@ -41,9 +41,9 @@ from tests.ansible import simassets, simrun  # noqa: E402
 from tests.pyinfra import simfleet  # noqa: E402
 
 ANSIBLE_MAX_S = 30.0
-STEAL = 7  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
 ANSIBLE_OVER_PYINFRA_MAX = 10.0
 PYINFRA_FLEET_OVER_ONE_MAX = 1.2
+STEAL = 7  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal guest guest_nice
 
 
 Run = Callable[[], tuple[float, int, int, str]]
@@ -57,8 +57,8 @@ def cpu_times() -> list[int]:
 
 def stolen(before: list[int], after: list[int]) -> float:
     """The share of the machine's CPU time that the hypervisor took between two ``cpu_times``."""
-    spent = [b - a for a, b in zip(before, after, strict=False)]
-    # guest time is counted in user time already
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    # guest and guest_nice are counted in user and nice already
     total = sum(spent[: STEAL + 1])
     return spent[STEAL] / total if total else 0.0
 
