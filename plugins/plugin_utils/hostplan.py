@@ -14,7 +14,7 @@ from typing import Any
 
 from ansible_collections.ms4fleet.fleet.plugins.plugin_utils import core  # noqa: F401 (before the core)
 
-from ms4fleet import apikey, paths
+from ms4fleet import apikey, healthwatch, paths
 from ms4fleet.config import KEY_PREFIX, SECTIONS, HostConfig
 from ms4fleet.health import exclusions_from_json
 from ms4fleet.hostoutput import DPKG_FORMAT
@@ -105,6 +105,7 @@ def provision(variables: Mapping[str, Any], facts: Mapping[str, Any]) -> dict[st
         "service_user": plan["service_user"]["name"],
         "service_shell": plan["service_user"]["shell"],
         "proxy_service": PROXY_SERVICE,
+        "health_timer": healthwatch.TIMER,
         # What the driver and the fabric manager are pinned to: the host's own where the core left its driver
         # alone; nothing when the driver is unmanaged and the host was not probed.
         "driver_version": plan["stack"]["driver_version"]

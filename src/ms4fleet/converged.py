@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import ms4fleet
-from ms4fleet import paths, verdicts
+from ms4fleet import healthwatch, paths, verdicts
 from ms4fleet.adopt import StackPlan
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.health import Exclusion, HealthError, exclusions, parse_health
@@ -325,8 +325,9 @@ class Check:
 
 
 def health_parts() -> list[str]:
-    """The core's GPU health reader, as a part of the check's first read."""
-    return [section_marker("health"), python_command("health.py")]
+    """The GPUs' health, as a part of the check's first read: the host's kept reading while fresh, else the
+    core's reader run now (``healthwatch.read_command``)."""
+    return [section_marker("health"), healthwatch.read_command(python_command("health.py"))]
 
 
 def probe_parts() -> list[str]:

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from typing import Any, Literal
 
-from ms4fleet import paths
+from ms4fleet import healthwatch, paths
 from ms4fleet.adopt import StackPlan, decide
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.health import Exclusion
@@ -75,6 +75,7 @@ _KINDS = {
     HOST_VERIFIER_PATH: "weights-verifier",
     PROXY_CONF: "proxy",
     UNATTENDED_FILE: "unattended-upgrades",
+    **dict.fromkeys(healthwatch.PATHS, "health-watch"),
 }
 # Inventory keys of a plan's controller-side inputs: pyinfra's host data key, then the Ansible role variable.
 IMAGE_ARCHIVE_KEYS = ("vllm_image_archive", "vllm_service_image_archive")

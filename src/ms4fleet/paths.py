@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ms4fleet.catalog import ModelProfile
 
+# The first line of every text file ms4fleet manages on a host.
+HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
 ETC_DIR = "/etc/ms4fleet"
 # Secrets the deploying process supplies by environment variable land here, mode 0600, root only.
 SECRETS_DIR = f"{ETC_DIR}/secrets"

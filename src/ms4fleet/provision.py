@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
 
+from ms4fleet import healthwatch
 from ms4fleet.catalog import package_series
 from ms4fleet.config import AptRepo, ConfigError, HostConfig
+from ms4fleet.paths import HEADER
 from ms4fleet.proxy import PROXY_CONF, PROXY_SERVICE, RELOAD_COMMAND, host_proxy_conf
 from ms4fleet.serving import replica_ports
 from ms4fleet.weights.startcheck import verifier_file
@@ -38,7 +40,6 @@ from ms4fleet.weights.startcheck import verifier_file
 if TYPE_CHECKING:
     from ms4fleet.adopt import StackPlan
 
-HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
 KEYRING = "/etc/apt/keyrings/ms4fleet-nvidia.asc"
 SOURCES_FILE = "/etc/apt/sources.list.d/ms4fleet-nvidia.sources"
 PREFERENCES_FILE = "/etc/apt/preferences.d/ms4fleet-nvidia"
@@ -374,7 +375,10 @@ def provision_plan(config: HostConfig, os: OsRelease, stack: StackPlan | None = 
     if manage:
         files.append(_nouveau_file())
     files.append(ManagedFile(PROXY_CONF, host_proxy_conf(config, replica_ports(config)), after_change=RELOAD_COMMAND))
-    services = [PROXY_SERVICE]
+    # The standing GPU health reading the converged check takes (ms4fleet.healthwatch).
+    watch = healthwatch.files()
+    files += [ManagedFile(path, text, mode, after_change=healthwatch.AFTER_CHANGE) for path, text, mode in watch]
+    services = [PROXY_SERVICE, healthwatch.TIMER]
     if manage and provision.persistence_mode:
         services.append("nvidia-persistenced")
         files.append(_persistence_dropin())

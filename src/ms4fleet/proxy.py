@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ms4fleet.config import LOOPBACK_NETWORKS, HostConfig, internal_port, metrics_port
+from ms4fleet.paths import HEADER
 
 PROXY_CONF = "/etc/nginx/conf.d/ms4fleet-proxy.conf"
 PROXY_SERVICE = "nginx"
@@ -33,7 +34,6 @@ API_PREFIX = "/v1"
 HEALTH_PATH = "/health"
 # Long generations stream for minutes; nginx's 60 s default would cut them.
 READ_TIMEOUT_S = 900
-HEADER = "# Managed by ms4fleet: edits are overwritten on the next deploy.\n"
 
 
 def _listen(address: str, port: int) -> str:

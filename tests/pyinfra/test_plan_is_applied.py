@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from ms4fleet import healthwatch
 from ms4fleet.config import HostConfig
 from ms4fleet.hostplan import host_plan
 from ms4fleet.provision import OsRelease
@@ -36,14 +37,20 @@ def test_every_upload_of_a_bare_host_deploy_is_a_planned_file() -> None:
 
 def test_the_plan_says_what_runs_after_a_file_changes() -> None:
     """A bare host gets the nouveau blacklist, so the deploy rebuilds the initramfs the way the plan says; and
-    the host proxy's config, so the deploy reloads nginx where it runs."""
+    the host proxy's config, so the deploy reloads nginx where it runs; and the GPU health timer's files, so
+    systemd reads them again and the timer restarts."""
     spec = load_spec(SPECS / "deploy" / "ubuntu2404-h200x8-bare.json")
     config = HostConfig.from_host_data("gpu-1", spec["host_data"])
     after = [f for f in host_plan(config, OsRelease("ubuntu", "24.04")).files if f.after_change]
     assert [(f.kind, f.after_change) for f in after] == [
         ("nouveau", ("/usr/sbin/update-initramfs", "-u")),
         ("proxy", ("/bin/sh", "-c", "! systemctl is-active --quiet nginx || systemctl reload nginx")),
+        *[("health-watch", healthwatch.AFTER_CHANGE)] * 3,
     ]
+    reload = "systemctl daemon-reload && { ! systemctl is-active --quiet ms4fleet-health.timer || systemctl restart"
+    assert reload in healthwatch.AFTER_CHANGE[2]
     commands = [c for cs in plan(spec["host_data"], spec["responses"]).values() if isinstance(cs, list) for c in cs]
     assert "test ! -e /usr/sbin/update-initramfs || /usr/sbin/update-initramfs -u" in commands
     assert any("systemctl reload nginx" in c for c in commands), commands
+    assert sum(reload in c for c in commands) == 3, commands
+    assert "systemctl enable ms4fleet-health.timer" in commands and "systemctl start ms4fleet-health.timer" in commands

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from ms4fleet import healthwatch
 from ms4fleet.burnin import judge
 from ms4fleet.catalog import gpu_kinds
 from ms4fleet_sim.hostfiles import PYNVML
@@ -24,6 +25,9 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 FLEET = "gpuhealth"
 HOST = f"{FLEET}-1"
 FAULTS = "/etc/nvidia-sim/faults.json"
+# The deploy left the health timer running (ms4fleet.healthwatch), whose reading the converged check takes while
+# it is fresh: each fault switch is followed by the reading the timer's next run would take.
+REFRESH = f"systemctl start {healthwatch.SERVICE}"
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +111,12 @@ def verdicts(report: dict[str, Any]) -> list[tuple[int, str, list[str]]]:
 def test_both_engines_judge_a_faulty_gpu_the_same(
     fleet: simfleet.Fleet, switch: dict[str, Any], verdict: str, reason: str
 ) -> None:
-    fleet.sh(HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': switch}})}' > {FAULTS}")
+    fleet.sh(HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': switch}})}' > {FAULTS} && {REFRESH}")
     try:
         pyinfra, ansible = by_pyinfra(fleet), by_ansible(fleet)
         code, cli = by_cli(fleet)
     finally:
-        fleet.sh(HOST, f"rm -f {FAULTS}")
+        fleet.sh(HOST, f"rm -f {FAULTS} && {REFRESH}")
     assert pyinfra["source"] == ansible["source"] == cli["source"] == "nvml"
     assert verdicts(pyinfra) == verdicts(ansible) == verdicts(cli)
     assert code == (1 if verdict == "unhealthy" else 0)
@@ -125,12 +129,12 @@ def test_both_engines_judge_a_faulty_gpu_the_same(
 def test_without_nvidia_ml_py_both_engines_fall_back_to_nvidia_smi(fleet: simfleet.Fleet) -> None:
     """A host without nvidia-ml-py: the reader's nvidia-smi path, judged as the NVML path is."""
     fault = json.dumps({"gpu_health": {"1": {"row_remap_pending": True}}})
-    fleet.sh(HOST, f"mv {PYNVML} {PYNVML}.away && printf '%s' '{fault}' > {FAULTS}")
+    fleet.sh(HOST, f"mv {PYNVML} {PYNVML}.away && printf '%s' '{fault}' > {FAULTS} && {REFRESH}")
     try:
         pyinfra, ansible = by_pyinfra(fleet), by_ansible(fleet)
         excluded = pyinfra_excluded(fleet)
     finally:
-        fleet.sh(HOST, f"rm -f {FAULTS}; mv {PYNVML}.away {PYNVML}")
+        fleet.sh(HOST, f"rm -f {FAULTS}; mv {PYNVML}.away {PYNVML} && {REFRESH}")
     assert pyinfra["source"] == ansible["source"] == "nvidia-smi"
     assert verdicts(pyinfra) == verdicts(ansible) == [(0, "healthy", []), (1, "unhealthy", ["a row remap is pending"])]
     assert excluded == [{"gpu": 1, "reason": "unhealthy: a row remap is pending"}]
@@ -175,13 +179,13 @@ SWITCHES = [
 def test_every_switch_excludes_alike_in_both_engines_and_their_plans(
     fleet: simfleet.Fleet, switch: dict[str, Any], verdict: str, reason: str | None
 ) -> None:
-    fleet.sh(HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': switch}})}' > {FAULTS}")
+    fleet.sh(HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': switch}})}' > {FAULTS} && {REFRESH}")
     try:
         pyinfra = pyinfra_excluded(fleet)
         module = ansible_module(fleet, "ms4fleet.fleet.gpu_health")
         converged = ansible_module(fleet, "ms4fleet.fleet.converged")
     finally:
-        fleet.sh(HOST, f"rm -f {FAULTS}")
+        fleet.sh(HOST, f"rm -f {FAULTS} && {REFRESH}")
     got = [(g["index"], g["verdict"], [f["reason"] for f in g["findings"]]) for g in module["health"]["gpus"]]
     assert got == [(0, "healthy", []), (1, verdict, [reason] if reason else [])]
     want = [{"gpu": 1, "reason": f"unhealthy: {reason}"}] if verdict == "unhealthy" else []
@@ -194,12 +198,14 @@ def test_every_switch_excludes_alike_in_both_engines_and_their_plans(
 
 
 def test_the_pyinfra_deploy_plans_around_the_gpu_as_ansible_does(fleet: simfleet.Fleet) -> None:
-    fleet.sh(HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': {'row_remap_pending': True}}})}' > {FAULTS}")
+    fleet.sh(
+        HOST, f"printf '%s' '{json.dumps({'gpu_health': {'1': {'row_remap_pending': True}}})}' > {FAULTS} && {REFRESH}"
+    )
     try:
         run = simfleet.pyinfra(fleet, "--dry")
         converged = ansible_module(fleet, "ms4fleet.fleet.converged")
     finally:
-        fleet.sh(HOST, f"rm -f {FAULTS}")
+        fleet.sh(HOST, f"rm -f {FAULTS} && {REFRESH}")
     (missing,) = converged["missing_replicas"]
     assert missing == "replica 0 (GPUs 0,1, port 8000) not placed: GPU 1 unhealthy: a row remap is pending"
     assert run.rc == 0, run.output[-3000:]
@@ -207,6 +213,36 @@ def test_the_pyinfra_deploy_plans_around_the_gpu_as_ansible_does(fleet: simfleet
     assert missing in run.output
     # Not converged: the replica on GPU 1 would be stopped and its unit removed.
     assert "converged (nothing to do)" not in run.output
+
+
+def test_the_check_takes_the_timers_reading_while_fresh_then_reads_the_gpus_itself(fleet: simfleet.Fleet) -> None:
+    """The deploy's health timer keeps a reading the converged check takes instead of starting NVML; a reading
+    older than ``FRESH_S`` (a stopped timer) is never taken: the check runs the reader then."""
+    reading = healthwatch.READING
+    assert fleet.sh(HOST, f"systemctl is-active {healthwatch.TIMER}").strip() == "active"
+    assert fleet.sh(HOST, f"systemctl is-enabled {healthwatch.TIMER}").strip() == "enabled"
+    # Held still, so that no run of the timer comes between the steps below.
+    fleet.sh(HOST, f"systemctl stop {healthwatch.TIMER} && {REFRESH}")
+    try:
+        assert fleet.sh(HOST, f"systemctl show -P Result {healthwatch.SERVICE}").strip() == "success"
+        assert fleet.sh(HOST, f"stat -c '%a %U' {reading}").split() == ["644", "root"]
+        kept = json.loads(fleet.sh(HOST, f"cat {reading}"))
+        assert kept["source"] == "nvml" and [g["index"] for g in kept["gpus"]] == [0, 1]
+        fault = json.dumps({"gpu_health": {"1": {"row_remap_pending": True}}})
+        fleet.sh(HOST, f"printf '%s' '{fault}' > {FAULTS}")
+        # The fault came after the kept reading, which is fresh: the check takes it and sees no fault yet.
+        assert ansible_module(fleet, "ms4fleet.fleet.converged")["excluded"] == []
+        # The same reading, older than the check accepts: the check reads the GPUs itself.
+        fleet.sh(HOST, f"touch -d '-{healthwatch.FRESH_S + 5} seconds' {reading}")
+        stale = ansible_module(fleet, "ms4fleet.fleet.converged")
+        assert stale["excluded"] == [{"gpu": 1, "reason": "unhealthy: a row remap is pending"}]
+        assert stale["converged"] is False
+        # No reading at all (a reboot empties /run): the same.
+        fleet.sh(HOST, f"rm {reading}")
+        assert ansible_module(fleet, "ms4fleet.fleet.converged")["excluded"] == stale["excluded"]
+    finally:
+        fleet.sh(HOST, f"rm -f {FAULTS} && systemctl start {healthwatch.TIMER} && {REFRESH}")
+    assert fleet.sh(HOST, f"systemctl is-active {healthwatch.TIMER}").strip() == "active"
 
 
 def test_a_healthy_sim_host_is_healthy_in_both_engines(fleet: simfleet.Fleet) -> None:
@@ -228,6 +264,6 @@ def test_the_sim_burn_in_names_the_slowed_pair(fleet: simfleet.Fleet) -> None:
     try:
         slowed = judge(HOST, h200, 2, json.loads(fleet.sh(HOST, tool)))
     finally:
-        fleet.sh(HOST, f"rm -f {FAULTS}")
+        fleet.sh(HOST, f"rm -f {FAULTS} && {REFRESH}")
     assert not slowed.ok and slowed.degraded_pairs == ((0, 1),)
     assert slowed.reason.endswith("degraded pair(s): GPUs 0,1 at 108 GB/s")

@@ -148,7 +148,12 @@ def test_the_service_user_replicas_and_file_triggers_are_in_the_json() -> None:
     # The host proxy is reloaded (gracefully, where it runs) after its config changed.
     [reload] = [f["after_change"] for f in doc["files"] if f["kind"] == "proxy"]
     assert reload[:2] == ["/bin/sh", "-c"] and "systemctl reload nginx" in reload[2]
-    assert all(f["after_change"] == [] for f in doc["files"] if f["kind"] not in {"nouveau", "proxy"})
+    # The health watch's files: systemd reads its units again and the timer restarts (a reading at once).
+    watch = [f["after_change"] for f in doc["files"] if f["kind"] == "health-watch"]
+    assert len(watch) == 3 and all(
+        "systemctl daemon-reload" in w[2] and "restart ms4fleet-health.timer" in w[2] for w in watch
+    )
+    assert all(f["after_change"] == [] for f in doc["files"] if f["kind"] not in {"nouveau", "proxy", "health-watch"})
     replica = doc["replicas"][0]
     # vLLM answers on loopback on its internal port whatever the proxy binds (here ::1).
     assert replica["internal_port"] == replica["port"] + 20000 and replica["metrics_port"] == replica["port"] + 10000

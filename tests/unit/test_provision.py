@@ -14,7 +14,6 @@ from ms4fleet import paths
 from ms4fleet.config import ConfigError, HostConfig
 from ms4fleet.provision import (
     DAEMON_JSON,
-    HEADER,
     KEYRING,
     NVIDIA_KEY_FINGERPRINT,
     PREFERENCES_FILE,
@@ -111,7 +110,7 @@ def _stanzas(plan: ProvisionPlan) -> dict[str, str]:
     prefs = next(f for f in plan.files if f.path == PREFERENCES_FILE).content
     return {
         block.split("\n")[0].removeprefix("Package: ").split()[0]: block.split("\n")[1].removeprefix("Pin: version ")
-        for block in prefs.removeprefix(HEADER).split("\n\n")
+        for block in prefs.removeprefix(paths.HEADER).split("\n\n")
     }
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -611,10 +612,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     # One line by default: the converged check reads it on every run of every host (indented, ~1000 lines of
     # 8 GPUs crossed the connection and the controller's line handling, per host).
     parser.add_argument("--indent", type=int, default=None, help="pretty-print the JSON")
+    parser.add_argument("--output", help="write the JSON to this file (replaced whole: readers see old or new)")
     args = parser.parse_args(argv)
-    json.dump(read_all(args.source, args.watch_s, args.dcgm_level), sys.stdout, indent=args.indent, sort_keys=True)
-    sys.stdout.write("\n")
+    text = json.dumps(read_all(args.source, args.watch_s, args.dcgm_level), indent=args.indent, sort_keys=True)
+    if args.output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        replace_file(args.output, text + "\n")
     return 0
+
+
+def replace_file(path: str, text: str) -> None:
+    """``path`` holds ``text`` (mode 0644: GPU readings are no secret), swapped in by one rename."""
+    partial = "%s.%d.partial" % (path, os.getpid())
+    try:
+        with open(partial, "w") as out:
+            out.write(text)
+        os.chmod(partial, 0o644)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
 
 
 if __name__ == "__main__":
