@@ -58,6 +58,8 @@ class ActionModule(CoreAction):
             excluded=[e.to_json() for e in found.excluded],
             missing_replicas=[m.explanation for m in plan.missing],
         )
+        if found.health_warning:
+            result["warnings"] = [found.health_warning]
         return result
 
     def _read(self, script: str) -> dict[str, list[str]]:

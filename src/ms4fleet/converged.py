@@ -323,6 +323,15 @@ class Check:
     def converged(self) -> bool:
         return not self.differences
 
+    @property
+    def health_warning(self) -> str:
+        """Why a converged host's GPU health is unknown ("" when it was read, or while the host is not
+        converged: before its driver is in, no reading is expected). Every GPU stays planned and nothing
+        restarts for it; the gate before any (re)start reads again and refuses a host it cannot read."""
+        if not (self.health_error and self.converged):
+            return ""
+        return f"GPU health unreadable on a converged host ({self.health_error}): every GPU stays planned"
+
 
 def health_parts() -> list[str]:
     """The GPUs' health, as a part of the check's first read: the host's kept reading while fresh, else the

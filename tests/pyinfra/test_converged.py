@@ -389,6 +389,8 @@ def test_the_core_check_is_engine_neutral() -> None:
     assert len(scripts) == 1 and verdicts.load(name) is not None
     # No health section answered (no driver yet): every GPU planned, and why there is no reading.
     assert first.excluded == () and "not JSON" in first.health_error
+    # On a host that converged (its driver in), a reading that fails is said louder.
+    assert first.health_warning.startswith("GPU health unreadable on a converged host (")
     again = check(name, want.config, plan_for, want.weights, host(full_answer(want)))
     assert (again.converged, again.quick) == (True, True)
     assert scripts[1] == quick_script(want) + _script(health_parts())
@@ -398,6 +400,7 @@ def test_the_core_check_is_engine_neutral() -> None:
     # No /etc/os-release (or no answer at all): not converged, and the stored verdict is dropped.
     blind = check(name, want.config, plan_for, want.weights, host(converged_output(want)), quick=False)
     assert (blind.converged, blind.os, blind.differences) == (False, None, ("/etc/os-release unreadable",))
+    assert blind.health_error and blind.health_warning == ""
     assert verdicts.load(name) is None
     silent = check(name, want.config, plan_for, want.weights, lambda script: {})
     assert not silent.converged

@@ -72,7 +72,9 @@ def deploy_host(config: HostConfig, sudo: bool) -> None:
         # in the same round trip, through a fact so that it also runs under --dry (its first read went out
         # before the deploy loaded: ms4fleet_pyinfra.earlyread).
         found = check_data(host.name, config, data, lambda script: earlyread.read(host, script, sudo))
-        if found.health_error:
+        if found.health_warning:
+            logger.warning(f"{host.print_prefix}{found.health_warning}")
+        elif found.health_error:
             logger.info(f"{host.print_prefix}GPU health not read yet ({found.health_error}): planning every GPU")
         for e in found.excluded:
             logger.warning(f"{host.print_prefix}GPU {e.gpu} excluded: {e.reason}")
