@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ms4fleet import healthwatch
 from ms4fleet.config import HostConfig
 from ms4fleet.converged import Desired, fingerprint, image_query, live_differences, quick_script
 from ms4fleet.provision import PREFERENCES_FILE, UNATTENDED_FILE, OsRelease, provision_plan
@@ -78,7 +79,8 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
     )
     # Captured before the container stack was pinned and before unattended-upgrades got its blacklist: the
     # paths the script gained since are the apt preferences file (planned now without a managed driver) and
-    # the unattended-upgrades file, which that host lacks and stat skips.
+    # the unattended-upgrades file and the GPU health timer's three files (ms4fleet.healthwatch), which that host
+    # lacks and stat skips; the services line gained the health timer.
     # It also asked the docker CLI for the image, which the script now asks Docker's API first (image_query).
     image = want.serving.image
     assert image is not None
@@ -86,13 +88,17 @@ def test_the_quick_check_fingerprints_the_real_host_and_never_passes_there() -> 
         quick_script(want)
         .replace(f"{PREFERENCES_FILE} ", "", 1)
         .replace(f"{UNATTENDED_FILE} ", "", 1)
+        .replace(f" {healthwatch.TIMER} ", " ", 1)
         .replace(image_query(image), f"docker image inspect --format '{{{{.Id}}}}' {image}", 1)
     )
+    for path in healthwatch.PATHS:
+        now = now.replace(f"{path} ", "", 1)
     assert PREFERENCES_FILE in quick_script(want) and UNATTENDED_FILE in quick_script(want)
     assert script.strip() == now.strip()
-    assert live_differences(want, sections)[:3] == [
+    assert live_differences(want, sections)[:4] == [
         "image vllm/vllm-openai:v0.32.0 missing",
         "nginx not active",
+        f"{healthwatch.TIMER} not active",
         "docker not active",
     ]
     assert "verdicts stored: 0" in (CAPTURE / "meta.txt").read_text()

@@ -107,6 +107,8 @@ _FILE_KINDS = {
     "proxy": Change.LIVE,
     # unattended-upgrades reads it at its next run; nothing restarts.
     "unattended-upgrades": Change.LIVE,
+    # The GPU health reader and its timer: the timer restarts and reads; the replicas never notice.
+    "health-watch": Change.LIVE,
     "other": Change.LIVE,
 }
 # Weights keys that change what the replicas load; the others only change how the controller fetches.
